@@ -1,0 +1,167 @@
+"""Training configuration: one dataclass, CLI flags generated from it, `--config FILE` for defaults."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import HfArgumentParser
+
+from taco.errors import TacoError
+from taco.presets import PRESETS
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on. Saved resolved into `run.json`."""
+
+    output_dir: str = _opt("", "Run directory. Default: runs/<objective>-<preset>.")
+    objective: str = _opt("mlm", "Pre-training objective: mlm, or taco (MLM + lambda * token-alignment loss).",
+                          choices=["mlm", "taco"])
+    preset: str = _opt("mini", "Model size preset.", choices=list(PRESETS))
+    model_overrides: str = _opt("", "JSON object of BertConfig fields that override the preset, "
+                                    "e.g. '{\"hidden_dropout_prob\": 0.0}'.")
+    corpus: str = _opt("builtin", "Training text: 'builtin' (prepared from package registries), a .txt file, "
+                                  "a directory of .txt, a .jsonl with a 'text' field, or a saved datasets dataset.")
+    tokenizer: str = _opt("", "Path to a saved Hugging Face fast tokenizer. Default: train a WordPiece "
+                              "tokenizer on the training split (cached).")
+    vocab_size: int = _opt(8192, "Vocabulary size of a newly trained tokenizer.")
+    block_size: int = _opt(128, "Tokens per training block, [CLS] and [SEP] included.")
+    batch_size: int = _opt(32, "Blocks per micro-batch on each process.")
+    grad_accum: int = _opt(1, "Micro-batches accumulated per optimizer step.")
+    max_steps: int = _opt(300, "Optimizer steps to train.")
+    lr: float = _opt(5e-4, "Peak learning rate of AdamW.")
+    warmup_fraction: float = _opt(0.06, "Fraction of max_steps spent in linear warm-up before linear decay to 0.")
+    weight_decay: float = _opt(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
+    adam_beta1: float = _opt(0.9, "AdamW beta1.")
+    adam_beta2: float = _opt(0.98, "AdamW beta2.")
+    adam_eps: float = _opt(1e-6, "AdamW epsilon.")
+    max_grad_norm: float = _opt(1.0, "Gradient clipping threshold on the global L2 norm (0 disables).")
+    mlm_probability: float = _opt(0.15, "Fraction of content tokens selected for MLM (80%% [MASK], 10%% random, 10%% kept).")
+    tc_window: int = _opt(5, "TACO window W (odd, >= 3): the positive lies within (W-1)/2 positions of the anchor.")
+    tc_negatives: int = _opt(50, "TACO negatives K per anchor, drawn from other sequences of the batch.")
+    tc_temperature: float = _opt(0.07, "TACO InfoNCE temperature tau.")
+    tc_weight: float = _opt(1.0, "TACO loss weight lambda in L = L_MLM + lambda * L_TC.")
+    tc_anchors: str = _opt("all", "Which positions are TACO anchors.", choices=["all", "masked", "unmasked"])
+    tc_global_negatives: bool = _opt(True, "Under multi-process training, draw negatives from all ranks' "
+                                           "(detached) context vectors.")
+    seed: int = _opt(42, "Seed for initialisation, data order, masking, sampling and dropout.")
+    snapshot_every: int = _opt(100, "Write a snapshot every N steps (plus step 0 and the final step).")
+    snapshot_log_spaced: bool = _opt(True, "Also snapshot at steps 1, 2, 4, 8, ... below snapshot_every.")
+    log_every: int = _opt(10, "Write a log.jsonl row every N steps.")
+    eval_blocks: int = _opt(64, "Validation blocks scored at each snapshot.")
+    data_cache: str = _opt("data/cache", "Directory for cached tokenizers and packed token blocks.")
+    device: str = _opt("auto", "Device: auto (cuda if available), cpu, or cuda.")
+    precision: str = _opt("fp32", "Compute precision; bf16 autocast is for GPUs.", choices=["fp32", "bf16"])
+    resume: bool = _opt(False, "Continue the run in output_dir from its state/ (same config required).")
+    overwrite: bool = _opt(False, "Delete whatever run output_dir holds and start again.")
+    dry_run: bool = _opt(False, "Run one optimizer step and one snapshot, then stop (checks the set-up).")
+    progress: bool = _opt(True, "Show a progress bar.")
+
+    def resolved(self) -> TrainConfig:
+        out = dataclasses.replace(self)
+        if not out.output_dir:
+            out.output_dir = f"runs/{out.objective}-{out.preset}"
+        if out.dry_run:
+            out.max_steps = 1
+        return out
+
+    def validate(self) -> None:
+        """Raise `TacoError` for values that cannot work, naming the flag to fix."""
+        if self.tc_window < 3 or self.tc_window % 2 == 0:
+            raise TacoError(f"--tc-window must be odd and >= 3 (got {self.tc_window}); try 5")
+        if self.tc_negatives < 1:
+            raise TacoError(f"--tc-negatives must be >= 1 (got {self.tc_negatives}); try 50")
+        if self.tc_temperature <= 0:
+            raise TacoError(f"--tc-temperature must be > 0 (got {self.tc_temperature}); try 0.07")
+        if self.block_size < 8:
+            raise TacoError(f"--block-size must be >= 8 (got {self.block_size})")
+        if self.block_size > 512:
+            raise TacoError(
+                f"--block-size {self.block_size} is above the model's position limit of 512; use <= 512"
+            )
+        for name in ("batch_size", "grad_accum", "max_steps", "snapshot_every", "log_every", "vocab_size"):
+            if getattr(self, name) < 1:
+                raise TacoError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+        if not 0 < self.mlm_probability < 1:
+            raise TacoError(f"--mlm-probability must be in (0, 1) (got {self.mlm_probability})")
+        if self.resume and self.overwrite:
+            raise TacoError("--resume and --overwrite contradict each other; pass one")
+        self.model_overrides_dict()
+
+    def model_overrides_dict(self) -> dict[str, Any]:
+        if not self.model_overrides:
+            return {}
+        try:
+            value = json.loads(self.model_overrides)
+        except json.JSONDecodeError as exc:
+            raise TacoError(f"--model-overrides is not valid JSON ({exc.msg}); pass e.g. '{{\"num_hidden_layers\": 2}}'") from None
+        if not isinstance(value, dict):
+            raise TacoError("--model-overrides must be a JSON object, e.g. '{\"num_hidden_layers\": 2}'")
+        return value
+
+    # Fields that may differ between a run and its resumption without changing its trajectory.
+    RUNTIME_ONLY = ("resume", "overwrite", "progress", "device", "dry_run", "data_cache")
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a JSON or YAML mapping of TrainConfig fields (dashes or underscores)."""
+    p = Path(path)
+    if not p.is_file():
+        raise TacoError(f"config file {path} does not exist; check --config")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the same user error
+        raise TacoError(f"config file {path} could not be parsed ({type(exc).__name__}); fix its syntax") from None
+    if not isinstance(data, dict):
+        raise TacoError(f"config file {path} must hold a mapping of option names to values")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for key, value in data.items():
+        k = key.replace("-", "_")
+        if k not in names:
+            raise TacoError(f"config file {path}: unknown option {key!r}; see python -m taco.train --help")
+        out[k] = json.dumps(value) if k == "model_overrides" and isinstance(value, dict) else value
+    return out
+
+
+def build_parser() -> HfArgumentParser:
+    parser = HfArgumentParser(
+        TrainConfig,
+        prog="python -m taco.train",
+        description="Pre-train a BERT-style encoder from scratch with MLM or TACO and write a snapshot "
+        "series (DESIGN.md run-directory format). Runs under torchrun for multi-process training.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--config", default=None, help="JSON or YAML file of option defaults; flags override it.")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    parser = build_parser()
+    config_path = _find_config_flag(argv)
+    if config_path:
+        parser.set_defaults(**load_config_file(config_path))
+    (cfg,) = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)[:1]
+    return cfg
+
+
+def _find_config_flag(argv: list[str] | None) -> str | None:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    ns, _ = pre.parse_known_args(argv)
+    return ns.config

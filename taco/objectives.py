@@ -1,0 +1,249 @@
+"""Pre-training objectives: MLM on masked positions only, and TACO's token-alignment contrastive (TC) loss.
+
+TC loss (Fu et al. 2022, as DESIGN.md fixes it). With e the embedding-layer output and h the last layer,
+the context vector of position i is g_i = h_i − e_i. For an anchor i of sequence s:
+
+    L_i = −log  exp(cos(g_i, g_p)/τ) / [exp(cos(g_i, g_p)/τ) + Σ_k exp(cos(g_i, g_{n_k})/τ)]
+
+where the positive p is the position at offset d, 1 ≤ |d| ≤ (W−1)/2, in the same sequence (a uniformly
+random other position of s when i+d is not a content position), and the K negatives n_k are drawn with
+replacement from content positions of *other* sequences. g_p and g_{n_k} are detached, so the gradient
+reaches the model through the anchor only. L_TC is the mean over anchors; L = L_MLM + λ·L_TC.
+
+Special tokens and padding are never anchors, positives or negatives. The (anchors, K, H) tensor of
+negative vectors is never kept: `NegativeCosine` gathers it chunk by chunk in forward and backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class TCConfig:
+    window: int = 5
+    negatives: int = 50
+    temperature: float = 0.07
+    weight: float = 1.0
+    anchors: str = "all"  # all | masked | unmasked
+    global_negatives: bool = True
+
+
+@dataclass
+class TCIndex:
+    """Sampled indices into the compact list of candidate positions (row-major over (batch, seq))."""
+
+    flat: Tensor  # (N,) index into batch*seq of each candidate position
+    anchors: Tensor  # (A,) compact indices of anchors
+    positives: Tensor  # (A,) compact index of each anchor's positive (local pool)
+    negatives: Tensor  # (A, K) indices into the negative pool (local, or all ranks' when gathered)
+
+
+def _compact(valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Compact indexing of the True entries of `valid` (B, L): flat index, sequence id, count and start per sequence."""
+    b, seq_len = valid.shape
+    flat = valid.reshape(-1).nonzero().squeeze(1)
+    seq = torch.div(flat, seq_len, rounding_mode="floor")
+    counts = valid.sum(1)
+    starts = torch.cumsum(counts, 0) - counts
+    return flat, seq, counts, starts
+
+
+def sample_tc_indices(
+    valid: Tensor,
+    anchor_mask: Tensor,
+    window: int,
+    negatives: int,
+    generator: torch.Generator | None = None,
+    pool_counts: Tensor | None = None,
+    pool_offset: int = 0,
+) -> TCIndex:
+    """Sample one positive and K negatives for every anchor.
+
+    Args:
+        valid: (B, L) bool, positions that may be sampled (content tokens under the attention mask).
+        anchor_mask: (B, L) bool, positions that are anchors (a subset of `valid`).
+        window: odd W >= 3; positives lie at offsets 1 <= |d| <= (W-1)/2.
+        negatives: K >= 1, drawn with replacement from other sequences' candidate positions.
+        pool_counts: candidate positions per sequence of the negative pool, in pool order. Default: the local
+            batch (`valid.sum(1)`). Under multi-process training, all ranks' counts concatenated.
+        pool_offset: index of this batch's first sequence within the pool's sequences.
+    Every sequence needs >= 2 candidate positions and the pool >= 1 position outside each sequence.
+    """
+    device = valid.device
+    b, seq_len = valid.shape
+    flat, seq, counts, starts = _compact(valid)
+    n = flat.numel()
+    compact_of = torch.full((b * seq_len,), -1, dtype=torch.long, device=device)
+    compact_of[flat] = torch.arange(n, device=device)
+    anchors = anchor_mask.reshape(-1)[flat].nonzero().squeeze(1)
+    a_seq = seq[anchors]
+    a_pos = flat[anchors] % seq_len
+
+    # Positive: a random offset in the window; fall back to another random position of the same sequence.
+    half = window // 2
+    d = torch.randint(1, half + 1, (anchors.numel(),), generator=generator, device="cpu").to(device)
+    sign = torch.randint(0, 2, (anchors.numel(),), generator=generator, device="cpu").to(device) * 2 - 1
+    target = a_pos + d * sign
+    inside = (target >= 0) & (target < seq_len)
+    cand = compact_of[(a_seq * seq_len + target.clamp(0, seq_len - 1))]
+    ok = inside & (cand >= 0)
+    n_s = counts[a_seq]
+    r = (torch.rand(anchors.numel(), generator=generator, device="cpu").to(device) * (n_s - 1)).long()
+    r = torch.minimum(r, n_s - 2)
+    self_rank = anchors - starts[a_seq]
+    fallback = starts[a_seq] + r + (r >= self_rank).long()
+    positives = torch.where(ok, cand, fallback)
+
+    # Negatives: uniform over pool positions outside the anchor's sequence, by skipping its contiguous range.
+    if pool_counts is None:
+        pool_counts = counts
+    pool_starts = torch.cumsum(pool_counts, 0) - pool_counts
+    total = int(pool_counts.sum())
+    own_start = pool_starts[a_seq + pool_offset]
+    own_count = pool_counts[a_seq + pool_offset]
+    span = (total - own_count).unsqueeze(1)
+    u = torch.rand((anchors.numel(), negatives), generator=generator, device="cpu").to(device)
+    rn = torch.minimum((u * span).long(), span - 1)
+    neg = rn + (rn >= own_start.unsqueeze(1)).long() * own_count.unsqueeze(1)
+    return TCIndex(flat=flat, anchors=anchors, positives=positives, negatives=neg)
+
+
+class NegativeCosine(torch.autograd.Function):
+    """s[a, k] = <u[a], pool[idx[a, k]]> for unit vectors, without storing the (A, K, H) gather.
+
+    The pool is treated as a constant (TACO detaches negatives); forward and backward gather it in chunks.
+    """
+
+    @staticmethod
+    def forward(ctx, anchors: Tensor, pool: Tensor, idx: Tensor, chunk: int) -> Tensor:  # noqa: ANN001
+        ctx.save_for_backward(pool, idx)
+        ctx.chunk = chunk
+        out = anchors.new_empty(idx.shape)
+        for start in range(0, idx.shape[0], chunk):
+            sl = slice(start, start + chunk)
+            out[sl] = torch.bmm(pool[idx[sl]], anchors[sl].unsqueeze(2)).squeeze(2)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # noqa: ANN001, ANN205
+        pool, idx = ctx.saved_tensors
+        grad = grad_out.new_empty((idx.shape[0], pool.shape[1]))
+        for start in range(0, idx.shape[0], ctx.chunk):
+            sl = slice(start, start + ctx.chunk)
+            grad[sl] = torch.bmm(grad_out[sl].unsqueeze(1), pool[idx[sl]]).squeeze(1)
+        return grad, None, None, None
+
+
+def negative_cosine(anchors: Tensor, pool: Tensor, idx: Tensor, max_elements: int = 1 << 23) -> Tensor:
+    """(A, H) unit anchors × (M, H) unit pool × (A, K) indices → (A, K) cosines, gradient to anchors only."""
+    k, h = idx.shape[1], pool.shape[1]
+    chunk = max(1, max_elements // max(1, k * h))
+    return NegativeCosine.apply(anchors, pool.detach(), idx, chunk)
+
+
+def info_nce(anchor_unit: Tensor, positive_unit: Tensor, negative_cos: Tensor, temperature: float) -> Tensor:
+    """Mean InfoNCE with the positive at index 0: logits = [cos(a, p), cos(a, n_1..K)] / τ."""
+    pos = (anchor_unit * positive_unit.detach()).sum(-1, keepdim=True)
+    logits = torch.cat([pos, negative_cos], dim=1) / temperature
+    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits.float(), target)
+
+
+def tc_loss(
+    h: Tensor,
+    e: Tensor,
+    index: TCIndex,
+    temperature: float,
+    pool_unit: Tensor | None = None,
+) -> Tensor:
+    """TC loss from last-layer states h and embedding outputs e, both (B, L, H), and sampled indices.
+
+    `pool_unit` (M, H): detached unit context vectors that `index.negatives` points into; default the local
+    candidates. Returns a scalar (mean over anchors).
+    """
+    hidden = h.shape[-1]
+    g = (h - e).reshape(-1, hidden)[index.flat]
+    u = F.normalize(g.float(), dim=-1)
+    if pool_unit is None:
+        pool_unit = u.detach()
+    anchor_u = u[index.anchors]
+    if anchor_u.shape[0] == 0:  # e.g. masked anchors in a batch without masks: contributes nothing
+        return g.sum() * 0.0
+    neg = negative_cosine(anchor_u, pool_unit, index.negatives)
+    return info_nce(anchor_u, u.detach()[index.positives], neg, temperature)
+
+
+def mlm_loss(model: nn.Module, hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """MLM cross-entropy and accuracy, projecting to the vocabulary only at masked positions.
+
+    `model` is a `BertForMaskedLM` (its `cls` head); hidden (B, L, H); labels (B, L) with -100 elsewhere.
+    """
+    where = labels != IGNORE_INDEX
+    logits = model.cls(hidden[where])
+    target = labels[where]
+    loss = F.cross_entropy(logits.float(), target)
+    accuracy = (logits.argmax(-1) == target).float().mean().detach()
+    return loss, accuracy
+
+
+def gather_pool(unit: Tensor, counts: Tensor) -> tuple[Tensor, Tensor, int]:
+    """All ranks' detached unit context vectors and per-sequence counts; returns (pool, pool_counts, offset)."""
+    import torch.distributed as dist
+
+    world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = [torch.zeros(1, dtype=torch.long, device=unit.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([unit.shape[0]], device=unit.device))
+    max_n = int(max(s.item() for s in sizes))
+    padded = unit.new_zeros((max_n, unit.shape[1]))
+    padded[: unit.shape[0]] = unit
+    bufs = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(bufs, padded.contiguous())
+    cbufs = [torch.empty_like(counts) for _ in range(world)]
+    dist.all_gather(cbufs, counts.contiguous())
+    pool = torch.cat([b[: int(s.item())] for b, s in zip(bufs, sizes, strict=True)])
+    return pool, torch.cat(cbufs), rank * counts.shape[0]
+
+
+class PretrainingModel(nn.Module):
+    """Wraps `BertForMaskedLM` so one forward computes L_MLM (+ λ·L_TC); DDP wraps this module."""
+
+    def __init__(self, mlm_model: nn.Module, objective: str = "mlm", tc: TCConfig | None = None) -> None:
+        super().__init__()
+        self.mlm_model = mlm_model
+        self.objective = objective
+        self.tc = tc or TCConfig()
+
+    def forward(
+        self, input_ids: Tensor, labels: Tensor, valid: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        use_tc = self.objective == "taco"
+        out = self.mlm_model.bert(input_ids=input_ids, output_hidden_states=use_tc, return_dict=True)
+        h = out.last_hidden_state
+        loss_mlm, acc = mlm_loss(self.mlm_model, h, labels)
+        result = {"mlm_loss": loss_mlm.detach(), "mlm_accuracy": acc}
+        if not use_tc:
+            result["loss"] = loss_mlm
+            return result
+        e = out.hidden_states[0]
+        masked = labels != IGNORE_INDEX
+        anchor_mask = {"all": valid, "masked": valid & masked, "unmasked": valid & ~masked}[self.tc.anchors]
+        pool_unit, pool_counts, offset = None, None, 0
+        import torch.distributed as dist
+
+        if self.tc.global_negatives and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            flat = valid.reshape(-1).nonzero().squeeze(1)
+            local = F.normalize((h - e).reshape(-1, h.shape[-1])[flat].float().detach(), dim=-1)
+            pool_unit, pool_counts, offset = gather_pool(local, valid.sum(1))
+        index = sample_tc_indices(valid, anchor_mask, self.tc.window, self.tc.negatives, generator,
+                                  pool_counts=pool_counts, pool_offset=offset)
+        loss_tc = tc_loss(h, e, index, self.tc.temperature, pool_unit)
+        result["tc_loss"] = loss_tc.detach()
+        result["loss"] = loss_mlm + self.tc.weight * loss_tc
+        return result

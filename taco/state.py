@@ -1,0 +1,50 @@
+"""The one rolling resumable training state (`state/`): weights, optimizer, scheduler, step, RNG.
+
+Data order, masking and TC sampling are functions of (seed, step), so the step is the whole data position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from taco.snapshots import replace_dir
+
+STATE_FILE = "training_state.pt"
+
+
+def config_digest(config: dict[str, Any], runtime_only: tuple[str, ...]) -> str:
+    """Hash of the config fields that determine the trajectory (runtime switches excluded)."""
+    kept = {k: v for k, v in sorted(config.items()) if k not in runtime_only}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def save_state(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: Any, digest: str) -> None:
+    target = Path(run_dir) / "state"
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-state-", dir=run_dir))
+    try:
+        torch.save(
+            {"step": step, "config_digest": digest, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "torch_rng": torch.get_rng_state()},
+            tmp / STATE_FILE,
+        )
+        (tmp / "state.json").write_text(json.dumps({"step": step, "config_digest": digest}))
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_state(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / "state" / STATE_FILE
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)

@@ -1,0 +1,381 @@
+"""`python -m taco.train`: pre-train a BERT encoder with MLM or TACO and write a snapshot series.
+
+Run directory (DESIGN.md): run.json, tokenizer/, log.jsonl, snapshots/step-NNNNNNN/, state/, data/.
+Multi-process: `torchrun --nproc_per_node N -m taco.train ...` (DistributedDataParallel; rank 0 writes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from taco.config import TrainConfig, parse_args
+from taco.errors import TacoError
+from taco.objectives import PretrainingModel, TCConfig
+from taco.snapshots import snapshot_steps, write_json_atomic, write_snapshot
+from taco.state import config_digest, load_state, save_state
+
+SEED_STRIDE = 1_000_003
+
+
+@dataclasses.dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_flag: str) -> tuple[DistInfo, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = device_flag == "cuda" or (device_flag == "auto" and torch.cuda.is_available())
+    if device_flag == "cuda" and not torch.cuda.is_available():
+        raise TacoError("--device cuda was requested but no CUDA device is available; use --device cpu")
+    if world > 1:
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    else:
+        info = DistInfo()
+    device = torch.device(f"cuda:{info.local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    return info, device
+
+
+def barrier(info: DistInfo) -> None:
+    if info.world > 1:
+        dist.barrier()
+
+
+def check_output_dir(out: Path, cfg: TrainConfig) -> str:
+    """Decide what to do with `out`: 'fresh', 'resume' or 'overwrite'. Raises before anything is touched."""
+    has_run = (out / "run.json").is_file()
+    non_empty = out.is_dir() and any(out.iterdir())
+    if out.exists() and not out.is_dir():
+        raise TacoError(f"--output-dir {out} is a file; choose a directory")
+    if cfg.overwrite:
+        if non_empty and not has_run:
+            raise TacoError(f"--output-dir {out} holds files that are not a taco run; refusing to delete them "
+                            "with --overwrite; choose another --output-dir")
+        return "overwrite" if non_empty else "fresh"
+    if cfg.resume:
+        if not has_run:
+            raise TacoError(f"--resume: {out} holds no run (no run.json); drop --resume to start one")
+        saved = json.loads((out / "run.json").read_text())["config"]
+        now = dataclasses.asdict(cfg)
+        diff = [k for k in now if k not in TrainConfig.RUNTIME_ONLY and k != "max_steps" and saved.get(k) != now[k]]
+        if diff:
+            raise TacoError(f"--resume: {out} was trained with different {', '.join(diff)}; "
+                            "pass the same options or use another --output-dir")
+        return "resume"
+    if has_run:
+        run = json.loads((out / "run.json").read_text())
+        raise TacoError(f"--output-dir {out} already holds a run ({run.get('objective')}, {run.get('preset')}); "
+                        "pass --resume to continue it, --overwrite to replace it, or another --output-dir")
+    if non_empty:
+        raise TacoError(f"--output-dir {out} is not empty; choose an empty or new directory")
+    return "fresh"
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("torch", "transformers", "tokenizers", "datasets", "numpy", "taco-dynamics"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or name.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+
+
+def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    return (seed * SEED_STRIDE + step * 7919 + micro * 104729 + rank * 15485863) % (2**63 - 1)
+
+
+@torch.no_grad()
+def evaluate(mlm_model: torch.nn.Module, blocks: np.ndarray, cfg: TrainConfig, collator: Any,
+             special_ids: torch.Tensor, device: torch.device) -> dict[str, float]:
+    """MLM and TC loss on fixed validation blocks with fixed masks (TC loss is reported for MLM runs too)."""
+    was_training = mlm_model.training
+    mlm_model.eval()
+    probe = PretrainingModel(mlm_model, "taco", TCConfig(cfg.tc_window, cfg.tc_negatives, cfg.tc_temperature,
+                                                         cfg.tc_weight, cfg.tc_anchors, global_negatives=False))
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    collator.generator.manual_seed(cfg.seed + 2)
+    totals = {"mlm_loss": 0.0, "tc_loss": 0.0, "mlm_accuracy": 0.0}
+    n = min(cfg.eval_blocks, len(blocks))
+    batches = 0
+    for start in range(0, n, cfg.batch_size):
+        ids = torch.from_numpy(np.asarray(blocks[start : min(n, start + cfg.batch_size)])).long()
+        if ids.shape[0] < 2:
+            break
+        special = torch.isin(ids, special_ids)
+        inputs, labels = collator.torch_mask_tokens(ids.clone(), special_tokens_mask=special)
+        out = probe(inputs.to(device), labels.to(device), (~special).to(device), gen)
+        for k in totals:
+            totals[k] += float(out[k])
+        batches += 1
+    mlm_model.train(was_training)
+    return {k: v / max(batches, 1) for k, v in totals.items()}
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train according to `cfg` and return the run directory. Raises `TacoError`/`CorpusError` on bad input."""
+    from transformers import BertForMaskedLM, DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
+
+    from taco.corpus import load_corpus
+    from taco.data import BlockSampler, packed_data
+    from taco.presets import build_config
+    from taco.tokenizer import cached_tokenizer, load_tokenizer, tokenizer_hash
+
+    cfg = cfg.resolved()
+    cfg.validate()
+    info, device = init_distributed(cfg.device)
+    out = Path(cfg.output_dir)
+    mode = check_output_dir(out, cfg)
+
+    # Data preparation happens once, on rank 0; the other ranks then read the caches.
+    corpus = tokenizer = data = None
+    for turn in (0, 1):
+        if (turn == 0) == info.main:
+            corpus = load_corpus(cfg.corpus)
+            if cfg.tokenizer:
+                tok_dir = Path(cfg.tokenizer)
+            else:
+                tok_dir = cached_tokenizer(corpus.train, corpus.fingerprint, cfg.vocab_size, cfg.data_cache)
+            tokenizer = load_tokenizer(tok_dir)
+            tok_hash = tokenizer_hash(tokenizer)
+            data = packed_data(corpus.train, corpus.validation, tokenizer, corpus_fingerprint=corpus.fingerprint,
+                               tok_hash=tok_hash, block_size=cfg.block_size, cache_dir=cfg.data_cache,
+                               progress=cfg.progress and info.main)
+        barrier(info)
+    assert corpus is not None and tokenizer is not None and data is not None
+
+    model_config = build_config(cfg.preset, len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                overrides=cfg.model_overrides_dict())
+    if cfg.block_size > model_config.max_position_embeddings:
+        raise TacoError(f"--block-size {cfg.block_size} exceeds max_position_embeddings "
+                        f"{model_config.max_position_embeddings}; lower --block-size")
+    if mode == "resume":
+        saved = json.loads((out / "run.json").read_text())
+        if saved["tokenizer"]["hash"] != tok_hash:
+            raise TacoError(f"--resume: the tokenizer differs from the one {out} was trained with; "
+                            f"pass --tokenizer {out / 'tokenizer'}")
+
+    torch.manual_seed(cfg.seed)
+    mlm_model = BertForMaskedLM(model_config).to(device)
+    digest = config_digest(dataclasses.asdict(cfg), TrainConfig.RUNTIME_ONLY + ("max_steps",))
+    wrapper = PretrainingModel(mlm_model, cfg.objective, TCConfig(cfg.tc_window, cfg.tc_negatives,
+                               cfg.tc_temperature, cfg.tc_weight, cfg.tc_anchors, cfg.tc_global_negatives))
+    optimizer = build_optimizer(mlm_model, cfg)
+    warmup = int(round(cfg.warmup_fraction * cfg.max_steps))
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, cfg.max_steps)
+
+    start_step = 0
+    if mode == "resume":
+        state = load_state(out)
+        if state is None:
+            raise TacoError(f"--resume: {out}/state is missing (killed before its first save); "
+                            "start again with --overwrite")
+        if state["config_digest"] != digest:
+            raise TacoError(f"--resume: {out}/state was written under a different configuration; use --overwrite")
+        mlm_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_step = int(state["step"])
+        if info.main:
+            _truncate_log(out / "log.jsonl", start_step)
+    elif info.main:
+        if mode == "overwrite":
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(str(out / "tokenizer"))
+        (out / "data").mkdir(exist_ok=True)
+        np.save(out / "data" / "validation_blocks.npy", np.asarray(data.validation[: max(cfg.eval_blocks, 256)]))
+        np.save(out / "data" / "token_counts.npy", data.token_counts)
+        run = {
+            "config": dataclasses.asdict(cfg), "objective": cfg.objective, "preset": cfg.preset, "seed": cfg.seed,
+            "block_size": cfg.block_size, "model_config": model_config.to_dict(),
+            "corpus": {"source": corpus.source, "fingerprint": corpus.fingerprint, "description": corpus.description,
+                       "train_blocks": int(len(data.train)), "validation_blocks": int(len(data.validation))},
+            "tokenizer": {"path": "tokenizer", "hash": tok_hash, "vocab_size": len(tokenizer)},
+            "validation_blocks_path": "data/validation_blocks.npy", "token_counts_path": "data/token_counts.npy",
+            "world_size": info.world, "global_batch_tokens": cfg.batch_size * cfg.grad_accum * info.world * cfg.block_size,
+            "versions": package_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        write_json_atomic(out / "run.json", run)
+        (out / "log.jsonl").touch()
+    barrier(info)
+
+    ddp_model: torch.nn.Module = wrapper
+    if info.world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            wrapper, device_ids=[device.index] if device.type == "cuda" else None)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability, seed=cfg.seed)
+    special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+    sampler = BlockSampler(len(data.train), cfg.batch_size, cfg.seed, info.rank, info.world)
+    schedule = set(snapshot_steps(cfg.max_steps, cfg.snapshot_every, cfg.snapshot_log_spaced))
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * info.world * cfg.block_size
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext())
+    gen = torch.Generator()
+
+    def snapshot(step: int, train_loss: float | None, elapsed: float) -> None:
+        if info.main:
+            val = evaluate(mlm_model, data.validation, cfg, collator, special_ids, device)
+            row = {"step": step, "tokens_seen": step * tokens_per_step, "split": "validation",
+                   "loss": val["mlm_loss"] + (cfg.tc_weight * val["tc_loss"] if cfg.objective == "taco" else 0.0),
+                   **val, "elapsed_s": round(elapsed, 3)}
+            _append_log(out / "log.jsonl", row)
+            write_snapshot(out, step, mlm_model, {
+                "tokens_seen": step * tokens_per_step, "train_loss": train_loss, "val_loss": val["mlm_loss"],
+                "val_mlm_loss": val["mlm_loss"], "val_tc_loss": val["tc_loss"], "val_mlm_accuracy": val["mlm_accuracy"],
+                "wall_time": round(elapsed, 3), "objective": cfg.objective})
+            save_state(out, step, mlm_model, optimizer, scheduler, digest)
+        barrier(info)
+
+    t0 = time.perf_counter()
+    elapsed_before = _elapsed_at(out / "log.jsonl", start_step) if mode == "resume" else 0.0
+    if start_step == 0:
+        snapshot(0, None, 0.0)
+    bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not (cfg.progress and info.main),
+               desc=f"{cfg.objective}-{cfg.preset}", unit="step", dynamic_ncols=True)
+    mlm_model.train()
+    last_tick, loss_value = time.perf_counter(), None
+    for step in range(start_step + 1, cfg.max_steps + 1):
+        sums = {"loss": 0.0, "mlm_loss": 0.0, "tc_loss": 0.0, "mlm_accuracy": 0.0}
+        for micro in range(cfg.grad_accum):
+            s = step_seed(cfg.seed, step, micro, info.rank)
+            torch.manual_seed(s)  # dropout
+            gen.manual_seed(s + 1)  # TC sampling
+            collator.generator.manual_seed(s + 2)  # masking
+            ids = torch.from_numpy(np.asarray(data.train[sampler.indices((step - 1) * cfg.grad_accum + micro)])).long()
+            special = torch.isin(ids, special_ids)
+            inputs, labels = collator.torch_mask_tokens(ids, special_tokens_mask=special)
+            sync = nullcontext() if (info.world == 1 or micro == cfg.grad_accum - 1) else ddp_model.no_sync()
+            with sync:
+                with autocast:
+                    result = ddp_model(inputs.to(device), labels.to(device), (~special).to(device), gen)
+                (result["loss"] / cfg.grad_accum).backward()
+            for k in sums:
+                if k in result:
+                    sums[k] += float(result[k]) / cfg.grad_accum
+        if not math.isfinite(sums["loss"]):
+            raise TacoError(f"loss became {sums['loss']} at step {step}; lower --lr or raise --warmup-fraction")
+        grad_norm = torch.nn.utils.clip_grad_norm_(mlm_model.parameters(),
+                                                   cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = sums["loss"]
+        now = time.perf_counter()
+        tok_s = tokens_per_step / max(now - last_tick, 1e-9)
+        last_tick = now
+        bar.update(1)
+        if step % cfg.log_every == 0 or step in schedule:
+            stats = _mean_over_ranks(sums, info, device)
+            row = {"step": step, "tokens_seen": step * tokens_per_step, "lr": lr, **stats,
+                   "grad_norm": float(grad_norm), "tokens_per_s": round(tok_s, 1),
+                   "elapsed_s": round(elapsed_before + now - t0, 3)}
+            if cfg.objective == "mlm":
+                row.pop("tc_loss")
+            if info.main:
+                _append_log(out / "log.jsonl", row)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{tok_s:,.0f}")
+        if step in schedule:
+            snapshot(step, loss_value, elapsed_before + time.perf_counter() - t0)
+    bar.close()
+    if info.world > 1:
+        dist.destroy_process_group()
+    return out
+
+
+def _mean_over_ranks(values: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
+    if info.world == 1:
+        return dict(values)
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return {k: float(v) / info.world for k, v in zip(values, t.tolist(), strict=True)}
+
+
+def _append_log(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows after the resumed step (the killed run's tail), rewriting the file atomically."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by the kill
+            continue
+        if row.get("step", 0) <= step:
+            keep.append(line)
+    tmp = path.with_name(".log.jsonl.tmp")
+    tmp.write_text("".join(k + "\n" for k in keep))
+    os.replace(tmp, path)
+
+
+def _elapsed_at(path: Path, step: int) -> float:
+    elapsed = 0.0
+    if path.exists():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("step", 0) <= step:
+                elapsed = max(elapsed, float(row.get("elapsed_s", 0.0)))
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    from taco.corpus import CorpusError
+
+    try:
+        cfg = parse_args(argv)
+        out = train(cfg)
+    except (TacoError, CorpusError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
