@@ -156,6 +156,9 @@ def train(cfg: TrainConfig) -> Path:
     from taco.presets import build_config
     from taco.tokenizer import cached_tokenizer, load_tokenizer, tokenizer_hash
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar would interleave with ours
     cfg = cfg.resolved()
     cfg.validate()
     info, device = init_distributed(cfg.device)
@@ -241,6 +244,7 @@ def train(cfg: TrainConfig) -> Path:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             wrapper, device_ids=[device.index] if device.type == "cuda" else None)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability, seed=cfg.seed)
+    collator.create_rng("pt")  # the collator's own generator, reseeded per step below
     special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
     sampler = BlockSampler(len(data.train), cfg.batch_size, cfg.seed, info.rank, info.world)
     schedule = set(snapshot_steps(cfg.max_steps, cfg.snapshot_every, cfg.snapshot_log_spaced))

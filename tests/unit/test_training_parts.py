@@ -1,0 +1,101 @@
+"""Packing, data order, snapshot schedule, presets and configuration parsing."""
+
+import json
+
+import numpy as np
+import pytest
+
+from taco.config import TrainConfig, parse_args
+from taco.data import BlockSampler, pack_blocks
+from taco.errors import TacoError
+from taco.presets import PRESETS, build_config, count_parameters
+from taco.snapshots import snapshot_steps
+
+
+def test_pack_blocks_wraps_content_and_separates_documents():
+    blocks = pack_blocks([[10, 11, 12], [20, 21], [], [30, 31, 32, 33]], block_size=5, cls_id=2, sep_id=3)
+    # stream: 10 11 12 [SEP] 20 21 [SEP] 30 31 32 33 → 3 content tokens per block, the tail dropped
+    assert blocks.tolist() == [[2, 10, 11, 12, 3], [2, 3, 20, 21, 3], [2, 3, 30, 31, 3]]
+    assert blocks.dtype == np.int32
+
+
+def test_block_sampler_is_a_function_of_the_batch_index_and_partitions_ranks():
+    a = BlockSampler(100, 4, seed=1)
+    b = BlockSampler(100, 4, seed=1)
+    assert [a.indices(i).tolist() for i in (0, 30, 3)] == [b.indices(i).tolist() for i in (0, 30, 3)]
+    ranks = [BlockSampler(100, 4, seed=1, rank=r, world=2).indices(5) for r in (0, 1)]
+    assert not set(ranks[0]) & set(ranks[1])
+    epoch = np.concatenate([a.indices(i) for i in range(a.per_epoch)])
+    assert len(set(epoch.tolist())) == len(epoch) == 100  # every block once per epoch
+    assert not np.array_equal(a.indices(0), a.indices(a.per_epoch))  # a new order each epoch
+
+
+def test_snapshot_schedule_is_log_spaced_then_regular_with_final():
+    assert snapshot_steps(1000, 100) == [0, 1, 2, 4, 8, 16, 32, 64, 100, 200, 300, 400, 500, 600, 700, 800,
+                                         900, 1000]
+    assert snapshot_steps(250, 100, log_spaced=False) == [0, 100, 200, 250]
+    assert snapshot_steps(1, 100) == [0, 1]
+
+
+def test_presets_match_their_names():
+    small = build_config("small", vocab_size=8192)
+    assert (small.num_hidden_layers, small.hidden_size, small.num_attention_heads) == (4, 512, 8)
+    assert set(PRESETS) == {"tiny", "mini", "small", "base"}
+    cfg = build_config("tiny", 100, overrides={"num_hidden_layers": 3})
+    assert cfg.num_hidden_layers == 3
+    import torch
+    from transformers import BertForMaskedLM
+
+    model = BertForMaskedLM(build_config("tiny", 300))
+    counts = count_parameters(model.config)
+    body = sum(p.numel() for n, p in model.bert.named_parameters() if "embeddings" not in n)
+    assert counts["non_embedding"] == body
+    del torch
+
+
+@pytest.mark.parametrize("overrides", [{"not_a_field": 1}, {"hidden_size": 100, "num_attention_heads": 3}])
+def test_bad_overrides_raise(overrides):
+    with pytest.raises(TacoError):
+        build_config("tiny", 100, overrides=overrides)
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(TacoError, match="tiny"):
+        build_config("huge", 100)
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--tc-window", "4"], "odd"),
+        (["--tc-window", "1"], "odd"),
+        (["--tc-negatives", "0"], "negatives"),
+        (["--block-size", "1024"], "position limit"),
+        (["--resume", "--overwrite"], "contradict"),
+        (["--model-overrides", "{oops"], "JSON"),
+    ],
+)
+def test_invalid_values_are_reported(flags, fragment):
+    cfg = parse_args(flags)
+    with pytest.raises(TacoError, match=fragment):
+        cfg.resolved().validate()
+
+
+def test_config_file_supplies_defaults_that_flags_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("objective: taco\ntc-window: 7\nbatch_size: 8\n")
+    cfg = parse_args(["--config", str(path), "--batch-size", "4"])
+    assert (cfg.objective, cfg.tc_window, cfg.batch_size) == ("taco", 7, 4)
+    jpath = tmp_path / "c.json"
+    jpath.write_text(json.dumps({"preset": "tiny", "model_overrides": {"num_hidden_layers": 1}}))
+    cfg = parse_args(["--config", str(jpath)])
+    assert cfg.preset == "tiny" and cfg.model_overrides_dict() == {"num_hidden_layers": 1}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"no_such_option": 1}))
+    with pytest.raises(TacoError, match="no_such_option"):
+        parse_args(["--config", str(bad)])
+
+
+def test_defaults_resolve_output_dir():
+    cfg = TrainConfig(objective="taco", preset="tiny").resolved()
+    assert cfg.output_dir == "runs/taco-tiny"
