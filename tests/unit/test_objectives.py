@@ -55,12 +55,14 @@ def test_tc_loss_matches_naive_loop():
     assert torch.allclose(g_fast, g_slow, atol=1e-5)
 
 
-def test_negative_cosine_gradient_matches_materialised_gather():
+@pytest.mark.parametrize("method", ["sparse", "gather"])
+def test_negative_cosine_gradient_matches_materialised_gather(method):
     torch.manual_seed(0)
     anchors = F.normalize(torch.randn(20, 6, dtype=torch.float64), dim=-1).requires_grad_()
     pool = F.normalize(torch.randn(30, 6, dtype=torch.float64), dim=-1)
     idx = torch.randint(0, 30, (20, 5))
-    ours = negative_cosine(anchors, pool, idx, max_elements=13)  # forces several chunks
+    idx[0] = 7  # repeated negatives in one row (sampling is with replacement)
+    ours = negative_cosine(anchors, pool, idx, max_elements=13, method=method)  # gather: several chunks
     ref = (anchors.unsqueeze(1) * pool[idx]).sum(-1)
     assert torch.allclose(ours, ref)
     w = torch.randn_like(ref)

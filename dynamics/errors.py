@@ -1,0 +1,13 @@
+"""The one exception type of the probe: bad input that the user can fix.
+
+`dynamics.probe.main()` turns it into a one-line message on stderr and exit status 2. The message names the
+offending path and says how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class ProbeError(Exception):
+    """Bad input (missing or corrupt files, incompatible runs, too little text); the message is one line."""
+
+    exit_code = 2

@@ -1,0 +1,294 @@
+"""Loading one snapshot and running the probe set through it: per-layer hidden states of the content tokens,
+the input word-embedding rows, and (masked variant) the MLM head transform and the true token's rank.
+
+Architectures: anything `AutoModelForMaskedLM`/`AutoModel` loads whose forward takes `output_hidden_states` and
+that has `get_input_embeddings()`. The MLM head transform `T` is known for BERT (`cls.predictions.transform`),
+RoBERTa-like (`lm_head.dense` → gelu → `lm_head.layer_norm`), ELECTRA generators (`generator_predictions`),
+DistilBERT (`vocab_transform` → activation → `vocab_layer_norm`) and ALBERT (`predictions.dense` → activation →
+`predictions.LayerNorm`). A checkpoint without MLM head weights (an encoder saved as `BertModel`, e.g. a
+sentence-embedding model) is read through its encoder alone; the head metrics are then skipped with a note.
+
+Memory: one model at a time; the caller drops the returned `Activations` before the next snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynamics.errors import ProbeError
+from dynamics.probe_set import ProbeSet
+
+
+@dataclass
+class MaskedOutputs:
+    """The masked pass at the probe set's masked positions (M of them), in content-token order.
+
+    `transform`: (M, E) T(h_L) — the MLM head transform of the last layer, in word-embedding space;
+    `hidden`: (M, H) h_L of the masked pass; `rank`: (M,) int64 rank of the true token among the head's logits
+    (1 = top-1, `dynamics.metrics.anchors.token_rank`); `index`: (M,) int64 indices into the probe set's
+    content tokens.
+    """
+
+    transform: np.ndarray
+    hidden: np.ndarray
+    rank: np.ndarray
+    index: np.ndarray
+
+
+@dataclass
+class Activations:
+    """One snapshot's activations on the probe set's N content tokens (special tokens excluded).
+
+    `hidden`: (L+1, N, H) float32, `hidden[0]` = the embedding-layer output e, `hidden[l]` = layer l's output;
+    `emb_rows`: (N, E) float32 rows E[x_i] of the input word-embedding matrix (E = embedding size, which is H
+    except for ELECTRA-style factorised embeddings); `emb_matrix`: (V, E) float32 the whole matrix (for drift);
+    `masked`: the masked pass, or None when not run or there is no MLM head.
+    """
+
+    hidden: np.ndarray
+    emb_rows: np.ndarray
+    emb_matrix: np.ndarray
+    masked: MaskedOutputs | None
+    has_head: bool
+    architecture: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_layers(self) -> int:
+        """L, the number of transformer layers (hidden holds L+1 entries)."""
+        return self.hidden.shape[0] - 1
+
+
+# ---------------------------------------------------------------------------------------------------------- heads
+
+Head = tuple[Callable[[Any], Any], Callable[[Any], Any]]  # (T: h → transformed, decoder: transformed → logits)
+
+
+def mlm_head(model: Any) -> Head | None:
+    """The (transform, decoder) pair of a known MLM head, or None for an unknown or absent head."""
+    import torch.nn.functional as F
+
+    cls = getattr(model, "cls", None)
+    if cls is not None and hasattr(getattr(cls, "predictions", None), "transform"):  # BERT
+        p = cls.predictions
+        return p.transform, p.decoder
+    lm = getattr(model, "lm_head", None)
+    if lm is not None and all(hasattr(lm, a) for a in ("dense", "layer_norm", "decoder")):  # RoBERTa, XLM-R, …
+        return (lambda h: lm.layer_norm(F.gelu(lm.dense(h)))), lm.decoder
+    if hasattr(model, "generator_predictions") and hasattr(model, "generator_lm_head"):  # ELECTRA generator
+        return model.generator_predictions, model.generator_lm_head
+    if all(hasattr(model, a) for a in ("vocab_transform", "vocab_layer_norm", "vocab_projector")):  # DistilBERT
+        return (lambda h: model.vocab_layer_norm(model.activation(model.vocab_transform(h)))), model.vocab_projector
+    pred = getattr(model, "predictions", None)
+    if pred is not None and all(hasattr(pred, a) for a in ("dense", "activation", "LayerNorm", "decoder")):  # ALBERT
+        return (lambda h: pred.LayerNorm(pred.activation(pred.dense(h)))), pred.decoder
+    return None
+
+
+# -------------------------------------------------------------------------------------------------------- loading
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars for the duration, restoring them afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def resolve_device(device: str) -> str:
+    """'auto' → 'cuda' when available, else 'cpu'; `ProbeError` when 'cuda' is asked for and absent."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ProbeError("--device cuda: no CUDA device is visible; use --device cpu or --device auto")
+    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        raise ProbeError(f"--device {device}: unknown device; use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def load_model(path: Path, device: str = "cpu") -> tuple[Any, bool, list[str]]:
+    """Load the snapshot at `path` in eval mode and float32 → (model, has_head, notes).
+
+    `AutoModelForMaskedLM` first; the head counts as present only if its weights were in the checkpoint
+    (missing keys outside the encoder mean a headless checkpoint). Falls back to `AutoModel` when the
+    architecture has no masked-LM class. Any load failure becomes a `ProbeError` naming the folder.
+    """
+    import torch
+    from transformers import AutoModel, AutoModelForMaskedLM
+
+    notes: list[str] = []
+    fix = "re-save the snapshot with save_pretrained() or leave it out with --steps"
+    with _quiet_transformers():
+        try:
+            model, info = AutoModelForMaskedLM.from_pretrained(str(path), output_loading_info=True, dtype=torch.float32)
+            prefix = getattr(model, "base_model_prefix", "") + "."
+            missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(prefix))
+            base_missing = sorted(k for k in info.get("missing_keys", ()) if k.startswith(prefix))
+            has_head = not missing and mlm_head(model) is not None
+            if missing:
+                notes.append("no MLM head weights in the checkpoint: masked-variant and head metrics skipped")
+            elif mlm_head(model) is None:
+                notes.append(f"MLM head of {type(model).__name__} not recognised: head metrics skipped")
+        except ValueError as exc:
+            if "Unrecognized configuration class" not in str(exc) and "does not support" not in str(exc):
+                raise ProbeError(f"{path}: the model could not be loaded ({_short(exc)}); {fix}") from None
+            try:
+                model, info = AutoModel.from_pretrained(str(path), output_loading_info=True, dtype=torch.float32)
+            except Exception as exc2:  # noqa: BLE001
+                raise ProbeError(f"{path}: the model could not be loaded ({_short(exc2)}); {fix}") from None
+            base_missing = sorted(info.get("missing_keys", ()))
+            has_head = False
+            notes.append(f"{type(model).__name__} has no masked-LM class: masked-variant and head metrics skipped")
+        except ProbeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - corrupt weights, bad config, … are all the same user error
+            raise ProbeError(f"{path}: the model could not be loaded ({_short(exc)}); {fix}") from None
+    if base_missing:
+        raise ProbeError(f"{path}: the checkpoint lacks encoder weights ({base_missing[0]}, …); {fix}")
+    model.eval()
+    return model.to(device), has_head, notes
+
+
+def _short(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+
+
+def _encoder(model: Any) -> Any:
+    base = getattr(model, "base_model", None)
+    return base if base is not None else model
+
+
+# ------------------------------------------------------------------------------------------------------ extraction
+
+def extract(
+    model: Any,
+    probe: ProbeSet,
+    *,
+    has_head: bool,
+    masked_pass: bool = True,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> Activations:
+    """Run the probe set through `model` (already on `device`, eval mode) in batches of `batch_size` blocks.
+
+    Pass 1 (always): hidden states of every layer at the content positions, plus E[x_i].
+    Pass 2 (when `masked_pass` and the model has a recognised head): the masked positions replaced by the
+    mask token; at those positions T(h_L), h_L and the rank of the true token under the head's logits. Logits
+    are only computed at masked positions, never over the whole batch.
+    """
+    import torch
+
+    ids_all = torch.from_numpy(probe.ids.astype(np.int64))
+    content_all = torch.from_numpy(probe.content)
+    n_blocks = probe.ids.shape[0]
+    encoder = _encoder(model)
+    emb = model.get_input_embeddings().weight.detach()
+    emb_matrix = emb.float().cpu().numpy().copy()
+    n_layers = int(getattr(encoder.config, "num_hidden_layers", 0) or getattr(encoder.config, "n_layers", 0))
+    head = mlm_head(model) if has_head else None
+    run_masked = masked_pass and head is not None and probe.mask_id is not None
+
+    hidden: np.ndarray | None = None
+    n_tok = probe.n_tokens
+    notes: list[str] = []
+    with torch.inference_mode():
+        offset = 0
+        for start in range(0, n_blocks, batch_size):
+            ids = ids_all[start : start + batch_size].to(device)
+            content = content_all[start : start + batch_size].to(device)
+            out = encoder(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True)
+            states = out.hidden_states
+            if hidden is None:
+                if n_layers and len(states) != n_layers + 1:
+                    notes.append(f"model returned {len(states)} hidden states for {n_layers} layers")
+                hidden = np.empty((len(states), n_tok, states[0].shape[-1]), dtype=np.float32)
+            count = int(content.sum())
+            for layer, h in enumerate(states):
+                hidden[layer, offset : offset + count] = h[content].float().cpu().numpy()
+            offset += count
+            del out, states
+        assert hidden is not None and offset == n_tok
+        masked = _masked_pass(encoder, head, probe, ids_all, batch_size, device) if run_masked else None
+    emb_rows = emb_matrix[probe.tokens]
+    return Activations(hidden, emb_rows, emb_matrix, masked, head is not None, type(model).__name__, notes)
+
+
+def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_size: int, device: str) -> MaskedOutputs:
+    import torch
+
+    from dynamics.metrics.anchors import token_rank
+
+    transform, decoder = head
+    masked_all = torch.from_numpy(probe.masked)
+    content_index = np.full(probe.ids.shape, -1, dtype=np.int64)
+    content_index[probe.content] = np.arange(probe.n_tokens)
+    t_parts, h_parts, r_parts, i_parts = [], [], [], []
+    for start in range(0, ids_all.shape[0], batch_size):
+        ids = ids_all[start : start + batch_size]
+        where = masked_all[start : start + batch_size]
+        if not bool(where.any()):
+            continue
+        inputs = ids.clone()
+        inputs[where] = probe.mask_id
+        inputs = inputs.to(device)
+        out = encoder(input_ids=inputs, attention_mask=torch.ones_like(inputs))
+        h_last = out.last_hidden_state[where.to(device)]  # (m, H)
+        t = transform(h_last)  # (m, E)
+        logits = decoder(t)  # (m, V)
+        rank = token_rank(logits, ids[where].to(device))
+        t_parts.append(t.float().cpu().numpy())
+        h_parts.append(h_last.float().cpu().numpy())
+        r_parts.append(rank.cpu().numpy().astype(np.int64))
+        i_parts.append(content_index[start : start + batch_size][where.numpy()])
+        del out, logits
+    return MaskedOutputs(np.concatenate(t_parts), np.concatenate(h_parts), np.concatenate(r_parts), np.concatenate(i_parts))
+
+
+def extract_snapshot(
+    path: Path, probe: ProbeSet, *, masked_pass: bool = True, batch_size: int = 16, device: str = "cpu"
+) -> Activations:
+    """Load the snapshot at `path`, extract, and free the model before returning."""
+    model, has_head, notes = load_model(path, device)
+    try:
+        acts = extract(model, probe, has_head=has_head, masked_pass=masked_pass, batch_size=batch_size, device=device)
+    except RuntimeError as exc:
+        raise ProbeError(f"{path}: the forward pass failed ({_short(exc)}); check that the model matches the "
+                         "tokenizer and block size, or lower --batch-size") from None
+    finally:
+        del model
+        gc.collect()
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+    acts.notes = notes + acts.notes
+    return acts
+
+
+def embedding_matrix(path: Path) -> np.ndarray:
+    """(V, E) float32 input word-embedding matrix of the snapshot at `path` (loads and frees the model)."""
+    model, _, _ = load_model(path, "cpu")
+    try:
+        return model.get_input_embeddings().weight.detach().float().numpy().copy()
+    finally:
+        del model
+        gc.collect()

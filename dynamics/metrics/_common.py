@@ -1,0 +1,94 @@
+"""Input checks and small numeric helpers shared by the metric modules (not part of the public API).
+
+Every metric converts its inputs with `as_matrix` / `as_labels`, so a wrong shape fails early with a
+ValueError that names the argument, and all arithmetic runs in float64 on the input's device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+ArrayLike = Tensor | np.ndarray
+
+
+def as_matrix(x: ArrayLike, name: str = "x", min_rows: int = 1) -> Tensor:
+    """`x` as a float64 tensor of shape (n_samples, dim); ValueError for any other shape."""
+    t = torch.as_tensor(x)
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, dim); got shape {tuple(t.shape)}")
+    if t.shape[0] < min_rows or t.shape[1] < 1:
+        raise ValueError(f"{name} needs at least {min_rows} row(s) and 1 column; got shape {tuple(t.shape)}")
+    if t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{name} must be real-valued; got dtype {t.dtype}")
+    return t.to(torch.float64)
+
+
+def as_labels(v: ArrayLike, n: int, name: str, device: torch.device | None = None) -> Tensor:
+    """`v` as an int64 tensor of shape (n,); ValueError for a wrong shape or a non-integer dtype."""
+    t = torch.as_tensor(v, device=device)
+    if t.dim() != 1 or t.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) to match the rows of the data; got {tuple(t.shape)}")
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integers; got dtype {t.dtype}")
+    return t.to(torch.int64)
+
+
+def same_rows(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} and {name_b} must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def unit_rows(x: Tensor) -> Tensor:
+    """Rows scaled to unit L2 norm; an all-zero row stays zero (its cosine with anything is taken as 0)."""
+    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    return x / torch.where(norms > 0, norms, torch.ones_like(norms))
+
+
+def dense_groups(labels: Tensor) -> tuple[Tensor, int]:
+    """Relabel arbitrary integer group ids as 0..G-1: returns (dense ids (n,), G)."""
+    uniq, inverse = torch.unique(labels, return_inverse=True)
+    return inverse, int(uniq.numel())
+
+
+def pair_sums(u: Tensor) -> tuple[float, float]:
+    """Sum of u_i·u_j over unordered pairs i < j, and the number of such pairs, in O(n·dim).
+
+    Σ_{i<j} u_i·u_j = (‖Σ_i u_i‖² − Σ_i ‖u_i‖²) / 2, exact for any vectors (for unit rows the subtracted
+    term is n, the identity quoted in DESIGN.md; zero rows contribute 0 to the sum but still count as pairs).
+    """
+    n = u.shape[0]
+    total = u.sum(0)
+    s = (total @ total - (u * u).sum()) / 2
+    return float(s), n * (n - 1) / 2
+
+
+def group_pair_sums(u: Tensor, groups: Tensor, n_groups: int) -> tuple[Tensor, Tensor]:
+    """Per group g: Σ_{i<j in g} u_i·u_j and the pair count n_g(n_g−1)/2, each (n_groups,) float64."""
+    sums = torch.zeros(n_groups, u.shape[1], dtype=u.dtype, device=u.device).index_add_(0, groups, u)
+    sq = torch.zeros(n_groups, dtype=u.dtype, device=u.device).index_add_(0, groups, (u * u).sum(1))
+    counts = torch.bincount(groups, minlength=n_groups).to(u.dtype)
+    return ((sums * sums).sum(1) - sq) / 2, counts * (counts - 1) / 2
+
+
+def offset_pairs(seq_ids: Tensor, positions: Tensor, offset: int) -> tuple[Tensor, Tensor]:
+    """Index pairs (i, j) with seq_ids[j] == seq_ids[i] and positions[j] == positions[i] + offset.
+
+    Sort-and-search over the key (sequence, position), O(n log n). Positions are the tokens' positions in
+    their block, so a gap left by an excluded special token is a real gap (|Δposition| counts it).
+    ValueError if a (sequence, position) pair occurs twice.
+    """
+    seq, _ = dense_groups(seq_ids)
+    pos = positions - positions.min()
+    stride = int(pos.max()) + abs(offset) + 1
+    key = seq * stride + pos
+    order = torch.argsort(key)
+    sorted_key = key[order]
+    if sorted_key.numel() > 1 and bool((sorted_key[1:] == sorted_key[:-1]).any()):
+        raise ValueError("each (seq_id, position) pair must occur at most once")
+    target = key + offset
+    hit = torch.searchsorted(sorted_key, target).clamp(max=sorted_key.numel() - 1)
+    found = (sorted_key[hit] == target) & (pos + offset >= 0) & (pos + offset < stride)
+    i = torch.nonzero(found).squeeze(1)
+    return i, order[hit[i]]

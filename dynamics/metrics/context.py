@@ -1,0 +1,301 @@
+"""Context-vector alignment: do the context vectors g = h − e of one sequence point the same way?
+
+DESIGN.md "Measurements": with g_l = h_l − e (e = embedding-layer output), the mean cosine of g between
+tokens of the same sequence (all pairs, and pairs within TACO's window W), between tokens of different
+sequences, and the gap; cosine as a function of distance; TACO's TC loss evaluated on the probe set; and
+sequence identification accuracy of g.
+
+Inputs are flat content tokens (the caller drops [CLS]/[SEP]/[PAD] and any other special token):
+    g          (n, H)  context vectors, or h_last and e for `tc_loss`
+    seq_ids    (n,)    integer id of each token's block (any integers; need not be contiguous or sorted)
+    positions  (n,)    each token's position within its block (gaps where special tokens were removed
+                       are kept, so |Δposition| is the distance in the block)
+These metrics are undefined at layer 0 (g ≡ 0) and are not stored there. "Mean cosine over pairs" is over
+unordered pairs of distinct tokens; a zero vector has cosine 0 with everything. Arithmetic is float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._common import (
+    ArrayLike,
+    as_labels,
+    as_matrix,
+    dense_groups,
+    group_pair_sums,
+    offset_pairs,
+    pair_sums,
+    same_rows,
+    unit_rows,
+)
+
+
+def _check_window(window: int) -> int:
+    if window < 3 or window % 2 == 0:
+        raise ValueError(f"window must be an odd integer >= 3; got {window}")
+    return (window - 1) // 2
+
+
+def _inputs(g: ArrayLike, seq_ids: ArrayLike, positions: ArrayLike | None = None):
+    x = as_matrix(g, "g")
+    s = as_labels(seq_ids, x.shape[0], "seq_ids", device=x.device)
+    p = None if positions is None else as_labels(positions, x.shape[0], "positions", device=x.device)
+    return x, s, p
+
+
+def same_vs_other_cosine(g: ArrayLike, seq_ids: ArrayLike) -> dict[str, float]:
+    """Mean cosine of context vectors over same-sequence pairs vs other-sequence pairs.
+
+    same  = mean of cos(g_i, g_j) over unordered pairs i ≠ j in the same sequence,
+    other = mean over unordered pairs from two different sequences, gap = same − other.
+    Computed from sums of unit vectors in O(n·H): for a set S, Σ_{i<j∈S} u_i·u_j = (‖Σu‖² − |S|)/2;
+    other-sequence sums and counts are all-pairs minus same-sequence ones.
+
+    Args: g (n, H); seq_ids (n,). Returns {"same", "other", "gap"} as floats (NaN when there is no pair
+    of that kind: no sequence with two tokens, or a single sequence).
+    """
+    x, s, _ = _inputs(g, seq_ids)
+    u = unit_rows(x)
+    groups, n_groups = dense_groups(s)
+    all_sum, all_pairs = pair_sums(u)
+    grp_sum, grp_pairs = group_pair_sums(u, groups, n_groups)
+    same_sum, same_pairs = float(grp_sum.sum()), float(grp_pairs.sum())
+    other_sum, other_pairs = all_sum - same_sum, all_pairs - same_pairs
+    same = same_sum / same_pairs if same_pairs > 0 else math.nan
+    other = other_sum / other_pairs if other_pairs > 0 else math.nan
+    return {"same": same, "other": other, "gap": same - other}
+
+
+def _distance_sums(u: Tensor, s: Tensor, p: Tensor, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per distance d = 1..max_distance: Σ cos over same-sequence pairs with |Δposition| = d, and the count."""
+    sums = np.zeros(max_distance)
+    counts = np.zeros(max_distance)
+    for d in range(1, max_distance + 1):
+        i, j = offset_pairs(s, p, d)  # each unordered pair once (j is d positions after i)
+        sums[d - 1] = float((u[i] * u[j]).sum())
+        counts[d - 1] = i.numel()
+    return sums, counts
+
+
+def cosine_by_distance(g: ArrayLike, seq_ids: ArrayLike, positions: ArrayLike, max_distance: int) -> np.ndarray:
+    """Mean cosine of context vectors as a function of distance within a sequence.
+
+    out[d − 1] = mean cos(g_i, g_j) over unordered pairs in the same sequence with |p_i − p_j| = d.
+
+    Args: g (n, H); seq_ids (n,); positions (n,) unique within a sequence; max_distance ≥ 1.
+    Returns: (max_distance,) float64, NaN for a distance without pairs.
+    """
+    if max_distance < 1:
+        raise ValueError(f"max_distance must be >= 1; got {max_distance}")
+    x, s, p = _inputs(g, seq_ids, positions)
+    sums, counts = _distance_sums(unit_rows(x), s, p, max_distance)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def window_cosine(g: ArrayLike, seq_ids: ArrayLike, positions: ArrayLike, window: int = 5) -> float:
+    """Mean cosine of context vectors over same-sequence pairs inside TACO's window.
+
+    Pairs (i, j) of one sequence with 1 ≤ |p_i − p_j| ≤ (W − 1)/2, each unordered pair once, pooled over
+    distances (a pair-weighted mean, not the mean of the per-distance means).
+
+    Args: g (n, H); seq_ids (n,); positions (n,); window W odd ≥ 3. Returns a float (NaN if no pairs).
+    """
+    half = _check_window(window)
+    x, s, p = _inputs(g, seq_ids, positions)
+    sums, counts = _distance_sums(unit_rows(x), s, p, half)
+    return float(sums.sum() / counts.sum()) if counts.sum() > 0 else math.nan
+
+
+def sample_tc_indices(
+    seq_ids: ArrayLike,
+    positions: ArrayLike,
+    window: int = 5,
+    negatives: int = 50,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Sample TACO's positive and negatives for every token as an anchor (DESIGN.md "The TACO objective").
+
+    Positive of anchor i (sequence s, position p): draw d uniform in {1..(W−1)/2} and a sign uniform in
+    {−1, +1}; the positive is the token of s at position p ± d. If no token of s sits there (outside the
+    block, or a removed special token), it is a uniformly random *other* token of s.
+    Negatives: K tokens drawn uniformly with replacement from all tokens of the *other* sequences.
+
+    Args:
+        seq_ids: (n,) block id per token. Every sequence needs ≥ 2 tokens, and there must be ≥ 2 sequences.
+        positions: (n,) position in the block, unique within a sequence.
+        window: odd W ≥ 3. negatives: K ≥ 1.
+        generator: CPU torch.Generator for reproducible draws (the draws are made on the CPU).
+    Returns:
+        pos_idx (n,) int64 and neg_idx (n, K) int64, indices into the n tokens (on the CPU).
+    """
+    half = _check_window(window)
+    if negatives < 1:
+        raise ValueError(f"negatives must be >= 1; got {negatives}")
+    cpu = torch.device("cpu")
+    raw = torch.as_tensor(seq_ids)
+    if raw.dim() != 1 or raw.numel() == 0:
+        raise ValueError(f"seq_ids must be 1-D (n,) and non-empty; got shape {tuple(raw.shape)}")
+    n = raw.numel()
+    s = as_labels(raw, n, "seq_ids", device=cpu)
+    p = as_labels(positions, n, "positions", device=cpu)
+    groups, n_groups = dense_groups(s)
+    counts = torch.bincount(groups, minlength=n_groups)
+    if n_groups < 2:
+        raise ValueError("sample_tc_indices needs at least 2 sequences (negatives come from other sequences)")
+    if bool((counts < 2).any()):
+        raise ValueError("every sequence needs at least 2 tokens (the positive is another token of it)")
+
+    # Tokens sorted by sequence: each sequence is a contiguous range [start, start + count) of `order`.
+    order = torch.argsort(groups, stable=True)
+    rank_in_sorted = torch.empty_like(order)
+    rank_in_sorted[order] = torch.arange(n)
+    starts = torch.cumsum(counts, 0) - counts
+    g_start, g_count = starts[groups], counts[groups]
+
+    # All draws happen up front, in a fixed order, so a generator state fixes every index.
+    d = torch.randint(1, half + 1, (n,), generator=generator)
+    sign = torch.randint(0, 2, (n,), generator=generator) * 2 - 1
+    r_pos = torch.rand(n, generator=generator, dtype=torch.float64)
+    r_neg = torch.rand((n, negatives), generator=generator, dtype=torch.float64)
+
+    # In-window positive by (sequence, position) lookup.
+    stride = int(p.max() - p.min()) + 2 * half + 1
+    key = groups * stride + (p - p.min() + half)
+    key_order = torch.argsort(key)
+    sorted_key = key[key_order]
+    if bool((sorted_key[1:] == sorted_key[:-1]).any()):
+        raise ValueError("each (seq_id, position) pair must occur at most once")
+    target = key + d * sign
+    hit = torch.searchsorted(sorted_key, target).clamp(max=n - 1)
+    found = sorted_key[hit] == target  # same sequence: the key offset never crosses a sequence's range
+    in_window = key_order[hit]
+
+    # Fallback: uniform over the other count − 1 tokens of the sequence, skipping the anchor itself.
+    self_rank = rank_in_sorted - g_start
+    r = torch.minimum((r_pos * (g_count - 1)).long(), g_count - 2)
+    fallback = order[g_start + r + (r >= self_rank).long()]
+    pos_idx = torch.where(found, in_window, fallback)
+
+    # Negatives: uniform over the n − count positions outside the anchor's range, skipping that range.
+    span = (n - g_count).unsqueeze(1)
+    v = torch.minimum((r_neg * span).long(), span - 1)
+    v = v + (v >= g_start.unsqueeze(1)).long() * g_count.unsqueeze(1)
+    neg_idx = order[v]
+    return pos_idx, neg_idx
+
+
+def info_nce_from_indices(
+    g: ArrayLike, pos_idx: ArrayLike, neg_idx: ArrayLike, temperature: float = 0.07, max_elements: int = 1 << 22
+) -> float:
+    """Mean InfoNCE over anchors on cosine similarity, positive at index 0.
+
+    L_i = −log [exp(cos(g_i, g_{pos_i})/τ) / (exp(cos(g_i, g_{pos_i})/τ) + Σ_k exp(cos(g_i, g_{neg_ik})/τ))]
+    and the result is mean_i L_i (every row of g is an anchor). Evaluation only: no gradient.
+
+    Args:
+        g: (n, H) context vectors. pos_idx: (n,) and neg_idx: (n, K), indices into the rows of g.
+        temperature: τ > 0. max_elements: bound on the gathered (chunk, K, H) negatives per step.
+    Returns: float in nats; log(K + 1) when all cosines are equal.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0; got {temperature}")
+    x = as_matrix(g, "g")
+    n, h = x.shape
+    pi = as_labels(pos_idx, n, "pos_idx", device=x.device)
+    ni = torch.as_tensor(neg_idx, device=x.device)
+    if ni.dim() != 2 or ni.shape[0] != n or ni.shape[1] < 1:
+        raise ValueError(f"neg_idx must have shape ({n}, K) with K >= 1; got {tuple(ni.shape)}")
+    ni = ni.long()
+    for name, idx in (("pos_idx", pi), ("neg_idx", ni)):
+        if bool(((idx < 0) | (idx >= n)).any()):
+            raise ValueError(f"{name} must index rows of g, in [0, {n})")
+    with torch.no_grad():
+        u = unit_rows(x)
+        pos = (u * u[pi]).sum(1, keepdim=True)
+        k = ni.shape[1]
+        chunk = max(1, max_elements // (k * h))
+        total = 0.0
+        for start in range(0, n, chunk):
+            sl = slice(start, start + chunk)
+            neg = torch.bmm(u[ni[sl]], u[sl].unsqueeze(2)).squeeze(2)  # (chunk, K) cosines
+            logits = torch.cat([pos[sl], neg], dim=1) / temperature
+            total += float((torch.logsumexp(logits, dim=1) - logits[:, 0]).sum())
+    return total / n
+
+
+def tc_loss(
+    h_last: ArrayLike,
+    e: ArrayLike,
+    seq_ids: ArrayLike,
+    positions: ArrayLike,
+    window: int = 5,
+    negatives: int = 50,
+    temperature: float = 0.07,
+    generator: torch.Generator | None = None,
+) -> float:
+    """TACO's token-alignment (TC) loss evaluated on probe tokens, every token an anchor.
+
+    g = h_last − e; indices from `sample_tc_indices`, loss from `info_nce_from_indices`. Meaningful for
+    MLM runs too (how TACO-like their context vectors are). Differs from training only in the pool:
+    negatives come from all other probe sequences rather than the other sequences of one batch, and there
+    is no dropout. The value is random through the sampling: pass a seeded `generator` to compare
+    snapshots on identical draws.
+
+    Args:
+        h_last: (n, H) last-layer hidden states; e: (n, H) embedding-layer outputs, same tokens.
+        seq_ids, positions: (n,) as in `sample_tc_indices`.
+        window W (odd, default 5), negatives K (default 50), temperature τ (default 0.07).
+    Returns: float, mean loss in nats.
+    """
+    h, emb = as_matrix(h_last, "h_last"), as_matrix(e, "e")
+    same_rows(h, emb, "h_last", "e")
+    pos_idx, neg_idx = sample_tc_indices(seq_ids, positions, window, negatives, generator)
+    return info_nce_from_indices(h - emb.to(h.device), pos_idx, neg_idx, temperature)
+
+
+def sequence_identification_accuracy(g: ArrayLike, seq_ids: ArrayLike, max_elements: int = 1 << 24) -> float:
+    """Fraction of tokens whose context vector is closest (by cosine) to its own sequence's centroid.
+
+    Centroid of sequence t: the sum of the unit vectors u_j = g_j/‖g_j‖ of its tokens (the mean direction;
+    its scale does not matter to a cosine). Leave-one-out: token i is compared with its own sequence's
+    centroid *without itself* (Σ_{j∈s, j≠i} u_j) — otherwise every token would partly match itself and
+    short sequences would look trivially identifiable — and with the full centroids of the other sequences.
+    Token i counts as correct only if its own score is strictly the highest (ties, e.g. g ≡ 0, count as
+    wrong). Tokens of one-token sequences have no leave-one-out centroid and are skipped, though their
+    sequence still competes as a candidate. Chance level is about 1/(number of sequences).
+
+    Args: g (n, H); seq_ids (n,); max_elements bounds the (chunk, n_sequences) score block.
+    Returns: float in [0, 1] (NaN if no sequence has two tokens).
+    """
+    x, s, _ = _inputs(g, seq_ids)
+    u = unit_rows(x)
+    groups, n_groups = dense_groups(s)
+    cent = torch.zeros(n_groups, u.shape[1], dtype=u.dtype, device=u.device).index_add_(0, groups, u)
+    cent_norm = torch.linalg.vector_norm(cent, dim=1)
+    counts = torch.bincount(groups, minlength=n_groups)
+    eligible = counts[groups] >= 2
+    if not bool(eligible.any()):
+        return math.nan
+    correct = 0
+    chunk = max(1, max_elements // max(1, n_groups))
+    for start in range(0, u.shape[0], chunk):
+        ui, gi = u[start : start + chunk], groups[start : start + chunk]
+        dots = ui @ cent.T  # (chunk, G)
+        scores = dots / torch.where(cent_norm > 0, cent_norm, torch.ones_like(cent_norm))
+        # Own centroid without the token: u·(C − u) / ‖C − u‖, ‖C − u‖² = ‖C‖² − 2u·C + ‖u‖².
+        own_dot = dots.gather(1, gi[:, None]).squeeze(1)
+        uu = (ui * ui).sum(1)
+        loo_norm = (cent_norm[gi] ** 2 - 2 * own_dot + uu).clamp_min(0).sqrt()
+        loo_dot = own_dot - uu
+        own = torch.where(loo_norm > 1e-12, loo_dot / loo_norm.clamp_min(1e-12), torch.zeros_like(loo_dot))
+        scores.scatter_(1, gi[:, None], -math.inf)
+        best_other = scores.max(1).values
+        ok = (own > best_other) & eligible[start : start + chunk]
+        correct += int(ok.sum())
+    return correct / int(eligible.sum())

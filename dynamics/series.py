@@ -1,0 +1,308 @@
+"""Finding snapshot series on disk: our runs, Hugging Face Trainer outputs, and single model folders.
+
+Three layouts are recognised (checked in this order):
+
+* our run — `DIR/snapshots/step-NNNNNNN/` (+ `DIR/run.json`, `DIR/tokenizer/`); step and tokens seen come from
+  each snapshot's `snapshot.json`, falling back to the folder name;
+* a Trainer output — `DIR/checkpoint-N/`; step from `trainer_state.json` (`global_step`) or the name, tokens
+  seen from `num_input_tokens_seen` when the Trainer counted them;
+* a single model folder — `DIR/config.json` + weights; step from `snapshot.json`, `trainer_state.json` or
+  `config.json` (`step`/`global_step`), else 0. A `step-*` folder of our run is read with its run's tokenizer.
+
+Nothing here loads a model: `validate` checks the files (safetensors headers against file sizes, configs,
+tokenizers) so that bad input fails before any result is written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dynamics.errors import ProbeError
+from dynamics.tokens import has_tokenizer, load_tokenizer
+
+_STEP_RE = re.compile(r"(?:step|checkpoint)-(\d+)$")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One saved model: its folder, training step, tokens seen (None when unknown) and the run it belongs to."""
+
+    path: Path
+    step: int
+    tokens_seen: int | None
+    run_name: str
+    info: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass
+class Series:
+    """The snapshots of one run, sorted by step, with the tokenizer they share and the run's metadata."""
+
+    run_dir: Path
+    name: str
+    snapshots: list[Snapshot]
+    tokenizer_path: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+    kind: str = "run"  # "run" | "trainer" | "model"
+
+    @property
+    def steps(self) -> list[int]:
+        return [s.step for s in self.snapshots]
+
+    @property
+    def final(self) -> Snapshot:
+        return self.snapshots[-1]
+
+    def data_path(self, key: str) -> Path | None:
+        """Absolute path of a `run.json` file entry such as `validation_blocks_path` (relative to the run dir)."""
+        value = self.meta.get(key)
+        if not value:
+            return None
+        p = Path(value)
+        return p if p.is_absolute() else self.run_dir / p
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise ProbeError(f"{path}: unreadable or invalid JSON; restore or re-save it") from None
+    if not isinstance(data, dict):
+        raise ProbeError(f"{path}: expected a JSON object; restore or re-save it")
+    return data
+
+
+def _step_from_name(path: Path) -> int | None:
+    m = _STEP_RE.search(path.name)
+    return int(m.group(1)) if m else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _our_snapshot(path: Path, run_name: str) -> Snapshot:
+    info = _read_json(path / "snapshot.json") if (path / "snapshot.json").is_file() else {}
+    step = _int_or_none(info.get("step"))
+    if step is None:
+        step = _step_from_name(path)
+    if step is None:
+        raise ProbeError(f"{path}: cannot tell the training step (no snapshot.json, no step-N name); rename it step-N")
+    return Snapshot(path, step, _int_or_none(info.get("tokens_seen")), run_name, info)
+
+
+def _trainer_snapshot(path: Path, run_name: str) -> Snapshot:
+    state = _read_json(path / "trainer_state.json") if (path / "trainer_state.json").is_file() else {}
+    step = _int_or_none(state.get("global_step"))
+    if step is None:
+        step = _step_from_name(path)
+    if step is None:
+        raise ProbeError(f"{path}: cannot tell the training step; rename it checkpoint-N")
+    tokens = _int_or_none(state.get("num_input_tokens_seen")) or None
+    return Snapshot(path, step, tokens, run_name, {"trainer_state": {k: state.get(k) for k in ("epoch", "global_step")}})
+
+
+def _model_snapshot(path: Path, run_name: str) -> Snapshot:
+    if (path / "snapshot.json").is_file():
+        return _our_snapshot(path, run_name)
+    if (path / "trainer_state.json").is_file():
+        return _trainer_snapshot(path, run_name)
+    config = _read_json(path / "config.json")
+    step = _int_or_none(config.get("step", config.get("global_step"))) or 0
+    return Snapshot(path, step, None, run_name, {})
+
+
+def _children(directory: Path, prefix: str) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(prefix) and _step_from_name(p) is not None]
+
+
+def _first_tokenizer(candidates: Iterable[Path]) -> Path | None:
+    return next((c for c in candidates if has_tokenizer(c)), None)
+
+
+def discover(path: str | Path, name: str | None = None) -> Series:
+    """The snapshot series in `path` (see the module docstring for the layouts), sorted by step.
+
+    Raises `ProbeError` when `path` is missing, holds no snapshots, or no tokenizer can be found for them.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ProbeError(f"{p}: no such directory; pass a run directory, a Trainer output dir or a model dir")
+    if not p.is_dir():
+        raise ProbeError(f"{p}: not a directory; pass a run directory, a Trainer output dir or a model dir")
+    p = p.resolve()
+    run_name = name or p.name
+    meta: dict[str, Any] = {}
+    if (p / "run.json").is_file() or (p / "snapshots").is_dir():
+        kind = "run"
+        meta = _read_json(p / "run.json") if (p / "run.json").is_file() else {}
+        snaps = [_our_snapshot(s, run_name) for s in _children(p / "snapshots", "step-")]
+        where = f"{p / 'snapshots'} (expected step-N/ folders written by taco.train)"
+        tok_rel = (meta.get("tokenizer") or {}).get("path", "tokenizer") if isinstance(meta.get("tokenizer"), dict) else "tokenizer"
+        tok_candidates = [p / tok_rel, p / "tokenizer", p] + [s.path for s in snaps]
+    elif _children(p, "checkpoint-"):
+        kind = "trainer"
+        snaps = [_trainer_snapshot(s, run_name) for s in _children(p, "checkpoint-")]
+        where = str(p)
+        tok_candidates = [p] + [s.path for s in sorted(snaps, key=lambda s: -s.step)]
+    elif (p / "config.json").is_file():
+        kind = "model"
+        parent_run = p.parent.parent if p.parent.name == "snapshots" else None
+        if parent_run is not None:
+            run_name = name or parent_run.name
+            if (parent_run / "run.json").is_file():
+                meta = _read_json(parent_run / "run.json")
+        snaps = [_model_snapshot(p, run_name)]
+        where = str(p)
+        tok_candidates = [p] + ([parent_run / "tokenizer", parent_run] if parent_run is not None else [])
+    else:
+        raise ProbeError(f"{p}: no snapshots found (expected snapshots/step-N/, checkpoint-N/ or a config.json); "
+                         "pass a run directory, a Trainer output dir or a model dir")
+    if not snaps:
+        raise ProbeError(f"{where}: no snapshots found; train first or pass a folder that holds them")
+    snaps.sort(key=lambda s: s.step)
+    dup = [a.step for a, b in zip(snaps, snaps[1:], strict=False) if a.step == b.step]
+    if dup:
+        raise ProbeError(f"{p}: two snapshots claim step {dup[0]}; remove one of them")
+    tok = _first_tokenizer(tok_candidates)
+    if tok is None:
+        raise ProbeError(f"{p}: no tokenizer found (looked for tokenizer.json/vocab.txt in the run, its tokenizer/ "
+                         "folder and the snapshots); save the tokenizer next to the model with save_pretrained()")
+    return Series(p, run_name, snaps, tok, meta, kind)
+
+
+def discover_all(paths: Sequence[str | Path]) -> list[Series]:
+    """`discover` each path; run names are made unique by prefixing the parent folder's name where they clash."""
+    if not paths:
+        raise ProbeError("no directories given; pass at least one run directory")
+    series = [discover(p) for p in paths]
+    seen_dirs: dict[Path, str] = {}
+    for s in series:
+        if s.run_dir in seen_dirs:
+            raise ProbeError(f"{s.run_dir}: given twice; pass each run once")
+        seen_dirs[s.run_dir] = s.name
+    names = [s.name for s in series]
+    for s in series:
+        if names.count(s.name) > 1:
+            s.name = f"{s.run_dir.parent.name}/{s.name}"
+            s.snapshots = [Snapshot(x.path, x.step, x.tokens_seen, s.name, x.info) for x in s.snapshots]
+    if len({s.name for s in series}) < len(series):
+        raise ProbeError(f"{series[0].run_dir}: runs with identical names; rename the folders")
+    return series
+
+
+def select(series: Series, steps: Sequence[int] | None = None, every: int | None = None) -> list[Snapshot]:
+    """The snapshots to measure: all, those at `steps`, or those whose step is a multiple of `every` plus the
+    final snapshot (anchor drift is measured against it)."""
+    snaps = series.snapshots
+    if steps is not None:
+        wanted = set(steps)
+        snaps = [s for s in snaps if s.step in wanted]
+    if every is not None:
+        if every <= 0:
+            raise ProbeError(f"--every {every}: must be a positive number of steps")
+        snaps = [s for s in snaps if s.step % every == 0 or s is series.final]
+    return snaps
+
+
+def weight_files(snapshot_dir: Path) -> list[Path]:
+    """The weight files of a saved model (safetensors shards listed in the index, or the single file)."""
+    single = snapshot_dir / "model.safetensors"
+    if single.is_file():
+        return [single]
+    index = snapshot_dir / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        return [snapshot_dir / s for s in shards]
+    legacy = snapshot_dir / "pytorch_model.bin"
+    if legacy.is_file():
+        return [legacy]
+    raise ProbeError(f"{snapshot_dir}: no model weights (model.safetensors or pytorch_model.bin); "
+                     "re-save the snapshot or leave it out with --steps")
+
+
+def check_safetensors(path: Path) -> None:
+    """Raise `ProbeError` unless `path` is a complete safetensors file: the header parses and the tensors'
+    byte ranges end exactly at the end of the file (this catches truncated copies without loading them)."""
+    fix = "re-save or re-copy the snapshot, or leave it out with --steps"
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ProbeError(f"{path}: truncated safetensors file ({size} bytes); {fix}")
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8 or n > 100_000_000:
+                raise ProbeError(f"{path}: truncated or corrupt safetensors header; {fix}")
+            header = json.loads(f.read(n))
+    except OSError as exc:
+        raise ProbeError(f"{path}: unreadable ({exc.strerror}); {fix}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ProbeError(f"{path}: corrupt safetensors header; {fix}") from None
+    if not isinstance(header, dict):
+        raise ProbeError(f"{path}: corrupt safetensors header; {fix}")
+    end = 0
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            end = max(end, int(entry["data_offsets"][1]))
+        except (KeyError, TypeError, IndexError, ValueError):
+            raise ProbeError(f"{path}: corrupt safetensors header (tensor {key}); {fix}") from None
+    if 8 + n + end != size:
+        raise ProbeError(f"{path}: truncated or corrupt safetensors file ({size} bytes, header says {8 + n + end}); {fix}")
+
+
+def validate(series_list: Sequence[Series], selected: dict[str, list[Snapshot]]) -> str:
+    """Check everything that can be checked without loading a model; return the shared tokenizer vocab hash.
+
+    * every selected snapshot has a readable `config.json` and complete weight files;
+    * every series' snapshots agree on `vocab_size`, and snapshots that carry their own tokenizer agree with
+      the series' tokenizer;
+    * all series share one tokenizer vocabulary (so they can be measured on the same probe set).
+    """
+    shared: tuple[str, Path] | None = None
+    for series in series_list:
+        tok = load_tokenizer(series.tokenizer_path)
+        h = tok.hash
+        vocab_sizes: dict[int, Path] = {}
+        for snap in selected.get(series.name, []):
+            config = _read_json(snap.path / "config.json") if (snap.path / "config.json").is_file() else None
+            if config is None:
+                raise ProbeError(f"{snap.path}: no config.json; re-save the snapshot with save_pretrained()")
+            for f in weight_files(snap.path):
+                if f.suffix == ".safetensors":
+                    check_safetensors(f)
+                elif not f.is_file() or f.stat().st_size == 0:
+                    raise ProbeError(f"{f}: missing or empty weight file; re-save the snapshot")
+            vs = config.get("vocab_size")
+            if isinstance(vs, int):
+                vocab_sizes.setdefault(vs, snap.path)
+                if vs < len(tok):
+                    raise ProbeError(f"{snap.path}: vocab_size {vs} is smaller than the tokenizer's {len(tok)} tokens "
+                                     f"({series.tokenizer_path}); the snapshot was trained with another tokenizer")
+            if snap.path != series.tokenizer_path and has_tokenizer(snap.path):
+                other = load_tokenizer(snap.path)
+                if other.hash != h:
+                    raise ProbeError(f"{snap.path}: its tokenizer differs from {series.tokenizer_path}; "
+                                     "a series must share one tokenizer — probe the snapshots separately")
+        if len(vocab_sizes) > 1:
+            paths = sorted(vocab_sizes.values())
+            raise ProbeError(f"{paths[-1]}: vocab_size differs from {paths[0]} within one series; "
+                             "the snapshots use different tokenizers — probe them separately")
+        if shared is None:
+            shared = (h, series.tokenizer_path)
+        elif shared[0] != h:
+            raise ProbeError(f"{series.tokenizer_path}: a different tokenizer vocabulary from {shared[1]}; "
+                             "runs compared on one probe set must share the tokenizer — probe them separately")
+    assert shared is not None
+    return shared[0]
