@@ -281,7 +281,7 @@ def build(
     if mask_id is None:
         notes.append("the tokenizer has no mask token: the masked variant is skipped")
     tokens = ids[content].astype(np.int64)
-    from dynamics.metrics.anchors import assign_frequency_bins, binned_names, frequency_bins
+    from dynamics.metrics.anchors import assign_frequency_bins, frequency_bin_names, frequency_bins
 
     if train_counts is not None:
         counts, freq_source = train_counts, "training counts"
@@ -299,6 +299,6 @@ def build(
     cka_index = np.sort(rng_s.choice(n_content, size=min(cka_tokens, n_content), replace=False)).astype(np.int64)
     proj_index = np.sort(rng_s.choice(n_content, size=min(projection_tokens, n_content), replace=False)).astype(np.int64)
     probe = ProbeSet(ids, content, masked, freq_bin, per_token, types, cka_index, proj_index,
-                     tuple(binned_names(3)), tok.hash, mask_id, source or where, freq_source, notes)
+                     tuple(frequency_bin_names(3)), tok.hash, mask_id, source or where, freq_source, notes)
     probe.hash = probe.compute_hash()
     return probe

@@ -142,6 +142,7 @@ def discover(path: str | Path, name: str | None = None) -> Series:
     p = p.resolve()
     run_name = name or p.name
     meta: dict[str, Any] = {}
+    parent_run: Path | None = None
     if (p / "run.json").is_file() or (p / "snapshots").is_dir():
         kind = "run"
         meta = _read_json(p / "run.json") if (p / "run.json").is_file() else {}
@@ -177,7 +178,8 @@ def discover(path: str | Path, name: str | None = None) -> Series:
     if tok is None:
         raise ProbeError(f"{p}: no tokenizer found (looked for tokenizer.json/vocab.txt in the run, its tokenizer/ "
                          "folder and the snapshots); save the tokenizer next to the model with save_pretrained()")
-    return Series(p, run_name, snaps, tok, meta, kind)
+    run_dir = parent_run if kind == "model" and parent_run is not None else p
+    return Series(run_dir, run_name, snaps, tok, meta, kind)
 
 
 def discover_all(paths: Sequence[str | Path]) -> list[Series]:

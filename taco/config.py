@@ -156,8 +156,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     config_path = _find_config_flag(argv)
     if config_path:
         parser.set_defaults(**load_config_file(config_path))
-    (cfg,) = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)[:1]
-    return cfg
+    parsed = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False, return_remaining_strings=True)
+    if parsed[-1]:
+        parser.error(f"unrecognized arguments: {' '.join(parsed[-1])}")  # exits 2 with the usage line
+    return parsed[0]
 
 
 def _find_config_flag(argv: list[str] | None) -> str | None:

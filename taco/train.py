@@ -134,7 +134,7 @@ def evaluate(mlm_model: torch.nn.Module, blocks: np.ndarray, cfg: TrainConfig, c
     n = min(cfg.eval_blocks, len(blocks))
     batches = 0
     for start in range(0, n, cfg.batch_size):
-        ids = torch.from_numpy(np.asarray(blocks[start : min(n, start + cfg.batch_size)])).long()
+        ids = torch.tensor(np.asarray(blocks[start : min(n, start + cfg.batch_size)]), dtype=torch.long)
         if ids.shape[0] < 2:
             break
         special = torch.isin(ids, special_ids)
@@ -281,7 +281,7 @@ def train(cfg: TrainConfig) -> Path:
             torch.manual_seed(s)  # dropout
             gen.manual_seed(s + 1)  # TC sampling
             collator.generator.manual_seed(s + 2)  # masking
-            ids = torch.from_numpy(np.asarray(data.train[sampler.indices((step - 1) * cfg.grad_accum + micro)])).long()
+            ids = torch.tensor(data.train[sampler.indices((step - 1) * cfg.grad_accum + micro)], dtype=torch.long)
             special = torch.isin(ids, special_ids)
             inputs, labels = collator.torch_mask_tokens(ids, special_tokens_mask=special)
             sync = nullcontext() if (info.world == 1 or micro == cfg.grad_accum - 1) else ddp_model.no_sync()
@@ -291,7 +291,7 @@ def train(cfg: TrainConfig) -> Path:
                 (result["loss"] / cfg.grad_accum).backward()
             for k in sums:
                 if k in result:
-                    sums[k] += float(result[k]) / cfg.grad_accum
+                    sums[k] += float(result[k].detach()) / cfg.grad_accum
         if not math.isfinite(sums["loss"]):
             raise TacoError(f"loss became {sums['loss']} at step {step}; lower --lr or raise --warmup-fraction")
         grad_norm = torch.nn.utils.clip_grad_norm_(mlm_model.parameters(),

@@ -37,7 +37,9 @@ def as_labels(v: ArrayLike, n: int, name: str, device: torch.device | None = Non
 
 def same_rows(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"{name_a} and {name_b} must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
 
 
 def unit_rows(x: Tensor) -> Tensor:
@@ -72,23 +74,42 @@ def group_pair_sums(u: Tensor, groups: Tensor, n_groups: int) -> tuple[Tensor, T
     return ((sums * sums).sum(1) - sq) / 2, counts * (counts - 1) / 2
 
 
-def offset_pairs(seq_ids: Tensor, positions: Tensor, offset: int) -> tuple[Tensor, Tensor]:
-    """Index pairs (i, j) with seq_ids[j] == seq_ids[i] and positions[j] == positions[i] + offset.
+class PositionIndex:
+    """Lookup of tokens by (sequence, position), built once and queried for many offsets.
 
-    Sort-and-search over the key (sequence, position), O(n log n). Positions are the tokens' positions in
-    their block, so a gap left by an excluded special token is a real gap (|Δposition| counts it).
-    ValueError if a (sequence, position) pair occurs twice.
+    Positions are the tokens' positions in their block, so a gap left by an excluded special token is a
+    real gap (|Δposition| counts it). ValueError if a (sequence, position) pair occurs twice.
     """
-    seq, _ = dense_groups(seq_ids)
-    pos = positions - positions.min()
-    stride = int(pos.max()) + abs(offset) + 1
-    key = seq * stride + pos
-    order = torch.argsort(key)
-    sorted_key = key[order]
-    if sorted_key.numel() > 1 and bool((sorted_key[1:] == sorted_key[:-1]).any()):
-        raise ValueError("each (seq_id, position) pair must occur at most once")
-    target = key + offset
-    hit = torch.searchsorted(sorted_key, target).clamp(max=sorted_key.numel() - 1)
-    found = (sorted_key[hit] == target) & (pos + offset >= 0) & (pos + offset < stride)
-    i = torch.nonzero(found).squeeze(1)
-    return i, order[hit[i]]
+
+    def __init__(self, seq_ids: Tensor, positions: Tensor, max_offset: int) -> None:
+        seq, _ = dense_groups(seq_ids)
+        self.pos = positions - positions.min()
+        # Keys of one sequence ± max_offset never reach another sequence's keys.
+        self.stride = int(self.pos.max()) + max_offset + 1
+        self.max_offset = max_offset
+        self.key = seq * self.stride + self.pos
+        self.order = torch.argsort(self.key)
+        self.sorted_key = self.key[self.order]
+        if self.sorted_key.numel() > 1 and bool((self.sorted_key[1:] == self.sorted_key[:-1]).any()):
+            raise ValueError("each (seq_id, position) pair must occur at most once")
+
+    def lookup(self, offset: int | Tensor) -> tuple[Tensor, Tensor]:
+        """For every token i: whether its sequence has a token at positions[i] + offset (offset an int or
+        (n,) ints, |offset| ≤ max_offset), and that token's index (meaningless where not found)."""
+        if int(torch.as_tensor(offset).abs().max()) > self.max_offset:
+            raise ValueError(f"offsets must not exceed max_offset {self.max_offset}")
+        target = self.key + offset
+        hit = torch.searchsorted(self.sorted_key, target).clamp(max=self.sorted_key.numel() - 1)
+        found = (self.sorted_key[hit] == target) & (self.pos + offset >= 0)
+        return found, self.order[hit]
+
+    def pairs(self, offset: int) -> tuple[Tensor, Tensor]:
+        """Index pairs (i, j): same sequence and positions[j] == positions[i] + offset."""
+        found, j = self.lookup(offset)
+        i = torch.nonzero(found).squeeze(1)
+        return i, j[i]
+
+
+def offset_pairs(seq_ids: Tensor, positions: Tensor, offset: int) -> tuple[Tensor, Tensor]:
+    """Index pairs (i, j) with seq_ids[j] == seq_ids[i] and positions[j] == positions[i] + offset."""
+    return PositionIndex(seq_ids, positions, abs(offset)).pairs(offset)

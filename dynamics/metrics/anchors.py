@@ -189,6 +189,6 @@ def anchor_drift(e_step: ArrayLike, e_final: ArrayLike) -> Tensor:
     return cosine_rows(e_step, e_final)
 
 
-def binned_names(n_bins: int) -> Sequence[str]:
+def frequency_bin_names(n_bins: int) -> Sequence[str]:
     """Human-readable names for the bins: frequent/medium/rare for 3, else "bin0", "bin1", …"""
     return FREQUENCY_BIN_NAMES if n_bins == 3 else tuple(f"bin{b}" for b in range(n_bins))

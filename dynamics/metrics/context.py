@@ -24,11 +24,11 @@ from torch import Tensor
 
 from ._common import (
     ArrayLike,
+    PositionIndex,
     as_labels,
     as_matrix,
     dense_groups,
     group_pair_sums,
-    offset_pairs,
     pair_sums,
     same_rows,
     unit_rows,
@@ -41,7 +41,9 @@ def _check_window(window: int) -> int:
     return (window - 1) // 2
 
 
-def _inputs(g: ArrayLike, seq_ids: ArrayLike, positions: ArrayLike | None = None):
+def _inputs(
+    g: ArrayLike, seq_ids: ArrayLike, positions: ArrayLike | None = None
+) -> tuple[Tensor, Tensor, Tensor | None]:
     x = as_matrix(g, "g")
     s = as_labels(seq_ids, x.shape[0], "seq_ids", device=x.device)
     p = None if positions is None else as_labels(positions, x.shape[0], "positions", device=x.device)
@@ -53,8 +55,9 @@ def same_vs_other_cosine(g: ArrayLike, seq_ids: ArrayLike) -> dict[str, float]:
 
     same  = mean of cos(g_i, g_j) over unordered pairs i ≠ j in the same sequence,
     other = mean over unordered pairs from two different sequences, gap = same − other.
-    Computed from sums of unit vectors in O(n·H): for a set S, Σ_{i<j∈S} u_i·u_j = (‖Σu‖² − |S|)/2;
-    other-sequence sums and counts are all-pairs minus same-sequence ones.
+    Computed from sums of unit vectors in O(n·H): for a set S, Σ_{i<j∈S} u_i·u_j = (‖Σu‖² − |S|)/2
+    (implemented as (‖Σu‖² − Σ‖u‖²)/2, which also holds when a zero vector is present); other-sequence
+    sums and counts are all-pairs minus same-sequence ones.
 
     Args: g (n, H); seq_ids (n,). Returns {"same", "other", "gap"} as floats (NaN when there is no pair
     of that kind: no sequence with two tokens, or a single sequence).
@@ -75,14 +78,17 @@ def _distance_sums(u: Tensor, s: Tensor, p: Tensor, max_distance: int) -> tuple[
     """Per distance d = 1..max_distance: Σ cos over same-sequence pairs with |Δposition| = d, and the count."""
     sums = np.zeros(max_distance)
     counts = np.zeros(max_distance)
+    index = PositionIndex(s, p, max_distance)
     for d in range(1, max_distance + 1):
-        i, j = offset_pairs(s, p, d)  # each unordered pair once (j is d positions after i)
+        i, j = index.pairs(d)  # each unordered pair once (j is d positions after i)
         sums[d - 1] = float((u[i] * u[j]).sum())
         counts[d - 1] = i.numel()
     return sums, counts
 
 
-def cosine_by_distance(g: ArrayLike, seq_ids: ArrayLike, positions: ArrayLike, max_distance: int) -> np.ndarray:
+def cosine_by_distance(
+    g: ArrayLike, seq_ids: ArrayLike, positions: ArrayLike, max_distance: int
+) -> np.ndarray:
     """Mean cosine of context vectors as a function of distance within a sequence.
 
     out[d − 1] = mean cos(g_i, g_j) over unordered pairs in the same sequence with |p_i − p_j| = d.
@@ -165,16 +171,7 @@ def sample_tc_indices(
     r_neg = torch.rand((n, negatives), generator=generator, dtype=torch.float64)
 
     # In-window positive by (sequence, position) lookup.
-    stride = int(p.max() - p.min()) + 2 * half + 1
-    key = groups * stride + (p - p.min() + half)
-    key_order = torch.argsort(key)
-    sorted_key = key[key_order]
-    if bool((sorted_key[1:] == sorted_key[:-1]).any()):
-        raise ValueError("each (seq_id, position) pair must occur at most once")
-    target = key + d * sign
-    hit = torch.searchsorted(sorted_key, target).clamp(max=n - 1)
-    found = sorted_key[hit] == target  # same sequence: the key offset never crosses a sequence's range
-    in_window = key_order[hit]
+    found, in_window = PositionIndex(s, p, half).lookup(d * sign)
 
     # Fallback: uniform over the other count − 1 tokens of the sequence, skipping the anchor itself.
     self_rank = rank_in_sorted - g_start
@@ -191,7 +188,11 @@ def sample_tc_indices(
 
 
 def info_nce_from_indices(
-    g: ArrayLike, pos_idx: ArrayLike, neg_idx: ArrayLike, temperature: float = 0.07, max_elements: int = 1 << 22
+    g: ArrayLike,
+    pos_idx: ArrayLike,
+    neg_idx: ArrayLike,
+    temperature: float = 0.07,
+    max_elements: int = 1 << 22,
 ) -> float:
     """Mean InfoNCE over anchors on cosine similarity, positive at index 0.
 

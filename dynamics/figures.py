@@ -1,0 +1,158 @@
+"""Figures of a results store: one PNG per metric family, layers as coloured lines, runs overlaid by line style.
+
+Written with matplotlib's object API on the Agg canvas (no pyplot state, safe in any process). Each family
+gets `FAMILY.png` with training steps on a symlog x axis (step 0 exists) and, where tokens seen are known,
+`FAMILY-tokens.png`; plus `context-distance.png` (cosine of g vs distance at the final snapshot) and
+`cka.png` (step × step CKA per layer, layer × layer CKA at the final snapshot).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LINESTYLES = ("-", "--", ":", "-.")
+FAMILY_TITLES = {"anchors": "Anchor-embedding similarity", "drift": "Anchor drift to the final snapshot",
+                 "context": "Context-vector alignment (g = h − e)", "geometry": "Geometry",
+                 "cka_steps": "CKA across snapshots"}
+
+
+def _save(fig: Any, path: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    os.replace(tmp, path)
+    return path
+
+
+def _grid(n: int, ncols: int = 4, size: tuple[float, float] = (3.4, 2.6)) -> tuple[Any, list[Any]]:
+    from matplotlib.figure import Figure
+
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    height = size[1] * nrows + 1.0
+    fig = Figure(figsize=(size[0] * ncols, height))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    fig.subplots_adjust(left=0.06, right=0.98, top=1 - 0.75 / height, bottom=0.75 / height, hspace=0.45, wspace=0.3)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def family_figure(df: Any, family: str, runs: Sequence[str], x: str, path: Path) -> Path | None:
+    """Small multiples (one panel per metric, variant "all") of one family; None when there is nothing to plot."""
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
+    d = df[(df["family"] == family) & (df["variant"].isin(["all", "probe"]))]
+    if x == "tokens_seen":
+        d = d[d["tokens_seen"].notna()]
+    if d.empty:
+        return None
+    metrics = sorted(d["metric"].unique())
+    layers = sorted(int(v) for v in d["layer"].unique())
+    cmap = colormaps["viridis"]
+    colour = {layer: cmap(i / max(1, len(layers) - 1)) for i, layer in enumerate(layers)}
+    fig, axes = _grid(len(metrics))
+    for ax, metric in zip(axes, metrics, strict=True):
+        m = d[d["metric"] == metric]
+        for r, run in enumerate(runs):
+            for layer, g in m[m["run"] == run].groupby("layer"):
+                g = g.sort_values(x)
+                ax.plot(g[x], g["value"], LINESTYLES[r % len(LINESTYLES)], color=colour[int(layer)], marker=".",
+                        markersize=3, linewidth=1.2)
+        ax.set_title(metric if m["variant"].iloc[0] == "all" else f"{metric} ({m['variant'].iloc[0]})", fontsize=9)
+        positive = m[x][m[x] > 0]
+        ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1.0)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=colour[layer], label=f"layer {layer}") for layer in layers]
+    handles += [Line2D([], [], color="k", linestyle=LINESTYLES[r % len(LINESTYLES)], label=run)
+                for r, run in enumerate(runs)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=8, frameon=False)
+    fig.suptitle(f"{FAMILY_TITLES.get(family, family)} — x: {'tokens seen' if x == 'tokens_seen' else 'step'}")
+    return _save(fig, path)
+
+
+def distance_figure(df: Any, runs: Sequence[str], path: Path) -> Path | None:
+    """Mean cosine of g vs distance at each run's final measured snapshot, one line per layer."""
+    from matplotlib import colormaps
+
+    d = df[df["metric"] == "ctx_cos_by_distance"]
+    if d.empty:
+        return None
+    fig, axes = _grid(len(runs), ncols=len(runs))
+    cmap = colormaps["viridis"]
+    for ax, run in zip(axes, runs, strict=True):
+        m = d[d["run"] == run]
+        if m.empty:
+            continue
+        last = m[m["step"] == m["step"].max()]
+        layers = sorted(last["layer"].unique())
+        for i, (layer, g) in enumerate(last.groupby("layer")):
+            g = g.sort_values("variant")
+            ax.plot([int(v[1:]) for v in g["variant"]], g["value"], color=cmap(i / max(1, len(layers) - 1)),
+                    label=f"layer {layer}", marker=".")
+        ax.set_title(f"{run}, step {int(last['step'].iloc[0])}", fontsize=9)
+        ax.set_xlabel("distance in block")
+        ax.set_ylabel("mean cos(g_i, g_j)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Context-vector cosine by distance")
+    return _save(fig, path)
+
+
+def cka_figure(store: Any, runs: Sequence[str], probe_hash: str, path: Path) -> Path | None:
+    """Per run: step × step debiased CKA of every layer, and layer × layer CKA at the final snapshot."""
+    panels: list[tuple[str, np.ndarray, list[str]]] = []
+    for run in runs:
+        steps = store.cka_steps(run, probe_hash)
+        if steps is None:
+            continue
+        labels = [str(s) for s in steps["steps"]]
+        for layer in range(steps["debiased"].shape[0]):
+            panels.append((f"{run} layer {layer}: step × step", steps["debiased"][layer], labels))
+        last = int(steps["steps"][-1])
+        layers = store.cka_layers(run, last, probe_hash)
+        if layers is not None:
+            n = layers["debiased"].shape[0]
+            panels.append((f"{run} step {last}: layer × layer", layers["debiased"], [str(i) for i in range(n)]))
+    if not panels:
+        return None
+    fig, axes = _grid(len(panels), ncols=min(5, len(panels)), size=(3.0, 2.8))
+    for ax, (title, mat, labels) in zip(axes, panels, strict=True):
+        im = ax.imshow(mat, vmin=0, vmax=1, cmap="magma", origin="lower")
+        every = max(1, len(labels) // 6)
+        ticks = list(range(0, len(labels), every))
+        ax.set_xticks(ticks, [labels[i] for i in ticks], fontsize=6, rotation=45)
+        ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=6)
+        ax.set_title(title, fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=0.6, label="debiased linear CKA")
+    return _save(fig, path)
+
+
+def write_all(store: Any, runs: Sequence[str], probe_hash: str, folder: Path) -> list[Path]:
+    """Every figure for `runs` under `probe_hash` into `folder`; returns the files written."""
+    df = store.metrics(run=list(runs), probe_hash=probe_hash)
+    if df.empty:
+        return []
+    df = df.astype({"tokens_seen": "float64", "value": "float64"})
+    out: list[Path] = []
+    for family in ("anchors", "drift", "context", "geometry", "cka_steps"):
+        for x, suffix in (("step", ""), ("tokens_seen", "-tokens")):
+            p = family_figure(df, family, runs, x, folder / f"{family}{suffix}.png")
+            if p is not None:
+                out.append(p)
+    for p in (distance_figure(df, runs, folder / "context-distance.png"),
+              cka_figure(store, runs, probe_hash, folder / "cka.png")):
+        if p is not None:
+            out.append(p)
+    return out

@@ -1,0 +1,148 @@
+"""Linear centred kernel alignment (CKA) between two representations of the same tokens.
+
+CKA(X, Y) = HSIC(K, L) / √(HSIC(K, K) · HSIC(L, L)) with linear kernels K = XXᵀ, L = YYᵀ over the n
+tokens (rows of X (n, p) and Y (n, q) must be the same tokens in the same order: DESIGN.md compares a
+layer across snapshots, or layers within a snapshot, on identical probe tokens).
+
+- debiased (default, DESIGN.md): HSIC is the unbiased estimator of Song et al. (2012), as used for
+  debiased CKA by Nguyen et al. (2021); with K̃, L̃ the kernels with their diagonals set to 0,
+      HSIC₁(K, L) = [tr(K̃L̃) + (1ᵀK̃1)(1ᵀL̃1)/((n−1)(n−2)) − 2/(n−2) · 1ᵀK̃L̃1] / (n(n−3)).
+  Its expectation is 0 for independent representations, where the biased CKA is inflated by
+  ≈ (p, q)/n terms; it can be slightly negative and needs n ≥ 4.
+- biased: with column-centred X, Y: ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) (Kornblith et al. 2019).
+
+Both are computed in feature space (p×q cross products, O(n·p·q)), so no n×n matrix is needed; the
+n×n form of HSIC₁ is `hsic_unbiased`, the reference the tests compare against. Arithmetic is float64.
+Both are invariant to orthogonal transforms and isotropic scaling of either side and to adding a
+constant vector to all rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._common import ArrayLike, as_matrix
+
+
+def hsic_unbiased(k: ArrayLike, l: ArrayLike) -> float:  # noqa: E741 - L is the paper's name
+    """Unbiased HSIC estimator HSIC₁(K, L) (Song et al. 2012) from two (n, n) kernel matrices, n ≥ 4.
+
+    The diagonals of K and L are ignored (set to 0), as the estimator prescribes.
+    """
+    km, lm = as_matrix(k, "k", min_rows=4), as_matrix(l, "l", min_rows=4)
+    n = km.shape[0]
+    if km.shape != (n, n) or lm.shape != (n, n):
+        raise ValueError(f"k and l must both be square (n, n); got {tuple(km.shape)} and {tuple(lm.shape)}")
+    lm = lm.to(km.device)
+    kt = km - torch.diag(torch.diagonal(km))
+    lt = lm - torch.diag(torch.diagonal(lm))
+    ones = torch.ones(n, dtype=km.dtype, device=km.device)
+    term1 = (kt * lt).sum()  # tr(K̃L̃) for symmetric kernels
+    term2 = (ones @ kt @ ones) * (ones @ lt @ ones) / ((n - 1) * (n - 2))
+    term3 = 2.0 / (n - 2) * (ones @ kt @ (lt @ ones))
+    return float((term1 + term2 - term3) / (n * (n - 3)))
+
+
+@dataclass
+class _Prepared:
+    """A centred representation and the per-matrix parts of HSIC₁ that do not depend on the partner."""
+
+    x: Tensor  # (n, p) column-centred
+    diag: Tensor  # (n,) K_ii = ‖x_i‖²
+    row_sums: Tensor  # (n,) (K̃1)_i = x_i · Σ_j x_j − ‖x_i‖²
+    total: float  # 1ᵀK̃1
+
+
+def _prepare(x: ArrayLike, name: str) -> _Prepared:
+    xm = as_matrix(x, name, min_rows=2)
+    xc = xm - xm.mean(0, keepdim=True)  # HSIC is shift-invariant; centring keeps the products well scaled
+    diag = (xc * xc).sum(1)
+    row_sums = xc @ xc.sum(0) - diag
+    return _Prepared(xc, diag, row_sums, float(row_sums.sum()))
+
+
+def _cross_frobenius(a: Tensor, b: Tensor) -> float:
+    """tr(KL) = ‖AᵀB‖²_F = Σ_ij (AAᵀ)_ij (BBᵀ)_ij, by whichever side is cheaper."""
+    n, p = a.shape
+    q = b.shape[1]
+    if n * (p + q) < p * q:  # few tokens, wide features: the (n, n) Grams are smaller
+        return float(((a @ a.T) * (b @ b.T)).sum())
+    return float((a.T @ b).pow(2).sum())
+
+
+def _hsic(a: _Prepared, b: _Prepared, cross: float, debiased: bool) -> float:
+    n = a.x.shape[0]
+    if not debiased:
+        return cross  # ‖YᵀX‖²_F on centred data; the 1/(n−1)² factors cancel in CKA
+    tr = cross - float((a.diag * b.diag).sum())
+    return (tr + a.total * b.total / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * float(a.row_sums @ b.row_sums)) / (
+        n * (n - 3)
+    )
+
+
+def _cka(a: _Prepared, b: _Prepared, self_a: float, self_b: float, debiased: bool) -> float:
+    denom = self_a * self_b
+    if not denom > 0:
+        return math.nan  # a constant representation (or a degenerate debiased estimate)
+    return _hsic(a, b, _cross_frobenius(a.x, b.x), debiased) / math.sqrt(denom)
+
+
+def _check_pair(a: _Prepared, b: _Prepared, debiased: bool) -> None:
+    if a.x.shape[0] != b.x.shape[0]:
+        raise ValueError(
+            f"x and y must have the same number of rows (tokens); got {a.x.shape[0]} and {b.x.shape[0]}"
+        )
+    if debiased and a.x.shape[0] < 4:
+        raise ValueError(f"debiased CKA needs at least 4 tokens; got {a.x.shape[0]}")
+
+
+def _self_hsic(a: _Prepared, debiased: bool) -> float:
+    return _hsic(a, a, _cross_frobenius(a.x, a.x), debiased)
+
+
+def linear_cka(x: ArrayLike, y: ArrayLike, debiased: bool = True) -> float:
+    """Linear CKA between two representations of the same n tokens.
+
+    Args:
+        x: (n, p), y: (n, q); row i of both is the same token.
+        debiased: True for the unbiased-HSIC (debiased) CKA, False for the biased feature-space form.
+    Returns: float; 1 for x = y·Q·c (Q orthogonal, c ≠ 0, plus any shift); ≈ 0 (debiased) for independent
+    representations; NaN if either side is constant.
+    """
+    xt = torch.as_tensor(x)
+    a, b = _prepare(xt, "x"), _prepare(torch.as_tensor(y).to(xt.device), "y")
+    _check_pair(a, b, debiased)
+    return _cka(a, b, _self_hsic(a, debiased), _self_hsic(b, debiased), debiased)
+
+
+def cka_matrix(xs: Sequence[ArrayLike], debiased: bool = True) -> np.ndarray:
+    """Pairwise linear CKA of k representations of the same n tokens (layers, or snapshots of a layer).
+
+    Args: xs: k matrices (n, p_i), same n and token order; debiased as in `linear_cka`.
+    Returns: (k, k) float64 symmetric array with 1 on the diagonal (NaN rows for a constant input).
+    """
+    if len(xs) == 0:
+        raise ValueError("cka_matrix needs at least one matrix")
+    prepared = [_prepare(x, f"xs[{i}]") for i, x in enumerate(xs)]
+    for i, p in enumerate(prepared[1:], start=1):
+        if p.x.shape[0] != prepared[0].x.shape[0]:
+            raise ValueError(
+                f"all matrices need the same number of rows; xs[0] has {prepared[0].x.shape[0]}, "
+                f"xs[{i}] has {p.x.shape[0]}"
+            )
+    _check_pair(prepared[0], prepared[0], debiased)
+    selfs = [_self_hsic(p, debiased) for p in prepared]
+    k = len(prepared)
+    out = np.eye(k)
+    for i in range(k):
+        if not selfs[i] > 0:
+            out[i, :] = out[:, i] = np.nan
+        for j in range(i + 1, k):
+            out[i, j] = out[j, i] = _cka(prepared[i], prepared[j], selfs[i], selfs[j], debiased)
+    return out

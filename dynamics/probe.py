@@ -1,0 +1,354 @@
+"""`python -m dynamics.probe DIR [DIR …]`: measure how representations change across a series of snapshots.
+
+For every selected snapshot of every run: load it (one model at a time), run the frozen probe set through it,
+compute the requested metric families per layer, and store tidy rows and arrays in the results store (one
+transaction per snapshot × family, so a kill loses at most the snapshot in progress and a rerun resumes).
+Afterwards: step × step CKA per run, figures/*.png and report.md.
+
+Several directories are measured on one probe set — built from the first run — and must share its tokenizer
+vocabulary. Results go to `DIR/dynamics/` for one directory and to `./dynamics-results/` for several, unless
+`--out` says otherwise. Bad input stops the program before anything is written: a one-line message naming the
+path and the fix, exit status 2.
+
+Python API: `dynamics.probe.run(dirs, out=None, steps=None, every=None, metrics=(...), device="cpu", ...)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynamics import config as cfgmod
+from dynamics import probe_set as ps
+from dynamics.config import FAMILIES, ProbeConfig
+from dynamics.errors import ProbeError
+from dynamics.series import Series, Snapshot, discover_all, select, validate
+from dynamics.tokens import TokenizerView, load_tokenizer
+
+MULTI_RUN_OUT = "dynamics-results"
+ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "longformer", "mpnet")
+
+SnapshotHook = Callable[[Snapshot, list[str]], None]
+
+
+@dataclass
+class ProbeSummary:
+    """What a probe run did: where results are, the probe hash, and the (run, step, family) units computed
+    now versus found already stored."""
+
+    out: Path
+    store_path: Path
+    probe_hash: str
+    computed: list[tuple[str, int, str]] = field(default_factory=list)
+    reused: list[tuple[str, int, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    report: Path | None = None
+
+
+def run(
+    dirs: str | Path | Sequence[str | Path],
+    out: str | Path | None = None,
+    steps: Sequence[int] | None = None,
+    every: int | None = None,
+    metrics: Sequence[str] = FAMILIES,
+    device: str = "cpu",
+    batch_size: int = 16,
+    max_tokens: int | None = None,
+    probe_text: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+    on_snapshot: SnapshotHook | None = None,
+    **settings: Any,
+) -> ProbeSummary:
+    """Measure the snapshot series in `dirs` (see the module docstring); other `ProbeConfig` fields (e.g.
+    `probe_blocks`, `seed`, `figures`, `window`) go in `settings`. `on_snapshot(snapshot, families)` is
+    called after each snapshot's results are committed. Raises `ProbeError` on bad input."""
+    names = {f.name for f in dataclasses.fields(ProbeConfig)}
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise TypeError(f"run() got unknown settings: {', '.join(unknown)}")
+    cfg = ProbeConfig(out=None if out is None else str(out), steps=None if steps is None else list(steps),
+                      every=every, metrics=list(metrics), device=device, batch_size=batch_size,
+                      max_tokens=max_tokens, probe_text=None if probe_text is None else str(probe_text),
+                      force=force, progress=progress, **settings)
+    paths = [dirs] if isinstance(dirs, (str, Path)) else list(dirs)
+    return run_config(paths, cfg.validate(), on_snapshot=on_snapshot)
+
+
+# ------------------------------------------------------------------------------------------------ preparation
+
+def _selection(series_list: list[Series], cfg: ProbeConfig) -> dict[str, list[Snapshot]]:
+    selected = {s.name: select(s, cfg.steps, cfg.every) for s in series_list}
+    if cfg.steps is not None:
+        found = {snap.step for snaps in selected.values() for snap in snaps}
+        missing = sorted(set(cfg.steps) - found)
+        if missing:
+            avail = sorted({st for s in series_list for st in s.steps})
+            shown = ",".join(map(str, avail[:20])) + (",…" if len(avail) > 20 else "")
+            raise ProbeError(f"{series_list[0].run_dir}: no snapshot at step {missing[0]} "
+                             f"(available: {shown}); fix --steps")
+    return selected
+
+
+def _max_positions(snapshot: Snapshot) -> int | None:
+    """How many positions the model accepts, from its config.json (RoBERTa-likes reserve padding_idx + 1)."""
+    config = json.loads((snapshot.path / "config.json").read_text())
+    n = config.get("max_position_embeddings")
+    if not isinstance(n, int):
+        return None
+    if config.get("model_type") in ROBERTA_LIKE:
+        n -= int(config.get("pad_token_id", 1) or 0) + 1
+    return n
+
+
+def _block_size(first: Series, cfg: ProbeConfig) -> int:
+    if cfg.block_size is not None:
+        return cfg.block_size
+    meta = first.meta.get("block_size")
+    if isinstance(meta, int) and meta >= 3:
+        return meta
+    limit = _max_positions(first.snapshots[0])
+    return min(128, limit) if limit else 128
+
+
+def build_probe(first: Series, tok: TokenizerView, cfg: ProbeConfig) -> ps.ProbeSet:
+    """The probe set for a run: from `--probe-text` if given, else the run's validation blocks."""
+    counts = ps.load_counts(first.data_path("token_counts_path"), len(tok))
+    common = dict(probe_blocks=cfg.probe_blocks, max_tokens=cfg.max_tokens, seed=cfg.seed, train_counts=counts,
+                  cka_tokens=cfg.cka_tokens, projection_tokens=cfg.projection_tokens)
+    if cfg.probe_text:
+        return ps.build(tok, text_path=Path(cfg.probe_text), block_size=_block_size(first, cfg), **common)
+    blocks_path = first.data_path("validation_blocks_path")
+    if blocks_path is None:
+        raise ProbeError(f"{first.run_dir}: no validation blocks (run.json names none); pass --probe-text FILE")
+    return ps.build(tok, blocks=ps.load_blocks(blocks_path), source=f"validation:{first.name}", **common)
+
+
+def _check_positions(selected: dict[str, list[Snapshot]], block: int) -> None:
+    for snaps in selected.values():
+        if snaps:
+            limit = _max_positions(snaps[0])
+            if limit is not None and block > limit:
+                raise ProbeError(f"{snaps[0].path}: the model accepts {limit} positions but probe blocks have {block}; "
+                                 f"use --probe-text FILE --block-size {limit}")
+
+
+def output_dir(cfg: ProbeConfig, series_list: list[Series]) -> Path:
+    """`--out`, else `DIR/dynamics` for one run, else `./dynamics-results`."""
+    if cfg.out:
+        return Path(cfg.out).expanduser()
+    if len(series_list) == 1:
+        return series_list[0].run_dir / "dynamics"
+    return Path.cwd() / MULTI_RUN_OUT
+
+
+def _wanted(metrics: Sequence[str]) -> list[str]:
+    order = {"anchors": ["anchors", "drift"], "context": ["context"], "geometry": ["geometry"]}
+    return [f for m in FAMILIES if m in metrics for f in order[m]]
+
+
+# ---------------------------------------------------------------------------------------------------- running
+
+def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: SnapshotHook | None = None) -> ProbeSummary:
+    """Check all input, then measure (see `run`)."""
+    series_list = discover_all(dirs)
+    selected = _selection(series_list, cfg)
+    validate(series_list, selected)
+    first = series_list[0]
+    tok = load_tokenizer(first.tokenizer_path)
+    probe = build_probe(first, tok, cfg)
+    _check_positions(selected, probe.block_size)
+    if cfg.probe_text is None and first.data_path("validation_blocks_path") is not None:
+        _check_positions({first.name: first.snapshots[:1]}, probe.block_size)
+
+    from dynamics import extract as ex
+    from dynamics import families as fam
+    from dynamics import store as st
+
+    device = ex.resolve_device(cfg.device)
+    out = output_dir(cfg, series_list)
+
+    # ---- nothing above writes; from here on the store is opened and results are added
+    store = st.open(out)
+    try:
+        return _measure(store, series_list, selected, tok, probe, cfg, device, on_snapshot, fam, ex, st)
+    finally:
+        store.close()
+
+
+def _measure(store: Any, series_list: list[Series], selected: dict[str, list[Snapshot]], tok: TokenizerView,
+             probe: ps.ProbeSet, cfg: ProbeConfig, device: str, on_snapshot: SnapshotHook | None,
+             fam: Any, ex: Any, st: Any) -> ProbeSummary:
+    from tqdm.auto import tqdm
+
+    st.remove_stale_tmp(store.root)
+    probe_file = f"arrays/probe-{probe.hash[:16]}.npz"
+    if not (store.root / probe_file).is_file():
+        probe.save(store.root / probe_file, tok.id_to_token())
+    store.add_probe_set(hash=probe.hash, source=probe.source, n_blocks=probe.n_blocks, block_size=probe.block_size,
+                        n_tokens=probe.n_tokens, n_masked=int(probe.masked.sum()), n_word_types=len(probe.word_types),
+                        freq_source=probe.freq_source, tokenizer_hash=probe.tokenizer_hash, file=probe_file,
+                        notes=probe.notes)
+    for s in series_list:
+        store.upsert_run(s.name, s.run_dir, s.kind, s.meta.get("objective"), s.meta)
+        store.upsert_snapshots((s.name, x.step, x.tokens_seen, str(x.path), x.info) for x in s.snapshots)
+
+    summary = ProbeSummary(store.root, store.path, probe.hash, notes=list(probe.notes))
+    prep, prep_notes = fam.prepare(probe, device, window=cfg.window, tc_negatives=cfg.tc_negatives,
+                                   tc_temperature=cfg.tc_temperature, max_distance=cfg.max_distance,
+                                   neighbour_tokens=cfg.neighbour_tokens, seed=cfg.seed,
+                                   id_to_token=tok.id_to_token())
+    summary.notes += prep_notes
+    wanted = _wanted(cfg.metrics)
+    done = store.completed_params(probe.hash)
+    special = tok.special_ids
+    total = sum(len(v) for v in selected.values())
+    bar = tqdm(total=total, disable=not cfg.progress, unit="snapshot", dynamic_ncols=True, desc="probe")
+    try:
+        for series in series_list:
+            params = {
+                "anchors": fam.family_params("anchors"),
+                "drift": fam.family_params("drift", final=series.final.step),
+                "context": fam.family_params("context", window=cfg.window, negatives=cfg.tc_negatives,
+                                             temperature=cfg.tc_temperature, max_distance=cfg.max_distance,
+                                             seed=cfg.seed),
+                "geometry": fam.family_params("geometry", neighbours=cfg.neighbour_tokens, seed=cfg.seed),
+            }
+            final_matrix: np.ndarray | None = None
+            for snap in selected[series.name]:
+                bar.set_description(f"{series.name} step {snap.step}")
+                needed = [f for f in wanted if cfg.force or done.get((series.name, snap.step, f)) != params[f]]
+                summary.reused += [(series.name, snap.step, f) for f in wanted if f not in needed]
+                if not needed:
+                    bar.update(1)
+                    continue
+                if "drift" in needed and final_matrix is None and snap.path != series.final.path:
+                    final_matrix = ex.embedding_matrix(series.final.path)
+                t0 = time.perf_counter()
+                acts = emb = None
+                if set(needed) - {"drift"}:
+                    acts = ex.extract_snapshot(snap.path, probe, masked_pass="anchors" in needed,
+                                               batch_size=cfg.batch_size, device=device)
+                    emb = acts.emb_matrix
+                    extra_notes = acts.notes
+                else:
+                    emb, extra_notes = ex.embedding_matrix(snap.path), []
+                for k, family in enumerate(needed):
+                    t1 = time.perf_counter()
+                    if family == "drift":
+                        result = fam.drift(emb, emb if snap.path == series.final.path else final_matrix, probe, special)
+                    else:
+                        result = getattr(fam, family)(acts, prep)
+                    if k == 0:
+                        result.notes = list(extra_notes) + result.notes
+                    seconds = time.perf_counter() - (t0 if k == 0 else t1)
+                    store.write_family(run=series.name, step=snap.step, tokens_seen=snap.tokens_seen, family=family,
+                                       probe_hash=probe.hash, params=params[family], result=result, seconds=seconds)
+                    summary.computed.append((series.name, snap.step, family))
+                del acts, emb
+                gc.collect()
+                bar.update(1)
+                if on_snapshot is not None:
+                    on_snapshot(snap, needed)
+            del final_matrix
+            gc.collect()
+            if "geometry" in wanted:
+                _cka_steps(store, series, probe.hash, cfg.force, device, summary, fam)
+    finally:
+        bar.close()
+
+    notes = store.notes(probe.hash)
+    names = [s.name for s in series_list]
+    summary.notes += sorted({n for r, n in zip(notes["run"], notes["note"], strict=True) if r in names})
+    if cfg.figures:
+        from dynamics import figures
+
+        summary.figures = figures.write_all(store, names, probe.hash, store.root / "figures")
+    from dynamics import report
+
+    summary.report = report.write(store, series_list, probe, summary, store.root / "report.md")
+    return summary
+
+
+def _cka_steps(store: Any, series: Series, probe_hash: str, force: bool, device: str, summary: ProbeSummary,
+               fam: Any) -> None:
+    """Step × step CKA per layer over every snapshot of the run whose CKA sample is stored."""
+    rows = store.arrays("cka_sample", run=series.name, probe_hash=probe_hash)
+    rows = rows[rows["step"] >= 0].sort_values("step")
+    if len(rows) < 1:
+        return
+    steps = [int(x) for x in rows["step"]]
+    params = fam.family_params("cka_steps", steps=",".join(map(str, steps)))
+    if not force and store.completed_params(probe_hash).get((series.name, -1, "cka_steps")) == params:
+        summary.reused.append((series.name, -1, "cka_steps"))
+        return
+    files = list(rows["file"])
+    with np.load(store.root / files[0], allow_pickle=False) as first:
+        n_layers = sum(1 for k in first.files if k.startswith("h") and k[1:].isdigit())
+
+    def loader(file: str) -> Callable[[int], np.ndarray]:
+        def load(layer: int) -> np.ndarray:
+            with np.load(store.root / file, allow_pickle=False) as data:
+                return data[f"h{layer}"]
+        return load
+
+    tokens = dict(zip(store.snapshots(series.name)["step"], store.snapshots(series.name)["tokens_seen"], strict=True))
+    tokens_seen = [None if tokens.get(s) is None or np.isnan(tokens.get(s)) else int(tokens[s]) for s in steps]
+    per_step, arrays = fam.cka_steps([loader(f) for f in files], steps, tokens_seen, n_layers, device)
+    store.write_run_family(run=series.name, family="cka_steps", probe_hash=probe_hash, params=params,
+                           step_rows={s: (t, per_step[s]) for s, t in zip(steps, tokens_seen, strict=True)},
+                           arrays={"cka_steps": arrays})
+    summary.computed.append((series.name, -1, "cka_steps"))
+
+
+# -------------------------------------------------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dynamics.probe",
+        description="Measure anchor similarity, context alignment and geometry across the snapshots of one or "
+                    "more runs (our runs/NAME, Hugging Face checkpoint-N folders, or single model folders) on one "
+                    "frozen probe set, and store the results for the app.",
+        epilog=f"Output: with one DIR, results go to DIR/dynamics/; with several, to ./{MULTI_RUN_OUT}/ "
+               "(all runs on the first run's probe set; they must share its tokenizer). --out overrides both. "
+               "Reruns compute only what is missing for the same probe set; --force recomputes. "
+               "Bad input exits with status 2 and leaves stored results untouched.")
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="run directory, Trainer output dir or model dir")
+    parser.add_argument("--config", metavar="FILE", help="JSON or YAML file of defaults (keys = flag names); "
+                                                         "flags given here override it")
+    cfgmod.add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = cfgmod.from_args(args)
+        summary = run_config(args.dirs, cfg)
+    except ProbeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return ProbeError.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished snapshots are stored; run the same command again to resume", file=sys.stderr)
+        return 130
+    n_new = len(summary.computed)
+    print(f"probe {summary.probe_hash[:12]}: {n_new} result(s) computed, {len(summary.reused)} already stored; "
+          f"report: {summary.report}", file=sys.stderr)
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

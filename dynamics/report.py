@@ -1,0 +1,107 @@
+"""`report.md`: a short account of a probe run — the probe set, the runs, headline numbers, notes, figures."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HEADLINE = (  # (metric, variant, layer: "last" | int, label)
+    ("anchor_sim_word", "all", "last", "cos(h_L, E[x])"),
+    ("masked_anchor_sim", "all", "last", "cos(T(h_L), E[x]) masked"),
+    ("masked_accuracy", "all", "last", "masked accuracy"),
+    ("anchor_drift", "all", 0, "anchor drift (vocab)"),
+    ("ctx_gap_all", "all", "last", "context gap (all pairs)"),
+    ("ctx_gap_window", "all", "last", "context gap (window)"),
+    ("tc_loss", "all", "last", "TC loss"),
+    ("seq_id_accuracy", "all", "last", "sequence id accuracy"),
+    ("anisotropy", "all", "last", "anisotropy"),
+    ("self_similarity_adj", "all", "last", "self-similarity (adj.)"),
+    ("rankme", "all", "last", "RankMe"),
+    ("isoscore", "all", "last", "IsoScore"),
+    ("twonn", "all", "last", "TwoNN dimension"),
+    ("uniformity", "all", "last", "uniformity"),
+    ("cka_final", "all", "last", "CKA to final snapshot"),
+)
+PER_LAYER = ("anchor_sim_word", "ctx_gap_all", "anisotropy", "self_similarity_adj", "rankme", "isoscore",
+             "cka_prev_layer")
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    v = float(value)
+    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return lines
+
+
+def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path: Path) -> Path:
+    """Write `report.md` for the runs in `series_list` measured on `probe` (atomically); return its path."""
+    runs = [s.name for s in series_list]
+    df = store.metrics(run=runs, probe_hash=probe.hash)
+    lines = ["# Representation dynamics", ""]
+    lines.append(f"Probe set `{probe.hash[:12]}` ({probe.source}): {probe.n_tokens} content tokens in "
+                 f"{probe.n_blocks} blocks of {probe.block_size}; {int(probe.masked.sum())} masked positions; "
+                 f"{len(probe.word_types)} word types (single-wordpiece whole words, ≥ 5 occurrences); frequency "
+                 f"bins from {probe.freq_source}. Every snapshot below was measured on exactly these tokens.")
+    lines.append("")
+    snaps = store.snapshots()
+    rows = []
+    for s in series_list:
+        measured = sorted(df[df["run"] == s.name]["step"].unique()) if not df.empty else []
+        measured = [int(x) for x in measured if x >= 0]
+        known = snaps[snaps["run"] == s.name]
+        tokens = known["tokens_seen"].dropna()
+        rows.append([s.name, s.kind, s.meta.get("objective") or "–", len(measured),
+                     f"{measured[0]}–{measured[-1]}" if measured else "–",
+                     _fmt(float(tokens.max())) if len(tokens) else "unknown"])
+    lines += ["## Runs", ""] + _table(["run", "kind", "objective", "snapshots measured", "steps", "max tokens seen"], rows)
+    if not df.empty:
+        lines += ["", "## Headline numbers (last layer unless stated; first → final measured snapshot)", ""]
+        rows = []
+        for metric, variant, layer, label in HEADLINE:
+            m = df[(df["metric"] == metric) & (df["variant"] == variant)]
+            if m.empty:
+                continue
+            cells = [label]
+            for run in runs:
+                r = m[m["run"] == run]
+                if r.empty:
+                    cells.append("–")
+                    continue
+                lyr = int(r["layer"].max()) if layer == "last" else layer
+                r = r[r["layer"] == lyr].sort_values("step")
+                cells.append(f"{_fmt(r['value'].iloc[0])} → {_fmt(r['value'].iloc[-1])}" if len(r) else "–")
+            rows.append(cells)
+        lines += _table(["metric"] + runs, rows)
+        for run in runs:
+            r = df[(df["run"] == run) & (df["variant"] == "all") & (df["metric"].isin(PER_LAYER))]
+            if r.empty:
+                continue
+            last = int(r["step"].max())
+            r = r[r["step"] == last]
+            table = r.pivot_table(index="layer", columns="metric", values="value", aggfunc="first")
+            cols = [c for c in PER_LAYER if c in table.columns]
+            lines += ["", f"### {run}: per layer at step {last}", ""]
+            lines += _table(["layer"] + cols, [[int(layer)] + [_fmt(table.loc[layer, c]) for c in cols]
+                                               for layer in table.index])
+    notes = sorted(set(summary.notes))
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    figures = [Path(f) for f in getattr(summary, "figures", [])]
+    if figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{f.stem}](figures/{f.name})" for f in figures]
+    lines += ["", f"Results: `{store.path.name}` in this folder (`dynamics.store.open(...)`).", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+    return path

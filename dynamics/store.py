@@ -1,0 +1,386 @@
+"""The results store: one SQLite file (WAL mode, so the app reads while the probe writes) plus `.npz` arrays.
+
+Layout of a store folder (default `RUN/dynamics/`)::
+
+    results.sqlite   tables below
+    arrays/          .npz files named in the `arrays` table (paths relative to the folder)
+    figures/ report.md   written by dynamics.figures / dynamics.report
+
+Tables:
+
+* `runs(name PK, path, kind, objective, meta JSON, updated)`
+* `snapshots(run, step, tokens_seen, path, info JSON)`, key (run, step)
+* `probe_sets(hash PK, source, n_blocks, block_size, n_tokens, n_masked, n_word_types, freq_source,
+  tokenizer_hash, file, notes JSON, created, used)`
+* `metrics(run, step, tokens_seen, layer, metric, variant, value, family, probe_hash)`, unique over
+  (probe_hash, run, step, layer, metric, variant) — tidy rows; `value` NULL when undefined
+* `arrays(run, step, kind, probe_hash, family, file, meta JSON)`, key (probe_hash, run, step, kind); run-level
+  arrays (step × step CKA) use step −1
+* `completed(run, step, family, probe_hash, params, finished, seconds)`, key (probe_hash, run, step, family):
+  a family counts as done for a snapshot only with matching `params` (settings that change its values)
+* `notes(run, step, probe_hash, family, note)` — e.g. "no MLM head: head metrics skipped"
+
+Kill safety: everything one (snapshot, family) produces is written in one transaction; its `.npz` files are
+written first under fresh names (temporary file + `os.replace`) and files they supersede are deleted only after
+the commit, so a kill at any point leaves either the old or the new result, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dynamics.probe_set import save_npz
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DB_NAME = "results.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT, objective TEXT, meta TEXT, updated REAL);
+CREATE TABLE IF NOT EXISTS snapshots (
+    run TEXT NOT NULL, step INTEGER NOT NULL, tokens_seen INTEGER, path TEXT, info TEXT,
+    PRIMARY KEY (run, step));
+CREATE TABLE IF NOT EXISTS probe_sets (
+    hash TEXT PRIMARY KEY, source TEXT, n_blocks INTEGER, block_size INTEGER, n_tokens INTEGER,
+    n_masked INTEGER, n_word_types INTEGER, freq_source TEXT, tokenizer_hash TEXT, file TEXT, notes TEXT,
+    created REAL, used REAL);
+CREATE TABLE IF NOT EXISTS metrics (
+    run TEXT NOT NULL, step INTEGER NOT NULL, tokens_seen INTEGER, layer INTEGER NOT NULL, metric TEXT NOT NULL,
+    variant TEXT NOT NULL, value REAL, family TEXT NOT NULL, probe_hash TEXT NOT NULL,
+    UNIQUE (probe_hash, run, step, layer, metric, variant));
+CREATE INDEX IF NOT EXISTS metrics_by_family ON metrics (probe_hash, run, step, family);
+CREATE INDEX IF NOT EXISTS metrics_by_metric ON metrics (probe_hash, metric);
+CREATE TABLE IF NOT EXISTS arrays (
+    run TEXT NOT NULL, step INTEGER NOT NULL, kind TEXT NOT NULL, probe_hash TEXT NOT NULL, family TEXT NOT NULL,
+    file TEXT NOT NULL, meta TEXT, PRIMARY KEY (probe_hash, run, step, kind));
+CREATE TABLE IF NOT EXISTS completed (
+    run TEXT NOT NULL, step INTEGER NOT NULL, family TEXT NOT NULL, probe_hash TEXT NOT NULL, params TEXT NOT NULL,
+    finished REAL, seconds REAL, PRIMARY KEY (probe_hash, run, step, family));
+CREATE TABLE IF NOT EXISTS notes (
+    run TEXT NOT NULL, step INTEGER NOT NULL, probe_hash TEXT NOT NULL, family TEXT NOT NULL, note TEXT NOT NULL,
+    UNIQUE (probe_hash, run, step, family, note));
+"""
+
+MetricRow = tuple[int, str, str, float | None]  # (layer, metric, variant, value)
+
+
+@dataclass
+class FamilyResult:
+    """What one metric family produced for one snapshot: tidy rows, named arrays, notes."""
+
+    rows: list[MetricRow]
+    arrays: dict[str, dict[str, np.ndarray]]  # kind → arrays saved together in one .npz
+    notes: list[str]
+
+
+def resolve(path: str | Path) -> Path:
+    """The database file for `path`: a `.sqlite`/`.db` file itself; for a folder, `path/results.sqlite`, or
+    `path/dynamics/results.sqlite` when only that exists (a run folder)."""
+    p = Path(path)
+    if p.suffix in (".sqlite", ".db") and not p.is_dir():
+        return p
+    if not (p / DB_NAME).is_file() and (p / "dynamics" / DB_NAME).is_file():
+        return p / "dynamics" / DB_NAME
+    return p / DB_NAME
+
+
+def open(path: str | Path, readonly: bool = False) -> Store:  # noqa: A001 - the documented API name
+    """Open (creating unless `readonly`) the store at `path` (a store folder, its database, or a run folder)."""
+    return Store(resolve(path), readonly=readonly)
+
+
+class Store:
+    """A results store; writers go through `write_family`, readers through the DataFrame query helpers."""
+
+    def __init__(self, db_path: Path, readonly: bool = False) -> None:
+        self.path = Path(db_path)
+        self.root = self.path.parent
+        self.readonly = readonly
+        if readonly:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"{self.path}: no results store; run python -m dynamics.probe first")
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None,
+                                        check_same_thread=False)
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(_SCHEMA)
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def arrays_dir(self) -> Path:
+        return self.root / "arrays"
+
+    def _transaction(self) -> _Tx:
+        return _Tx(self.conn)
+
+    # ---------------------------------------------------------------------------------------------- writes
+    def upsert_run(self, name: str, path: Path, kind: str, objective: str | None, meta: Mapping[str, Any]) -> None:
+        with self._transaction():
+            self.conn.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET path=excluded.path, "
+                "kind=excluded.kind, objective=excluded.objective, meta=excluded.meta, updated=excluded.updated",
+                (name, str(path), kind, objective, json.dumps(meta, default=str), time.time()))
+
+    def upsert_snapshots(self, rows: Iterable[tuple[str, int, int | None, str, Mapping[str, Any]]]) -> None:
+        """Rows (run, step, tokens_seen, path, info)."""
+        with self._transaction():
+            self.conn.executemany(
+                "INSERT INTO snapshots VALUES (?,?,?,?,?) ON CONFLICT(run, step) DO UPDATE SET "
+                "tokens_seen=excluded.tokens_seen, path=excluded.path, info=excluded.info",
+                [(r, s, t, p, json.dumps(i, default=str)) for r, s, t, p, i in rows])
+
+    def add_probe_set(self, *, hash: str, source: str, n_blocks: int, block_size: int, n_tokens: int,  # noqa: A002
+                      n_masked: int, n_word_types: int, freq_source: str, tokenizer_hash: str, file: str,
+                      notes: Sequence[str]) -> None:
+        now = time.time()
+        with self._transaction():
+            self.conn.execute(
+                "INSERT INTO probe_sets VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(hash) DO UPDATE SET "
+                "used=excluded.used, file=excluded.file",
+                (hash, source, n_blocks, block_size, n_tokens, n_masked, n_word_types, freq_source, tokenizer_hash,
+                 file, json.dumps(list(notes)), now, now))
+
+    def completed_params(self, probe_hash: str) -> dict[tuple[str, int, str], str]:
+        """(run, step, family) → params of every finished family under `probe_hash`."""
+        cur = self.conn.execute("SELECT run, step, family, params FROM completed WHERE probe_hash=?", (probe_hash,))
+        return {(r, s, f): p for r, s, f, p in cur}
+
+    def write_family(self, *, run: str, step: int, tokens_seen: int | None, family: str, probe_hash: str,
+                     params: str, result: FamilyResult, seconds: float | None = None) -> None:
+        """Replace everything stored for (run, step, family, probe_hash) by `result`, in one transaction."""
+        written: list[tuple[str, str, Path]] = []
+        try:
+            for kind, arrays in result.arrays.items():
+                rel = Path("arrays") / _safe(run) / f"{_safe(kind)}-{step:07d}-{probe_hash[:12]}-{uuid.uuid4().hex[:8]}.npz"
+                save_npz(self.root / rel, **arrays)
+                written.append((kind, rel.as_posix(), self.root / rel))
+            kinds = [w[0] for w in written]
+            with self._transaction():
+                key = (probe_hash, run, step)
+                marks = ",".join("?" * len(kinds))
+                stale = f"probe_hash=? AND run=? AND step=? AND (family=? OR kind IN ({marks}))"
+                old = [r[0] for r in self.conn.execute(f"SELECT file FROM arrays WHERE {stale}", (*key, family, *kinds))]
+                self.conn.execute(f"DELETE FROM arrays WHERE {stale}", (*key, family, *kinds))
+                for table in ("metrics", "completed", "notes"):
+                    self.conn.execute(f"DELETE FROM {table} WHERE probe_hash=? AND run=? AND step=? AND family=?",
+                                      (*key, family))
+                self.conn.executemany(
+                    "INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?)",
+                    [(run, step, tokens_seen, int(layer), metric, variant, _finite(value), family, probe_hash)
+                     for layer, metric, variant, value in result.rows])
+                self.conn.executemany(
+                    "INSERT INTO arrays VALUES (?,?,?,?,?,?,?)",
+                    [(run, step, kind, probe_hash, family, rel, json.dumps({"keys": sorted(result.arrays[kind])}))
+                     for kind, rel, _ in written])
+                self.conn.executemany("INSERT OR IGNORE INTO notes VALUES (?,?,?,?,?)",
+                                      [(run, step, probe_hash, family, n) for n in result.notes])
+                self.conn.execute("INSERT INTO completed VALUES (?,?,?,?,?,?,?)",
+                                  (run, step, family, probe_hash, params, time.time(), seconds))
+        except BaseException:
+            for _, _, path in written:
+                path.unlink(missing_ok=True)
+            raise
+        keep = {rel for _, rel, _ in written}
+        for rel in set(old) - keep:
+            (self.root / rel).unlink(missing_ok=True)
+
+    def write_run_family(self, *, run: str, family: str, probe_hash: str, params: str,
+                         step_rows: Mapping[int, tuple[int | None, Sequence[MetricRow]]],
+                         arrays: dict[str, dict[str, np.ndarray]], notes: Sequence[str] = ()) -> None:
+        """Replace a run-level family (rows at many steps, arrays at step −1) in one transaction.
+
+        `step_rows`: step → (tokens_seen, rows). Completion is recorded at step −1.
+        """
+        written: list[tuple[str, str, Path]] = []
+        try:
+            for kind, arr in arrays.items():
+                rel = Path("arrays") / _safe(run) / f"{_safe(kind)}-run-{probe_hash[:12]}-{uuid.uuid4().hex[:8]}.npz"
+                save_npz(self.root / rel, **arr)
+                written.append((kind, rel.as_posix(), self.root / rel))
+            with self._transaction():
+                key = (probe_hash, run, family)
+                old = [r[0] for r in self.conn.execute(
+                    "SELECT file FROM arrays WHERE probe_hash=? AND run=? AND family=?", key)]
+                for table in ("metrics", "arrays", "completed", "notes"):
+                    self.conn.execute(f"DELETE FROM {table} WHERE probe_hash=? AND run=? AND family=?", key)
+                self.conn.executemany(
+                    "INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?)",
+                    [(run, step, tokens, int(layer), metric, variant, _finite(value), family, probe_hash)
+                     for step, (tokens, rows) in step_rows.items() for layer, metric, variant, value in rows])
+                self.conn.executemany(
+                    "INSERT INTO arrays VALUES (?,?,?,?,?,?,?)",
+                    [(run, -1, kind, probe_hash, family, rel, json.dumps({"keys": sorted(arrays[kind])}))
+                     for kind, rel, _ in written])
+                self.conn.executemany("INSERT OR IGNORE INTO notes VALUES (?,?,?,?,?)",
+                                      [(run, -1, probe_hash, family, n) for n in notes])
+                self.conn.execute("INSERT INTO completed VALUES (?,?,?,?,?,?,?)",
+                                  (run, -1, family, probe_hash, params, time.time(), None))
+        except BaseException:
+            for _, _, path in written:
+                path.unlink(missing_ok=True)
+            raise
+        for rel in set(old) - {rel for _, rel, _ in written}:
+            (self.root / rel).unlink(missing_ok=True)
+
+    # --------------------------------------------------------------------------------------------- queries
+    def _df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        import pandas as pd
+
+        cur = self.conn.execute(sql, tuple(params))
+        cols = [c[0] for c in cur.description]
+        return pd.DataFrame(cur.fetchall(), columns=cols)
+
+    def latest_probe_hash(self) -> str | None:
+        """The probe set used most recently (the default for every query below)."""
+        row = self.conn.execute("SELECT hash FROM probe_sets ORDER BY used DESC LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    def _hash(self, probe_hash: str | None) -> str | None:
+        return probe_hash or self.latest_probe_hash()
+
+    def runs(self) -> pd.DataFrame:
+        """One row per run: name, path, kind ("run" | "trainer" | "model"), objective, meta (JSON), updated."""
+        return self._df("SELECT * FROM runs ORDER BY name")
+
+    def snapshots(self, run: str | None = None) -> pd.DataFrame:
+        """Snapshots known to the store: run, step, tokens_seen, path, info (JSON)."""
+        sql, args = "SELECT * FROM snapshots", []
+        if run is not None:
+            sql, args = sql + " WHERE run=?", [run]
+        return self._df(sql + " ORDER BY run, step", args)
+
+    def probe_sets(self) -> pd.DataFrame:
+        """All probe sets, most recently used first."""
+        return self._df("SELECT * FROM probe_sets ORDER BY used DESC")
+
+    def metrics(self, metric: str | Sequence[str] | None = None, *, run: str | Sequence[str] | None = None,
+                layer: int | None = None, variant: str | None = None, family: str | None = None,
+                probe_hash: str | None = None) -> pd.DataFrame:
+        """Tidy metric rows (run, step, tokens_seen, layer, metric, variant, value, family) for one probe set."""
+        where, args = ["probe_hash=?"], [self._hash(probe_hash)]
+        for col, val in (("metric", metric), ("run", run)):
+            if isinstance(val, str):
+                where.append(f"{col}=?")
+                args.append(val)
+            elif val is not None:
+                vals = list(val)
+                where.append(f"{col} IN ({','.join('?' * len(vals))})")
+                args.extend(vals)
+        for col, val in (("layer", layer), ("variant", variant), ("family", family)):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        return self._df("SELECT run, step, tokens_seen, layer, metric, variant, value, family FROM metrics WHERE "
+                        + " AND ".join(where) + " ORDER BY run, metric, variant, layer, step", args)
+
+    def metric_names(self, probe_hash: str | None = None) -> pd.DataFrame:
+        """Distinct (family, metric, variant) with their row counts."""
+        return self._df("SELECT family, metric, variant, COUNT(*) AS n FROM metrics WHERE probe_hash=? "
+                        "GROUP BY family, metric, variant ORDER BY family, metric, variant", [self._hash(probe_hash)])
+
+    def arrays(self, kind: str | None = None, *, run: str | None = None, step: int | None = None,
+               probe_hash: str | None = None) -> pd.DataFrame:
+        """Array index rows (run, step, kind, family, file, meta); `file` is relative to the store folder."""
+        where, args = ["probe_hash=?"], [self._hash(probe_hash)]
+        for col, val in (("kind", kind), ("run", run), ("step", step)):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        return self._df("SELECT run, step, kind, family, file, meta FROM arrays WHERE " + " AND ".join(where)
+                        + " ORDER BY run, step, kind", args)
+
+    def load_array(self, file: str) -> dict[str, np.ndarray]:
+        """The arrays in `file` (a path from the `arrays` table), loaded into memory."""
+        with np.load(self.root / file, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+    def _one_array(self, kind: str, run: str, step: int, probe_hash: str | None) -> dict[str, np.ndarray] | None:
+        df = self.arrays(kind, run=run, step=step, probe_hash=probe_hash)
+        return None if df.empty else self.load_array(df.iloc[0]["file"])
+
+    def cka_layers(self, run: str, step: int, probe_hash: str | None = None) -> dict[str, np.ndarray] | None:
+        """Layer × layer CKA of one snapshot: {"debiased": (L+1, L+1), "biased": (L+1, L+1)}."""
+        return self._one_array("cka_layers", run, step, probe_hash)
+
+    def cka_steps(self, run: str, probe_hash: str | None = None) -> dict[str, np.ndarray] | None:
+        """Step × step CKA per layer: {"steps": (S,), "debiased": (L+1, S, S), "biased": (L+1, S, S)}."""
+        return self._one_array("cka_steps", run, -1, probe_hash)
+
+    def projection(self, run: str, step: int, probe_hash: str | None = None) -> dict[str, np.ndarray] | None:
+        """2-D PCA projections of the fixed token sample: {"xy": (L+1, n, 2), "explained": (L+1, 2),
+        "tokens": (n,) str, "token_ids": (n,), "seq_ids": (n,), "freq_bin": (n,), "bin_names": (3,),
+        "index": (n,) indices into the probe set's content tokens}."""
+        return self._one_array("projection", run, step, probe_hash)
+
+    def notes(self, probe_hash: str | None = None) -> pd.DataFrame:
+        """Notes (run, step, family, note) recorded while measuring, e.g. skipped head metrics."""
+        return self._df("SELECT run, step, family, note FROM notes WHERE probe_hash=? ORDER BY run, step",
+                        [self._hash(probe_hash)])
+
+    def completed(self, probe_hash: str | None = None) -> pd.DataFrame:
+        """Finished (run, step, family) units with params, finish time and seconds spent."""
+        return self._df("SELECT run, step, family, params, finished, seconds FROM completed WHERE probe_hash=? "
+                        "ORDER BY run, step, family", [self._hash(probe_hash)])
+
+
+class _Tx:
+    """`BEGIN IMMEDIATE` … `COMMIT`, or `ROLLBACK` on any exception (KeyboardInterrupt included)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None:
+        return None
+    v = float(value)
+    return v if np.isfinite(v) else None
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
+
+
+def remove_stale_tmp(root: Path) -> None:
+    """Delete temporary `.npz` files left by a killed writer (never a committed file)."""
+    arrays = root / "arrays"
+    if arrays.is_dir():
+        for tmp in arrays.rglob(".*.tmp"):
+            try:
+                if time.time() - tmp.stat().st_mtime > 60:
+                    tmp.unlink()
+            except OSError:
+                pass

@@ -1,0 +1,151 @@
+"""Anchor-embedding similarity, masked-prediction rank/accuracy, frequency bins and anchor drift."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dynamics.metrics.anchors import (
+    anchor_drift,
+    anchor_similarity,
+    assign_frequency_bins,
+    cosine_rows,
+    frequency_bin_names,
+    frequency_bins,
+    mean_by_bin,
+    token_accuracy,
+    token_rank,
+)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_cosine_rows_known_values_and_zero_rows():
+    a = torch.tensor([[1.0, 0.0], [2.0, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    b = torch.tensor([[1.0, 1.0], [-3.0, 0.0], [5.0, 5.0], [1.0, 2.0]])
+    out = cosine_rows(a, b)
+    assert out.dtype == torch.float64 and out.shape == (4,)
+    torch.testing.assert_close(out, torch.tensor([1 / math.sqrt(2), -1.0, 1.0, 0.0], dtype=torch.float64))
+
+
+def test_cosine_rows_matches_torch_and_is_scale_invariant():
+    a, b = torch.randn(50, 16, generator=_gen()), torch.randn(50, 16, generator=_gen(1))
+    ref = torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1)
+    torch.testing.assert_close(cosine_rows(a, b), ref)
+    torch.testing.assert_close(cosine_rows(3 * a, 0.5 * b), ref)
+
+
+def test_anchor_similarity_of_embedding_rows_is_one_and_of_negated_is_minus_one():
+    emb = torch.randn(100, 32, generator=_gen())
+    ids = torch.randint(0, 100, (400,), generator=_gen(1))
+    assert anchor_similarity(emb[ids], emb[ids]) == pytest.approx(1.0)
+    assert anchor_similarity(-2.0 * emb[ids], emb[ids]) == pytest.approx(-1.0)
+
+
+def test_anchor_similarity_of_orthogonal_rows_is_zero():
+    h = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    e = torch.tensor([[0.0, 5.0, 0.0], [0.0, 0.0, 1.0]])
+    assert anchor_similarity(h, e) == pytest.approx(0.0)
+
+
+def test_token_rank_on_constructed_scores():
+    scores = torch.tensor([[0.1, 0.5, 0.3], [0.1, 0.5, 0.3], [0.1, 0.5, 0.3], [1.0, 1.0, 0.0]])
+    targets = torch.tensor([1, 2, 0, 1])
+    # Ties count in the true token's favour: [1, 1, 0] with target 1 has rank 1.
+    assert token_rank(scores, targets).tolist() == [1, 2, 3, 1]
+    assert token_accuracy(scores, targets) == pytest.approx(0.5)
+    assert token_accuracy(scores, targets, k=2) == pytest.approx(0.75)
+
+
+def test_token_rank_matches_sorting_with_small_chunks():
+    scores = torch.randn(37, 200, generator=_gen())
+    targets = torch.randint(0, 200, (37,), generator=_gen(1))
+    order = torch.argsort(scores, dim=1, descending=True)
+    ref = (order == targets[:, None]).nonzero()[:, 1] + 1  # distinct floats: no ties
+    assert torch.equal(token_rank(scores, targets, chunk_rows=5), ref)
+
+
+def test_token_rank_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="2-D"):
+        token_rank(torch.zeros(5), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="targets must have shape"):
+        token_rank(torch.zeros(5, 3), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="in \\[0, 3\\)"):
+        token_rank(torch.zeros(2, 3), torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="k must be"):
+        token_accuracy(torch.zeros(2, 3), torch.tensor([0, 1]), k=0)
+
+
+def _shares(counts, bins, n_bins):
+    return np.array([counts[bins == b].sum() for b in range(n_bins)]) / counts.sum()
+
+
+def test_frequency_bins_by_mass_split_zipf_occurrences_in_thirds():
+    counts = np.round(1e6 / np.arange(1, 5001)).astype(np.int64)  # Zipf's law
+    edges = frequency_bins(counts, 3, by="mass")
+    bins = assign_frequency_bins(counts, edges)
+    shares = _shares(counts, bins, 3)
+    assert np.all(np.abs(shares - 1 / 3) < 0.08), shares
+    # Frequent types are few; rare ones are the long tail.
+    assert (bins == 0).sum() < (bins == 1).sum() < (bins == 2).sum()
+
+
+def test_frequency_bins_by_types_split_types_in_thirds():
+    counts = torch.arange(1, 301)  # distinct counts: exact terciles
+    edges = frequency_bins(counts, 3, by="types")
+    bins = assign_frequency_bins(counts, edges)
+    assert [(bins == b).sum() for b in range(3)] == [100, 100, 100]
+    assert bins[-1] == 0 and bins[0] == 2  # the largest count is "frequent"
+
+
+def test_frequency_bins_keep_ties_together_and_are_monotone():
+    counts = np.array([50, 9, 9, 9, 9, 9, 9, 9, 9, 9, 1, 1, 0, 0])
+    for by in ("mass", "types"):
+        edges = frequency_bins(counts, 3, by=by)
+        bins = assign_frequency_bins(counts, edges)
+        assert len(set(bins[counts == 9])) == 1 and len(set(bins[counts == 1])) == 1
+        order = np.argsort(-counts, kind="stable")
+        assert np.all(np.diff(bins[order]) >= 0)  # rarer never lands in a more frequent bin
+        assert bins[counts == 0].tolist() == [2, 2]  # unseen tokens are rare
+
+
+def test_frequency_bins_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="1-D"):
+        frequency_bins(np.ones((2, 2)))
+    with pytest.raises(ValueError, match="by must be"):
+        frequency_bins(np.ones(5), by="rank")
+    with pytest.raises(ValueError, match="positive count"):
+        frequency_bins(np.zeros(5))
+
+
+def test_mean_by_bin_per_occurrence_and_empty_bin():
+    values = torch.tensor([1.0, 3.0, 10.0, 5.0])
+    bins = np.array([0, 0, 2, 2])
+    out = mean_by_bin(values, bins, 3)
+    assert out[0] == pytest.approx(2.0) and math.isnan(out[1]) and out[2] == pytest.approx(7.5)
+    with pytest.raises(ValueError, match="bins must lie"):
+        mean_by_bin(values, np.array([0, 0, 3, 0]), 3)
+    assert list(frequency_bin_names(3)) == ["frequent", "medium", "rare"]
+
+
+def test_anchor_drift_is_one_at_the_end_and_zero_for_orthogonal_rows():
+    e_final = torch.randn(20, 8, generator=_gen())
+    torch.testing.assert_close(anchor_drift(e_final * 2, e_final), torch.ones(20, dtype=torch.float64))
+    e_step = e_final.clone()
+    e_step[3] = torch.zeros(8)
+    e_step[3, 0], e_step[3, 1] = -e_final[3, 1], e_final[3, 0]  # a vector orthogonal to e_final[3]
+    e_final[3, 2:] = 0
+    drift = anchor_drift(e_step, e_final)
+    assert drift.shape == (20,) and drift[3].item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_bad_shapes_raise_value_error():
+    with pytest.raises(ValueError, match="a must be 2-D"):
+        cosine_rows(torch.zeros(3), torch.zeros(3))
+    with pytest.raises(ValueError, match="same shape"):
+        anchor_similarity(torch.zeros(3, 4), torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="same shape"):
+        anchor_drift(torch.zeros(3, 4), torch.zeros(2, 4))
