@@ -64,8 +64,13 @@ def ours_step_times(objective: str, preset: str, steps: int, batch: int, block: 
 
 
 def hf_trainer_step_times(preset: str, steps: int, batch: int, block: int, cache: str) -> list[float]:
-    from transformers import (BertForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainerCallback,
-                              TrainingArguments)
+    from transformers import (
+        BertForMaskedLM,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
     from transformers.utils import logging as hf_logging
 
     from taco.presets import build_config

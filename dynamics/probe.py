@@ -256,8 +256,7 @@ def _measure(store: Any, series_list: list[Series], selected: dict[str, list[Sna
                     store.write_family(run=series.name, step=snap.step, tokens_seen=snap.tokens_seen, family=family,
                                        probe_hash=probe.hash, params=params[family], result=result, seconds=seconds)
                     summary.computed.append((series.name, snap.step, family))
-                del acts, emb
-                gc.collect()
+                del acts, emb  # the model itself was freed (and collected) inside extract_snapshot
                 bar.update(1)
                 if on_snapshot is not None:
                     on_snapshot(snap, needed)

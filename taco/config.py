@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from transformers import HfArgumentParser
 
 from taco.errors import TacoError
 from taco.presets import PRESETS
@@ -139,15 +138,30 @@ def load_config_file(path: str) -> dict[str, Any]:
     return out
 
 
-def build_parser() -> HfArgumentParser:
-    parser = HfArgumentParser(
-        TrainConfig,
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One `--kebab-case` flag per dataclass field, with help and choices from the field's metadata."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        names = [f"--{f.name.replace('_', '-')}"]
+        meta = dict(f.metadata)
+        if kind is bool:
+            parser.add_argument(*names, dest=f.name, default=f.default, help=meta.get("help"),
+                                action=argparse.BooleanOptionalAction)
+        else:
+            parser.add_argument(*names, dest=f.name, default=f.default, type=kind, help=meta.get("help"),
+                                choices=meta.get("choices"), metavar=f.name.upper() if not meta.get("choices") else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
         prog="python -m taco.train",
         description="Pre-train a BERT-style encoder from scratch with MLM or TACO and write a snapshot "
         "series (DESIGN.md run-directory format). Runs under torchrun for multi-process training.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--config", default=None, help="JSON or YAML file of option defaults; flags override it.")
+    add_dataclass_arguments(parser, TrainConfig)
     return parser
 
 
@@ -156,10 +170,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     config_path = _find_config_flag(argv)
     if config_path:
         parser.set_defaults(**load_config_file(config_path))
-    parsed = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False, return_remaining_strings=True)
-    if parsed[-1]:
-        parser.error(f"unrecognized arguments: {' '.join(parsed[-1])}")  # exits 2 with the usage line
-    return parsed[0]
+    ns = vars(parser.parse_args(argv))  # exits 2 with a usage line on unknown flags or bad values
+    ns.pop("config")
+    return TrainConfig(**ns)
 
 
 def _find_config_flag(argv: list[str] | None) -> str | None:

@@ -150,13 +150,12 @@ def evaluate(mlm_model: torch.nn.Module, blocks: np.ndarray, cfg: TrainConfig, c
 def train(cfg: TrainConfig) -> Path:
     """Train according to `cfg` and return the run directory. Raises `TacoError`/`CorpusError` on bad input."""
     from transformers import BertForMaskedLM, DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
+    from transformers.utils import logging as hf_logging
 
     from taco.corpus import load_corpus
     from taco.data import BlockSampler, packed_data
     from taco.presets import build_config
     from taco.tokenizer import cached_tokenizer, load_tokenizer, tokenizer_hash
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar would interleave with ours
     cfg = cfg.resolved()
