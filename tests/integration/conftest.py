@@ -8,13 +8,15 @@ the fixtures `tiny_runs`, `tiny_run`, `probe_text_file` into your conftest to sh
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -112,7 +114,9 @@ def build_tiny_run(
     """
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     path.mkdir(parents=True, exist_ok=True)
     docs = english_docs()
     train_docs = [d for i, d in enumerate(docs) if i % 5]
@@ -180,12 +184,67 @@ def build_tiny_run(
     return path
 
 
+def tiny_mlm(arch: str, vocab: int = 50, hidden: int = 32, layers: int = 2, max_pos: int = 64,
+             embedding_size: int | None = None) -> Any:
+    """A tiny random masked-LM of the given architecture (pad id 0, like our tokenizers)."""
+    import transformers as tf
+
+    common = dict(vocab_size=vocab, pad_token_id=0)
+    if arch == "bert":
+        return tf.BertForMaskedLM(tf.BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                                                intermediate_size=2 * hidden, max_position_embeddings=max_pos, **common))
+    if arch == "roberta":
+        return tf.RobertaForMaskedLM(tf.RobertaConfig(hidden_size=hidden, num_hidden_layers=layers,
+                                                      num_attention_heads=2, intermediate_size=2 * hidden,
+                                                      max_position_embeddings=max_pos + 2, **common))
+    if arch == "electra":
+        return tf.ElectraForMaskedLM(tf.ElectraConfig(hidden_size=hidden, embedding_size=embedding_size or hidden,
+                                                      num_hidden_layers=layers, num_attention_heads=2,
+                                                      intermediate_size=2 * hidden, max_position_embeddings=max_pos,
+                                                      **common))
+    if arch == "distilbert":
+        return tf.DistilBertForMaskedLM(tf.DistilBertConfig(dim=hidden, n_layers=layers, n_heads=2, hidden_dim=2 * hidden,
+                                                            max_position_embeddings=max_pos, **common))
+    raise ValueError(arch)
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch single-threaded for the duration: on a shared 2-core machine, torch's spinning worker threads
+    make tiny ops tens of times slower under contention."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _probe_tests_single_threaded(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The probe's tests (test_probe*.py) run with one torch thread; other tests are left alone."""
+    if request.module.__name__.split(".")[-1].startswith("test_probe"):
+        with one_torch_thread():
+            yield
+    else:
+        yield
+
+
+def one_thread_env() -> dict[str, str]:
+    """Environment for subprocesses of the probe's tests: offline, single-threaded BLAS/OpenMP."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two tiny runs sharing one tokenizer: {"mlm": …, "taco": …} (treat as read-only; copy before mutating)."""
     root = tmp_path_factory.mktemp("tiny-runs")
-    mlm = build_tiny_run(root / "mlm", objective="mlm", seed=0)
-    taco = build_tiny_run(root / "taco", objective="taco", seed=1, steps=(0, 2, 3), tokenizer_dir=mlm / "tokenizer")
+    with one_torch_thread():
+        mlm = build_tiny_run(root / "mlm", objective="mlm", seed=0)
+        taco = build_tiny_run(root / "taco", objective="taco", seed=1, steps=(0, 2, 3), tokenizer_dir=mlm / "tokenizer")
     return {"mlm": mlm, "taco": taco}
 
 
