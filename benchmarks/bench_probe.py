@@ -1,0 +1,196 @@
+"""Cost of `python -m dynamics.probe` relative to the forward passes it needs, its memory over a long series,
+and its time per snapshot. Prints one line per comparison; not part of the test suite.
+
+    python benchmarks/bench_probe.py [--quick] [--device cpu|cuda] [--threads N]
+
+Models are random-initialised BERTs saved with `save_pretrained` (each snapshot a different seed), the probe set
+is Zipf-distributed token ids over a synthetic WordPiece vocabulary, packed in blocks of 128.
+
+* overhead (`mini`: 4 layers, hidden 256, 4 heads, intermediate 1024, vocab 8192; 32k probe tokens; 10
+  snapshots; all metric families): wall time of `dynamics.probe.run` divided by the wall time of loading the
+  same snapshots and running the same forward passes (the unmasked pass with all hidden states and the masked
+  pass through the MLM head at the masked positions) with nothing else. Figures and the report are timed
+  separately. Target ≤ 1.3×.
+* memory (`mini`, 30 snapshots, run in a fresh process): peak RSS after the last snapshot / after the first.
+  Target ≤ 1.1.
+* time per snapshot (`small`: 4 layers, hidden 512, 8 heads, intermediate 2048, vocab 8192; 32k tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PRESETS = {
+    "mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
+    "small": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
+}
+VOCAB, BLOCK = 8192, 128
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def make_run(root: Path, preset: str, n_snapshots: int, n_tokens: int, seed: int = 0) -> Path:
+    """A run directory in taco.train's format with random-init snapshots and Zipf validation blocks."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    run = root / f"{preset}-{n_snapshots}"
+    words = SPECIAL + [f"w{i}" for i in range(VOCAB - len(SPECIAL))]
+    tok = Tokenizer(models.WordPiece(vocab={w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(str(run / "tokenizer"))
+    rng = np.random.default_rng(seed)
+    n_blocks = max(1, n_tokens // BLOCK)
+    ranks = rng.zipf(1.2, size=(n_blocks * 2, BLOCK - 2)) % (VOCAB - len(SPECIAL))
+    blocks = np.concatenate([np.full((n_blocks * 2, 1), 2), ranks + len(SPECIAL), np.full((n_blocks * 2, 1), 3)], axis=1)
+    (run / "data").mkdir(parents=True)
+    np.save(run / "data" / "validation.npy", blocks.astype(np.int32))
+    counts = np.bincount((rng.zipf(1.2, size=2_000_000) % (VOCAB - len(SPECIAL))) + len(SPECIAL), minlength=VOCAB)
+    np.save(run / "data" / "counts.npy", counts.astype(np.int64))
+    (run / "run.json").write_text(json.dumps({"objective": "mlm", "preset": preset, "block_size": BLOCK,
+                                              "validation_blocks_path": "data/validation.npy",
+                                              "token_counts_path": "data/counts.npy"}))
+    config = BertConfig(vocab_size=VOCAB, max_position_embeddings=BLOCK, **PRESETS[preset])
+    for k in range(n_snapshots):
+        torch.manual_seed(seed + k)
+        step = 0 if k == 0 else 2 ** k
+        folder = run / "snapshots" / f"step-{step:07d}"
+        BertForMaskedLM(config).save_pretrained(str(folder))
+        (folder / "snapshot.json").write_text(json.dumps({"step": step, "tokens_seen": step * 4096}))
+    return run
+
+
+def forward_only(run: Path, n_blocks: int, batch_size: int, device: str, masked: bool = True) -> float:
+    """Seconds to load every snapshot and run the probe's forward passes on the same blocks, nothing else."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from dynamics import probe as P
+    from dynamics.config import ProbeConfig
+    from dynamics.series import discover
+    from dynamics.tokens import load_tokenizer
+
+    series = discover(run)
+    ps = P.build_probe(series, load_tokenizer(series.tokenizer_path), ProbeConfig(probe_blocks=n_blocks))
+    ids_all = torch.from_numpy(ps.ids.astype(np.int64))
+    where_all = torch.from_numpy(ps.masked)
+    t0 = time.perf_counter()
+    for snap in series.snapshots:
+        model = AutoModelForMaskedLM.from_pretrained(str(snap.path), dtype=torch.float32).eval().to(device)
+        with torch.inference_mode():
+            for start in range(0, len(ids_all), batch_size):
+                ids = ids_all[start : start + batch_size].to(device)
+                out = model.bert(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True)
+                del out
+                if masked:
+                    where = where_all[start : start + batch_size].to(device)
+                    inp = torch.where(where, torch.full_like(ids, ps.mask_id), ids)
+                    h = model.bert(input_ids=inp, attention_mask=torch.ones_like(inp)).last_hidden_state[where]
+                    model.cls(h)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        del model
+    return time.perf_counter() - t0
+
+
+def probe_cost(run: Path, out: Path, n_blocks: int, batch_size: int, device: str) -> tuple[float, float]:
+    """(seconds for measuring every snapshot and storing, seconds for figures + report)."""
+    from dynamics import probe as P
+
+    t0 = time.perf_counter()
+    P.run(run, out=out, probe_blocks=n_blocks, batch_size=batch_size, device=device, progress=False, figures=False)
+    measure = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    P.run(run, out=out, probe_blocks=n_blocks, batch_size=batch_size, device=device, progress=False, figures=True)
+    return measure, time.perf_counter() - t1
+
+
+def memory_child(run: str, out: str, n_blocks: int, batch_size: int, device: str) -> None:
+    """In a fresh process: peak RSS (MiB) after each snapshot, printed as JSON."""
+    from dynamics import probe as P
+
+    peaks: list[float] = []
+
+    def hook(snapshot, families) -> None:
+        peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+    P.run(run, out=out, probe_blocks=n_blocks, batch_size=batch_size, device=device, progress=False, figures=False,
+          on_snapshot=hook)
+    print(json.dumps(peaks))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="8k tokens, 4 snapshots (overhead), 10 (memory), 2 (small)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--only", choices=["overhead", "memory", "small"], action="append")
+    ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tokens = 8192 if args.quick else 32768
+    n_blocks = tokens // BLOCK
+    if args.memory_child:
+        memory_child(args.memory_child[0], args.memory_child[1], n_blocks, args.batch_size, args.device)
+        return
+    only = set(args.only or ["overhead", "memory", "small"])
+    dev = args.device
+    print(f"# device {dev}, torch threads {torch.get_num_threads()}, {n_blocks} blocks × {BLOCK} = {n_blocks * BLOCK} "
+          f"probe tokens, batch {args.batch_size} blocks", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if "overhead" in only:
+            n = 4 if args.quick else 10
+            run = make_run(root, "mini", n, tokens)
+            forward_only(run, n_blocks, args.batch_size, dev, masked=False)  # warm-up: imports, allocator, caches
+            both = forward_only(run, n_blocks, args.batch_size, dev)
+            single = forward_only(run, n_blocks, args.batch_size, dev, masked=False)
+            measure, extras = probe_cost(run, root / "out-mini", n_blocks, args.batch_size, dev)
+            print(f"overhead mini ({n} snapshots, all metrics): probe {measure:.1f}s / forward passes {both:.1f}s "
+                  f"= {measure / both:.2f}x (target <= 1.3); vs the unmasked pass alone {single:.1f}s = "
+                  f"{measure / single:.2f}x; figures+report {extras:.1f}s", flush=True)
+        if "memory" in only:
+            n = 10 if args.quick else 30
+            run = make_run(root, "mini", n, tokens)
+            res = subprocess.run([sys.executable, __file__, "--memory-child", str(run), str(root / "out-mem"),
+                                  "--device", dev, "--batch-size", str(args.batch_size)]
+                                 + (["--quick"] if args.quick else []) + (["--threads", str(args.threads)] if args.threads else []),
+                                 capture_output=True, text=True, check=True)
+            peaks = json.loads(res.stdout.strip().splitlines()[-1])
+            print(f"memory mini ({n} snapshots): peak RSS after last / after first snapshot = {peaks[-1]:.0f} / "
+                  f"{peaks[0]:.0f} MiB = {peaks[-1] / peaks[0]:.3f} (target <= 1.1)", flush=True)
+        if "small" in only:
+            n = 2 if args.quick else 3
+            run = make_run(root, "small", n, tokens)
+            forward_only(run, n_blocks, args.batch_size, dev, masked=False)
+            both = forward_only(run, n_blocks, args.batch_size, dev)
+            measure, _ = probe_cost(run, root / "out-small", n_blocks, args.batch_size, dev)
+            print(f"time per snapshot small: {measure / n:.1f}s (forward passes alone {both / n:.1f}s, "
+                  f"{measure / both:.2f}x)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
