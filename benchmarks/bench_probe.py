@@ -79,7 +79,8 @@ def make_run(root: Path, preset: str, n_snapshots: int, n_tokens: int, seed: int
     return run
 
 
-def forward_only(run: Path, n_blocks: int, batch_size: int, device: str, masked: bool = True) -> float:
+def forward_only(run: Path, n_blocks: int, batch_size: int, device: str, masked: bool = True,
+                 limit: int | None = None) -> float:
     """Seconds to load every snapshot and run the probe's forward passes on the same blocks, nothing else."""
     import torch
     from transformers import AutoModelForMaskedLM
@@ -94,7 +95,7 @@ def forward_only(run: Path, n_blocks: int, batch_size: int, device: str, masked:
     ids_all = torch.from_numpy(ps.ids.astype(np.int64))
     where_all = torch.from_numpy(ps.masked)
     t0 = time.perf_counter()
-    for snap in series.snapshots:
+    for snap in series.snapshots[:limit]:
         model = AutoModelForMaskedLM.from_pretrained(str(snap.path), dtype=torch.float32).eval().to(device)
         with torch.inference_mode():
             for start in range(0, len(ids_all), batch_size):
@@ -165,7 +166,7 @@ def main() -> None:
         if "overhead" in only:
             n = 4 if args.quick else 10
             run = make_run(root, "mini", n, tokens)
-            forward_only(run, n_blocks, args.batch_size, dev, masked=False)  # warm-up: imports, allocator, caches
+            forward_only(run, n_blocks, args.batch_size, dev, limit=1)  # warm-up: imports, allocator, caches
             both = forward_only(run, n_blocks, args.batch_size, dev)
             single = forward_only(run, n_blocks, args.batch_size, dev, masked=False)
             measure, extras = probe_cost(run, root / "out-mini", n_blocks, args.batch_size, dev)
@@ -185,7 +186,7 @@ def main() -> None:
         if "small" in only:
             n = 2 if args.quick else 3
             run = make_run(root, "small", n, tokens)
-            forward_only(run, n_blocks, args.batch_size, dev, masked=False)
+            forward_only(run, n_blocks, args.batch_size, dev, limit=1)
             both = forward_only(run, n_blocks, args.batch_size, dev)
             measure, _ = probe_cost(run, root / "out-small", n_blocks, args.batch_size, dev)
             print(f"time per snapshot small: {measure / n:.1f}s (forward passes alone {both / n:.1f}s, "

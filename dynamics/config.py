@@ -48,11 +48,11 @@ class ProbeConfig:
     window: int = _opt(5, "odd window W for within-window context alignment and the TC loss")
     tc_negatives: int = _opt(50, "negatives per anchor for the probe-set TC loss")
     tc_temperature: float = _opt(0.07, "temperature for the probe-set TC loss")
-    max_distance: int = _opt(16, "largest distance for the context cosine-by-distance curve")
+    max_distance: int = _opt(8, "largest distance for the context cosine-by-distance curve")
     cka_tokens: int = _opt(1024, "tokens kept per layer and snapshot for CKA across layers and snapshots")
     projection_tokens: int = _opt(2000, "tokens in the fixed sample projected to 2-D for the app")
-    neighbour_tokens: int = _opt(4096, "seeded subsample for neighbour- and pair-based estimators (TwoNN, "
-                                       "uniformity, IsoScore)")
+    neighbour_tokens: int = _opt(2048, "seeded subsample for the neighbour- and pair-based estimators (TwoNN, "
+                                       "uniformity)")
 
     def validate(self) -> ProbeConfig:
         """Raise `ProbeError` naming the flag for any value out of range; return self."""

@@ -11,13 +11,13 @@ Families and what they store (metric names as in the `metrics` table; `variant` 
   (variant all), over the token types of the probe set (variant probe) and per frequency bin of those types.
 * `context` (layers 1…L; undefined at layer 0 where g ≡ 0), g_l = h_l − e: `ctx_same_all`, `ctx_other`,
   `ctx_gap_all` (same − other), `ctx_same_window` and `ctx_gap_window` (pairs within the window W),
-  `ctx_cos_by_distance` (variant d001…), `tc_loss` (TACO's InfoNCE on the probe set, fixed draws), and
-  `seq_id_accuracy`.
+  `ctx_cos_by_distance` (variant d001…), `seq_id_accuracy`, and at layer L only `tc_loss` (TACO's InfoNCE
+  on g = h_L − e over the probe set, the same draws for every snapshot).
 * `geometry` (layers 0…L): `anisotropy`, `self_similarity`, `intra_similarity`, `mev` (each with an `_adj`
   form that subtracts the layer's anisotropy, as DESIGN.md states; `mev_adj_pc1` subtracts instead the
   variance share of the layer's first principal component, Ethayarajh's own MEV baseline), `rankme`, `rankme_centred`,
   `isoscore`, `twonn`, `alignment`, `uniformity`, `norm_h`, `norm_e` (layer 0), `norm_g` (layers ≥ 1), and
-  `cka_prev_layer` (debiased CKA with layer l−1). Arrays: `cka_layers` (layer × layer CKA),
+  `cka_prev_layer` (debiased CKA with layer l−1). Arrays: `cka_layers` (layer × layer debiased CKA),
   `cka_sample` (the fixed CKA token sample per layer, used for step × step CKA) and `projection`.
 * `cka_steps` (per run, after all snapshots): step × step debiased/biased CKA per layer from the stored
   samples, plus rows `cka_prev_snapshot` and `cka_final` per snapshot and layer.
@@ -155,7 +155,8 @@ def anchors(acts: Activations, prep: Prepared) -> FamilyResult:
     last = acts.hidden.shape[0] - 1
     m = acts.masked
     if m is None:
-        out.notes.append("masked variant not measured (no MLM head or no mask token)")
+        if acts.has_head:  # a missing head is noted once by the extraction
+            out.notes.append("masked variant not measured: the tokenizer has no mask token")
         return out.result()
     bins = prep.freq_bin[m.index]
     targets = emb_rows[torch.from_numpy(m.index).to(dev)]
@@ -194,7 +195,8 @@ def context(acts: Activations, prep: Prepared) -> FamilyResult:
     dev = prep.device
     e = _layer(acts, 0, dev)
     s, p = prep.seq_ids, prep.positions
-    for layer in range(1, acts.hidden.shape[0]):
+    last = acts.hidden.shape[0] - 1
+    for layer in range(1, last + 1):
         g = _layer(acts, layer, dev) - e
         sv = out.call("ctx_same_all", lambda g=g: X.same_vs_other_cosine(g, s)) or {}
         out.add(layer, "ctx_same_all", sv.get("same"))
@@ -208,7 +210,7 @@ def context(acts: Activations, prep: Prepared) -> FamilyResult:
         if curve is not None:
             for d, v in enumerate(curve, start=1):
                 out.add(layer, "ctx_cos_by_distance", None if math.isnan(v) else float(v), f"d{d:03d}")
-        if prep.tc_pos is not None and prep.tc_neg is not None:
+        if layer == last and prep.tc_pos is not None and prep.tc_neg is not None:
             out.add(layer, "tc_loss", out.call("tc_loss", lambda g=g: X.info_nce_from_indices(
                 g, prep.tc_pos, prep.tc_neg, prep.tc_temperature)))
         out.add(layer, "seq_id_accuracy", out.call("seq_id_accuracy", lambda g=g: X.sequence_identification_accuracy(g, s)))
@@ -246,8 +248,8 @@ def geometry(acts: Activations, prep: Prepared) -> FamilyResult:
         out.add(layer, "mev_adj_pc1", _minus(out.rows, layer, "mev", pc1))
         out.add(layer, "rankme", out.call("rankme", lambda h=h: G.effective_rank(h)))
         out.add(layer, "rankme_centred", out.call("rankme", lambda h=h: G.effective_rank(h, center=True)))
-        sub = h[nb]
-        out.add(layer, "isoscore", out.call("isoscore", lambda sub=sub: G.isoscore(sub)))
+        sub = h[nb]  # TwoNN then collapses duplicate rows within this subsample
+        out.add(layer, "isoscore", out.call("isoscore", lambda h=h: G.isoscore(h)))
         out.add(layer, "twonn", out.call("twonn", lambda sub=sub: G.twonn_dimension(sub, seed=prep.seed, max_samples=None)))
         out.add(layer, "uniformity", out.call("uniformity", lambda sub=sub: G.uniformity(sub, max_samples=None)))
         out.add(layer, "alignment", out.call("alignment", lambda h=h: G.alignment(h, s, p)))
@@ -262,7 +264,6 @@ def geometry(acts: Activations, prep: Prepared) -> FamilyResult:
         explained.append(ratio)
         del h, sub
     layers_deb = C.cka_matrix(samples, debiased=True)
-    layers_bias = C.cka_matrix(samples, debiased=False)
     for layer in range(1, len(samples)):
         out.add(layer, "cka_prev_layer", _nan_none(layers_deb[layer, layer - 1]))
     sample_arrays = {f"h{layer}": x.cpu().numpy() for layer, x in enumerate(samples)}
@@ -272,7 +273,7 @@ def geometry(acts: Activations, prep: Prepared) -> FamilyResult:
                   "token_ids": ti, "tokens": prep.projection_tokens, "seq_ids": probe.seq_ids[probe.projection_index],
                   "freq_bin": probe.freq_bin[probe.projection_index], "bin_names": np.array(probe.bin_names),
                   "index": probe.projection_index}
-    arrays = {"cka_layers": {"debiased": layers_deb, "biased": layers_bias},
+    arrays = {"cka_layers": {"debiased": layers_deb},
               "cka_sample": sample_arrays, "projection": projection}
     return out.result(arrays)
 

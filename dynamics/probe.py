@@ -164,7 +164,9 @@ def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: Snapsh
     """Check all input, then measure (see `run`)."""
     series_list = discover_all(dirs)
     selected = _selection(series_list, cfg)
-    validate(series_list, selected)
+    # the final snapshot is read for anchor drift even when not selected: check its files too
+    checked = {s.name: sorted({*selected[s.name], s.final}, key=lambda x: x.step) for s in series_list}
+    validate(series_list, checked)
     first = series_list[0]
     tok = load_tokenizer(first.tokenizer_path)
     probe = build_probe(first, tok, cfg)
@@ -215,6 +217,10 @@ def _measure(store: Any, series_list: list[Series], selected: dict[str, list[Sna
     special = tok.special_ids
     total = sum(len(v) for v in selected.values())
     bar = tqdm(total=total, disable=not cfg.progress, unit="snapshot", dynamic_ncols=True, desc="probe")
+    # Each snapshot's model is freed with a gc pass (transformers models hold reference cycles). Freezing what
+    # exists now (imported modules, the probe set) keeps those passes from rescanning it every time.
+    gc.collect()
+    gc.freeze()
     try:
         for series in series_list:
             params = {
@@ -265,6 +271,7 @@ def _measure(store: Any, series_list: list[Series], selected: dict[str, list[Sna
             if "geometry" in wanted:
                 _cka_steps(store, series, probe.hash, cfg.force, device, summary, fam)
     finally:
+        gc.unfreeze()
         bar.close()
 
     notes = store.notes(probe.hash)

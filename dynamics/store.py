@@ -325,7 +325,7 @@ class Store:
         return None if df.empty else self.load_array(df.iloc[0]["file"])
 
     def cka_layers(self, run: str, step: int, probe_hash: str | None = None) -> dict[str, np.ndarray] | None:
-        """Layer × layer CKA of one snapshot: {"debiased": (L+1, L+1), "biased": (L+1, L+1)}."""
+        """Layer × layer debiased CKA of one snapshot: {"debiased": (L+1, L+1)}."""
         return self._one_array("cka_layers", run, step, probe_hash)
 
     def cka_steps(self, run: str, probe_hash: str | None = None) -> dict[str, np.ndarray] | None:

@@ -1,0 +1,206 @@
+"""Chart builders: pure functions from tidy DataFrames (as `app.data` returns them) to Altair charts.
+
+Conventions: colour = run unless a chart breaks a metric down (then colour = bin, layer or step and the stroke
+dash = run); the x axis is `step` or `tokens_seen`, on a symmetric-log scale when asked (step 0 stays on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import altair as alt
+import pandas as pd
+
+from app.definitions import BIN_ORDER
+
+# Charts embed their data; the app's frames stay small (series are thinned), but a 13-layer grid of 4 runs ×
+# 100 snapshots exceeds Altair's default guard of 5,000 rows.
+alt.data_transformers.disable_max_rows()
+
+X_TITLES = {"step": "Step", "tokens_seen": "Tokens seen"}
+QUANTITY_TITLES = {"loss": "Loss", "mlm_loss": "MLM loss", "tc_loss": "TC loss", "mlm_accuracy": "MLM accuracy",
+                   "lr": "Learning rate", "tokens_per_s": "Tokens/s", "grad_norm": "Gradient norm",
+                   "elapsed_s": "Elapsed (s)"}
+LINE_HEIGHT = 300
+CELL = (200, 130)
+
+
+def log_ticks(high: float) -> list[float]:
+    """Tick values for a symmetric-log axis from 0 to `high`: 0, then 1, 2, 5 × 10^k (only 10^k past 8 ticks)."""
+    ticks: list[float] = [0.0]
+    if not high or high != high or high < 1:
+        return ticks
+    k = 0
+    while 10**k <= high:
+        ticks += [m * 10**k for m in (1, 2, 5) if m * 10**k <= high]
+        k += 1
+    if len(ticks) > 9:
+        ticks = [0.0] + [t for t in ticks[1:] if str(int(t)).startswith("1")]
+    return [float(t) for t in ticks]
+
+
+def _x(x: str, log_x: bool, high: float | None = None, title: str | None = None) -> alt.X:
+    """The x channel; with `log_x` a symmetric-log scale (step 0 stays on it) with ticks at 1, 2, 5 × 10^k."""
+    title = title or X_TITLES.get(x, x)
+    if log_x:
+        axis = alt.Axis(format="~s", values=log_ticks(high)) if high is not None else alt.Axis(format="~s")
+        return alt.X(f"{x}:Q", title=title, scale=alt.Scale(type="symlog"), axis=axis)
+    return alt.X(f"{x}:Q", title=title, scale=alt.Scale(zero=False), axis=alt.Axis(format="~s"))
+
+
+def _high(df: pd.DataFrame, x: str) -> float | None:
+    values = pd.to_numeric(df[x], errors="coerce") if x in df else pd.Series(dtype=float)
+    return float(values.max()) if values.notna().any() else None
+
+
+def _y(title: str, height: int, field: str = "value", zero: bool = False) -> alt.Y:
+    """The y channel; a title longer than the plot is cut with an ellipsis (else the chart would shrink to fit it)."""
+    return alt.Y(f"{field}:Q", title=title, scale=alt.Scale(zero=zero), axis=alt.Axis(titleLimit=max(40, height - 30)))
+
+
+def _tooltip(df: pd.DataFrame, *extra: str) -> list[alt.Tooltip]:
+    fields = [c for c in ("run", "step", "tokens_seen", "layer", "variant", *extra) if c in df]
+    out = [alt.Tooltip(f"{c}:N" if c in ("run", "variant") else f"{c}:Q", title=c) for c in fields]
+    return out + [alt.Tooltip("value:Q", title="value", format=".4f")]
+
+
+def _order(values: Sequence[str]) -> list[str]:
+    """Frequency bins first in their natural order, anything else after, by name."""
+    known = [b for b in BIN_ORDER if b in values]
+    return known + sorted(v for v in set(values) if v not in BIN_ORDER)
+
+
+def metric_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "", y_title: str = "value",
+                 color: str = "run", dash: str | None = None, height: int = LINE_HEIGHT) -> alt.Chart:
+    """One metric against `x`, a line per `color` value (per `color` × `dash` when `dash` is given)."""
+    domain = _order(list(df[color].dropna().unique())) if color == "variant" else sorted(df[color].dropna().unique())
+    enc: dict = {
+        "x": _x(x, log_x, _high(df, x)),
+        "y": _y(y_title, height),
+        "color": alt.Color(f"{color}:N", title=color, scale=alt.Scale(domain=domain)),
+        "tooltip": _tooltip(df),
+    }
+    if dash:
+        enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=dash)
+    base = alt.Chart(df).encode(**enc)
+    return (base.mark_line(strokeWidth=2) + base.mark_point(size=28, filled=True)).properties(
+        title=title, height=height)
+
+
+def layer_grid(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "", y_title: str = "value",
+               columns: int = 4, color: str = "run") -> alt.FacetChart:
+    """Small multiples: one panel per layer (shared y), a line per run."""
+    base = alt.Chart().encode(
+        x=_x(x, log_x, _high(df, x)), y=_y(y_title, CELL[1]),
+        color=alt.Color(f"{color}:N", title=color, sort=sorted(df[color].dropna().unique())),
+        tooltip=_tooltip(df))
+    layer = alt.layer(base.mark_line(strokeWidth=1.5), base.mark_point(size=10, filled=True)).properties(
+        width=CELL[0], height=CELL[1])
+    return layer.facet(facet=alt.Facet("layer:O", title="layer"), columns=columns, data=df).properties(title=title)
+
+
+def difference_lines(diff: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "",
+                     y_title: str = "a − b", height: int = 260) -> alt.LayerChart:
+    """The difference of two runs against `x`, with the zero line."""
+    base = alt.Chart(diff).encode(x=_x(x, log_x, _high(diff, x)), y=_y(y_title, height),
+                                  tooltip=_tooltip(diff, "a", "b"))
+    zero = alt.Chart(pd.DataFrame({"zero": [0.0]})).mark_rule(color="gray", strokeDash=[4, 4]).encode(y="zero:Q")
+    return (zero + base.mark_area(opacity=0.25) + base.mark_line(strokeWidth=2)).properties(title=title, height=height)
+
+
+def heatmap(df: pd.DataFrame, *, x: str, y: str, title: str = "", x_title: str | None = None,
+            y_title: str | None = None, domain: tuple[float, float] | None = None, diverging: bool = False,
+            cell: int | None = None) -> alt.Chart:
+    """A matrix as coloured cells (`x`, `y` ordinal, colour = value); `diverging` centres the scale on 0. Cells
+    are `cell` pixels wide (default: fitting about 640 px, between 6 and 40 px) and as tall as wide, at most 28."""
+    if diverging:
+        scale = alt.Scale(scheme="redblue", domainMid=0, reverse=True)
+    else:
+        scale = alt.Scale(scheme="viridis", domain=list(domain) if domain else alt.Undefined)
+    tooltip = [alt.Tooltip(f"{c}:Q", title=c) for c in df.columns if c != "value"]
+    chart = alt.Chart(df).mark_rect().encode(
+        x=alt.X(f"{x}:O", title=x_title or x, sort="ascending", axis=alt.Axis(labelOverlap="greedy")),
+        y=alt.Y(f"{y}:O", title=y_title or y, sort="descending" if y.startswith("layer") else "ascending",
+                axis=alt.Axis(labelOverlap="greedy")),
+        color=alt.Color("value:Q", title="value", scale=scale),
+        tooltip=[*tooltip, alt.Tooltip("value:Q", format=".4f")],
+    )
+    nx, ny = max(1, df[x].nunique()), max(1, df[y].nunique())
+    w = cell or int(min(40, max(6, 640 // nx)))
+    return chart.properties(title=title, width=alt.Step(w), height=alt.Step(min(w, 28) if ny < nx else w),
+                            autosize=alt.AutoSizeParams(type="pad"))
+
+
+def heatmap_grid(df: pd.DataFrame, *, x: str, y: str, facet: str = "layer", title: str = "",
+                 domain: tuple[float, float] | None = (0.0, 1.0), columns: int = 4, size: int = 170) -> alt.FacetChart:
+    """Small multiples of heatmaps, one per value of `facet` (e.g. step × step CKA of every layer)."""
+    scale = alt.Scale(scheme="viridis", domain=list(domain) if domain else alt.Undefined)
+    cells = alt.Chart().mark_rect().encode(
+        x=alt.X(f"{x}:O", title=x, axis=alt.Axis(labels=False, ticks=False)),
+        y=alt.Y(f"{y}:O", title=y, axis=alt.Axis(labels=False, ticks=False)),
+        color=alt.Color("value:Q", scale=scale, title="value"),
+        tooltip=[alt.Tooltip(f"{c}:Q") for c in (facet, x, y) if c in df] + [alt.Tooltip("value:Q", format=".4f")],
+    ).properties(width=size, height=size)
+    return cells.facet(facet=alt.Facet(f"{facet}:O", title=facet), columns=columns, data=df).properties(title=title)
+
+
+def distance_lines(df: pd.DataFrame, *, title: str = "", y_title: str = "mean cosine") -> alt.Chart:
+    """Similarity against distance d, one line per snapshot coloured by step (symmetric-log), a panel per run."""
+    base = alt.Chart().encode(
+        x=alt.X("distance:Q", title="distance d (tokens)"), y=_y(y_title, 220),
+        color=alt.Color("step:Q", title="step", scale=alt.Scale(type="symlog", scheme="viridis")),
+        detail="step:N", tooltip=_tooltip(df, "distance"))
+    lines = alt.layer(base.mark_line(strokeWidth=1.5), base.mark_point(size=12, filled=True)).properties(
+        width=320, height=220)
+    return lines.facet(column=alt.Column("run:N", title=None), data=df).properties(title=title)
+
+
+def training_curves(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, log_y: bool = False,
+                    columns: int = 3) -> alt.FacetChart:
+    """Training curves from `app.data.tidy_log`: a panel per quantity (own y scale), colour = run, dashed =
+    validation. With `log_y`, non-positive values are dropped."""
+    if log_y:
+        df = df[df["value"] > 0]
+    df = df.assign(quantity_title=df["quantity"].map(lambda q: QUANTITY_TITLES.get(q, q)))
+    order = [QUANTITY_TITLES.get(q, q) for q in dict.fromkeys(df["quantity"])]
+    base = alt.Chart().encode(
+        x=_x(x, log_x, _high(df, x)), y=alt.Y("value:Q", title=None, scale=alt.Scale(type="log" if log_y else "linear", zero=False)),
+        color=alt.Color("run:N", title="run"),
+        strokeDash=alt.StrokeDash("split:N", title="split", sort=["train", "validation"]),
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("split:N"), alt.Tooltip("step:Q"), alt.Tooltip("tokens_seen:Q"),
+                 alt.Tooltip("quantity_title:N", title="quantity"), alt.Tooltip("value:Q", format=".4g")])
+    lines = base.mark_line(strokeWidth=1.5).properties(width=230, height=160)
+    return lines.facet(facet=alt.Facet("quantity_title:N", title=None, sort=order), columns=columns,
+                       data=df).resolve_scale(y="independent")
+
+
+def _projection(source: pd.DataFrame | None, colours: pd.DataFrame, color_by: str, size: int, x_title: str,
+                y_title: str) -> alt.Chart:
+    if color_by == "freq_bin":
+        color = alt.Color("freq_bin:N", title="frequency bin", sort=_order(list(colours["freq_bin"].unique())),
+                          scale=alt.Scale(scheme="set1"))
+    else:
+        color = alt.Color("sequence:N", title="sequence", scale=alt.Scale(scheme="category20"),
+                          legend=alt.Legend(columns=2, symbolLimit=40))
+    chart = alt.Chart() if source is None else alt.Chart(source)
+    return chart.mark_circle(size=size, opacity=0.75).encode(
+        x=alt.X("x:Q", title=x_title, scale=alt.Scale(zero=False)),
+        y=alt.Y("y:Q", title=y_title, scale=alt.Scale(zero=False)),
+        color=color,
+        tooltip=[alt.Tooltip("token:N"), alt.Tooltip("sequence:Q"), alt.Tooltip("freq_bin:N", title="frequency bin"),
+                 alt.Tooltip("point:Q", title="sample index")],
+    )
+
+
+def projection_scatter(df: pd.DataFrame, *, color_by: str = "sequence", title: str = "", height: int = 460,
+                       x_title: str = "PC 1", y_title: str = "PC 2") -> alt.Chart:
+    """Tokens of one projection as points; colour by `sequence` or `freq_bin`; hover shows the token."""
+    return _projection(df, df, color_by, 26, x_title, y_title).properties(title=title, height=height)
+
+
+def projection_grid(df: pd.DataFrame, *, facet: str = "step", color_by: str = "sequence", title: str = "",
+                    columns: int = 4, size: int = 190) -> alt.FacetChart:
+    """Small multiples of projections (e.g. one panel per step) with independent axes."""
+    cell = _projection(None, df, color_by, 10, "PC 1", "PC 2").properties(width=size, height=size)
+    return cell.facet(facet=alt.Facet(f"{facet}:O", title=facet), columns=columns, data=df).resolve_scale(
+        x="independent", y="independent").properties(title=title)

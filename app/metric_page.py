@@ -1,0 +1,129 @@
+"""The layout shared by the Anchors, Context alignment and Geometry pages: one metric against training progress,
+a layer at a time and all layers as small multiples, runs overlaid, the difference of two runs, and the
+frequency-bin or distance breakdown where the metric has one."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import charts, data, ui
+from app.definitions import PageDef, describe, distance, is_bin, order_key
+
+
+def render(page: PageDef) -> None:
+    """Draw the page for `page`'s metric families from the store the sidebar selected."""
+    ctx = ui.context()
+    st.title(page.title)
+    st.caption(page.intro)
+    if not ui.need_store(ctx):
+        return
+    with ui.guard(page.title):
+        ui.show_problems(ctx)
+        _body(page, ctx)
+
+
+def _body(page: PageDef, ctx: ui.Context) -> None:
+    assert ctx.db is not None
+    catalog = data.metric_catalog(ctx.db, ctx.stamp, ctx.probe_hash)
+    catalog = catalog[catalog["family"].isin(page.families)]
+    all_runs = list(data.store_runs(ctx.db, ctx.stamp, ctx.probe_hash)["run"])
+    if catalog.empty:
+        st.info(f"This store has no {page.title.lower()} results yet. Measure them with "
+                f"`python -m dynamics.probe RUN_DIR … --metrics {page.families[0]}` (a probe still running adds "
+                "them as it goes; this page reloads).", icon=":material/hourglass_empty:")
+        return
+    metrics = sorted(catalog["metric"].unique(), key=order_key)
+    family_of = dict(zip(catalog["metric"], catalog["family"], strict=False))
+    top = st.columns([3, 2])
+    metric = top[0].selectbox("Metric", metrics, key=f"{page.key}:metric",
+                              format_func=lambda m: describe(m, family_of.get(m)).label)
+    runs = top[1].multiselect("Runs", all_runs, default=all_runs, key=f"{page.key}:runs",
+                              help="Runs measured on this probe set, overlaid for comparison")
+    mdef = describe(metric, family_of.get(metric))
+    ui.definition(mdef)
+    if not runs:
+        st.info("Pick at least one run.")
+        return
+    df = data.metric_rows(ctx.db, ctx.stamp, metric, tuple(runs), ctx.probe_hash)
+    if df.empty:
+        st.info(f"No values of {mdef.label} for these runs yet.")
+        return
+    variants = list(df["variant"].unique())
+    main = _main_variant(variants, page.key)
+    layer = ui.layer_picker(df["layer"].unique(), key=f"{page.key}:layer")
+    x = ui.x_field(ctx, df)
+    gaps = data.coverage(df[df["variant"] == main], data.measured(ctx.db, ctx.stamp, ctx.probe_hash),
+                         [family_of.get(metric, page.families[0])], runs)
+    if gaps:
+        st.caption("Missing values — " + "; ".join(gaps) + ".")
+    shown = df[(df["variant"] == main) & (df["layer"] == layer)]
+    suffix = "" if main == "all" else f" ({main})"
+    names = ["Runs", "All layers", "Difference"]
+    bins = sorted({v for v in variants if is_bin(v)})
+    dists = [v for v in variants if distance(v) is not None]
+    if bins:
+        names.append("Frequency bins")
+    if dists:
+        names.append("By distance")
+    tabs = dict(zip(names, st.tabs(names), strict=True))
+    with tabs["Runs"]:
+        ui.chart(charts.metric_lines(shown, x=x, log_x=ctx.log_x, title=f"{mdef.label}{suffix}, layer {layer}",
+                                     y_title=mdef.label), shown, f"{metric}-layer{layer}", key=f"{page.key}:runs-chart")
+    with tabs["All layers"]:
+        every = df[df["variant"] == main]
+        ui.chart(charts.layer_grid(every, x=x, log_x=ctx.log_x, title=f"{mdef.label}{suffix}, every layer",
+                                   y_title=mdef.label), every, f"{metric}-layers", key=f"{page.key}:grid",
+                 stretch=False)
+    with tabs["Difference"]:
+        _difference(page, df[df["variant"] == main], runs, layer, x, ctx, mdef.label, metric)
+    if bins:
+        with tabs["Frequency bins"]:
+            binned = df[df["variant"].isin(bins) & (df["layer"] == layer)]
+            st.caption("Token-frequency bins by training-corpus counts (frequent = the most frequent tokens).")
+            ui.chart(charts.metric_lines(binned, x=x, log_x=ctx.log_x, color="variant", dash="run",
+                                         title=f"{mdef.label} by frequency bin, layer {layer}", y_title=mdef.label),
+                     binned, f"{metric}-bins-layer{layer}", key=f"{page.key}:bins")
+    if dists:
+        with tabs["By distance"]:
+            curves = data.with_distance(df[df["layer"] == layer])
+            st.caption("One line per snapshot (colour = step): similarity against the distance between the tokens.")
+            ui.chart(charts.distance_lines(curves, title=f"{mdef.label}, layer {layer}"), curves,
+                     f"{metric}-distance-layer{layer}", key=f"{page.key}:distance", stretch=False)
+    ui.show_notes(ctx, page.families, runs)
+
+
+def _main_variant(variants: list[str], key: str) -> str:
+    """"all" when present; for a distance breakdown a chosen distance; else the first variant."""
+    if "all" in variants:
+        return "all"
+    dists = sorted((v for v in variants if distance(v) is not None), key=lambda v: distance(v) or 0)
+    if dists:
+        return str(st.select_slider("Distance d", options=dists, value=dists[0], key=f"{key}:distance-pick",
+                                    format_func=lambda v: str(distance(v))))
+    return sorted(variants)[0]
+
+
+def _difference(page: PageDef, df: pd.DataFrame, runs: list[str], layer: int, x: str, ctx: ui.Context,
+                label: str, metric: str) -> None:
+    if len(runs) < 2:
+        st.info("Select two runs to see their difference.")
+        return
+    cols = st.columns(2)
+    a = cols[0].selectbox("Run a", runs, index=0, key=f"{page.key}:diff-a")
+    b = cols[1].selectbox("Run b", runs, index=1, key=f"{page.key}:diff-b")
+    if a == b:
+        st.info("Pick two different runs.")
+        return
+    diff = data.difference(df, a, b)
+    if diff.empty:
+        st.info(f"{a} and {b} have no measured step in common.")
+        return
+    at_layer = diff[diff["layer"] == layer]
+    st.caption(f"{label}: {a} − {b}, at the steps both runs measured ({diff['step'].nunique()}).")
+    ui.chart(charts.difference_lines(at_layer, x=x, log_x=ctx.log_x, title=f"{a} − {b}, layer {layer}",
+                                     y_title=f"Δ {label}"), at_layer, f"{metric}-diff-layer{layer}",
+             key=f"{page.key}:diff-line")
+    ui.chart(charts.heatmap(diff, x="step", y="layer", title=f"{a} − {b}, every layer", x_title="step",
+                            y_title="layer", diverging=True),
+             diff, f"{metric}-diff-layers", key=f"{page.key}:diff-map", stretch=False)

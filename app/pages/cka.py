@@ -1,0 +1,96 @@
+"""CKA: step × step heatmaps per layer (how each layer's representation changes over training), layer × layer
+heatmaps per snapshot, and the per-snapshot CKA summaries."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import charts, data, ui
+from app.definitions import CKA_METRICS, describe
+
+VARIANTS = {"debiased": "debiased (unbiased HSIC)", "biased": "biased"}
+STEPS_POINTER = "dynamics.metrics.cka.cka_matrix"
+
+
+def main() -> None:
+    ctx = ui.context()
+    st.title("CKA")
+    st.caption("Linear CKA (debiased) between the representations of the same probe tokens: across snapshots of one "
+               "layer, and across layers of one snapshot.")
+    if not ui.need_store(ctx):
+        return
+    with ui.guard("the CKA page"):
+        ui.show_problems(ctx)
+        _body(ctx)
+
+
+def _body(ctx: ui.Context) -> None:
+    assert ctx.db is not None
+    runs = list(data.store_runs(ctx.db, ctx.stamp, ctx.probe_hash)["run"])
+    if not runs:
+        st.info("This store has no runs yet.")
+        return
+    cols = st.columns([2, 2])
+    run = cols[0].selectbox("Run", runs, key="cka:run")
+    variant = cols[1].radio("Estimator", list(VARIANTS), format_func=VARIANTS.get, horizontal=True, key="cka:variant")
+    fixed = cols[1].toggle("Colour scale 0 – 1", value=False, key="cka:fixed",
+                           help="Off: the colours span the values shown, so small changes near 1 stay visible")
+    domain = (0.0, 1.0) if fixed else None
+    st.markdown("**Linear CKA** — HSIC(K, L) / √(HSIC(K, K) · HSIC(L, L)) with linear kernels K = XXᵀ, L = YYᵀ of "
+                "the same tokens; debiased uses the unbiased HSIC estimator. Defined in "
+                f"`{STEPS_POINTER}` (one pair: `dynamics.metrics.cka.linear_cka`).")
+
+    st.subheader("Across snapshots (step × step)")
+    steps = data.cka_steps(ctx.db, ctx.stamp, run, variant, ctx.probe_hash)
+    if steps.empty:
+        st.info(f"No step × step CKA for {run} yet: the probe computes it after measuring all of a run's snapshots.")
+    else:
+        layer = ui.layer_picker(steps["layer"].unique(), key="cka:steps-layer")
+        one = steps[steps["layer"] == layer]
+        ui.chart(charts.heatmap(one, x="step_a", y="step_b", title=f"{run}: layer {layer}, step × step ({variant})",
+                                x_title="step", y_title="step", domain=domain), one, f"cka-steps-{run}-layer{layer}",
+                 key="cka:steps", stretch=False)
+        if st.toggle("All layers as small multiples", value=False, key="cka:steps-grid"):
+            ui.chart(charts.heatmap_grid(steps, x="step_a", y="step_b", title=f"{run}: step × step, every layer",
+                                         domain=domain),
+                     steps, f"cka-steps-{run}", key="cka:steps-all", stretch=False)
+
+    st.subheader("Across layers (layer × layer)")
+    snaps = data.array_steps(ctx.db, ctx.stamp, "cka_layers", run, ctx.probe_hash)
+    if not snaps:
+        st.info(f"No layer × layer CKA stored for {run} (the geometry family writes it).")
+    else:
+        step = snaps[0] if len(snaps) == 1 else int(st.select_slider("Snapshot (step)", options=snaps,
+                                                                        value=snaps[-1], key="cka:step"))
+        layers = data.cka_layers(ctx.db, ctx.stamp, run, step, variant, ctx.probe_hash)
+        if layers.empty:
+            st.info(f"No {variant} layer × layer CKA at step {step}.")
+        else:
+            ui.chart(charts.heatmap(layers, x="layer_a", y="layer_b", title=f"{run}: step {step}, layer × layer",
+                                    x_title="layer", y_title="layer", domain=domain, cell=36), layers,
+                     f"cka-layers-{run}-step{step}", key="cka:layers", stretch=False)
+
+    _summaries(ctx, run)
+
+
+def _summaries(ctx: ui.Context, run: str) -> None:
+    assert ctx.db is not None
+    catalog = data.metric_catalog(ctx.db, ctx.stamp, ctx.probe_hash)
+    present = [m for m in CKA_METRICS if m in set(catalog["metric"])]
+    if not present:
+        return
+    st.subheader("Per-snapshot summaries")
+    metric = st.selectbox("Summary", present, format_func=lambda m: describe(m).label, key="cka:summary")
+    mdef = describe(metric)
+    ui.definition(mdef)
+    df = data.metric_rows(ctx.db, ctx.stamp, metric, (run,), ctx.probe_hash)
+    df = df[df["variant"] == "all"]
+    if df.empty:
+        st.info(f"No {mdef.label} for {run} yet.")
+        return
+    x = ui.x_field(ctx, df)
+    ui.chart(charts.metric_lines(df, x=x, log_x=ctx.log_x, color="layer", title=f"{mdef.label}: {run}",
+                                 y_title=mdef.label), df, f"{metric}-{run}", key="cka:summary-chart")
+
+
+main()

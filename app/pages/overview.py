@@ -1,0 +1,108 @@
+"""Runs: every run found with its final numbers and results, training curves from `log.jsonl`, and the stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app import charts, data, ui
+
+QUANTITIES = {"loss": "Loss", "mlm_accuracy": "MLM accuracy", "tc_loss": "TC loss", "lr": "Learning rate",
+              "tokens_per_s": "Tokens/s", "mlm_loss": "MLM loss", "grad_norm": "Gradient norm"}
+DEFAULT_QUANTITIES = ["loss", "mlm_accuracy", "tc_loss", "lr", "tokens_per_s"]
+COLUMNS = {
+    "run": st.column_config.TextColumn("run"),
+    "objective": st.column_config.TextColumn("objective"),
+    "preset": st.column_config.TextColumn("preset"),
+    "steps": st.column_config.NumberColumn("steps", help="Last step trained (log or snapshot)"),
+    "snapshots": st.column_config.NumberColumn("snapshots"),
+    "tokens_seen": st.column_config.NumberColumn("tokens seen", format="compact"),
+    "train_loss": st.column_config.NumberColumn("train loss", format="%.3f"),
+    "val_loss": st.column_config.NumberColumn("val loss", format="%.3f"),
+    "tc_loss": st.column_config.NumberColumn("TC loss", format="%.3f",
+                                             help="Final validation TC loss (logged for MLM runs too), else training"),
+    "probe_hash": st.column_config.TextColumn("probe hash"),
+    "measured": st.column_config.NumberColumn("measured", help="Snapshots with results under the probe set"),
+    "results": st.column_config.TextColumn("results"),
+}
+
+
+def main() -> None:
+    ctx = ui.context()
+    st.title("Runs")
+    src = ctx.sources
+    if src.empty:
+        ui.empty_state(ctx)
+        return
+    if src.missing:
+        st.caption("Not found: " + ", ".join(f"`{d}`" for d in src.missing))
+    with ui.guard("the runs table"):
+        table = data.runs_table(src)
+        shown = table.assign(results=table["results"].map(lambda p: ui.short(str(Path(p).parent)) if p else None))
+        st.caption("Select rows to plot only those runs. Runs measured in several stores appear once per store.")
+        event = st.dataframe(shown.drop(columns=["path"]), column_config=COLUMNS, hide_index=True, key="overview:table",
+                             on_select="rerun", selection_mode="multi-row", width="stretch")
+        picked = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+        ui.csv_button(table, "runs", key="overview:table")
+        unprobed = table[table["results"].isna()]
+        if len(unprobed):
+            dirs = " ".join(ui.short(p) for p in unprobed["path"])
+            st.info(f"{len(unprobed)} run(s) without results. Measure them with "
+                    f"`python -m dynamics.probe {dirs} --out runs/dynamics`.", icon=":material/pending:")
+    with ui.guard("the training curves"):
+        _curves(ctx, table, picked)
+    with ui.guard("the stores"):
+        _stores(ctx)
+
+
+def _curves(ctx: ui.Context, table: pd.DataFrame, picked: list[int]) -> None:
+    st.subheader("Training curves")
+    rows = table.iloc[picked] if picked else table
+    logs: dict[str, pd.DataFrame] = {}
+    for r in rows.drop_duplicates("path").itertuples(index=False):
+        if not isinstance(r.path, str) or not (Path(r.path) / "log.jsonl").is_file():
+            continue
+        label = r.run if r.run not in logs else f"{r.run} ({ui.short(r.path)})"
+        logs[label] = data.training_log(r.path, data.run_stamp(r.path))
+    if not logs:
+        st.info("No `log.jsonl` found for these runs (runs measured elsewhere, or not in `taco.train`'s format).")
+        return
+    cols = st.columns([4, 1])
+    quantities = cols[0].multiselect("Quantities", list(QUANTITIES), default=DEFAULT_QUANTITIES,
+                                     format_func=QUANTITIES.get, key="overview:quantities")
+    log_y = cols[1].toggle("Log-scale y", value=False, key="overview:log_y")
+    frame = data.tidy_log(logs, quantities)
+    if frame.empty:
+        st.info("These runs logged none of the chosen quantities yet.")
+        return
+    x = ui.x_field(ctx, frame)
+    missing = [QUANTITIES[q] for q in quantities if q not in set(frame["quantity"])]
+    if missing:
+        st.caption("Not logged by these runs: " + ", ".join(missing) + ".")
+    ui.chart(charts.training_curves(frame, x=x, log_x=ctx.log_x, log_y=log_y), frame, "training-curves",
+             key="overview:curves", stretch=False)
+
+
+def _stores(ctx: ui.Context) -> None:
+    if not ctx.sources.stores:
+        return
+    st.subheader("Results stores")
+    rows = []
+    for db in ctx.sources.stores:
+        stamp = data.stamp(db)
+        try:
+            runs = data.store_runs(db, stamp)
+            sets = data.probe_sets(db, stamp)
+            problems = data.store_problems(db, stamp)
+        except data.DataError as exc:
+            rows.append({"store": ui.short(db), "runs": None, "snapshots measured": None, "probe sets": None,
+                         "status": str(exc)})
+            continue
+        rows.append({"store": ui.short(db), "runs": len(runs), "snapshots measured": int(runs["measured"].sum()),
+                     "probe sets": len(sets), "status": "older schema: " + "; ".join(problems) if problems else "ok"})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+main()

@@ -1,0 +1,269 @@
+"""Streamlit pieces every page shares: where results are, the sidebar context, charts with their downloads, the
+empty state, and turning data problems into messages."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from app import data
+from app.definitions import MetricDef
+
+LOG = logging.getLogger("app")
+LIVE_SECONDS = 5
+X_AXES = {"step": "Step", "tokens_seen": "Tokens seen"}
+EMPTY_HELP = """\
+Train two runs and measure them, then reload this page:
+
+```bash
+python -m taco.train --objective mlm && python -m taco.train --objective taco
+python -m dynamics.probe runs/mlm-mini runs/taco-mini --out runs/dynamics
+```
+
+or do all of it in one command: `make demo`. To look elsewhere: `streamlit run app/main.py -- --runs DIR [DIR …]`.
+"""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the sidebar selected: the results found, the store and probe set shown, and the x axis."""
+
+    sources: data.Sources
+    db: str | None
+    stamp: data.Stamp
+    probe_hash: str | None
+    x: str
+    log_x: bool
+
+
+def parse_args(argv: Sequence[str] | None = None) -> list[str]:
+    """The directories given after `--` (`streamlit run app/main.py -- --runs DIR …`), else the defaults."""
+    parser = argparse.ArgumentParser(prog="streamlit run app/main.py --", add_help=False)
+    parser.add_argument("--runs", nargs="+", metavar="DIR", default=None)
+    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return list(args.runs) if args.runs else list(data.DEFAULT_DIRS)
+
+
+@st.cache_data(ttl=LIVE_SECONDS, show_spinner=False)
+def _discover(dirs: tuple[str, ...], cwd: str) -> data.Sources:
+    return data.discover([str(Path(cwd) / d) if not Path(d).is_absolute() else d for d in dirs])
+
+
+def sources() -> data.Sources:
+    """Runs and stores under the directories given on the command line (re-searched every few seconds)."""
+    return _discover(tuple(parse_args()), str(Path.cwd()))
+
+
+def short(path: str | None) -> str:
+    """`path` relative to the working directory when it lies below it."""
+    if not path:
+        return "—"
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+# ---------------------------------------------------------------------------------------------------- sidebar
+
+def sidebar() -> Context:
+    """Render the shared sidebar (store, probe set, x axis, refresh) and remember the choice for the pages."""
+    src = sources()
+    db = probe_hash = None
+    stamp: data.Stamp = ()
+    with st.sidebar:
+        if src.stores:
+            counts = {d: _run_count(d) for d in src.stores}
+            options = sorted(src.stores, key=lambda d: -counts[d])
+            db = st.selectbox("Results store", options, key="ctx:store",
+                              format_func=lambda d: f"{short(str(Path(d).parent))} ({counts[d]} runs)")
+            stamp = data.stamp(db)
+            probe_hash = _probe_choice(db, stamp)
+        x = st.radio("x axis", list(X_AXES), format_func=X_AXES.get, horizontal=True, key="ctx:x")
+        log_x = st.toggle("Log-scale x axis", value=True, key="ctx:log_x")
+        if db:
+            _status(db, stamp)
+            live = st.toggle("Live updates", value=True, key="ctx:live",
+                             help=f"Check the store every {LIVE_SECONDS} s and reload when the probe wrote to it.")
+            if live:
+                _watch(db, stamp)
+        if st.button("Refresh", key="ctx:refresh", icon=":material/refresh:"):
+            st.cache_data.clear()
+    ctx = Context(src, db, stamp, probe_hash, x, log_x)
+    st.session_state["ctx"] = ctx
+    return ctx
+
+
+def context() -> Context:
+    """The sidebar's context of this run (rendering the sidebar when a page runs on its own)."""
+    ctx = st.session_state.get("ctx")
+    return ctx if isinstance(ctx, Context) else sidebar()
+
+
+def _run_count(db: str) -> int:
+    try:
+        return len(data.store_runs(db, data.stamp(db)))
+    except data.DataError:
+        return 0
+
+
+def _probe_choice(db: str, stamp: data.Stamp) -> str | None:
+    try:
+        sets = data.probe_sets(db, stamp)
+    except data.DataError:
+        return None
+    if len(sets) <= 1:
+        return None if sets.empty else str(sets["hash"].iloc[0])
+    labels = {h: f"{h[:12]} · {src} · {n} tokens" for h, src, n in zip(sets["hash"], sets["source"], sets["n_tokens"],
+                                                                       strict=True)}
+    return st.selectbox("Probe set", list(labels), format_func=labels.get, key="ctx:probe",
+                        help="Runs are comparable only on one probe set; the most recently used comes first.")
+
+
+def _status(db: str, stamp: data.Stamp) -> None:
+    age = time.time() - max(stamp[0], stamp[2]) / 1e9
+    when = f"{age:.0f} s" if age < 120 else f"{age / 60:.0f} min" if age < 7200 else f"{age / 3600:.0f} h"
+    st.caption(f"Store last written {when} ago.")
+
+
+@st.fragment(run_every=LIVE_SECONDS)
+def _watch(db: str, seen: data.Stamp) -> None:
+    """Rerun the whole app when the store changed since this page was drawn (the probe wrote new results)."""
+    if data.stamp(db) != seen:
+        st.rerun(scope="app")
+
+
+# --------------------------------------------------------------------------------------------- page helpers
+
+def empty_state(ctx: Context, what: str = "runs") -> None:
+    """Tell the user that nothing was found and which commands produce something to look at."""
+    where = ", ".join(f"`{d}`" for d in ctx.sources.searched) or "`runs`"
+    st.info(f"No {what} found under {where}.", icon=":material/search_off:")
+    st.markdown(EMPTY_HELP)
+    if ctx.sources.missing:
+        st.caption("Not found: " + ", ".join(f"`{d}`" for d in ctx.sources.missing))
+
+
+def need_store(ctx: Context) -> bool:
+    """Whether a results store is selected; if not, show the empty state (and say so)."""
+    if ctx.db:
+        return True
+    empty_state(ctx, "results stores" if ctx.sources.runs else "runs or results")
+    if ctx.sources.runs:
+        st.caption("Runs without results: " + ", ".join(f"`{short(r)}`" for r in ctx.sources.runs))
+    return False
+
+
+@contextmanager
+def guard(what: str = "this page") -> Iterator[None]:
+    """Show a data problem (or any unexpected failure) as a message instead of a traceback."""
+    try:
+        yield
+    except data.DataError as exc:
+        st.warning(str(exc), icon=":material/warning:")
+    except Exception as exc:  # noqa: BLE001 - a page must never show a traceback
+        LOG.exception("while drawing %s", what)
+        st.error(f"Could not draw {what}: {type(exc).__name__}: {exc}", icon=":material/error:")
+
+
+def definition(m: MetricDef) -> None:
+    """The metric's one-line definition and the docstring that states it exactly."""
+    st.markdown(f"**{m.label}** — {m.definition} Defined in `{m.pointer}`.")
+
+
+def show_problems(ctx: Context) -> None:
+    """One line when the store lacks tables or columns (an older probe wrote it)."""
+    if not ctx.db:
+        return
+    problems = data.store_problems(ctx.db, ctx.stamp)
+    if problems:
+        st.info("This results store comes from an older probe: " + "; ".join(problems)
+                + ". Re-run `python -m dynamics.probe` on its runs for everything.", icon=":material/history:")
+
+
+def show_notes(ctx: Context, families: Sequence[str], runs: Sequence[str]) -> None:
+    """The probe's notes for these families and runs, in an expander."""
+    df = data.notes(ctx.db, ctx.stamp, ctx.probe_hash)
+    df = df[df["family"].isin(families) & df["run"].isin(runs)]
+    if df.empty:
+        return
+    grouped = df.groupby(["run", "note"], sort=True)["step"].agg(list).reset_index()
+    with st.expander(f"Notes from the probe ({len(grouped)})"):
+        for r in grouped.itertuples(index=False):
+            steps = sorted(int(s) for s in r.step)
+            where = "the run" if steps == [-1] else f"step{'s' if len(steps) > 1 else ''} " + ", ".join(
+                map(str, steps[:6])) + (", …" if len(steps) > 6 else "")
+            st.markdown(f"- **{r.run}** ({where}): {r.note}")
+
+
+# ---------------------------------------------------------------------------------------------------- charts
+
+def chart(figure: alt.TopLevelMixin, frame: pd.DataFrame, name: str, *, key: str, stretch: bool = True) -> None:
+    """Draw an Altair chart (its toolbar offers PNG) with CSV, SVG and PNG downloads under it."""
+    st.altair_chart(figure, width="stretch" if stretch else "content")
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-") or "chart"
+    cols = st.columns([1, 1, 1, 7], gap="small")
+    with cols[0]:
+        csv_button(frame, safe, key=key)
+    if _can_render():
+        cols[1].download_button("SVG", data=_image(figure, "svg"), file_name=f"{safe}.svg", mime="image/svg+xml",
+                                key=f"{key}:svg", on_click="ignore", icon=":material/image:")
+        cols[2].download_button("PNG", data=_image(figure, "png"), file_name=f"{safe}.png", mime="image/png",
+                                key=f"{key}:png", on_click="ignore", icon=":material/image:")
+    else:
+        cols[1].download_button("Vega-Lite", data=lambda: figure.to_json(), file_name=f"{safe}.vl.json",
+                                mime="application/json", key=f"{key}:vl", on_click="ignore",
+                                help="The chart's spec (install vl-convert-python for SVG/PNG files here; PNG is "
+                                     "also in the chart's menu)")
+
+
+def csv_button(frame: pd.DataFrame, name: str, *, key: str) -> None:
+    """A CSV download of `frame` (written only when clicked)."""
+    st.download_button("CSV", data=lambda: frame.to_csv(index=False), file_name=f"{name}.csv", mime="text/csv",
+                       key=f"{key}:csv", on_click="ignore", icon=":material/download:", help="The data as CSV")
+
+
+def _image(figure: alt.TopLevelMixin, fmt: str) -> Callable[[], bytes | str]:
+    def render() -> bytes | str:
+        buf: io.StringIO | io.BytesIO = io.StringIO() if fmt == "svg" else io.BytesIO()
+        figure.save(buf, format=fmt)
+        return buf.getvalue()
+
+    return render
+
+
+def _can_render() -> bool:
+    try:
+        import vl_convert  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def layer_picker(layers: Sequence[int], key: str, label: str = "Layer") -> int:
+    """A slider over the available layers (the last one by default); a caption when there is only one."""
+    layers = sorted(int(x) for x in layers)
+    if len(layers) == 1:
+        st.caption(f"Stored at layer {layers[0]} only.")
+        return layers[0]
+    return int(st.select_slider(label, options=layers, value=layers[-1], key=key,
+                                help="0 = embedding-layer output e; L = last encoder layer"))
+
+
+def x_field(ctx: Context, frame: pd.DataFrame) -> str:
+    """The sidebar's x axis, or `step` (with a caption) when tokens seen are unknown for these rows."""
+    if ctx.x == "tokens_seen" and ("tokens_seen" not in frame or frame["tokens_seen"].isna().all()):
+        st.caption("Tokens seen are unknown for these snapshots; showing steps.")
+        return "step"
+    return ctx.x
