@@ -54,8 +54,9 @@ def _high(df: pd.DataFrame, x: str) -> float | None:
 
 
 def _y(title: str, height: int, field: str = "value", zero: bool = False) -> alt.Y:
-    """The y channel; a title longer than the plot is cut with an ellipsis (else the chart would shrink to fit it)."""
-    return alt.Y(f"{field}:Q", title=title, scale=alt.Scale(zero=zero), axis=alt.Axis(titleLimit=max(40, height - 30)))
+    """The y channel. The title is cut (with an ellipsis) to less than the plot's height: a longer rotated title
+    would make Streamlit's fit-to-height layout shrink the plot and clip the chart's title."""
+    return alt.Y(f"{field}:Q", title=title, scale=alt.Scale(zero=zero), axis=alt.Axis(titleLimit=max(40, height - 120)))
 
 
 def _tooltip(df: pd.DataFrame, *extra: str) -> list[alt.Tooltip]:
@@ -87,11 +88,11 @@ def metric_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, titl
         title=title, height=height)
 
 
-def layer_grid(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "", y_title: str = "value",
-               columns: int = 4, color: str = "run") -> alt.FacetChart:
-    """Small multiples: one panel per layer (shared y), a line per run."""
+def layer_grid(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "", columns: int = 4,
+               color: str = "run") -> alt.FacetChart:
+    """Small multiples: one panel per layer (shared y), a line per run; the title names the metric."""
     base = alt.Chart().encode(
-        x=_x(x, log_x, _high(df, x)), y=_y(y_title, CELL[1]),
+        x=_x(x, log_x, _high(df, x)), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
         color=alt.Color(f"{color}:N", title=color, sort=sorted(df[color].dropna().unique())),
         tooltip=_tooltip(df))
     layer = alt.layer(base.mark_line(strokeWidth=1.5), base.mark_point(size=10, filled=True)).properties(

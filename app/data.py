@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.definitions import distance
+from app.definitions import distance, family_of
 from dynamics import store as dstore
 
 DEFAULT_DIRS = ("runs", "experiments/results")
@@ -284,16 +284,36 @@ def store_runs(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataF
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def metric_catalog(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataFrame:
-    """Distinct (family, metric, variant) with row counts under the probe set."""
+    """Distinct (family, metric, variant) stored under the probe set."""
+    cols = ["family", "metric", "variant"]
     with _open(db) as s:
         h = _hash(s, probe_hash)
+        if h is not None and not [c for c in REQUIRED["metrics"] if c not in _columns(s.conn, "metrics")]:
+            return _catalog_by_index(s.conn, h)
         if h is not None:
-            df = _compat(s, lambda: s.metric_names(h), "metrics", ("family", "metric", "variant", "n"))
-            if "n" in df and df["n"].notna().all():
-                return df[["family", "metric", "variant", "n"]]
-        rows = _read_table(s.conn, "metrics", ("family", "metric", "variant"), {"probe_hash": h})
-    rows["family"] = rows["family"].fillna("unknown")
-    return rows.groupby(["family", "metric", "variant"], dropna=False).size().rename("n").reset_index()
+            df = _compat(s, lambda: s.metric_names(h), "metrics", cols)
+        else:
+            df = _read_table(s.conn, "metrics", cols).drop_duplicates()
+    df["family"] = df["family"].fillna(df["metric"].map(family_of)).fillna("unknown")  # older rows lack it
+    df["variant"] = df["variant"].fillna("all")
+    return df[cols].drop_duplicates().sort_values(cols).reset_index(drop=True)
+
+
+def _catalog_by_index(conn: sqlite3.Connection, probe_hash: str) -> pd.DataFrame:
+    """The catalog through the (probe_hash, metric) index, without `Store.metric_names`' count over every row
+    (0.34 s against 0.14 s on the benchmark's 275k-row store): the distinct metrics by a skip scan of the index,
+    then each metric's families and variants from its own index range."""
+    metrics = [r[0] for r in conn.execute(
+        "WITH RECURSIVE m(name) AS (SELECT MIN(metric) FROM metrics WHERE probe_hash=?1 UNION ALL "
+        "SELECT (SELECT MIN(metric) FROM metrics WHERE probe_hash=?1 AND metric > m.name) FROM m "
+        "WHERE m.name IS NOT NULL) SELECT name FROM m WHERE name IS NOT NULL", (probe_hash,))]
+    rows = []
+    for metric in metrics:
+        found = conn.execute("SELECT DISTINCT family, variant FROM metrics INDEXED BY metrics_by_metric "
+                             "WHERE probe_hash=? AND metric=?", (probe_hash, metric)).fetchall()
+        rows += [(f or "unknown", metric, v or "all") for f, v in found]
+    return pd.DataFrame(rows, columns=["family", "metric", "variant"]).drop_duplicates().sort_values(
+        ["family", "metric", "variant"]).reset_index(drop=True)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -457,7 +477,7 @@ def training_log(run_dir: str, stamp: Stamp) -> pd.DataFrame:
     for col in cols:
         if col not in df:
             df[col] = np.nan
-    df["split"] = df["split"].fillna("train").astype(str)
+    df["split"] = df["split"].astype(object).where(df["split"].notna(), "train").astype(str)
     for col in ["step", "tokens_seen", *LOG_QUANTITIES]:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     return df[cols].sort_values(["split", "step"], kind="stable").reset_index(drop=True)

@@ -35,96 +35,97 @@ _X = "dynamics.metrics.context"
 _G = "dynamics.metrics.geometry"
 _C = "dynamics.metrics.cka"
 
-_TABLE: tuple[tuple[str, str, str, str], ...] = (
+_TABLE: tuple[tuple[str, str, str, str, str], ...] = (  # name, family, label, definition, pointer
     # anchors / drift
-    ("anchor_sim_word", "Anchor similarity (word embedding)",
+    ("anchor_sim_word", "anchors", "Anchor similarity (word embedding)",
      "cos(h_l(i), E[x_i]): how close each token's hidden state stays to its own input word embedding, the anchor.",
      f"{_A}.anchor_similarity"),
-    ("anchor_sim_emb", "Anchor similarity (embedding output)",
+    ("anchor_sim_emb", "anchors", "Anchor similarity (embedding output)",
      "cos(h_l(i), e(i)): hidden state against the embedding-layer output (word + position + type, LayerNorm).",
      f"{_A}.cosine_rows"),
-    ("masked_anchor_sim", "Masked anchor similarity (head)",
+    ("masked_anchor_sim", "anchors", "Masked anchor similarity (head)",
      "cos(T(h_L(i)), E[x_i]) with x_i replaced by [MASK] and T the MLM head transform.",
      "dynamics.families.anchors"),
-    ("masked_hidden_anchor_sim", "Masked anchor similarity (hidden)",
+    ("masked_hidden_anchor_sim", "anchors", "Masked anchor similarity (hidden)",
      "cos(h_L(i), E[x_i]) at masked positions, without the head transform.", "dynamics.families.anchors"),
-    ("masked_accuracy", "Masked-token accuracy",
+    ("masked_accuracy", "anchors", "Masked-token accuracy",
      "Fraction of masked positions whose true token is ranked first by the MLM head.", f"{_A}.token_accuracy"),
-    ("masked_mrr", "Masked-token MRR", "Mean reciprocal rank of the true token at masked positions.",
+    ("masked_mrr", "anchors", "Masked-token MRR", "Mean reciprocal rank of the true token at masked positions.",
      f"{_A}.token_rank"),
-    ("masked_median_rank", "Masked-token median rank",
+    ("masked_median_rank", "anchors", "Masked-token median rank",
      "Median rank of the true token among the whole vocabulary at masked positions (1 = best).", f"{_A}.token_rank"),
-    ("anchor_drift", "Anchor drift (vocabulary)",
+    ("anchor_drift", "drift", "Anchor drift (vocabulary)",
      "cos(E_step[v], E_final[v]) averaged over the non-special vocabulary: how far word embeddings still have to move.",
      f"{_A}.anchor_drift"),
-    ("anchor_drift_probe", "Anchor drift (probe tokens)",
+    ("anchor_drift_probe", "drift", "Anchor drift (probe tokens)",
      "cos(E_step[v], E_final[v]) averaged over the token types of the probe set.", f"{_A}.anchor_drift"),
     # context
-    ("ctx_same_all", "Context alignment, same sequence",
+    ("ctx_same_all", "context", "Context alignment, same sequence",
      "Mean cosine of g = h − e over pairs of distinct tokens of the same sequence.", f"{_X}.same_vs_other_cosine"),
-    ("ctx_other", "Context alignment, other sequences",
+    ("ctx_other", "context", "Context alignment, other sequences",
      "Mean cosine of g = h − e over pairs of tokens from different sequences.", f"{_X}.same_vs_other_cosine"),
-    ("ctx_gap_all", "Context alignment gap",
+    ("ctx_gap_all", "context", "Context alignment gap",
      "Same-sequence minus other-sequence mean cosine of g = h − e.", f"{_X}.same_vs_other_cosine"),
-    ("ctx_same_window", "Context alignment, within the window",
+    ("ctx_same_window", "context", "Context alignment, within the window",
      "Mean cosine of g = h − e over same-sequence pairs within TACO's window W.", f"{_X}.window_cosine"),
-    ("ctx_gap_window", "Context alignment gap, within the window",
+    ("ctx_gap_window", "context", "Context alignment gap, within the window",
      "Within-window minus other-sequence mean cosine of g = h − e.", f"{_X}.window_cosine"),
-    ("ctx_cos_by_distance", "Context cosine by distance",
+    ("ctx_cos_by_distance", "context", "Context cosine by distance",
      "Mean cosine of g = h − e between tokens of one sequence as a function of their distance d.",
      f"{_X}.cosine_by_distance"),
-    ("tc_loss", "TC loss on the probe set",
+    ("tc_loss", "context", "TC loss on the probe set",
      "TACO's InfoNCE over g = h − e with fixed positives and negatives (meaningful for MLM runs too).",
      f"{_X}.info_nce_from_indices"),
-    ("seq_id_accuracy", "Sequence identification accuracy",
+    ("seq_id_accuracy", "context", "Sequence identification accuracy",
      "Fraction of tokens whose g = h − e is closest (cosine) to its own sequence's centroid.",
      f"{_X}.sequence_identification_accuracy"),
     # geometry
-    ("anisotropy", "Anisotropy", "Mean cosine similarity over all unordered pairs of distinct tokens.",
+    ("anisotropy", "geometry", "Anisotropy", "Mean cosine similarity over all unordered pairs of distinct tokens.",
      f"{_G}.anisotropy"),
-    ("self_similarity", "Self-similarity",
+    ("self_similarity", "geometry", "Self-similarity",
      "Mean pairwise cosine of the occurrences of one word type, averaged over types (Ethayarajh 2019).",
      f"{_G}.self_similarity"),
-    ("self_similarity_adj", "Self-similarity (anisotropy-adjusted)", "Self-similarity minus the layer's anisotropy.",
+    ("self_similarity_adj", "geometry", "Self-similarity (anisotropy-adjusted)", "Self-similarity minus the layer's anisotropy.",
      f"{_G}.self_similarity"),
-    ("intra_similarity", "Intra-sentence similarity",
+    ("intra_similarity", "geometry", "Intra-sentence similarity",
      "Mean cosine between each token and its sequence's mean vector (Ethayarajh 2019).",
      f"{_G}.intra_sentence_similarity"),
-    ("intra_similarity_adj", "Intra-sentence similarity (anisotropy-adjusted)",
+    ("intra_similarity_adj", "geometry", "Intra-sentence similarity (anisotropy-adjusted)",
      "Intra-sentence similarity minus the layer's anisotropy.", f"{_G}.intra_sentence_similarity"),
-    ("mev", "Maximum explainable variance",
+    ("mev", "geometry", "Maximum explainable variance",
      "σ₁²/Σσ² of a word type's uncentred occurrence matrix, averaged over types (Ethayarajh 2019).",
      f"{_G}.max_explainable_variance"),
-    ("mev_adj", "MEV (anisotropy-adjusted)", "Maximum explainable variance minus the layer's anisotropy.",
+    ("mev_adj", "geometry", "MEV (anisotropy-adjusted)", "Maximum explainable variance minus the layer's anisotropy.",
      f"{_G}.max_explainable_variance"),
-    ("mev_adj_pc1", "MEV (first-PC-adjusted)",
+    ("mev_adj_pc1", "geometry", "MEV (first-PC-adjusted)",
      "Maximum explainable variance minus the variance share of the layer's first principal component.",
      f"{_G}.explained_variance_pc1"),
-    ("rankme", "Effective rank (RankMe)", "exp(−Σ p_k log p_k), p_k = σ_k/Σσ + 1e-7, of the uncentred token matrix.",
+    ("rankme", "geometry", "Effective rank (RankMe)", "exp(−Σ p_k log p_k), p_k = σ_k/Σσ + 1e-7, of the uncentred token matrix.",
      f"{_G}.effective_rank"),
-    ("rankme_centred", "Effective rank (centred)", "RankMe of the mean-centred token matrix.", f"{_G}.effective_rank"),
-    ("isoscore", "IsoScore", "How uniformly variance spreads over all dimensions (Rudman et al. 2022); 1 = isotropic.",
+    ("rankme_centred", "geometry", "Effective rank (centred)", "RankMe of the mean-centred token matrix.", f"{_G}.effective_rank"),
+    ("isoscore", "geometry", "IsoScore", "How uniformly variance spreads over all dimensions (Rudman et al. 2022); 1 = isotropic.",
      f"{_G}.isoscore"),
-    ("twonn", "Intrinsic dimension (TwoNN)",
+    ("twonn", "geometry", "Intrinsic dimension (TwoNN)",
      "Facco et al. 2017: from the ratio of second to first neighbour distances (duplicates collapsed).",
      f"{_G}.twonn_dimension"),
-    ("alignment", "Alignment (Wang–Isola)", "Mean ‖u_i − u_{i+1}‖² over adjacent tokens of a block, unit vectors.",
+    ("alignment", "geometry", "Alignment (Wang–Isola)", "Mean ‖u_i − u_{i+1}‖² over adjacent tokens of a block, unit vectors.",
      f"{_G}.alignment"),
-    ("uniformity", "Uniformity (Wang–Isola)", "log mean exp(−2‖u_i − u_j‖²) over distinct pairs of unit vectors.",
+    ("uniformity", "geometry", "Uniformity (Wang–Isola)", "log mean exp(−2‖u_i − u_j‖²) over distinct pairs of unit vectors.",
      f"{_G}.uniformity"),
-    ("norm_h", "Norm of h", "Mean L2 norm of the hidden states h_l.", f"{_G}.mean_norm"),
-    ("norm_e", "Norm of e", "Mean L2 norm of the embedding-layer output e (layer 0).", f"{_G}.mean_norm"),
-    ("norm_g", "Norm of g", "Mean L2 norm of the context vectors g_l = h_l − e.", f"{_G}.mean_norm"),
-    ("cka_prev_layer", "CKA with the previous layer", "Debiased linear CKA between layer l and layer l − 1.",
+    ("norm_h", "geometry", "Norm of h", "Mean L2 norm of the hidden states h_l.", f"{_G}.mean_norm"),
+    ("norm_e", "geometry", "Norm of e", "Mean L2 norm of the embedding-layer output e (layer 0).", f"{_G}.mean_norm"),
+    ("norm_g", "geometry", "Norm of g", "Mean L2 norm of the context vectors g_l = h_l − e.", f"{_G}.mean_norm"),
+    ("cka_prev_layer", "geometry", "CKA with the previous layer", "Debiased linear CKA between layer l and layer l − 1.",
      f"{_C}.linear_cka"),
     # cka_steps
-    ("cka_prev_snapshot", "CKA with the previous snapshot",
+    ("cka_prev_snapshot", "cka_steps", "CKA with the previous snapshot",
      "Debiased linear CKA of a layer between this snapshot and the previous measured one.", f"{_C}.cka_matrix"),
-    ("cka_final", "CKA with the final snapshot", "Debiased linear CKA of a layer between this snapshot and the last one.",
+    ("cka_final", "cka_steps", "CKA with the final snapshot", "Debiased linear CKA of a layer between this snapshot and the last one.",
      f"{_C}.cka_matrix"),
 )
 
-METRICS: dict[str, MetricDef] = {name: MetricDef(name, label, text, ptr) for name, label, text, ptr in _TABLE}
+METRICS: dict[str, MetricDef] = {name: MetricDef(name, label, text, ptr) for name, _, label, text, ptr in _TABLE}
+FAMILIES: dict[str, str] = {name: family for name, family, *_ in _TABLE}
 
 PAGES: dict[str, PageDef] = {
     "anchors": PageDef("anchors", "Anchors", ("anchors", "drift"),
@@ -150,6 +151,11 @@ def describe(metric: str, family: str | None = None) -> MetricDef:
         return known
     pointer = FAMILY_POINTERS.get(family or "", "dynamics.families")
     return MetricDef(metric, metric.replace("_", " "), "Stored by a newer probe; see the docstring.", pointer)
+
+
+def family_of(metric: str) -> str | None:
+    """The probe family that stores `metric` (for stores whose rows lack the family); None when unknown."""
+    return FAMILIES.get(metric)
 
 
 def distance(variant: str) -> int | None:

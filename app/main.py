@@ -18,13 +18,15 @@ import streamlit as st  # noqa: E402
 
 from app import ui  # noqa: E402
 
+# One module per page in app/views/ (not app/pages/: a folder of that name switches Streamlit, and AppTest on every
+# rerun, to its legacy pages-directory mode, which runs a page without this script).
 PAGES = [
-    st.Page("pages/overview.py", title="Runs", icon=":material/table_rows:", default=True),
-    st.Page("pages/anchors.py", title="Anchors", icon=":material/anchor:"),
-    st.Page("pages/context.py", title="Context alignment", icon=":material/join_inner:"),
-    st.Page("pages/geometry.py", title="Geometry", icon=":material/scatter_plot:"),
-    st.Page("pages/cka.py", title="CKA", icon=":material/grid_on:"),
-    st.Page("pages/tokens.py", title="Token explorer", icon=":material/bubble_chart:"),
+    st.Page("views/overview.py", title="Runs", icon=":material/table_rows:", default=True),
+    st.Page("views/anchors.py", title="Anchors", icon=":material/anchor:"),
+    st.Page("views/context.py", title="Context alignment", icon=":material/join_inner:"),
+    st.Page("views/geometry.py", title="Geometry", icon=":material/scatter_plot:"),
+    st.Page("views/cka.py", title="CKA", icon=":material/grid_on:"),
+    st.Page("views/tokens.py", title="Token explorer", icon=":material/bubble_chart:"),
 ]
 
 st.set_page_config(page_title="taco-dynamics", page_icon=":material/monitoring:", layout="wide")

@@ -72,9 +72,8 @@ def _body(page: PageDef, ctx: ui.Context) -> None:
                                      y_title=mdef.label), shown, f"{metric}-layer{layer}", key=f"{page.key}:runs-chart")
     with tabs["All layers"]:
         every = df[df["variant"] == main]
-        ui.chart(charts.layer_grid(every, x=x, log_x=ctx.log_x, title=f"{mdef.label}{suffix}, every layer",
-                                   y_title=mdef.label), every, f"{metric}-layers", key=f"{page.key}:grid",
-                 stretch=False)
+        ui.chart(charts.layer_grid(every, x=x, log_x=ctx.log_x, title=f"{mdef.label}{suffix}, every layer"),
+                 every, f"{metric}-layers", key=f"{page.key}:grid", stretch=False)
     with tabs["Difference"]:
         _difference(page, df[df["variant"] == main], runs, layer, x, ctx, mdef.label, metric)
     if bins:

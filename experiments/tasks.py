@@ -365,7 +365,7 @@ def _ngram_hashes(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def overlapping_texts(task_texts: Sequence[str], corpus_docs: Iterable[str], *, ngram: int = 13,
-                      min_sentence_words: int = 4) -> list[int]:
+                      min_sentence_words: int = 6) -> list[int]:
     """Indices of task texts found in the corpus.
 
     A text counts as found when (a) it shares a word `ngram`-gram (13 words, the usual contamination test) with

@@ -38,9 +38,12 @@ def main() -> None:
         return
     if src.missing:
         st.caption("Not found: " + ", ".join(f"`{d}`" for d in src.missing))
+    table: pd.DataFrame | None = None
+    picked: list[int] = []
     with ui.guard("the runs table"):
         table = data.runs_table(src)
-        shown = table.assign(results=table["results"].map(lambda p: ui.short(str(Path(p).parent)) if p else None))
+        shown = table.assign(results=table["results"].map(
+            lambda p: ui.short(str(Path(p).parent)) if isinstance(p, str) else None))
         st.caption("Select rows to plot only those runs. Runs measured in several stores appear once per store.")
         event = st.dataframe(shown.drop(columns=["path"]), column_config=COLUMNS, hide_index=True, key="overview:table",
                              on_select="rerun", selection_mode="multi-row", width="stretch")
@@ -51,6 +54,8 @@ def main() -> None:
             dirs = " ".join(ui.short(p) for p in unprobed["path"])
             st.info(f"{len(unprobed)} run(s) without results. Measure them with "
                     f"`python -m dynamics.probe {dirs} --out runs/dynamics`.", icon=":material/pending:")
+    if table is None:
+        return
     with ui.guard("the training curves"):
         _curves(ctx, table, picked)
     with ui.guard("the stores"):
