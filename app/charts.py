@@ -22,11 +22,12 @@ QUANTITY_TITLES = {"loss": "Loss", "mlm_loss": "MLM loss", "tc_loss": "TC loss",
                    "lr": "Learning rate", "tokens_per_s": "Tokens/s", "grad_norm": "Gradient norm",
                    "elapsed_s": "Elapsed (s)"}
 LINE_HEIGHT = 300
-CELL = (200, 130)
+CELL = (170, 120)
 
 
 def log_ticks(high: float) -> list[float]:
-    """Tick values for a symmetric-log axis from 0 to `high`: 0, then 1, 2, 5 × 10^k (only 10^k past 8 ticks)."""
+    """Tick values for a symmetric-log axis from 0 to `high`: 0, then 1, 2, 5 × 10^k (only 10^k past 9 ticks), and
+    `high` itself when it lies well past the last of those."""
     ticks: list[float] = [0.0]
     if not high or high != high or high < 1:
         return ticks
@@ -36,6 +37,8 @@ def log_ticks(high: float) -> list[float]:
         k += 1
     if len(ticks) > 9:
         ticks = [0.0] + [t for t in ticks[1:] if str(int(t)).startswith("1")]
+    if high >= 1.5 * ticks[-1]:
+        ticks.append(int(high))  # label the last step too (e.g. 0, 1, 2, 5, 10, 20, 40)
     return [float(t) for t in ticks]
 
 
@@ -175,8 +178,8 @@ def training_curves(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, l
                        data=df).resolve_scale(y="independent")
 
 
-def _projection(source: pd.DataFrame | None, colours: pd.DataFrame, color_by: str, size: int, x_title: str,
-                y_title: str) -> alt.Chart:
+def _projection(source: pd.DataFrame | None, colours: pd.DataFrame, color_by: str, size: int, x_title: str | None,
+                y_title: str | None) -> alt.Chart:
     if color_by == "freq_bin":
         color = alt.Color("freq_bin:N", title="frequency bin", sort=_order(list(colours["freq_bin"].unique())),
                           scale=alt.Scale(scheme="set1"))
@@ -200,8 +203,8 @@ def projection_scatter(df: pd.DataFrame, *, color_by: str = "sequence", title: s
 
 
 def projection_grid(df: pd.DataFrame, *, facet: str = "step", color_by: str = "sequence", title: str = "",
-                    columns: int = 4, size: int = 190) -> alt.FacetChart:
+                    columns: int = 4, size: int = 150) -> alt.FacetChart:
     """Small multiples of projections (e.g. one panel per step) with independent axes."""
-    cell = _projection(None, df, color_by, 10, "PC 1", "PC 2").properties(width=size, height=size)
+    cell = _projection(None, df, color_by, 10, None, None).properties(width=size, height=size)
     return cell.facet(facet=alt.Facet(f"{facet}:O", title=facet), columns=columns, data=df).resolve_scale(
         x="independent", y="independent").properties(title=title)

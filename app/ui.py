@@ -4,6 +4,8 @@ empty state, and turning data problems into messages."""
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import io
 import logging
 import sys
@@ -93,7 +95,7 @@ def sidebar() -> Context:
         x = st.radio("x axis", list(X_AXES), format_func=X_AXES.get, horizontal=True, key="ctx:x")
         log_x = st.toggle("Log-scale x axis", value=True, key="ctx:log_x")
         if db:
-            _status(db, stamp)
+            _status(db, stamp, probe_hash)
             live = st.toggle("Live updates", value=True, key="ctx:live",
                              help=f"Check the store every {LIVE_SECONDS} s and reload when the probe wrote to it.")
             if live:
@@ -131,10 +133,16 @@ def _probe_choice(db: str, stamp: data.Stamp) -> str | None:
                         help="Runs are comparable only on one probe set; the most recently used comes first.")
 
 
-def _status(db: str, stamp: data.Stamp) -> None:
+def _status(db: str, stamp: data.Stamp, probe_hash: str | None) -> None:
+    """When the store was last written and how many of its snapshots have results (a probe may be running)."""
     age = time.time() - max(stamp[0], stamp[2]) / 1e9
     when = f"{age:.0f} s" if age < 120 else f"{age / 60:.0f} min" if age < 7200 else f"{age / 3600:.0f} h"
-    st.caption(f"Store last written {when} ago.")
+    try:
+        runs = data.store_runs(db, stamp, probe_hash)
+        progress = f" {int(runs['measured'].sum())} of {int(runs['snapshots'].sum())} snapshots measured."
+    except data.DataError:
+        progress = ""
+    st.caption(f"Store last written {when} ago.{progress}")
 
 
 @st.fragment(run_every=LIVE_SECONDS)
@@ -216,10 +224,10 @@ def chart(figure: alt.TopLevelMixin, frame: pd.DataFrame, name: str, *, key: str
     cols = st.columns([1, 1, 1, 7], gap="small")
     with cols[0]:
         csv_button(frame, safe, key=key)
-    if _can_render():
-        cols[1].download_button("SVG", data=_image(figure, "svg"), file_name=f"{safe}.svg", mime="image/svg+xml",
+    if can_export():
+        cols[1].download_button("SVG", data=export(figure, "svg"), file_name=f"{safe}.svg", mime="image/svg+xml",
                                 key=f"{key}:svg", on_click="ignore", icon=":material/image:")
-        cols[2].download_button("PNG", data=_image(figure, "png"), file_name=f"{safe}.png", mime="image/png",
+        cols[2].download_button("PNG", data=export(figure, "png"), file_name=f"{safe}.png", mime="image/png",
                                 key=f"{key}:png", on_click="ignore", icon=":material/image:")
     else:
         cols[1].download_button("Vega-Lite", data=lambda: figure.to_json(), file_name=f"{safe}.vl.json",
@@ -234,7 +242,9 @@ def csv_button(frame: pd.DataFrame, name: str, *, key: str) -> None:
                        key=f"{key}:csv", on_click="ignore", icon=":material/download:", help="The data as CSV")
 
 
-def _image(figure: alt.TopLevelMixin, fmt: str) -> Callable[[], bytes | str]:
+def export(figure: alt.TopLevelMixin, fmt: str) -> Callable[[], bytes | str]:
+    """A callable rendering `figure` to `fmt` ("svg" or "png", through vl-convert) when the button is clicked."""
+
     def render() -> bytes | str:
         buf: io.StringIO | io.BytesIO = io.StringIO() if fmt == "svg" else io.BytesIO()
         figure.save(buf, format=fmt)
@@ -243,12 +253,10 @@ def _image(figure: alt.TopLevelMixin, fmt: str) -> Callable[[], bytes | str]:
     return render
 
 
-def _can_render() -> bool:
-    try:
-        import vl_convert  # noqa: F401
-    except ImportError:
-        return False
-    return True
+@functools.cache
+def can_export() -> bool:
+    """Whether SVG/PNG files can be rendered here (the `vl-convert-python` package is installed)."""
+    return importlib.util.find_spec("vl_convert") is not None
 
 
 def layer_picker(layers: Sequence[int], key: str, label: str = "Layer") -> int:

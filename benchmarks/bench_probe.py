@@ -11,9 +11,10 @@ is Zipf-distributed token ids over a synthetic WordPiece vocabulary, packed in b
   same snapshots and running the same forward passes (the unmasked pass with all hidden states and the masked
   pass through the MLM head at the masked positions) with nothing else. Figures and the report are timed
   separately. Target ≤ 1.3×.
-* memory (`mini`, 30 snapshots, run in a fresh process): peak RSS after the last snapshot / after the first.
-  Target ≤ 1.1.
-* time per snapshot (`small`: 4 layers, hidden 512, 8 heads, intermediate 2048, vocab 8192; 32k tokens).
+* memory (`mini`, 30 snapshots, 8k probe tokens to keep it short, run in a fresh process): peak RSS after the
+  last snapshot / after the first. Target ≤ 1.1.
+* time per snapshot (`small`: 4 layers, hidden 512, 8 heads, intermediate 2048, vocab 8192; 32k tokens;
+  2 snapshots).
 """
 
 from __future__ import annotations
@@ -125,6 +126,9 @@ def probe_cost(run: Path, out: Path, n_blocks: int, batch_size: int, device: str
     return measure, time.perf_counter() - t1
 
 
+MEMORY_TOKENS = 8192
+
+
 def memory_child(run: str, out: str, n_blocks: int, batch_size: int, device: str) -> None:
     """In a fresh process: peak RSS (MiB) after each snapshot, printed as JSON."""
     from dynamics import probe as P
@@ -155,7 +159,7 @@ def main() -> None:
     tokens = 8192 if args.quick else 32768
     n_blocks = tokens // BLOCK
     if args.memory_child:
-        memory_child(args.memory_child[0], args.memory_child[1], n_blocks, args.batch_size, args.device)
+        memory_child(args.memory_child[0], args.memory_child[1], MEMORY_TOKENS // BLOCK, args.batch_size, args.device)
         return
     only = set(args.only or ["overhead", "memory", "small"])
     dev = args.device
@@ -175,16 +179,16 @@ def main() -> None:
                   f"{measure / single:.2f}x; figures+report {extras:.1f}s", flush=True)
         if "memory" in only:
             n = 10 if args.quick else 30
-            run = make_run(root, "mini", n, tokens)
+            run = make_run(root, "mini", n, MEMORY_TOKENS)
             res = subprocess.run([sys.executable, __file__, "--memory-child", str(run), str(root / "out-mem"),
                                   "--device", dev, "--batch-size", str(args.batch_size)]
                                  + (["--quick"] if args.quick else []) + (["--threads", str(args.threads)] if args.threads else []),
                                  capture_output=True, text=True, check=True)
             peaks = json.loads(res.stdout.strip().splitlines()[-1])
-            print(f"memory mini ({n} snapshots): peak RSS after last / after first snapshot = {peaks[-1]:.0f} / "
+            print(f"memory mini ({n} snapshots, {MEMORY_TOKENS} tokens): peak RSS after last / after first snapshot = {peaks[-1]:.0f} / "
                   f"{peaks[0]:.0f} MiB = {peaks[-1] / peaks[0]:.3f} (target <= 1.1)", flush=True)
         if "small" in only:
-            n = 2 if args.quick else 3
+            n = 2
             run = make_run(root, "small", n, tokens)
             forward_only(run, n_blocks, args.batch_size, dev, limit=1)
             both = forward_only(run, n_blocks, args.batch_size, dev)

@@ -3,6 +3,8 @@
 Recipe (the paper's defaults, all configurable): AdamW (β = 0.9, 0.999, ε = 1e-8, no weight decay as in
 Hugging Face's `run_glue`), peak learning rate 5e-5, linear warm-up over the first 100 steps then linear decay
 to 0 at the last step, 4 epochs, batch 32, sequences truncated to 128 tokens, gradient clipping at norm 1.0.
+Batches are grouped by length (`epoch_batches`; off with `group_by_length=False`) and padded to their longest
+member: on a CPU that is 1.5–3× less compute than padding random batches, with the same examples per epoch.
 STS-B is regression (`num_labels=1`, `problem_type="regression"`, mean squared error); the others use
 cross-entropy. The head (and the pooler, which our MLM snapshots lack) is initialised from `seed`, which also
 fixes the data order and dropout, so one seed on one device gives the same numbers every time.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +35,31 @@ class FinetuneSettings:
     adam_eps: float = 1e-8
     max_grad_norm: float = 1.0
     eval_batch_size: int = 128
+    group_by_length: bool = True
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, generator: Any, group_by_length: bool,
+                  megabatch: int = 50) -> list[np.ndarray]:
+    """One epoch's batches of example indices, drawn from `generator` (a seeded `torch.Generator`).
+
+    Plain: a random permutation cut into batches. Grouped by length (as Hugging Face's `group_by_length`): the
+    permutation is cut into chunks of `megabatch` batches, each chunk sorted by length (longest first) and cut
+    into batches, and the batch order shuffled — batches hold examples of similar length, so padding to the
+    longest member wastes little compute, while which examples meet in a batch stays random.
+    """
+    import torch
+
+    order = torch.randperm(len(lengths), generator=generator).numpy()
+    if not group_by_length:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[np.ndarray] = []
+    step = batch_size * megabatch
+    for start in range(0, len(order), step):
+        chunk = order[start:start + step]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    shuffle = torch.randperm(len(batches), generator=generator).numpy()
+    return [batches[i] for i in shuffle]
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -90,14 +118,15 @@ def finetune(model_dir: str | Path, spec: TaskSpec, train: Encoded, dev: Encoded
         optimizer, lambda s: lr_factor(s, settings.warmup_steps, total))
     gen = torch.Generator().manual_seed(seed)
     epoch_losses: list[float] = []
+    lengths = train.lengths()
     for epoch in range(settings.epochs):
         model.train()
-        order = torch.randperm(len(train), generator=gen).numpy()
+        batches = epoch_batches(lengths, settings.batch_size, gen, settings.group_by_length)
         losses = []
-        bar = tqdm(range(per_epoch), desc=f"{desc} epoch {epoch + 1}/{settings.epochs}".strip(), unit="batch",
+        bar = tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{settings.epochs}".strip(), unit="batch",
                    disable=not progress, leave=False)
-        for i in bar:
-            b = train.batch(order[i * settings.batch_size:(i + 1) * settings.batch_size])
+        for i, idx in enumerate(bar):
+            b = train.batch(idx)
             out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
                         token_type_ids=b["token_type_ids"].to(device), labels=b["labels"].to(device))
             optimizer.zero_grad(set_to_none=True)

@@ -61,12 +61,17 @@ def _body(ctx: ui.Context) -> None:
         st.info(f"No layer × layer CKA stored for {run} (the geometry family writes it).")
     else:
         step = snaps[0] if len(snaps) == 1 else int(st.select_slider("Snapshot (step)", options=snaps,
-                                                                        value=snaps[-1], key="cka:step"))
+                                                                        value=snaps[-1], key=f"cka:step:{run}"))
         layers = data.cka_layers(ctx.db, ctx.stamp, run, step, variant, ctx.probe_hash)
+        shown = variant
+        if layers.empty and variant != "debiased":
+            layers, shown = data.cka_layers(ctx.db, ctx.stamp, run, step, "debiased", ctx.probe_hash), "debiased"
+            if not layers.empty:
+                st.caption("The probe stores layer × layer CKA debiased only; showing that.")
         if layers.empty:
-            st.info(f"No {variant} layer × layer CKA at step {step}.")
+            st.info(f"No layer × layer CKA at step {step}.")
         else:
-            ui.chart(charts.heatmap(layers, x="layer_a", y="layer_b", title=f"{run}: step {step}, layer × layer",
+            ui.chart(charts.heatmap(layers, x="layer_a", y="layer_b", title=f"{run}: step {step}, layer × layer ({shown})",
                                     x_title="layer", y_title="layer", domain=domain, cell=36), layers,
                      f"cka-layers-{run}-step{step}", key="cka:layers", stretch=False)
 

@@ -64,6 +64,8 @@ def main() -> None:
 
 def _curves(ctx: ui.Context, table: pd.DataFrame, picked: list[int]) -> None:
     st.subheader("Training curves")
+    st.markdown("**Training log** — `log.jsonl` rows: training values every `--log-every` steps (solid), evaluation "
+                "on the validation blocks at every snapshot (dashed). Written by `taco.train.train`.")
     rows = table.iloc[picked] if picked else table
     logs: dict[str, pd.DataFrame] = {}
     for r in rows.drop_duplicates("path").itertuples(index=False):

@@ -45,7 +45,7 @@ def _body(ctx: ui.Context) -> None:
         st.info(f"No projections stored for {run} (the geometry family writes them).")
         return
     step = steps[0] if len(steps) == 1 else int(st.select_slider("Snapshot (step)", options=steps, value=steps[-1],
-                                                                  key="tokens:step"))
+                                                                  key=f"tokens:step:{run}"))
     points = data.projection(ctx.db, ctx.stamp, run, step, ctx.probe_hash)
     mine = points[points["view"] == view]
     if mine.empty:

@@ -162,6 +162,16 @@ class Chromium:
         counts = {k: v for k, v in final.items() if k not in ("text", "sidebar")}
         raise TimeoutError(f"{url} not drawn in {timeout:.0f} s; last state {counts}, text {final['text'][:500]!r}")
 
+    def evaluate(self, expression: str) -> Any:
+        """The JSON-able value of a JavaScript expression in the page."""
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def axis_labels(self, chart: int = 0) -> list[str]:
+        """Tick labels of the axes of the `chart`-th visible chart (Vega draws them as SVG text)."""
+        return self.evaluate(
+            "Array.from([...document.querySelectorAll('[data-testid=\"stVegaLiteChart\"]')].filter(c => c.getClientRects().length)"
+            f"[{chart}]?.querySelectorAll('.role-axis-label text') ?? [], t => t.textContent)")
+
     def click_tab(self, label: str) -> None:
         """Click the tab whose label is `label` (charts in a tab are drawn when it is shown)."""
         js = ("(() => { const t = [...document.querySelectorAll('[role=\"tab\"]')]"

@@ -139,7 +139,7 @@ def write_store(
                             for layer in sp.layers for vi, v in enumerate(sp.variants)]
                     arrays = {}
                     if family == "geometry":
-                        arrays["cka_layers"] = {"debiased": _cka(n_layers, step), "biased": _cka(n_layers, step)}
+                        arrays["cka_layers"] = {"debiased": _cka(n_layers, step)}
                         if projection_tokens and k % projection_every == 0:
                             arrays["projection"] = _projection(rng, n_layers, projection_tokens, step)
                     s.write_family(run=name, step=step, tokens_seen=step * TOKENS_PER_STEP, family=family,

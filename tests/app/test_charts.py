@@ -36,10 +36,10 @@ def _encodings(spec: dict) -> list[dict]:
 
 
 def test_log_ticks() -> None:
-    assert charts.log_ticks(40) == [0, 1, 2, 5, 10, 20]
+    assert charts.log_ticks(20) == [0, 1, 2, 5, 10, 20]
+    assert charts.log_ticks(40) == [0, 1, 2, 5, 10, 20, 40] and charts.log_ticks(4) == [0, 1, 2, 4]
     assert charts.log_ticks(0) == [0] and charts.log_ticks(float("nan")) == [0]
-    big = charts.log_ticks(3e6)
-    assert big == [0, 1, 10, 100, 1e3, 1e4, 1e5, 1e6]
+    assert charts.log_ticks(3e6) == [0, 1, 10, 100, 1e3, 1e4, 1e5, 1e6, 3e6]
 
 
 @pytest.mark.parametrize("log_x", [False, True])
@@ -122,3 +122,16 @@ def test_projection_scatter_and_grid(colour: str) -> None:
     assert {t["field"] for t in spec["encoding"]["tooltip"]} >= {"token", "sequence", "freq_bin"}
     grid = _spec(charts.projection_grid(df, color_by=colour))
     assert grid["facet"]["field"] == "step" and grid["resolve"]["scale"]["x"] == "independent"
+
+
+@pytest.mark.parametrize("fmt", ["svg", "png"])
+def test_export_renders_files(fmt: str) -> None:
+    from app import ui
+
+    if not ui.can_export():
+        pytest.skip("vl-convert-python is not installed: the app offers the Vega-Lite spec instead")
+    out = ui.export(charts.metric_lines(_metric(), title="exported"), fmt)()
+    if fmt == "svg":
+        assert isinstance(out, str) and out.lstrip().startswith("<svg") and "exported" in out
+    else:
+        assert isinstance(out, bytes) and out.startswith(b"\x89PNG") and len(out) > 5000

@@ -106,7 +106,8 @@ def test_cka_arrays_as_tidy_frames(db: str) -> None:
     cell = steps[(steps["layer"] == 1) & (steps["step_a"] == 0) & (steps["step_b"] == 16)]
     assert cell["value"].iloc[0] == pytest.approx(1 - 0.01 * 5 * 2)
     assert cell["tokens_b"].iloc[0] == 16 * TOKENS_PER_STEP
-    layers = data.cka_layers(db, _stamp(db), "mlm-syn", 4, "biased")
+    assert data.cka_layers(db, _stamp(db), "mlm-syn", 4, "biased").empty  # the probe stores it debiased only
+    layers = data.cka_layers(db, _stamp(db), "mlm-syn", 4)
     mat = layers.pivot(index="layer_a", columns="layer_b", values="value").to_numpy()
     assert mat.shape == (3, 3) and np.allclose(mat, mat.T) and np.allclose(np.diag(mat), 1)
     assert data.cka_layers(db, _stamp(db), "mlm-syn", 3).empty  # no snapshot at step 3

@@ -120,7 +120,7 @@ def test_distance_breakdown(make_app, probed_root: Path) -> None:
     titles = [t for t, _, _ in charts(at)]
     assert titles[0] == "Context cosine by distance (d001), layer 2"
     curves = {t: df for t, df, _ in charts(at)}["Context cosine by distance, layer 2"]
-    assert curves["distance"].min() == 1 and curves["distance"].max() == 16
+    assert curves["distance"].min() == 1 and 2 < curves["distance"].max() <= 16  # --max-distance 16
     at.select_slider(key="context:distance-pick").set_value("d004").run()
     assert charts(at)[0][0] == "Context cosine by distance (d004), layer 2"
 
@@ -128,16 +128,17 @@ def test_distance_breakdown(make_app, probed_root: Path) -> None:
 def test_cka_selectors(make_app, probed_root: Path) -> None:
     at = make_app(probed_root, page="cka")
     titles = [t for t, _, _ in charts(at)]
-    assert titles[:2] == ["mlm-tiny: layer 2, step × step (debiased)", "mlm-tiny: step 4, layer × layer"]
+    assert titles[:2] == ["mlm-tiny: layer 2, step × step (debiased)", "mlm-tiny: step 4, layer × layer (debiased)"]
     steps = charts(at)[0][1]
     assert sorted(steps["step_a"].unique()) == [0, 1, 2, 4]
-    at.select_slider(key="cka:step").set_value(1).run()
-    assert charts(at)[1][0] == "mlm-tiny: step 1, layer × layer"
+    at.select_slider(key="cka:step:mlm-tiny").set_value(1).run()
+    assert charts(at)[1][0] == "mlm-tiny: step 1, layer × layer (debiased)"
     at.selectbox(key="cka:run").set_value("taco-tiny").run()
     at.radio(key="cka:variant").set_value("biased").run()
     assert_clean(at)
     titles = [t for t, _, _ in charts(at)]
-    assert titles[0] == "taco-tiny: layer 2, step × step (biased)" and titles[1].startswith("taco-tiny: step 3")
+    assert titles[:2] == ["taco-tiny: layer 2, step × step (biased)", "taco-tiny: step 3, layer × layer (debiased)"]
+    assert "debiased only" in texts(at)
     at.toggle(key="cka:steps-grid").set_value(True).run()
     assert "taco-tiny: step × step, every layer" in [t for t, _, _ in charts(at)]
 
@@ -148,7 +149,7 @@ def test_token_explorer_selectors(make_app, probed_root: Path) -> None:
     assert title == "mlm-tiny: h at layer 2, step 4" and spec["encoding"]["color"]["field"] == "sequence"
     assert {"token", "sequence", "freq_bin"} <= set(df.columns) and df["token"].str.len().gt(0).all()
     at.radio(key="tokens:colour").set_value("freq_bin")
-    at.select_slider(key="tokens:step").set_value(0).run()
+    at.select_slider(key="tokens:step:mlm-tiny").set_value(0).run()
     title, _, spec = charts(at)[0]
     assert title == "mlm-tiny: h at layer 2, step 0" and spec["encoding"]["color"]["field"] == "freq_bin"
     at.radio(key="tokens:view").set_value("e").run()

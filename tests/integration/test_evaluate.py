@@ -100,6 +100,7 @@ def test_cli_stores_rows_merges_and_skips(tiny_run: Path, glue_dir: Path, tmp_pa
     with dstore.open(out, readonly=True) as s:
         assert any("covers sst2 only" in n for n in s.notes(PROBE_HASH)["note"])
         assert set(s.snapshots(tiny_run.name)["step"]) == {0, 1, 2, 4}
+        assert s.runs()["kind"].tolist() == ["run"]  # evaluating one snapshot dir keeps the run's row
 
     before = _rows(out)
     config = tmp_path / "eval.yaml"  # the same settings from a file (a flag overrides the file's mode)
@@ -155,3 +156,20 @@ def test_bad_input_exits_2_and_keeps_results(tiny_run: Path, glue_dir: Path, tmp
     proc = subprocess.run([sys.executable, "-m", "experiments.evaluate", str(empty), "--tasks", "sst2"],
                           capture_output=True, text=True, cwd=REPO, env=one_thread_env(), timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: {empty}: no snapshots found")
+
+
+def test_epoch_batches_and_schedule() -> None:
+    import torch
+
+    from experiments.finetune import epoch_batches, lr_factor
+
+    lengths = np.random.default_rng(0).integers(3, 100, size=1000)
+    grouped = epoch_batches(lengths, 32, torch.Generator().manual_seed(1), True)
+    plain = epoch_batches(lengths, 32, torch.Generator().manual_seed(1), False)
+    for batches in (grouped, plain):
+        assert len(batches) == 32 and sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    padded = [sum(int(lengths[b].max()) * len(b) for b in bs) for bs in (grouped, plain)]
+    assert padded[0] < 0.7 * padded[1]
+    again = epoch_batches(lengths, 32, torch.Generator().manual_seed(1), True)
+    assert all(np.array_equal(a, b) for a, b in zip(grouped, again, strict=True))
+    assert [lr_factor(s, 4, 10) for s in (0, 3, 4, 9, 10)] == [0.25, 1.0, 1.0, pytest.approx(1 / 6), 0.0]

@@ -1,0 +1,73 @@
+"""The app in a real browser: `streamlit run app/main.py -- --runs <fixture>` on a free loopback port, Debian's
+headless Chromium driven over the DevTools protocol (`tests.app.browser`), every page waited on until its charts
+are drawn, its text checked, and a screenshot saved in the test's temporary folder (paths printed; run with -s)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.app.browser import Chromium, ensure_chromium, serve
+
+# page URL path → texts the drawn page must show (chart titles are SVG text, so they are in the page text)
+EXPECT = {
+    "": ["Runs", "mlm-tiny", "taco-tiny", "orphan-mlm", "Training curves", "Loss"],
+    "anchors": ["Anchors", "Anchor similarity (word embedding), layer 2", "mlm-tiny", "taco-tiny",
+                "dynamics.metrics.anchors.anchor_similarity"],
+    "context": ["Context alignment", "Context alignment, same sequence, layer 2",
+                "dynamics.metrics.context.same_vs_other_cosine"],
+    "geometry": ["Geometry", "Anisotropy, layer 2", "dynamics.metrics.geometry.anisotropy"],
+    "cka": ["CKA", "mlm-tiny: layer 2, step × step (debiased)", "mlm-tiny: step 4, layer × layer (debiased)"],
+    "tokens": ["Token explorer", "mlm-tiny: h at layer 2, step 4"],
+}
+SIDEBAR = ["Runs", "Anchors", "Context alignment", "Geometry", "CKA", "Token explorer", "Results store"]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    binary = ensure_chromium()
+    if binary is None:
+        pytest.skip("no /usr/bin/chromium and not root to install it: run tests/app/install_chromium.sh")
+    return binary
+
+
+def test_every_page_in_chromium(chromium: str, probed_root: Path, tmp_path: Path) -> None:
+    with serve([probed_root]) as url, Chromium(chromium, width=1400, height=1800) as browser:
+        for path, texts in EXPECT.items():
+            state = browser.open(f"{url}/{path}", expect=texts, min_charts=1, timeout=120)
+            assert not [t for t in texts if t not in state["text"]]
+            assert "Traceback" not in state["text"] and "Error" not in state["text"].split("\n")[0]
+            assert all(name in state["sidebar"] for name in SIDEBAR)
+            shot = browser.screenshot(tmp_path / f"{path or 'runs'}.png")
+            assert shot.stat().st_size > 20_000
+            print(f"screenshot: {shot} ({state['drawn']} charts drawn)")
+        browser.open(f"{url}/geometry", expect=EXPECT["geometry"], min_charts=1)
+        browser.click_tab("All layers")
+        state = browser.wait_drawn()
+        assert "Anisotropy, every layer" in state["text"]
+        print(f"screenshot: {browser.screenshot(tmp_path / 'geometry-all-layers.png')}")
+
+
+def test_open_page_follows_a_probe_that_is_writing(chromium: str, tmp_path: Path) -> None:
+    """With "Live updates" on, a page reloads by itself when the store changes (the probe committed a snapshot)."""
+    from dynamics import store as dstore
+    from tests.app.synthetic import PROBE_HASH, TOKENS_PER_STEP, write_store
+
+    db = write_store(tmp_path, steps=[0, 1, 2], n_metrics=20, projection_tokens=0)
+    with serve([tmp_path]) as url, Chromium(chromium, width=1400, height=1200) as browser:
+        state = browser.open(f"{url}/geometry", expect=["Anisotropy, layer 2"], min_charts=1)
+        assert "6 of 6 snapshots measured" in state["sidebar"] and "4" not in browser.axis_labels()
+        with dstore.open(db) as probe:  # what dynamics.probe does for the next snapshot
+            probe.upsert_snapshots([("mlm-syn", 4, 4 * TOKENS_PER_STEP, "x", {})])
+            probe.write_family(run="mlm-syn", step=4, tokens_seen=4 * TOKENS_PER_STEP, family="geometry",
+                               probe_hash=PROBE_HASH, params="x",
+                               result=dstore.FamilyResult([(2, "anisotropy", "all", 0.9)], {}, []))
+            deadline = time.monotonic() + 40
+            while "7 of 7 snapshots measured" not in browser.state()["sidebar"]:
+                assert time.monotonic() < deadline, "the page did not pick up the new snapshot"
+                time.sleep(0.5)
+        browser.wait_drawn()
+        assert "4" in browser.axis_labels()  # the new step is on the x axis (symmetric-log ticks 0, 1, 2, 4)
+        print(f"screenshot: {browser.screenshot(tmp_path / 'live.png')}")
