@@ -31,6 +31,7 @@ demo: corpus
 	$(BIN)/python -m dynamics.probe runs/mlm-mini runs/taco-mini --out runs/dynamics
 
 test: setup
+	bash tests/app/install_chromium.sh
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -38,3 +39,5 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_probe.py
+	$(BIN)/python benchmarks/bench_app.py

@@ -46,7 +46,9 @@ def _x(x: str, log_x: bool, high: float | None = None, title: str | None = None)
     """The x channel; with `log_x` a symmetric-log scale (step 0 stays on it) with ticks at 1, 2, 5 × 10^k."""
     title = title or X_TITLES.get(x, x)
     if log_x:
-        axis = alt.Axis(format="~s", values=log_ticks(high)) if high is not None else alt.Axis(format="~s")
+        # A label expression, not `format`: Vega derives an SI prefix for every tick from the domain ("0k", "0k",
+        # "1k" for 1, 10, 1000) when a symlog axis is formatted through the scale.
+        axis = alt.Axis(labelExpr="format(datum.value, '~s')", values=log_ticks(high) if high is not None else alt.Undefined)
         return alt.X(f"{x}:Q", title=title, scale=alt.Scale(type="symlog"), axis=axis)
     return alt.X(f"{x}:Q", title=title, scale=alt.Scale(zero=False), axis=alt.Axis(format="~s"))
 
@@ -116,7 +118,8 @@ def heatmap(df: pd.DataFrame, *, x: str, y: str, title: str = "", x_title: str |
             y_title: str | None = None, domain: tuple[float, float] | None = None, diverging: bool = False,
             cell: int | None = None) -> alt.Chart:
     """A matrix as coloured cells (`x`, `y` ordinal, colour = value); `diverging` centres the scale on 0. Cells
-    are `cell` pixels wide (default: fitting about 640 px, between 6 and 40 px) and as tall as wide, at most 28."""
+    are `cell` pixels wide (default: fitting about 640 px, between 6 and 40 px) and square, except that with fewer
+    rows than columns they are 14 to 28 px tall."""
     if diverging:
         scale = alt.Scale(scheme="redblue", domainMid=0, reverse=True)
     else:
@@ -131,7 +134,8 @@ def heatmap(df: pd.DataFrame, *, x: str, y: str, title: str = "", x_title: str |
     )
     nx, ny = max(1, df[x].nunique()), max(1, df[y].nunique())
     w = cell or int(min(40, max(6, 640 // nx)))
-    return chart.properties(title=title, width=alt.Step(w), height=alt.Step(min(w, 28) if ny < nx else w),
+    h = min(max(w, 14), 28) if ny < nx else w  # a few layers against many steps: rows stay readable
+    return chart.properties(title=title, width=alt.Step(w), height=alt.Step(h),
                             autosize=alt.AutoSizeParams(type="pad"))
 
 
@@ -168,7 +172,9 @@ def training_curves(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, l
     df = df.assign(quantity_title=df["quantity"].map(lambda q: QUANTITY_TITLES.get(q, q)))
     order = [QUANTITY_TITLES.get(q, q) for q in dict.fromkeys(df["quantity"])]
     base = alt.Chart().encode(
-        x=_x(x, log_x, _high(df, x)), y=alt.Y("value:Q", title=None, scale=alt.Scale(type="log" if log_y else "linear", zero=False)),
+        x=_x(x, log_x, _high(df, x)),
+        y=alt.Y("value:Q", title=None, scale=alt.Scale(type="log" if log_y else "linear", zero=False),
+                axis=alt.Axis(format="~g")),
         color=alt.Color("run:N", title="run"),
         strokeDash=alt.StrokeDash("split:N", title="split", sort=["train", "validation"]),
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("split:N"), alt.Tooltip("step:Q"), alt.Tooltip("tokens_seen:Q"),

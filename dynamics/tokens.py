@@ -91,7 +91,7 @@ class TokenizerView:
         """Token ids of each text without special tokens."""
         if self._backend is not None:
             return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
-        return [self._hf(t, add_special_tokens=False)["input_ids"] for t in texts]
+        return [self._hf(t, add_special_tokens=False, truncation=False)["input_ids"] for t in texts]
 
 
 def load_tokenizer(path: str | Path) -> TokenizerView:
@@ -119,6 +119,10 @@ def load_tokenizer(path: str | Path) -> TokenizerView:
             backend = Tokenizer.from_file(str(p / "tokenizer.json"))
         except Exception:  # noqa: BLE001 - any parse failure is the same user error
             raise ProbeError(f"{p / 'tokenizer.json'}: unreadable tokenizer; re-save it with save_pretrained()") from None
+        # A saved tokenizer may carry padding/truncation settings (sentence-embedding models do): encoding
+        # documents for packing must do neither.
+        backend.no_padding()
+        backend.no_truncation()
         vocab = backend.get_vocab(with_added_tokens=True)
         for added in backend.get_added_tokens_decoder().values():
             if added.special:

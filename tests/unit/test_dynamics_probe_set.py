@@ -37,6 +37,19 @@ def test_tokenizer_view(tok: TokenizerView) -> None:
     assert tok.hash == vocab_hash({w: i for i, w in enumerate(VOCAB)})
 
 
+def test_saved_padding_and_truncation_are_ignored(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    t = Tokenizer(models.WordPiece(vocab={w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    t.enable_padding(pad_id=0, pad_token="[PAD]")
+    t.enable_truncation(max_length=3)
+    t.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"cls_token": "[CLS]", "sep_token": "[SEP]"}))
+    view = load_tokenizer(tmp_path)
+    assert view.encode_batch(["the cat sat on the mat", "a dog"]) == [[5, 6, 7, 8, 5, 9], [13, 14]]
+
+
 def test_pack_text(tok: TokenizerView, tmp_path: Path) -> None:
     text = tmp_path / "t.txt"
     text.write_text("the cat sat on the mat .\n\na dog ran .")
