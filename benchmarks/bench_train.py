@@ -5,7 +5,8 @@
 2. TACO step time / MLM step time (both through `taco.train`).
 3. Peak memory: TACO / MLM, and TACO / the released code's approach (materialising the (A, K, H) negatives).
    CPU: peak RSS growth of a fresh worker process during training steps, above the RSS after model, optimizer
-   state and one warm-up step (glibc told to return freed blocks at once); CUDA: max_memory_allocated.
+   state and one warm-up step (VmHWM reset through /proc/self/clear_refs; glibc told to return freed
+   blocks at once); CUDA: max_memory_allocated.
 4. Model FLOP utilisation: training FLOPs/s over a measured dense fp32 matmul rate on the same machine.
    FLOPs per token = 6·N_body + 12·L·H·T (attention scores and values, forward + backward)
                      + 6·p·(H² + H·V) (MLM head, at the fraction p of masked positions only),
@@ -107,9 +108,6 @@ def hf_trainer_step_times(preset: str, steps: int, batch: int, block: int, cache
 
 def memory_worker(objective: str, preset: str, batch: int, block: int, cache: str, gather: bool) -> dict:
     """Runs in a fresh process: peak memory of training steps above the settled model+optimizer state."""
-    import resource
-
-    import psutil
     from transformers import BertForMaskedLM, DataCollatorForLanguageModeling
 
     import taco.objectives as obj
@@ -150,11 +148,20 @@ def memory_worker(objective: str, preset: str, batch: int, block: int, cache: st
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
     else:
-        base = psutil.Process().memory_info().rss
+        # Reset the kernel's high-water mark (VmHWM) so that nothing before the measured steps counts.
+        Path("/proc/self/clear_refs").write_text("5")
+        base = _proc_status_bytes("VmRSS")
     for i in range(1, 4):
         step(i)
-    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = torch.cuda.max_memory_allocated() if cuda else _proc_status_bytes("VmHWM")
     return {"base": base, "peak": peak, "step_peak": peak - base, "device": device.type}
+
+
+def _proc_status_bytes(field: str) -> int:
+    for row in Path("/proc/self/status").read_text().splitlines():
+        if row.startswith(field + ":"):
+            return int(row.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def measure_memory(objective: str, preset: str, batch: int, block: int, cache: str, gather: bool = False) -> dict:

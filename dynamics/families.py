@@ -171,9 +171,10 @@ def anchors(acts: Activations, prep: Prepared) -> FamilyResult:
     return out.result()
 
 
-def drift(emb_matrix: np.ndarray, final_matrix: np.ndarray, probe: ProbeSet, special_ids: np.ndarray) -> FamilyResult:
+def drift(emb_matrix: np.ndarray, final_matrix: np.ndarray | None, probe: ProbeSet, special_ids: np.ndarray) -> FamilyResult:
     """Anchor drift cos(E_step[v], E_final[v]) (layer 0): vocabulary-wide, over probe types, per bin."""
     out = _Rows()
+    assert final_matrix is not None
     if emb_matrix.shape != final_matrix.shape:
         out.notes.append(f"anchor_drift skipped: embedding matrix {emb_matrix.shape} differs from the final "
                          f"snapshot's {final_matrix.shape}")

@@ -214,7 +214,6 @@ def _measure(store: Any, series_list: list[Series], selected: dict[str, list[Sna
     summary.notes += prep_notes
     wanted = _wanted(cfg.metrics)
     done = store.completed_params(probe.hash)
-    special = tok.special_ids
     total = sum(len(v) for v in selected.values())
     bar = tqdm(total=total, disable=not cfg.progress, unit="snapshot", dynamic_ncols=True, desc="probe")
     # Each snapshot's model is freed with a gc pass (transformers models hold reference cycles). Freezing what
@@ -239,30 +238,8 @@ def _measure(store: Any, series_list: list[Series], selected: dict[str, list[Sna
                 if not needed:
                     bar.update(1)
                     continue
-                if "drift" in needed and final_matrix is None and snap.path != series.final.path:
-                    final_matrix = ex.embedding_matrix(series.final.path)
-                t0 = time.perf_counter()
-                acts = emb = None
-                if set(needed) - {"drift"}:
-                    acts = ex.extract_snapshot(snap.path, probe, masked_pass="anchors" in needed,
-                                               batch_size=cfg.batch_size, device=device)
-                    emb = acts.emb_matrix
-                    extra_notes = acts.notes
-                else:
-                    emb, extra_notes = ex.embedding_matrix(snap.path), []
-                for k, family in enumerate(needed):
-                    t1 = time.perf_counter()
-                    if family == "drift":
-                        result = fam.drift(emb, emb if snap.path == series.final.path else final_matrix, probe, special)
-                    else:
-                        result = getattr(fam, family)(acts, prep)
-                    if k == 0:
-                        result.notes = list(extra_notes) + result.notes
-                    seconds = time.perf_counter() - (t0 if k == 0 else t1)
-                    store.write_family(run=series.name, step=snap.step, tokens_seen=snap.tokens_seen, family=family,
-                                       probe_hash=probe.hash, params=params[family], result=result, seconds=seconds)
-                    summary.computed.append((series.name, snap.step, family))
-                del acts, emb  # the model itself was freed (and collected) inside extract_snapshot
+                final_matrix = _measure_snapshot(store, series, snap, needed, params, probe, prep, cfg, device,
+                                                 final_matrix, summary, fam, ex)
                 bar.update(1)
                 if on_snapshot is not None:
                     on_snapshot(snap, needed)
@@ -285,6 +262,38 @@ def _measure(store: Any, series_list: list[Series], selected: dict[str, list[Sna
 
     summary.report = report.write(store, series_list, probe, summary, store.root / "report.md")
     return summary
+
+
+def _measure_snapshot(store: Any, series: Series, snap: Snapshot, needed: list[str], params: dict[str, str],
+                      probe: ps.ProbeSet, prep: Any, cfg: ProbeConfig, device: str, final_matrix: np.ndarray | None,
+                      summary: ProbeSummary, fam: Any, ex: Any) -> np.ndarray | None:
+    """Extract one snapshot once and store each needed family in its own transaction.
+
+    Returns the final snapshot's embedding matrix (loaded here the first time drift needs it) for reuse."""
+    is_final = snap.path == series.final.path
+    if "drift" in needed and final_matrix is None and not is_final:
+        final_matrix = ex.embedding_matrix(series.final.path)
+    t0 = time.perf_counter()
+    acts = None
+    if set(needed) - {"drift"}:
+        acts = ex.extract_snapshot(snap.path, probe, masked_pass="anchors" in needed, batch_size=cfg.batch_size,
+                                   device=device)
+        emb, notes = acts.emb_matrix, acts.notes
+    else:
+        emb, notes = ex.embedding_matrix(snap.path), []
+    for k, family in enumerate(needed):
+        t1 = time.perf_counter()
+        if family == "drift":
+            result = fam.drift(emb, emb if is_final else final_matrix, probe, probe.special_ids)
+        else:
+            result = getattr(fam, family)(acts, prep)
+        if k == 0:  # extraction notes (e.g. no MLM head) go with the first family stored
+            result.notes = list(notes) + result.notes
+        store.write_family(run=series.name, step=snap.step, tokens_seen=snap.tokens_seen, family=family,
+                           probe_hash=probe.hash, params=params[family], result=result,
+                           seconds=time.perf_counter() - (t0 if k == 0 else t1))
+        summary.computed.append((series.name, snap.step, family))
+    return final_matrix
 
 
 def _cka_steps(store: Any, series: Series, probe_hash: str, force: bool, device: str, summary: ProbeSummary,

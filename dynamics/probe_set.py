@@ -60,6 +60,7 @@ class ProbeSet:
     freq_source: str
     notes: list[str] = field(default_factory=list)
     hash: str = ""
+    special_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # the tokenizer's
 
     # ---- per content token views (N,)
     @property
@@ -299,6 +300,7 @@ def build(
     cka_index = np.sort(rng_s.choice(n_content, size=min(cka_tokens, n_content), replace=False)).astype(np.int64)
     proj_index = np.sort(rng_s.choice(n_content, size=min(projection_tokens, n_content), replace=False)).astype(np.int64)
     probe = ProbeSet(ids, content, masked, freq_bin, per_token, types, cka_index, proj_index,
-                     tuple(frequency_bin_names(3)), tok.hash, mask_id, source or where, freq_source, notes)
+                     tuple(frequency_bin_names(3)), tok.hash, mask_id, source or where, freq_source, notes,
+                     special_ids=tok.special_ids)
     probe.hash = probe.compute_hash()
     return probe
