@@ -46,8 +46,13 @@ def pack_blocks(docs_ids: Sequence[Sequence[int]], block_size: int, cls_id: int,
 def tokenize_documents(docs: Sequence[str], tokenizer: PreTrainedTokenizerFast, progress: bool = True) -> list[list[int]]:
     """Token ids of each document, without special tokens, through `datasets.map` (batched, fast tokenizer)."""
     import datasets
+    from tokenizers import Tokenizer
 
-    backend = tokenizer.backend_tokenizer
+    # A copy without the padding/truncation a saved tokenizer may carry (pretrained ones often pad to 128 and
+    # truncate): packing needs every document's full, unpadded token stream.
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_padding()
+    backend.no_truncation()
 
     def encode(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
         return {"input_ids": [e.ids for e in backend.encode_batch(batch["text"], add_special_tokens=False)]}

@@ -99,3 +99,18 @@ def test_config_file_supplies_defaults_that_flags_override(tmp_path):
 def test_defaults_resolve_output_dir():
     cfg = TrainConfig(objective="taco", preset="tiny").resolved()
     assert cfg.output_dir == "runs/taco-tiny"
+
+
+def test_tokenising_ignores_a_saved_tokenizers_padding_and_truncation(tmp_path):
+    from taco.data import tokenize_documents
+    from taco.tokenizer import load_tokenizer, train_wordpiece
+
+    tok = train_wordpiece(["the people of the united states and their government"] * 30, 80)
+    tok.backend_tokenizer.enable_padding(length=16, pad_id=0, pad_token="[PAD]")
+    tok.backend_tokenizer.enable_truncation(max_length=4)
+    tok.save_pretrained(str(tmp_path))
+    loaded = load_tokenizer(tmp_path)
+    ids = tokenize_documents(["the people", "the people of the united states and their government"], loaded,
+                             progress=False)
+    assert [len(x) for x in ids] == [2, 9]
+    assert loaded.pad_token_id not in ids[0]
