@@ -18,7 +18,9 @@ Families and what they store (metric names as in the `metrics` table; `variant` 
   variance share of the layer's first principal component, Ethayarajh's own MEV baseline), `rankme`, `rankme_centred`,
   `isoscore`, `twonn`, `alignment`, `uniformity`, `norm_h`, `norm_e` (layer 0), `norm_g` (layers ≥ 1), and
   `cka_prev_layer` (debiased CKA with layer l−1). Arrays: `cka_layers` (layer × layer debiased CKA),
-  `cka_sample` (the fixed CKA token sample per layer, used for step × step CKA) and `projection`.
+  `cka_sample` (the fixed CKA token sample per layer, used for step × step CKA) and `projection` (2-D PCA
+  of the fixed projection sample: `xy` (L+1, n, 2) and `explained` of h per layer; `xy_g` (L, n, 2) and
+  `explained_g` of g = h − e for layers 1…L; `xy_e`/`explained_e` of e, the same as layer 0 of `xy`).
 * `cka_steps` (per run, after all snapshots): step × step debiased/biased CKA per layer from the stored
   samples, plus rows `cka_prev_snapshot` and `cka_final` per snapshot and layer.
 
@@ -41,6 +43,7 @@ from dynamics.metrics import anchors as A
 from dynamics.metrics import cka as C
 from dynamics.metrics import context as X
 from dynamics.metrics import geometry as G
+from dynamics.metrics._common import single_thread
 from dynamics.probe_set import ProbeSet
 from dynamics.store import FamilyResult, MetricRow
 
@@ -203,11 +206,19 @@ def context(acts: Activations, prep: Prepared) -> FamilyResult:
         out.add(layer, "ctx_same_all", sv.get("same"))
         out.add(layer, "ctx_other", sv.get("other"))
         out.add(layer, "ctx_gap_all", sv.get("gap"))
-        win = out.call("ctx_same_window", lambda g=g: X.window_cosine(g, s, p, prep.window))
-        out.add(layer, "ctx_same_window", win)
+        # One pass over distances 1…max(max_distance, (W − 1)/2) serves the window mean and the curve.
+        half = (prep.window - 1) // 2
+        reach = max(prep.max_distance, half)
+        dist = out.call("ctx_same_window", lambda g=g, d=reach: X.distance_sums(g, s, p, d))
+        win = curve = None
+        if dist is not None:
+            sums, counts = dist
+            win = float(sums[:half].sum() / counts[:half].sum()) if counts[:half].sum() > 0 else math.nan
+            with np.errstate(invalid="ignore", divide="ignore"):
+                curve = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)[: prep.max_distance]
+        out.add(layer, "ctx_same_window", None if win is None or math.isnan(win) else win)
         other = sv.get("other")
         out.add(layer, "ctx_gap_window", None if win is None or other is None else win - other)
-        curve = out.call("ctx_cos_by_distance", lambda g=g: X.cosine_by_distance(g, s, p, prep.max_distance))
         if curve is not None:
             for d, v in enumerate(curve, start=1):
                 out.add(layer, "ctx_cos_by_distance", None if math.isnan(v) else float(v), f"d{d:03d}")
@@ -231,6 +242,8 @@ def geometry(acts: Activations, prep: Prepared) -> FamilyResult:
     proj_idx = torch.from_numpy(probe.projection_index).to(dev)
     samples: list[torch.Tensor] = []
     xy, explained = [], []
+    xy_g: list[np.ndarray] = []
+    explained_g: list[np.ndarray] = []
     for layer in range(acts.hidden.shape[0]):
         h = e if layer == 0 else _layer(acts, layer, dev)
         aniso = out.call("anisotropy", lambda h=h: G.anisotropy(h))
@@ -245,12 +258,18 @@ def geometry(acts: Activations, prep: Prepared) -> FamilyResult:
         out.add(layer, "self_similarity_adj", _minus(out.rows, layer, "self_similarity", aniso))
         out.add(layer, "intra_similarity_adj", _minus(out.rows, layer, "intra_similarity", aniso))
         out.add(layer, "mev_adj", _minus(out.rows, layer, "mev", aniso))
-        pc1 = out.call("mev", lambda h=h: G.explained_variance_pc1(h))
+        # One decomposition of the layer serves pc1, both RankMe forms and IsoScore.
+        spec = out.call("rankme", lambda h=h: G.spectra(h)) or {}
+        sv, svc, cov = spec.get("singular_values"), spec.get("singular_values_centred"), spec.get("covariance_eigenvalues")
+        pc1 = out.call("mev", lambda h=h, sv=sv: G.explained_variance_pc1(h, sv))
         out.add(layer, "mev_adj_pc1", _minus(out.rows, layer, "mev", pc1))
-        out.add(layer, "rankme", out.call("rankme", lambda h=h: G.effective_rank(h)))
-        out.add(layer, "rankme_centred", out.call("rankme", lambda h=h: G.effective_rank(h, center=True)))
+        out.add(layer, "rankme", out.call("rankme", lambda h=h, sv=sv: G.effective_rank(
+            h, singular_values=sv)))
+        out.add(layer, "rankme_centred", out.call("rankme", lambda h=h, sv=svc:
+            G.effective_rank(h, center=True, singular_values=sv)))
         sub = h[nb]  # TwoNN then collapses duplicate rows within this subsample
-        out.add(layer, "isoscore", out.call("isoscore", lambda h=h: G.isoscore(h)))
+        out.add(layer, "isoscore", out.call("isoscore", lambda h=h, ev=cov:
+            G.isoscore(h, covariance_eigenvalues=ev)))
         out.add(layer, "twonn", out.call("twonn", lambda sub=sub: G.twonn_dimension(sub, seed=prep.seed, max_samples=None)))
         out.add(layer, "uniformity", out.call("uniformity", lambda sub=sub: G.uniformity(sub, max_samples=None)))
         out.add(layer, "alignment", out.call("alignment", lambda h=h: G.alignment(h, s, p)))
@@ -260,9 +279,17 @@ def geometry(acts: Activations, prep: Prepared) -> FamilyResult:
         else:
             out.add(layer, "norm_g", G.mean_norm(h - e))
         samples.append(h[cka_idx].float())
-        pxy, ratio = _pca2(h[proj_idx])
+        hp = h[proj_idx]
+        pxy, ratio = _pca2(hp)
         xy.append(pxy)
         explained.append(ratio)
+        if layer == 0:
+            e_proj = hp
+            xy_e, explained_e = pxy, ratio  # the embedding-layer output e is layer 0's h
+        else:
+            gxy, gratio = _pca2(hp - e_proj)
+            xy_g.append(gxy)
+            explained_g.append(gratio)
         del h, sub
     layers_deb = C.cka_matrix(samples, debiased=True)
     for layer in range(1, len(samples)):
@@ -273,7 +300,10 @@ def geometry(acts: Activations, prep: Prepared) -> FamilyResult:
     projection = {"xy": np.stack(xy).astype(np.float32), "explained": np.stack(explained),
                   "token_ids": ti, "tokens": prep.projection_tokens, "seq_ids": probe.seq_ids[probe.projection_index],
                   "freq_bin": probe.freq_bin[probe.projection_index], "bin_names": np.array(probe.bin_names),
-                  "index": probe.projection_index}
+                  "index": probe.projection_index, "xy_e": xy_e.astype(np.float32), "explained_e": explained_e}
+    if xy_g:
+        projection["xy_g"] = np.stack(xy_g).astype(np.float32)
+        projection["explained_g"] = np.stack(explained_g)
     arrays = {"cka_layers": {"debiased": layers_deb},
               "cka_sample": sample_arrays, "projection": projection}
     return out.result(arrays)
@@ -322,7 +352,8 @@ def _pca2(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     Signs are fixed so that each axis's projections have positive skew (a deterministic convention)."""
     c = x - x.mean(0, keepdim=True)
     cov = c.T @ c
-    vals, vecs = torch.linalg.eigh(cov)
+    with single_thread():  # a small (H × H) problem: threads only add overhead
+        vals, vecs = torch.linalg.eigh(cov)
     top = vecs[:, -2:].flip(1)
     xy = c @ top
     sign = torch.sign((xy**3).sum(0))

@@ -6,6 +6,9 @@ ValueError that names the argument, and all arithmetic runs in float64 on the in
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -46,6 +49,24 @@ def unit_rows(x: Tensor) -> Tensor:
     """Rows scaled to unit L2 norm; an all-zero row stays zero (its cosine with anything is taken as 0)."""
     norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
     return x / torch.where(norms > 0, norms, torch.ones_like(norms))
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run small dense decompositions on one thread: LAPACK's threaded eigen-solvers gain nothing on
+    (≤ a few hundred)² matrices and, on a busy machine, can spin for seconds per call."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def eigvalsh(a: Tensor) -> Tensor:
+    """torch.linalg.eigvalsh (ascending, batched) on one thread."""
+    with single_thread():
+        return torch.linalg.eigvalsh(a)
 
 
 def dense_groups(labels: Tensor) -> tuple[Tensor, int]:
@@ -108,6 +129,66 @@ class PositionIndex:
         found, j = self.lookup(offset)
         i = torch.nonzero(found).squeeze(1)
         return i, j[i]
+
+
+def block_grid(seq_ids: Tensor, positions: Tensor, max_fill: float = 4.0) -> tuple[Tensor, int, int] | None:
+    """Layout of tokens on a (sequence, position) grid: (flat cell index (n,), n_sequences G, width P).
+
+    Cell of token i: dense_seq[i] * P + (positions[i] − min position). Returns None when the grid would have
+    more than `max_fill` × n cells (sparse positions: use `PositionIndex`). ValueError if a (sequence,
+    position) pair occurs twice.
+    """
+    groups, n_groups = dense_groups(seq_ids)
+    n = positions.numel()
+    if n == 0:
+        return None
+    pos = positions - positions.min()
+    width = int(pos.max()) + 1
+    if n_groups * width > max(max_fill * n, 1024):
+        return None
+    flat = groups * width + pos
+    if bool((torch.bincount(flat, minlength=n_groups * width) > 1).any()):
+        raise ValueError("each (seq_id, position) pair must occur at most once")
+    return flat, n_groups, width
+
+
+def shifted_pair_sums(
+    u: Tensor, seq_ids: Tensor, positions: Tensor, max_distance: int, squared_difference: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per distance d = 1..max_distance, over pairs (i, j) of one sequence with positions[j] = positions[i] + d
+    (each unordered pair once): Σ u_i·u_j — or Σ ‖u_i − u_j‖² with `squared_difference` — and the pair count.
+
+    Tokens are laid out on the (sequence, position) grid, empty cells zero, and the grid is multiplied with
+    itself shifted by d: O(d_max·G·P·H) in dense products instead of gathered index pairs. Falls back to
+    (sequence, position) lookups when positions are too sparse for a grid.
+    """
+    sums = np.zeros(max_distance)
+    counts = np.zeros(max_distance)
+    layout = block_grid(seq_ids, positions)
+    if layout is None:
+        index = PositionIndex(seq_ids, positions, max_distance)
+        for d in range(1, max_distance + 1):
+            i, j = index.pairs(d)
+            prod = ((u[i] - u[j]) ** 2) if squared_difference else (u[i] * u[j])
+            sums[d - 1] = float(prod.sum())
+            counts[d - 1] = i.numel()
+        return sums, counts
+    flat, n_groups, width = layout
+    grid = u.new_zeros(n_groups * width, u.shape[1])
+    grid[flat] = u
+    grid = grid.view(n_groups, width, u.shape[1])
+    mask = torch.zeros(n_groups * width, dtype=torch.bool, device=u.device)
+    mask[flat] = True
+    mask = mask.view(n_groups, width)
+    for d in range(1, min(max_distance, width - 1) + 1):
+        pair = mask[:, :-d] & mask[:, d:]
+        counts[d - 1] = float(pair.sum())
+        if squared_difference:
+            diff = grid[:, :-d] - grid[:, d:]
+            sums[d - 1] = float(((diff * diff).sum(-1) * pair).sum())  # an empty cell is not a pair
+        else:
+            sums[d - 1] = float((grid[:, :-d] * grid[:, d:]).sum())  # empty cells are zero rows
+    return sums, counts
 
 
 def offset_pairs(seq_ids: Tensor, positions: Tensor, offset: int) -> tuple[Tensor, Tensor]:

@@ -31,6 +31,7 @@ from ._common import (
     group_pair_sums,
     pair_sums,
     same_rows,
+    shifted_pair_sums,
     unit_rows,
 )
 
@@ -76,14 +77,17 @@ def same_vs_other_cosine(g: ArrayLike, seq_ids: ArrayLike) -> dict[str, float]:
 
 def _distance_sums(u: Tensor, s: Tensor, p: Tensor, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
     """Per distance d = 1..max_distance: Σ cos over same-sequence pairs with |Δposition| = d, and the count."""
-    sums = np.zeros(max_distance)
-    counts = np.zeros(max_distance)
-    index = PositionIndex(s, p, max_distance)
-    for d in range(1, max_distance + 1):
-        i, j = index.pairs(d)  # each unordered pair once (j is d positions after i)
-        sums[d - 1] = float((u[i] * u[j]).sum())
-        counts[d - 1] = i.numel()
-    return sums, counts
+    return shifted_pair_sums(u, s, p, max_distance)
+
+
+def distance_sums(g: ArrayLike, seq_ids: ArrayLike, positions: ArrayLike, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per distance d = 1..max_distance: the sum of cos(g_i, g_j) over unordered same-sequence pairs with
+    |p_i − p_j| = d, and the number of such pairs ((max_distance,) float64 each). `cosine_by_distance` is
+    sums / counts and `window_cosine` pools the first (W − 1)/2 entries, so one call serves both."""
+    if max_distance < 1:
+        raise ValueError(f"max_distance must be >= 1; got {max_distance}")
+    x, s, p = _inputs(g, seq_ids, positions)
+    return _distance_sums(unit_rows(x), s, p, max_distance)
 
 
 def cosine_by_distance(

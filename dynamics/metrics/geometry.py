@@ -14,7 +14,6 @@ import math
 
 import numpy as np
 import torch
-from sklearn.neighbors import NearestNeighbors
 from torch import Tensor
 
 from ._common import (
@@ -22,9 +21,10 @@ from ._common import (
     as_labels,
     as_matrix,
     dense_groups,
+    eigvalsh,
     group_pair_sums,
-    offset_pairs,
     pair_sums,
+    shifted_pair_sums,
     unit_rows,
 )
 
@@ -107,17 +107,21 @@ def intra_sentence_similarity(x: ArrayLike, seq_ids: ArrayLike, adjust: bool = F
     return value - anisotropy(xm) if adjust else value
 
 
-def explained_variance_pc1(x: ArrayLike) -> float:
+def explained_variance_pc1(x: ArrayLike, singular_values: Tensor | None = None) -> float:
     """σ₁² / Σ_k σ_k² of the *uncentred* matrix x (n, H): the share of Σ‖x_i‖² along its top direction.
 
     Used as Ethayarajh's baseline for MEV (the first-component share of random token representations).
+    `singular_values`: x's singular values (descending), e.g. from `spectra(x)`, to skip recomputing them.
     Returns a float in [1/min(n, H), 1] (NaN for an all-zero matrix).
     """
-    xm = as_matrix(x, "x")
-    total = float((xm * xm).sum())
+    sv = singular_values
+    if sv is None:
+        sv = _singular_values(as_matrix(x, "x"))
+    sv = torch.as_tensor(sv, dtype=torch.float64)
+    total = float((sv * sv).sum())
     if total == 0:
         return math.nan
-    return float(_singular_values(xm)[0] ** 2) / total
+    return float(sv[0] ** 2) / total
 
 
 def max_explainable_variance(
@@ -138,21 +142,69 @@ def max_explainable_variance(
         raise ValueError(f"baseline must be 'pc1' or 'anisotropy'; got {baseline!r}")
     xm = as_matrix(x, "x")
     rows, groups, counts = _type_groups(xm, type_ids)
-    order = torch.argsort(groups, stable=True)
-    values = []
-    for block, c in zip(torch.split(rows[order], counts.tolist()), counts.tolist(), strict=True):
-        total = float((block * block).sum())
-        if c < 2 or total == 0:
-            continue
-        # σ₁² from the smaller Gram matrix: a type usually has far fewer occurrences than H dimensions.
-        gram = block @ block.T if c <= block.shape[1] else block.T @ block
-        values.append(float(torch.linalg.eigvalsh(gram)[-1]) / total)
-    if not values:
+    values = _type_top_shares(rows, groups, counts)
+    if values.numel() == 0:
         return math.nan
-    value = float(np.mean(values))
+    value = float(values.mean())
     if not adjust:
         return value
     return value - (explained_variance_pc1(xm) if baseline == "pc1" else anisotropy(xm))
+
+
+def _type_top_shares(rows: Tensor, groups: Tensor, counts: Tensor) -> Tensor:
+    """σ₁² / Σσ² of each type's occurrence matrix, for the types with ≥ 2 occurrences and a non-zero total.
+
+    σ₁² is the top eigenvalue of the smaller Gram matrix. Types are batched by occurrence count rounded up
+    to a power of two: each type's rows are zero-padded to that count, which adds only zero eigenvalues to
+    the (c × c) Gram matrix, so one batched eigvalsh serves every type of a bucket. Types with more
+    occurrences than dimensions use their (H × H) Gram matrix instead.
+    """
+    dim = rows.shape[1]
+    order = torch.argsort(groups, stable=True)
+    rows, groups = rows[order], groups[order]
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(rows.shape[0], device=rows.device) - starts[groups]
+    totals = torch.zeros(counts.numel(), dtype=rows.dtype, device=rows.device).index_add_(0, groups, (rows * rows).sum(1))
+    ok = (counts >= 2) & (totals > 0)
+    top = torch.full((counts.numel(),), math.nan, dtype=rows.dtype, device=rows.device)
+    cap = torch.ones_like(counts)
+    while bool((cap < counts).any()):
+        cap = torch.where(cap < counts, cap * 2, cap)
+    for size in torch.unique(cap[ok & (counts <= dim)]).tolist():
+        types = torch.nonzero(ok & (counts <= dim) & (cap == size)).squeeze(1)
+        local = torch.full((counts.numel(),), -1, dtype=torch.int64, device=rows.device)
+        local[types] = torch.arange(types.numel(), device=rows.device)
+        sel = local[groups] >= 0
+        padded = rows.new_zeros(types.numel(), int(size), dim)
+        padded[local[groups[sel]], slot[sel]] = rows[sel]
+        top[types] = eigvalsh(padded @ padded.transpose(1, 2))[:, -1]
+    for t in torch.nonzero(ok & (counts > dim)).squeeze(1).tolist():
+        block = rows[groups == t]
+        top[t] = eigvalsh(block.T @ block)[-1]
+    return (top / totals)[ok]
+
+
+def spectra(x: ArrayLike) -> dict[str, Tensor]:
+    """Singular values of x (n, H) and of its column-centred form, and the eigenvalues of its sample
+    covariance, from one (H × H) Gram matrix XᵀX (the centred one is XᵀX − n·m mᵀ), descending.
+
+    Returns {"singular_values", "singular_values_centred", "covariance_eigenvalues"}, to pass to
+    `effective_rank`, `explained_variance_pc1` and `isoscore` so that a layer is decomposed once.
+    """
+    xm = as_matrix(x, "x")
+    n = xm.shape[0]
+    if n < xm.shape[1]:
+        c = xm - xm.mean(0, keepdim=True)
+        sv, svc = _singular_values(xm), _singular_values(c)
+        cov = (svc * svc) / max(n - 1, 1)
+        return {"singular_values": sv, "singular_values_centred": svc, "covariance_eigenvalues": cov}
+    gram = xm.T @ xm
+    m = xm.mean(0)
+    centred = gram - n * torch.outer(m, m)
+    ev = eigvalsh(gram).clamp_min(0).flip(0)
+    evc = eigvalsh(centred).clamp_min(0).flip(0)
+    return {"singular_values": ev.sqrt(), "singular_values_centred": evc.sqrt(),
+            "covariance_eigenvalues": evc / max(n - 1, 1)}
 
 
 def _singular_values(x: Tensor) -> Tensor:
@@ -162,29 +214,33 @@ def _singular_values(x: Tensor) -> Tensor:
     entropy-type measures here (RankMe adds 1e-7 to every p_k anyway).
     """
     gram = x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T
-    return torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().flip(0)
+    return eigvalsh(gram).clamp_min(0).sqrt().flip(0)
 
 
-def effective_rank(x: ArrayLike, center: bool = False) -> float:
+def effective_rank(x: ArrayLike, center: bool = False, singular_values: Tensor | None = None) -> float:
     """RankMe effective rank (Garrido et al. 2023): exp(−Σ_k p_k log p_k), p_k = σ_k / Σ_j σ_j + 1e-7.
 
     σ_k are the singular values of the *uncentred* (n, H) matrix (DESIGN.md); `center=True` subtracts the
     column means first (the variant that ignores a shared offset). Ranges from ≈ 1 to min(n, H); equals k
     for a rank-k matrix with equal non-zero singular values (up to the 1e-7 smoothing).
 
-    Args: x (n, H); center. Returns a float (NaN for an all-zero matrix).
+    Args: x (n, H); center; singular_values: those of x (or of centred x when `center`), e.g. from
+    `spectra(x)`, to skip recomputing them. Returns a float (NaN for an all-zero matrix).
     """
-    xm = as_matrix(x, "x")
-    if center:
-        xm = xm - xm.mean(0, keepdim=True)
-    s = _singular_values(xm)
+    if singular_values is None:
+        xm = as_matrix(x, "x")
+        if center:
+            xm = xm - xm.mean(0, keepdim=True)
+        s = _singular_values(xm)
+    else:
+        s = torch.as_tensor(singular_values, dtype=torch.float64)
     if float(s.sum()) == 0:
         return math.nan
     p = s / s.sum() + 1e-7
     return float(torch.exp(-(p * torch.log(p)).sum()))
 
 
-def isoscore(x: ArrayLike) -> float:
+def isoscore(x: ArrayLike, covariance_eigenvalues: Tensor | None = None) -> float:
     """IsoScore (Rudman et al. 2022): how uniformly the variance of x is spread over all H dimensions.
 
     Steps of the paper, with n = H the ambient dimension:
@@ -197,14 +253,20 @@ def isoscore(x: ArrayLike) -> float:
     ι = 1 when the variance is equal in every direction, 0 when it lies along one direction. IsoScore is
     computed on centred data, so a large shared offset (high anisotropy) does not by itself lower it.
 
-    Args: x (n_samples, H), n_samples ≥ 2, H ≥ 2. Returns a float in [0, 1] (NaN if x has no variance).
+    Args: x (n_samples, H), n_samples ≥ 2, H ≥ 2; covariance_eigenvalues: those of x's sample covariance,
+    e.g. from `spectra(x)`, to skip recomputing them. Returns a float in [0, 1] (NaN if x has no variance).
     """
     xm = as_matrix(x, "x", min_rows=2)
     n = xm.shape[1]
     if n < 2:
         raise ValueError(f"isoscore needs dim >= 2; got shape {tuple(xm.shape)}")
-    c = xm - xm.mean(0, keepdim=True)
-    var = torch.linalg.eigvalsh(c.T @ c / (xm.shape[0] - 1)).clamp_min(0)
+    if covariance_eigenvalues is not None:
+        var = torch.as_tensor(covariance_eigenvalues, dtype=torch.float64).clamp_min(0)
+        if var.numel() < n:  # fewer samples than dimensions: the remaining eigenvalues are zero
+            var = torch.cat([var, var.new_zeros(n - var.numel())])
+    else:
+        c = xm - xm.mean(0, keepdim=True)
+        var = eigvalsh(c.T @ c / (xm.shape[0] - 1)).clamp_min(0)
     norm = float(torch.linalg.vector_norm(var))
     if norm == 0:
         return math.nan
@@ -241,6 +303,8 @@ def twonn_dimension(
     pts = uniq if idx is None else uniq[idx]
     if pts.shape[0] < 3:
         return math.nan
+    from sklearn.neighbors import NearestNeighbors  # imported here: sklearn takes seconds to import
+
     # kneighbors() without a query excludes each point itself from its neighbours.
     dist, _ = NearestNeighbors(n_neighbors=2).fit(pts).kneighbors()
     r1, r2 = dist[:, 0], dist[:, 1]
@@ -270,11 +334,10 @@ def alignment(x: ArrayLike, seq_ids: ArrayLike, positions: ArrayLike) -> float:
     xm = as_matrix(x, "x")
     s = as_labels(seq_ids, xm.shape[0], "seq_ids", device=xm.device)
     p = as_labels(positions, xm.shape[0], "positions", device=xm.device)
-    i, j = offset_pairs(s, p, 1)
-    if i.numel() == 0:
+    sums, counts = shifted_pair_sums(unit_rows(xm), s, p, 1, squared_difference=True)
+    if counts[0] == 0:
         return math.nan
-    u = unit_rows(xm)
-    return float(((u[i] - u[j]) ** 2).sum(1).mean())
+    return float(sums[0] / counts[0])
 
 
 def uniformity(
