@@ -30,6 +30,8 @@ undefined for the input (e.g. no word type occurs twice) is stored as NULL with 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -136,8 +138,25 @@ def _layer(acts: Activations, layer: int, dev: torch.device) -> torch.Tensor:
     return torch.from_numpy(acts.hidden[layer]).to(dev, torch.float64)
 
 
+def _metric_threads(family: Callable[[Activations, Prepared], FamilyResult]) -> Callable[[Activations, Prepared], FamilyResult]:
+    """Run a family's metrics on one CPU thread when they run on the CPU.
+
+    They are small or memory-bound tensor operations, which multi-threading barely speeds up; and on a
+    machine whose cores are busy (e.g. shared), OpenMP worker threads spin-wait, so that threaded eigen-
+    solvers, batched matmuls and sklearn's neighbour search were measured 10–20× *slower* than on one thread.
+    """
+    @functools.wraps(family)
+    def wrapped(acts: Activations, prep: Prepared) -> FamilyResult:
+        if prep.device.type != "cpu":
+            return family(acts, prep)
+        with single_thread():
+            return family(acts, prep)
+    return wrapped
+
+
 # ------------------------------------------------------------------------------------------------- families
 
+@_metric_threads
 def anchors(acts: Activations, prep: Prepared) -> FamilyResult:
     """Anchor-embedding similarity per layer and the masked variant at the last layer."""
     out = _Rows()
@@ -193,6 +212,7 @@ def drift(emb_matrix: np.ndarray, final_matrix: np.ndarray | None, probe: ProbeS
     return out.result()
 
 
+@_metric_threads
 def context(acts: Activations, prep: Prepared) -> FamilyResult:
     """Context-vector alignment of g_l = h_l − e for layers 1…L."""
     out = _Rows()
@@ -230,6 +250,7 @@ def context(acts: Activations, prep: Prepared) -> FamilyResult:
     return out.result()
 
 
+@_metric_threads
 def geometry(acts: Activations, prep: Prepared) -> FamilyResult:
     """Geometry per layer, layer × layer CKA, the CKA token sample and the 2-D projections."""
     out = _Rows()
@@ -316,6 +337,12 @@ def cka_steps(samples: Sequence[Callable[[int], np.ndarray]], steps: Sequence[in
     Returns rows per step (`cka_prev_snapshot`: CKA with the previous measured snapshot; `cka_final`: with the
     last one) and the arrays {"steps", "tokens_seen", "debiased" (L+1, S, S), "biased" (L+1, S, S)}.
     """
+    with contextlib.nullcontext() if torch.device(device).type != "cpu" else single_thread():  # see _metric_threads
+        return _cka_steps(samples, steps, tokens_seen, n_layers, device)
+
+
+def _cka_steps(samples: Sequence[Callable[[int], np.ndarray]], steps: Sequence[int],
+               tokens_seen: Sequence[int | None], n_layers: int, device: str) -> tuple[dict[int, list[MetricRow]], dict[str, np.ndarray]]:
     s = len(steps)
     deb = np.full((n_layers, s, s), np.nan)
     bias = np.full((n_layers, s, s), np.nan)

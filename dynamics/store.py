@@ -304,6 +304,27 @@ class Store:
         return self._df("SELECT family, metric, variant, COUNT(*) AS n FROM metrics WHERE probe_hash=? "
                         "GROUP BY family, metric, variant ORDER BY family, metric, variant", [self._hash(probe_hash)])
 
+    def metric_list(self, probe_hash: str | None = None) -> pd.DataFrame:
+        """Distinct (family, metric, variant) under the probe set, sorted, without counting rows: the distinct
+        metrics by a skip scan of the (probe_hash, metric) index, then each metric's families and variants from
+        its own index range (cheaper than `metric_names` on a large store)."""
+        import pandas as pd
+
+        h = self._hash(probe_hash)
+        cols = ["family", "metric", "variant"]
+        if h is None:
+            return pd.DataFrame(columns=cols)
+        metrics = [r[0] for r in self.conn.execute(
+            "WITH RECURSIVE m(name) AS (SELECT MIN(metric) FROM metrics WHERE probe_hash=?1 UNION ALL "
+            "SELECT (SELECT MIN(metric) FROM metrics WHERE probe_hash=?1 AND metric > m.name) FROM m "
+            "WHERE m.name IS NOT NULL) SELECT name FROM m WHERE name IS NOT NULL", (h,))]
+        rows = []
+        for metric in metrics:
+            found = self.conn.execute("SELECT DISTINCT family, variant FROM metrics INDEXED BY metrics_by_metric "
+                                      "WHERE probe_hash=? AND metric=?", (h, metric)).fetchall()
+            rows += [(f, metric, v) for f, v in found]
+        return pd.DataFrame(rows, columns=cols).sort_values(cols).reset_index(drop=True)
+
     def arrays(self, kind: str | None = None, *, run: str | None = None, step: int | None = None,
                probe_hash: str | None = None) -> pd.DataFrame:
         """Array index rows (run, step, kind, family, file, meta); `file` is relative to the store folder."""
@@ -334,6 +355,7 @@ class Store:
 
     def projection(self, run: str, step: int, probe_hash: str | None = None) -> dict[str, np.ndarray] | None:
         """2-D PCA projections of the fixed token sample: {"xy": (L+1, n, 2), "explained": (L+1, 2),
+        "xy_g": (L, n, 2), "explained_g": (L, 2) (of g = h − e, layers 1…L), "xy_e", "explained_e" (of e),
         "tokens": (n,) str, "token_ids": (n,), "seq_ids": (n,), "freq_bin": (n,), "bin_names": (3,),
         "index": (n,) indices into the probe set's content tokens}."""
         return self._one_array("projection", run, step, probe_hash)

@@ -159,7 +159,7 @@ def shifted_pair_sums(
     (each unordered pair once): Σ u_i·u_j — or Σ ‖u_i − u_j‖² with `squared_difference` — and the pair count.
 
     Tokens are laid out on the (sequence, position) grid, empty cells zero, and the grid is multiplied with
-    itself shifted by d: O(d_max·G·P·H) in dense products instead of gathered index pairs. Falls back to
+    itself shifted by d: O(d_max·G·P·H) in dense dot products instead of gathered index pairs. Falls back to
     (sequence, position) lookups when positions are too sparse for a grid.
     """
     sums = np.zeros(max_distance)
@@ -174,20 +174,25 @@ def shifted_pair_sums(
             counts[d - 1] = i.numel()
         return sums, counts
     flat, n_groups, width = layout
-    grid = u.new_zeros(n_groups * width, u.shape[1])
-    grid[flat] = u
-    grid = grid.view(n_groups, width, u.shape[1])
-    mask = torch.zeros(n_groups * width, dtype=torch.bool, device=u.device)
-    mask[flat] = True
-    mask = mask.view(n_groups, width)
-    for d in range(1, min(max_distance, width - 1) + 1):
-        pair = mask[:, :-d] & mask[:, d:]
+    # Each sequence's row of the grid is followed by max_distance empty cells, so a shift by d ≤ max_distance
+    # of the flattened grid never pairs two sequences' tokens: every product is one contiguous dot product.
+    stride = width + max_distance
+    cell = (flat // width) * stride + flat % width
+    grid = u.new_zeros(n_groups * stride, u.shape[1])
+    grid[cell] = u
+    mask = torch.zeros(n_groups * stride, dtype=u.dtype, device=u.device)
+    mask[cell] = 1
+    sq = (u * u).sum(1)
+    norms = torch.zeros(n_groups * stride, dtype=u.dtype, device=u.device)
+    norms[cell] = sq
+    for d in range(1, max_distance + 1):
+        pair = mask[:-d] * mask[d:]
         counts[d - 1] = float(pair.sum())
-        if squared_difference:
-            diff = grid[:, :-d] - grid[:, d:]
-            sums[d - 1] = float(((diff * diff).sum(-1) * pair).sum())  # an empty cell is not a pair
+        dot = float(torch.dot(grid[:-d].reshape(-1), grid[d:].reshape(-1)))  # empty cells are zero rows
+        if squared_difference:  # Σ‖u_i − u_j‖² = Σ‖u_i‖² + Σ‖u_j‖² − 2 Σ u_i·u_j over the pairs
+            sums[d - 1] = float(torch.dot(norms[:-d], pair) + torch.dot(norms[d:], pair)) - 2 * dot
         else:
-            sums[d - 1] = float((grid[:, :-d] * grid[:, d:]).sum())  # empty cells are zero rows
+            sums[d - 1] = dot
     return sums, counts
 
 

@@ -179,7 +179,7 @@ def _type_top_shares(rows: Tensor, groups: Tensor, counts: Tensor) -> Tensor:
         padded[local[groups[sel]], slot[sel]] = rows[sel]
         top[types] = eigvalsh(padded @ padded.transpose(1, 2))[:, -1]
     for t in torch.nonzero(ok & (counts > dim)).squeeze(1).tolist():
-        block = rows[groups == t]
+        block = rows[int(starts[t]) : int(starts[t] + counts[t])]  # rows are sorted by type
         top[t] = eigvalsh(block.T @ block)[-1]
     return (top / totals)[ok]
 

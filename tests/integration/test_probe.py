@@ -57,6 +57,8 @@ def test_store_has_every_snapshot_layer_and_family(probed: probe.ProbeSummary) -
         proj = s.projection("mlm", 0)
         assert proj is not None and proj["xy"].shape[0] == 3 and proj["xy"].shape[2] == 2
         assert len(proj["tokens"]) == proj["xy"].shape[1] == len(proj["seq_ids"]) == len(proj["freq_bin"])
+        assert proj["xy_g"].shape == (2, proj["xy"].shape[1], 2) and proj["explained_g"].shape == (2, 2)
+        assert (proj["xy_e"] == proj["xy"][0]).all()
         ps = s.probe_sets()
         assert 400 < ps["n_tokens"].iloc[0] <= 16 * 30 and ps["freq_source"].iloc[0] == "training counts"
         assert (s.root / ps["file"].iloc[0]).is_file()

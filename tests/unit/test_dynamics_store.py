@@ -51,6 +51,10 @@ def test_write_and_query(tmp_path: Path) -> None:
     assert list(s.notes()["note"]) == ["a note", "a note"]
     assert s.completed_params(H) == {("r", 0, "geometry"): "p1", ("r", 10, "geometry"): "p1"}
     assert set(s.metric_names()["metric"]) == {"anisotropy"}
+    cat = s.metric_list()
+    assert list(cat.columns) == ["family", "metric", "variant"]
+    assert cat.to_dict("records") == s.metric_names()[["family", "metric", "variant"]].to_dict("records")
+    assert s.metric_list("no-such-hash").empty
 
 
 def test_rewrite_replaces_rows_and_files(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from dynamics.metrics.context import (
     cosine_by_distance,
+    distance_sums,
     info_nce_from_indices,
     same_vs_other_cosine,
     sample_tc_indices,
@@ -97,6 +98,17 @@ def test_window_and_distance_cosines_match_explicit_loop_with_gaps_and_shuffled_
         sums[:2].sum() / counts[:2].sum(), abs=1e-12
     )
     assert window_cosine(x, seq_ids, positions, 9) == pytest.approx(sums.sum() / counts.sum(), abs=1e-12)
+
+
+def test_sparse_positions_take_the_lookup_path_with_the_same_result():
+    # Positions far apart make the (sequence, position) grid too sparse: the lookup fallback must agree.
+    x, seq_ids, positions = _ragged()
+    sums, counts = _explicit_by_distance(x, seq_ids, positions, 4)
+    sparse = torch.as_tensor(positions) + 10_000 * torch.as_tensor(seq_ids)
+    np.testing.assert_allclose(cosine_by_distance(x, seq_ids, sparse, 4), sums / counts, atol=1e-12)
+    got_sums, got_counts = distance_sums(x, seq_ids, positions, 4)
+    np.testing.assert_allclose(got_sums, sums, atol=1e-12)
+    np.testing.assert_array_equal(got_counts, counts)
 
 
 def test_cosine_by_distance_recovers_an_analytic_profile():

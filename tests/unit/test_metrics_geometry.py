@@ -17,6 +17,7 @@ from dynamics.metrics.geometry import (
     max_explainable_variance,
     mean_norm,
     self_similarity,
+    spectra,
     twonn_dimension,
     uniformity,
 )
@@ -150,6 +151,31 @@ def test_max_explainable_variance_matches_svd_and_orthogonal_case():
     assert max_explainable_variance(many, torch.zeros(12, dtype=torch.long)) == pytest.approx(
         (s[0] ** 2 / (s**2).sum()).item(), abs=1e-12
     )
+
+
+def test_max_explainable_variance_batches_types_of_every_size():
+    # Types with 2…300 occurrences (several padding buckets and the H × H path) against a per-type SVD.
+    g = _gen(21)
+    counts = [2, 3, 5, 8, 9, 17, 40, 70, 130, 300]
+    type_ids = torch.cat([torch.full((c,), t) for t, c in enumerate(counts)] + [torch.full((7,), -1)])
+    type_ids = type_ids[torch.randperm(type_ids.numel(), generator=g)]
+    x = torch.randn(type_ids.numel(), 64, generator=g, dtype=torch.float64) + 0.5
+    per_type = []
+    for t in range(len(counts)):
+        s = torch.linalg.svdvals(x[type_ids == t])
+        per_type.append((s[0] ** 2 / (s**2).sum()).item())
+    assert max_explainable_variance(x, type_ids) == pytest.approx(float(np.mean(per_type)), abs=1e-12)
+
+
+def test_spectra_feed_the_same_values_as_standalone_calls():
+    for shape in ((300, 24), (10, 24)):  # n ≥ H (one Gram matrix) and n < H
+        x = torch.randn(*shape, generator=_gen(22), dtype=torch.float64) * torch.linspace(0.2, 2, 24) + 1.5
+        spec = spectra(x)
+        assert effective_rank(x, singular_values=spec["singular_values"]) == pytest.approx(effective_rank(x), rel=1e-9)
+        assert effective_rank(x, center=True, singular_values=spec["singular_values_centred"]) == pytest.approx(
+            effective_rank(x, center=True), rel=1e-6)
+        assert explained_variance_pc1(x, spec["singular_values"]) == pytest.approx(explained_variance_pc1(x), rel=1e-9)
+        assert isoscore(x, covariance_eigenvalues=spec["covariance_eigenvalues"]) == pytest.approx(isoscore(x), abs=1e-9)
 
 
 def test_effective_rank_of_equal_singular_values_is_k():
