@@ -425,6 +425,8 @@ def projection(db: str, stamp: Stamp, run: str, step: int, probe_hash: str | Non
     parts = []
 
     def add(view: str, xy: np.ndarray, explained: np.ndarray | None, layers: Sequence[int]) -> None:
+        if explained is not None:  # (layers, 2), or (2,) for a single layer such as `explained_e`
+            explained = np.atleast_2d(np.asarray(explained, dtype=float))
         for k, layer in enumerate(layers):
             ex = explained[k] if explained is not None and len(explained) > k else (np.nan, np.nan)
             parts.append(pd.DataFrame({"view": view, "layer": layer, **common, "x": xy[k, :, 0], "y": xy[k, :, 1],

@@ -168,6 +168,8 @@ def _projection(rng: np.random.Generator, n_layers: int, n: int, step: int) -> d
     spread = 1 + math.log1p(step)
     xy = rng.normal(size=(n_layers, n, 2)).astype(np.float32) * spread
     return {"xy": xy, "explained": np.tile([0.3, 0.1], (n_layers, 1)), "xy_g": xy[1:] * 0.5,
-            "explained_g": np.tile([0.4, 0.2], (n_layers - 1, 1)), "tokens": np.array([f"tok{i}" for i in range(n)]),
+            "explained_g": np.tile([0.4, 0.2], (n_layers - 1, 1)),
+            # as the probe writes them: e's projection is layer 0's, its explained ratios a single (2,) pair
+            "xy_e": xy[0], "explained_e": np.array([0.3, 0.1]), "tokens": np.array([f"tok{i}" for i in range(n)]),
             "token_ids": np.arange(n), "seq_ids": np.arange(n) // 10, "freq_bin": (np.arange(n) % 3).astype(np.int8),
             "bin_names": np.array(BINS), "index": np.arange(n)}
