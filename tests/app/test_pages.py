@@ -154,9 +154,9 @@ def test_token_explorer_selectors(make_app, probed_root: Path) -> None:
     assert title == "mlm-tiny: h at layer 2, step 0" and spec["encoding"]["color"]["field"] == "freq_bin"
     at.radio(key="tokens:view").set_value("e").run()
     assert charts(at)[0][0] == "mlm-tiny: e at layer 0, step 0"
-    at.radio(key="tokens:view").set_value("g").run()  # this probe stores no g projection yet
+    at.radio(key="tokens:view").set_value("g").run()  # the probe stores g = h − e for layers 1…L
     assert_clean(at)
-    assert "no projection of g = h − e" in texts(at) and charts(at)[0][0].startswith("mlm-tiny: h at layer")
+    assert charts(at)[0][0] == "mlm-tiny: g at layer 2, step 0"
     at.toggle(key="tokens:grid").set_value(True).run()
     grid = charts(at)[-1][1]
     assert sorted(grid["step"].unique()) == [0, 1, 2, 4]
