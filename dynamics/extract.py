@@ -95,7 +95,7 @@ def mlm_head(model: Any) -> Head | None:
 # -------------------------------------------------------------------------------------------------------- loading
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Silence transformers' load reports and progress bars for the duration, restoring them afterwards."""
     from transformers.utils import logging as hf_logging
 
@@ -136,7 +136,7 @@ def load_model(path: Path, device: str = "cpu") -> tuple[Any, bool, list[str]]:
 
     notes: list[str] = []
     fix = "re-save the snapshot with save_pretrained() or leave it out with --steps"
-    with _quiet_transformers():
+    with quiet_transformers():
         try:
             model, info = AutoModelForMaskedLM.from_pretrained(str(path), output_loading_info=True, dtype=torch.float32)
             prefix = getattr(model, "base_model_prefix", "") + "."

@@ -6,14 +6,14 @@ Texts are encoded once per (tokenizer, task, split) as `[CLS] a [SEP]` or `[CLS]
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dynamics.extract import quiet_transformers
 from experiments.errors import EvalError
 from experiments.tasks import TaskData
 
@@ -83,23 +83,6 @@ def length_sorted_batches(enc: Encoded, batch_size: int) -> list[np.ndarray]:
     """Index batches of similar length (for inference: less padding); every example exactly once."""
     order = np.argsort(-enc.lengths(), kind="stable")
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load reports and weight-loading progress bars for the duration."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def resolve_device(name: str) -> str:
