@@ -88,16 +88,18 @@ def _hints() -> dict[str, Any]:
     return typing.get_type_hints(ProbeConfig)
 
 
-def _parser_for(tp: Any) -> Any:
-    """A str → value converter for a field type (Optional unwrapped; lists comma-separated)."""
+def field_parser(tp: Any) -> Any:
+    """A str → value converter for a dataclass field type (Optional unwrapped; lists comma-separated or already
+    lists, as a YAML config gives them; bools from yes/no words). Shared with `experiments.evaluate`."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
         tp = args[0]
     if typing.get_origin(tp) is list:
         (inner,) = typing.get_args(tp)
 
-        def parse_list(text: str) -> list[Any]:
-            return [inner(x.strip()) for x in str(text).split(",") if x.strip()]
+        def parse_list(value: Any) -> list[Any]:
+            items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+            return [inner(str(x).strip()) for x in items if str(x).strip()]
 
         return parse_list
     if tp is bool:
@@ -130,7 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
         meta = f.name.upper().rsplit("_", 1)[-1] if f.name != "probe_text" else "FILE"
-        parser.add_argument(flag(f.name), dest=f.name, type=_parser_for(tp), default=argparse.SUPPRESS,
+        parser.add_argument(flag(f.name), dest=f.name, type=field_parser(tp), default=argparse.SUPPRESS,
                             metavar=meta, help=f"{help_text} (default: {shown})")
 
 
@@ -164,7 +166,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
             raise ProbeError(f"{p}: unknown setting {key!r}; known: {', '.join(sorted(hints))}")
         try:
             if value is not None:
-                conv = _parser_for(hints[name])
+                conv = field_parser(hints[name])
                 value = conv(",".join(map(str, value))) if isinstance(value, list) else conv(value)
         except (TypeError, ValueError):
             raise ProbeError(f"{p}: bad value {value!r} for {key!r}") from None

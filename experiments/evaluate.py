@@ -31,13 +31,13 @@ import hashlib
 import json
 import sys
 import time
-import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dynamics.config import field_parser
 from experiments.errors import EvalError
 from experiments.tasks import DEFAULT_TASKS, GLUE_TASKS, TASKS, TaskData, load_task, resolve_tasks
 
@@ -162,34 +162,6 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _converter(tp: Any) -> Callable[[Any], Any]:
-    """str → value for a field type: Optional unwrapped, lists comma-separated, bools from yes/no words."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and args:
-        tp = args[0]
-    if typing.get_origin(tp) is list:
-        (inner,) = typing.get_args(tp)
-
-        def parse_list(value: Any) -> list[Any]:
-            items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-            return [inner(str(x).strip()) for x in items if str(x).strip()]
-
-        return parse_list
-    if tp is bool:
-        def parse_bool(value: Any) -> bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-
-        return parse_bool
-    return tp
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The CLI: positional directories, `--config FILE`, and one flag per `EvalConfig` field."""
     parser = argparse.ArgumentParser(
@@ -210,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        parser.add_argument(_flag(f.name), dest=f.name, type=_converter(hints[f.name]), default=argparse.SUPPRESS,
+        parser.add_argument(_flag(f.name), dest=f.name, type=field_parser(hints[f.name]), default=argparse.SUPPRESS,
                             choices=f.metadata.get("choices"), metavar=None if f.metadata.get("choices") else
                             f.name.upper().rsplit("_", 1)[-1], help=f"{help_text} (default: {shown})")
     return parser
@@ -243,7 +215,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if name not in hints:
             raise EvalError(f"{p}: unknown setting {key!r}; see python -m experiments.evaluate --help")
         try:
-            out[name] = None if value is None else _converter(hints[name])(value)
+            out[name] = None if value is None else field_parser(hints[name])(value)
         except (TypeError, ValueError):
             raise EvalError(f"{p}: bad value {value!r} for {key!r}") from None
     return out
