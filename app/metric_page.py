@@ -13,14 +13,7 @@ from app.definitions import PageDef, describe, distance, is_bin, order_key
 
 def render(page: PageDef) -> None:
     """Draw the page for `page`'s metric families from the store the sidebar selected."""
-    ctx = ui.context()
-    st.title(page.title)
-    st.caption(page.intro)
-    if not ui.need_store(ctx):
-        return
-    with ui.guard(page.title):
-        ui.show_problems(ctx)
-        _body(page, ctx)
+    ui.store_page(page.title, page.intro, page.title, lambda ctx: _body(page, ctx))
 
 
 def _body(page: PageDef, ctx: ui.Context) -> None:

@@ -185,6 +185,28 @@ def guard(what: str = "this page") -> Iterator[None]:
         st.error(f"Could not draw {what}: {type(exc).__name__}: {exc}", icon=":material/error:")
 
 
+def store_page(title: str, caption: str, what: str, body: Callable[[Context], None]) -> None:
+    """The frame of a page that reads the selected results store: title, caption, the empty state when no
+    store is selected, and `body(ctx)` drawn under `guard(what)` after the older-store notice."""
+    ctx = context()
+    st.title(title)
+    st.caption(caption)
+    if not need_store(ctx):
+        return
+    with guard(what):
+        show_problems(ctx)
+        body(ctx)
+
+
+def store_run_names(ctx: Context) -> list[str]:
+    """The runs of the selected store and probe set; says so on the page when there are none."""
+    assert ctx.db is not None
+    runs = list(data.store_runs(ctx.db, ctx.stamp, ctx.probe_hash)["run"])
+    if not runs:
+        st.info("This store has no runs yet.")
+    return runs
+
+
 def definition(m: MetricDef) -> None:
     """The metric's one-line definition and the docstring that states it exactly."""
     st.markdown(f"**{m.label}** — {m.definition} Defined in `{m.pointer}`.")

@@ -13,22 +13,13 @@ STEPS_POINTER = "dynamics.metrics.cka.cka_matrix"
 
 
 def main() -> None:
-    ctx = ui.context()
-    st.title("CKA")
-    st.caption("Linear CKA (debiased) between the representations of the same probe tokens: across snapshots of one "
-               "layer, and across layers of one snapshot.")
-    if not ui.need_store(ctx):
-        return
-    with ui.guard("the CKA page"):
-        ui.show_problems(ctx)
-        _body(ctx)
+    ui.store_page("CKA", "Linear CKA (debiased) between the representations of the same probe tokens: across "
+                  "snapshots of one layer, and across layers of one snapshot.", "the CKA page", _body)
 
 
 def _body(ctx: ui.Context) -> None:
-    assert ctx.db is not None
-    runs = list(data.store_runs(ctx.db, ctx.stamp, ctx.probe_hash)["run"])
+    runs = ui.store_run_names(ctx)
     if not runs:
-        st.info("This store has no runs yet.")
         return
     cols = st.columns([2, 2])
     run = cols[0].selectbox("Run", runs, key="cka:run")

@@ -16,22 +16,14 @@ GRID_STEPS = 8
 
 
 def main() -> None:
-    ctx = ui.context()
-    st.title("Token explorer")
-    st.caption("Each point is one token of the probe set's fixed sample; hover to read it. The same tokens at every "
-               "snapshot, so the slider shows how the space forms over training.")
-    if not ui.need_store(ctx):
-        return
-    with ui.guard("the token explorer"):
-        ui.show_problems(ctx)
-        _body(ctx)
+    ui.store_page("Token explorer", "Each point is one token of the probe set's fixed sample; hover to read it. The "
+                  "same tokens at every snapshot, so the slider shows how the space forms over training.",
+                  "the token explorer", _body)
 
 
 def _body(ctx: ui.Context) -> None:
-    assert ctx.db is not None
-    runs = list(data.store_runs(ctx.db, ctx.stamp, ctx.probe_hash)["run"])
+    runs = ui.store_run_names(ctx)
     if not runs:
-        st.info("This store has no runs yet.")
         return
     st.markdown("**2-D projection** — the first two principal components of the sample's vectors at one layer and "
                 f"snapshot (signs fixed by positive skew). Defined in `{POINTER}`.")
