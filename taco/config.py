@@ -52,6 +52,10 @@ class TrainConfig:
     tc_anchors: str = _opt("all", "Which positions are TACO anchors.", choices=["all", "masked", "unmasked"])
     tc_global_negatives: bool = _opt(True, "Under multi-process training, draw negatives from all ranks' "
                                            "(detached) context vectors.")
+    freeze_embeddings: bool = _opt(False, "Keep the word-embedding matrix (tied to the MLM output layer) fixed "
+                                   "at its initial value (random, or --init-embeddings).")
+    init_embeddings: str = _opt("", "Snapshot or run directory whose word-embedding matrix initialises this "
+                                "model's (same preset and tokenizer: pass that run's --tokenizer).")
     seed: int = _opt(42, "Seed for initialisation, data order, masking, sampling and dropout.")
     snapshot_every: int = _opt(100, "Write a snapshot every N steps (plus step 0 and the final step).")
     snapshot_log_spaced: bool = _opt(True, "Also snapshot at steps 1, 2, 4, 8, ... below snapshot_every.")

@@ -154,6 +154,7 @@ def train(cfg: TrainConfig) -> Path:
 
     from taco.corpus import load_corpus
     from taco.data import BlockSampler, packed_data
+    from taco.embeddings import set_up_embeddings
     from taco.presets import build_config
     from taco.tokenizer import cached_tokenizer, load_tokenizer, tokenizer_hash
 
@@ -193,7 +194,9 @@ def train(cfg: TrainConfig) -> Path:
                             f"pass --tokenizer {out / 'tokenizer'}")
 
     torch.manual_seed(cfg.seed)
-    mlm_model = BertForMaskedLM(model_config).to(device)
+    mlm_model = BertForMaskedLM(model_config)
+    set_up_embeddings(mlm_model, init_from=cfg.init_embeddings, freeze=cfg.freeze_embeddings, tok_hash=tok_hash)
+    mlm_model.to(device)
     digest = config_digest(dataclasses.asdict(cfg), TrainConfig.RUNTIME_ONLY + ("max_steps",))
     wrapper = PretrainingModel(mlm_model, cfg.objective, TCConfig(cfg.tc_window, cfg.tc_negatives,
                                cfg.tc_temperature, cfg.tc_weight, cfg.tc_anchors, cfg.tc_global_negatives))

@@ -1,0 +1,266 @@
+"""Run an experiment end to end: `python -m experiments.run experiments/configs/NAME.yaml`.
+
+Stages, in order, each resumable (re-running the command continues where it stopped):
+
+* `train`    — `taco.train` for every run of the experiment (`--resume` from `state/` when a run was cut off;
+  a finished run is skipped; runs that start from another run's embeddings wait for that run);
+* `probe`    — `dynamics.probe` on each run's snapshot series into `RUN/dynamics/` (incremental);
+* `linear`   — `experiments.evaluate --mode linear` at every snapshot (the `linear:` block of the file);
+* `finetune` — `experiments.evaluate --mode finetune` at the snapshots of `finetune: steps` ("final" = last);
+* `report`   — `experiments/results/NAME/`: report.md, figures and the numbers behind them (`experiments.report`).
+
+`--jobs N` runs N runs side by side in child processes (useful on a GPU, where one small model leaves the card
+mostly idle); each child writes its log to `RUNS_DIR/logs/RUN.log`. Stage timings and the device go to
+`RUNS_DIR/RUN/experiment.json`. Bad input gives a one-line `error:` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from experiments.errors import EvalError
+from experiments.spec import Experiment, load
+
+STAGES = ("train", "probe", "linear", "finetune", "report")
+RUN_STAGES = STAGES[:-1]
+DEFAULT_RESULTS = "experiments/results"
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def _record(run_dir: Path, stage: str, seconds: float, device: str) -> None:
+    """Add a stage's wall time to RUN/experiment.json (atomically)."""
+    path = run_dir / "experiment.json"
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            data = {}
+    data.setdefault("stages", {})[stage] = {"seconds": round(seconds, 1), "device": _device_name(device),
+                                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _train_config(exp: Experiment, name: str, device: str, progress: bool, max_steps: int | None) -> Any:
+    from taco.config import TrainConfig
+
+    opts = exp.train_options(name)
+    if max_steps is not None:
+        opts["max_steps"] = max_steps
+    return TrainConfig(**opts, device=device, progress=progress).resolved()
+
+
+def final_step(exp: Experiment, name: str, max_steps: int | None = None) -> int:
+    return int(_train_config(exp, name, "cpu", False, max_steps).max_steps)
+
+
+def train_run(exp: Experiment, name: str, device: str, progress: bool, max_steps: int | None = None) -> bool:
+    """Train (or resume, or skip when finished) one run; True when anything was trained."""
+    from taco.snapshots import snapshot_dir
+    from taco.train import train
+
+    cfg = _train_config(exp, name, device, progress, max_steps)
+    out = Path(cfg.output_dir)
+    if (out / "run.json").is_file() and (snapshot_dir(out, cfg.max_steps) / "model.safetensors").is_file():
+        return False
+    if (out / "state").is_dir():
+        cfg.resume = True
+    elif (out / "run.json").is_file():
+        cfg.overwrite = True  # started but killed before its first state save: nothing to keep
+    train(cfg)
+    return True
+
+
+def probe_run(exp: Experiment, name: str, device: str, progress: bool) -> None:
+    from dynamics.probe import run as probe
+
+    run_dir = exp.run_dir(name)
+    probe(run_dir, out=run_dir / "dynamics", device=device, progress=progress, **exp.probe)
+
+
+def _eval_config(exp: Experiment, mode: str, device: str, progress: bool, glue_dir: str | None,
+                 max_steps: int | None, name: str) -> Any:
+    from experiments.evaluate import EvalConfig
+
+    opts = dict(exp.linear if mode == "linear" else exp.finetune or {})
+    if "steps" in opts and opts["steps"] is not None:
+        last = final_step(exp, name, max_steps)
+        steps = [last if str(s) == "final" else int(s) for s in opts["steps"]]
+        opts["steps"] = sorted({s for s in steps if s <= last})
+    if glue_dir is not None:
+        opts["glue_dir"] = glue_dir
+    return EvalConfig(**opts, mode=mode, device=device, progress=progress).validate()
+
+
+def evaluate_run(exp: Experiment, name: str, mode: str, device: str, progress: bool, glue_dir: str | None,
+                 max_steps: int | None = None) -> None:
+    from experiments.evaluate import evaluate
+
+    run_dir = exp.run_dir(name)
+    cfg = _eval_config(exp, mode, device, progress, glue_dir, max_steps, name)
+    cfg.out = str(run_dir / "dynamics")
+    evaluate([run_dir], cfg)
+
+
+def run_stages(exp: Experiment, name: str, stages: Sequence[str], device: str, progress: bool,
+               glue_dir: str | None, max_steps: int | None = None) -> None:
+    """Every per-run stage of `stages` for one run, in order, recording their times."""
+    run_dir = exp.run_dir(name)
+    for stage in RUN_STAGES:
+        if stage not in stages:
+            continue
+        if stage in ("linear", "finetune") and (exp.linear if stage == "linear" else exp.finetune) is None:
+            continue
+        started = time.perf_counter()
+        print(f"[{exp.name}/{name}] {stage}", flush=True)
+        if stage == "train":
+            if not train_run(exp, name, device, progress, max_steps):
+                continue
+        elif stage == "probe":
+            probe_run(exp, name, device, progress)
+        else:
+            evaluate_run(exp, name, stage, device, progress, glue_dir, max_steps)
+        _record(run_dir, stage, time.perf_counter() - started, device)
+
+
+def _child_command(args: argparse.Namespace, name: str, stages: Sequence[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "experiments.run", str(args.config), "--runs", name,
+           "--stages", ",".join(stages), "--device", args.device, "--runs-dir", str(args.runs_dir_resolved),
+           "--no-progress", "--jobs", "1"]
+    if args.glue_dir:
+        cmd += ["--glue-dir", args.glue_dir]
+    if args.max_steps is not None:
+        cmd += ["--max-steps", str(args.max_steps)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    return cmd
+
+
+def run_parallel(exp: Experiment, names: list[str], args: argparse.Namespace, stages: Sequence[str]) -> None:
+    """Run each name's stages in a child process, `args.jobs` at a time, wave by wave (dependencies first)."""
+    failed: list[str] = []
+    for wave in exp.waves():
+        queue = [r.name for r in wave if r.name in names]
+        running: dict[str, tuple[subprocess.Popen[bytes], Any]] = {}
+        while queue or running:
+            while queue and len(running) < args.jobs:
+                name = queue.pop(0)
+                log_path = exp.runs_dir / "logs" / f"{name}.log"
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log = log_path.open("ab")
+                running[name] = (subprocess.Popen(_child_command(args, name, stages), stdout=log,
+                                                  stderr=subprocess.STDOUT), log)
+                print(f"[{exp.name}] started {name} (log: {log_path})", flush=True)
+            time.sleep(1.0)
+            for name, (proc, log) in list(running.items()):
+                if proc.poll() is not None:
+                    log.close()
+                    del running[name]
+                    status = "finished" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+                    print(f"[{exp.name}] {name} {status}", flush=True)
+                    if proc.returncode:
+                        failed.append(name)
+    if failed:
+        raise EvalError(f"run(s) {', '.join(failed)} failed; see their logs in {exp.runs_dir / 'logs'} and "
+                        "run the same command again to resume")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m experiments.run",
+        description="Train, probe, evaluate and report one experiment from its configuration file "
+                    "(experiments/configs/*.yaml). Every stage resumes where it stopped when run again.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("config", type=Path, help="experiment file, e.g. experiments/configs/mlm_vs_taco.yaml")
+    ap.add_argument("--stages", default=",".join(STAGES),
+                    help=f"stages to run, comma-separated, in this order: {','.join(STAGES)}")
+    ap.add_argument("--runs", default=None, help="only these runs of the experiment, comma-separated (default all)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs processed side by side in child processes")
+    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
+    ap.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"),
+                    help="GLUE folder (CoLA/, SST-2/, ...) for the downstream stages; default $GLUE_DIR")
+    ap.add_argument("--runs-dir", default=None, help="where the runs go (default: the file's runs_dir)")
+    ap.add_argument("--results-dir", default=DEFAULT_RESULTS,
+                    help="the report goes to RESULTS_DIR/NAME/ (report.md, figures/, data)")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="override every run's max_steps (for a quick end-to-end check of a configuration)")
+    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    ap.add_argument("--list", action="store_true", help="print the runs and their options, then stop")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        exp = load(args.config, args.runs_dir)
+        args.runs_dir_resolved = exp.runs_dir
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        bad = sorted(set(stages) - set(STAGES))
+        if bad or not stages:
+            raise EvalError(f"--stages {args.stages}: choose from {','.join(STAGES)}")
+        names = exp.names() if args.runs is None else [n.strip() for n in args.runs.split(",") if n.strip()]
+        for n in names:
+            exp.run(n)
+        if args.jobs < 1:
+            raise EvalError(f"--jobs {args.jobs}: must be at least 1")
+        if args.max_steps is not None and args.max_steps < 1:
+            raise EvalError(f"--max-steps {args.max_steps}: must be at least 1")
+        if args.list:
+            for wave_no, wave in enumerate(exp.waves()):
+                for r in wave:
+                    if r.name in names:
+                        print(f"{r.name} (wave {wave_no}): {json.dumps(exp.train_options(r.name), sort_keys=True)}")
+            return 0
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        per_run = [s for s in stages if s in RUN_STAGES]
+        if per_run:
+            if args.jobs > 1:
+                run_parallel(exp, names, args, per_run)
+            else:
+                for wave in exp.waves():
+                    for r in wave:
+                        if r.name in names:
+                            run_stages(exp, r.name, per_run, args.device, args.progress, args.glue_dir,
+                                       args.max_steps)
+        if "report" in stages:
+            from experiments.report import write_report
+
+            out = write_report(exp, Path(args.results_dir) / exp.name)
+            print(f"report written to {out}")
+    except EvalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the stages' own bad-input errors (TacoError, ProbeError, CorpusError)
+        if getattr(exc, "exit_code", None) == 2 or type(exc).__name__ in ("TacoError", "CorpusError"):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

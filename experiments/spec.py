@@ -1,0 +1,193 @@
+"""An experiment's configuration file: the runs it trains and how each is probed, evaluated and reported.
+
+A YAML (or JSON) mapping::
+
+    name: mlm_vs_taco                 # results go to experiments/results/<name>/
+    description: one paragraph for the report
+    report: mlm_vs_taco               # which report to write (experiments.report.REPORTS)
+    runs_dir: runs/experiments/mlm_vs_taco   # default runs/experiments/<name>
+    train: {preset: mini, max_steps: 2000}   # taco.train options shared by every run
+    grid:                             # runs = the product of these values ...
+      objective: [mlm, taco]
+      seed: [1, 2, 3]
+    name_format: "{objective}-s{seed}"
+    runs:                             # ... and/or named runs with their own options
+      - {name: taco-w3, tc_window: 3}
+    probe: {max_tokens: 16384}        # dynamics.probe options (ProbeConfig fields)
+    linear: {tasks: [...], max_train_examples: 2000}   # experiments.evaluate --mode linear at every snapshot
+    finetune: {steps: [500, final], seeds: [1]}        # --mode finetune at these snapshots ("final" = last)
+    options: {...}                    # free-form settings read by the report
+
+Option values may name another run's directory as `{run:NAME}` (e.g. `init_embeddings: "{run:mlm}"`); such a
+run is trained after the run it names. Unknown keys and unknown options fail with an `EvalError` naming them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from experiments.errors import EvalError
+
+KEYS = {"name", "description", "report", "runs_dir", "train", "grid", "name_format", "runs", "probe", "linear",
+        "finetune", "options"}
+RUN_REF = re.compile(r"\{run:([A-Za-z0-9_.-]+)\}")
+NAME_OK = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass
+class RunSpec:
+    """One training run of an experiment: its name and its full taco.train options (shared ones merged in)."""
+
+    name: str
+    options: dict[str, Any]
+
+    def depends_on(self) -> set[str]:
+        return {m for v in self.options.values() if isinstance(v, str) for m in RUN_REF.findall(v)}
+
+
+@dataclass
+class Experiment:
+    name: str
+    description: str
+    report: str
+    runs_dir: Path
+    runs: list[RunSpec]
+    probe: dict[str, Any] = field(default_factory=dict)
+    linear: dict[str, Any] | None = None
+    finetune: dict[str, Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    def run(self, name: str) -> RunSpec:
+        for spec in self.runs:
+            if spec.name == name:
+                return spec
+        raise EvalError(f"experiment {self.name} has no run {name!r}; its runs: {', '.join(self.names())}")
+
+    def names(self) -> list[str]:
+        return [r.name for r in self.runs]
+
+    def run_dir(self, name: str) -> Path:
+        return self.runs_dir / name
+
+    def waves(self) -> list[list[RunSpec]]:
+        """Runs grouped so that every run comes after the runs it refers to (`{run:NAME}`)."""
+        done: set[str] = set()
+        left = list(self.runs)
+        waves = []
+        while left:
+            ready = [r for r in left if r.depends_on() <= done]
+            if not ready:
+                raise EvalError(f"experiment {self.name}: runs {', '.join(r.name for r in left)} refer to each "
+                                "other in a cycle; fix their {run:NAME} references")
+            waves.append(ready)
+            done |= {r.name for r in ready}
+            left = [r for r in left if r.name not in done]
+        return waves
+
+    def train_options(self, name: str) -> dict[str, Any]:
+        """The run's taco.train options with `{run:NAME}` resolved and its output_dir set."""
+        out = {}
+        for key, value in self.run(name).options.items():
+            if isinstance(value, str):
+                value = RUN_REF.sub(lambda m: str(self.run_dir(m.group(1))), value)
+            out[key] = value
+        out["output_dir"] = str(self.run_dir(name))
+        return out
+
+
+def _mapping(value: Any, what: str, path: Path) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EvalError(f"{path}: {what} must be a mapping of option names to values")
+    return {str(k).replace("-", "_"): v for k, v in value.items()}
+
+
+def _check_fields(options: dict[str, Any], cls: type, what: str, path: Path, extra: tuple[str, ...] = ()) -> None:
+    names = {f.name for f in dataclasses.fields(cls)} | set(extra)
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise EvalError(f"{path}: unknown {what} option(s) {', '.join(unknown)}; see its --help")
+
+
+def load(path: str | Path, runs_dir: str | Path | None = None) -> Experiment:
+    """Read and check an experiment file (see the module docstring)."""
+    from dynamics.config import ProbeConfig
+    from experiments.evaluate import EvalConfig
+    from taco.config import TrainConfig
+
+    p = Path(path)
+    if not p.is_file():
+        raise EvalError(f"experiment file {p} does not exist; pass one of experiments/configs/*.yaml")
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(p.read_text())
+        else:
+            data = json.loads(p.read_text())
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the same user error
+        raise EvalError(f"experiment file {p} could not be parsed ({type(exc).__name__}); fix its syntax") from None
+    if not isinstance(data, dict):
+        raise EvalError(f"experiment file {p} must hold a mapping; see experiments/configs/")
+    unknown = sorted(set(data) - KEYS)
+    if unknown:
+        raise EvalError(f"{p}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(KEYS))}")
+    name = str(data.get("name") or p.stem)
+    if not NAME_OK.match(name):
+        raise EvalError(f"{p}: name {name!r} may hold only letters, digits, '.', '_' and '-'")
+
+    shared = _mapping(data.get("train"), "train", p)
+    runs: list[RunSpec] = []
+    grid = _mapping(data.get("grid"), "grid", p)
+    if grid:
+        fmt = str(data.get("name_format") or "-".join(f"{{{k}}}" for k in grid))
+        values = [v if isinstance(v, list) else [v] for v in grid.values()]
+        for combo in itertools.product(*values):
+            opts = dict(zip(grid, combo, strict=True))
+            try:
+                run_name = fmt.format(**opts)
+            except KeyError as exc:
+                raise EvalError(f"{p}: name_format names {exc} which is not a grid key") from None
+            runs.append(RunSpec(run_name, {**shared, **opts}))
+    for entry in data.get("runs") or []:
+        entry = _mapping(entry, "each runs entry", p)
+        run_name = entry.pop("name", None)
+        if not run_name:
+            raise EvalError(f"{p}: every entry of runs needs a name")
+        runs.append(RunSpec(str(run_name), {**shared, **entry}))
+    if not runs:
+        raise EvalError(f"{p}: no runs; give a grid or a runs list")
+    seen: set[str] = set()
+    for r in runs:
+        if not NAME_OK.match(r.name):
+            raise EvalError(f"{p}: run name {r.name!r} may hold only letters, digits, '.', '_' and '-'")
+        if r.name in seen:
+            raise EvalError(f"{p}: run name {r.name!r} appears twice")
+        seen.add(r.name)
+        _check_fields(r.options, TrainConfig, f"train (run {r.name})", p)
+        missing = r.depends_on() - {x.name for x in runs}
+        if missing:
+            raise EvalError(f"{p}: run {r.name} refers to unknown run(s) {', '.join(sorted(missing))}")
+
+    probe = _mapping(data.get("probe"), "probe", p)
+    _check_fields(probe, ProbeConfig, "probe", p)
+    linear = None if data.get("linear") is None else _mapping(data["linear"], "linear", p)
+    finetune = None if data.get("finetune") is None else _mapping(data["finetune"], "finetune", p)
+    for what, opts in (("linear", linear), ("finetune", finetune)):
+        if opts is not None:
+            _check_fields(opts, EvalConfig, what, p)
+    exp = Experiment(name=name, description=str(data.get("description") or "").strip(),
+                     report=str(data.get("report") or name),
+                     runs_dir=Path(runs_dir or data.get("runs_dir") or f"runs/experiments/{name}"),
+                     runs=runs, probe=probe, linear=linear, finetune=finetune,
+                     options=_mapping(data.get("options"), "options", p), source=p)
+    exp.waves()  # fails early on cycles
+    return exp
