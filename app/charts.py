@@ -64,10 +64,10 @@ def _y(title: str, height: int, field: str = "value", zero: bool = False) -> alt
     return alt.Y(f"{field}:Q", title=title, scale=alt.Scale(zero=zero), axis=alt.Axis(titleLimit=max(40, height - 120)))
 
 
-def _tooltip(df: pd.DataFrame, *extra: str) -> list[alt.Tooltip]:
+def _tooltip(df: pd.DataFrame, *extra: str, fmt: str = ".4f") -> list[alt.Tooltip]:
     fields = [c for c in ("run", "step", "tokens_seen", "layer", "variant", *extra) if c in df]
     out = [alt.Tooltip(f"{c}:N" if c in ("run", "variant") else f"{c}:Q", title=c) for c in fields]
-    return out + [alt.Tooltip("value:Q", title="value", format=".4f")]
+    return out + [alt.Tooltip("value:Q", title="value", format=fmt)]
 
 
 def _order(values: Sequence[str]) -> list[str]:
@@ -91,6 +91,23 @@ def metric_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, titl
     base = alt.Chart(df).encode(**enc)
     return (base.mark_line(strokeWidth=2) + base.mark_point(size=28, filled=True)).properties(
         title=title, height=height)
+
+
+def score_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "",
+                y_title: str = "score (%)", height: int = LINE_HEIGHT) -> alt.LayerChart:
+    """Downstream scores (`app.data.downstream_series`) against `x`, a line per run; where a row has a spread
+    (fine-tuning over 2 or more seeds: `low`, `high` = mean ∓ sample std) a band and an error bar show it."""
+    color = alt.Color("run:N", title="run", scale=alt.Scale(domain=sorted(df["run"].dropna().unique())),
+                      legend=alt.Legend(symbolOpacity=1))  # solid symbols, not the faint band's
+    base = alt.Chart(df).encode(x=_x(x, log_x, _high(df, x)), color=color)
+    spread = base.transform_filter("isValid(datum.low) && isValid(datum.high)")
+    y = _y(y_title, height)
+    return alt.layer(
+        base.mark_line(strokeWidth=2).encode(y=y),
+        spread.mark_area(opacity=0.18).encode(y=_y(y_title, height, field="low"), y2="high:Q"),
+        spread.mark_rule(strokeWidth=1.5, opacity=0.7).encode(y=_y(y_title, height, field="low"), y2="high:Q"),
+        base.mark_point(size=36, filled=True).encode(y=y, tooltip=_tooltip(df, "std", "seeds", fmt=".2f")),
+    ).properties(title=title, height=height)
 
 
 def layer_grid(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "", columns: int = 4,

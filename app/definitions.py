@@ -137,6 +137,27 @@ PAGES: dict[str, PageDef] = {
 }
 
 CKA_METRICS = ("cka_prev_snapshot", "cka_final", "cka_prev_layer")
+
+# Downstream scores (`experiments.evaluate`, rows described in `experiments.results`): metric "{task}/{name}".
+_S = "experiments.scoring"
+DOWNSTREAM_METRICS: dict[str, MetricDef] = {m.name: m for m in (
+    MetricDef("score", "Score", "The task's headline number in percent: its single GLUE metric, or the mean of the two "
+              "for MRPC (accuracy, F1) and STS-B (Pearson, Spearman).", f"{_S}.score"),
+    MetricDef("accuracy", "Accuracy", "Percentage of dev examples whose predicted class equals the label.",
+              f"{_S}.accuracy"),
+    MetricDef("f1", "F1", "F1 of the positive class in percent, 2·TP / (2·TP + FP + FN).", f"{_S}.f1_positive"),
+    MetricDef("mcc", "Matthews correlation", "Matthews correlation coefficient of the binary predictions, "
+              "in [−100, 100].", f"{_S}.matthews"),
+    MetricDef("pearson", "Pearson correlation", "Pearson correlation of predicted and gold similarity, "
+              "in [−100, 100].", f"{_S}.pearson"),
+    MetricDef("spearman", "Spearman correlation", "Spearman rank correlation of predicted and gold similarity, "
+              "in [−100, 100].", f"{_S}.spearman"),
+    MetricDef("average", "GLUE average", "Mean of the GLUE tasks' scores stored for the snapshot (CoLA, SST-2, MRPC, "
+              "STS-B and RTE once all five are in).", "experiments.results"),
+)}
+DOWNSTREAM_TASKS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE", "wnli": "WNLI",
+                    "rotten_tomatoes": "Rotten Tomatoes", "glue": "GLUE average"}
+DOWNSTREAM_MODES = {"linear": "Linear probe", "finetune": "Fine-tuning"}
 FAMILY_POINTERS = {"anchors": "dynamics.families.anchors", "drift": "dynamics.families.drift",
                    "context": "dynamics.families.context", "geometry": "dynamics.families.geometry",
                    "cka_steps": "dynamics.families.cka_steps"}
@@ -173,3 +194,25 @@ def order_key(metric: str) -> tuple[int, str]:
     """Sort key: known metrics in the order above, unknown ones after them by name."""
     names = list(METRICS)
     return (names.index(metric), metric) if metric in METRICS else (len(names), metric)
+
+
+def describe_downstream(name: str) -> MetricDef:
+    """The definition of a downstream metric name (the part after "task/"); an unknown one gets its own name."""
+    known = DOWNSTREAM_METRICS.get(name)
+    if known is not None:
+        return known
+    return MetricDef(name, name.replace("_", " "), "Written by a newer evaluation; see the docstring.",
+                     "experiments.scoring.score")
+
+
+def task_label(task: str) -> str:
+    """How a downstream task is named on the page ("sst2" → "SST-2"; unknown tasks keep their name)."""
+    return DOWNSTREAM_TASKS.get(task, task)
+
+
+def task_order(task: str) -> tuple[int, str]:
+    """Sort key: the known tasks in GLUE's order and Rotten Tomatoes, unknown ones by name, the GLUE average last."""
+    names = [t for t in DOWNSTREAM_TASKS if t != "glue"]
+    if task == "glue":
+        return (len(names) + 1, task)
+    return (names.index(task), task) if task in names else (len(names), task)

@@ -222,14 +222,15 @@ def show_problems(ctx: Context) -> None:
                 + ". Re-run `python -m dynamics.probe` on its runs for everything.", icon=":material/history:")
 
 
-def show_notes(ctx: Context, families: Sequence[str], runs: Sequence[str]) -> None:
-    """The probe's notes for these families and runs, in an expander."""
+def show_notes(ctx: Context, families: Sequence[str], runs: Sequence[str], source: str = "the probe") -> None:
+    """The notes stored under the context's probe hash for these families and runs (written by `source`), in an
+    expander."""
     df = data.notes(ctx.db, ctx.stamp, ctx.probe_hash)
     df = df[df["family"].isin(families) & df["run"].isin(runs)]
     if df.empty:
         return
     grouped = df.groupby(["run", "note"], sort=True)["step"].agg(list).reset_index()
-    with st.expander(f"Notes from the probe ({len(grouped)})"):
+    with st.expander(f"Notes from {source} ({len(grouped)})"):
         for r in grouped.itertuples(index=False):
             steps = sorted(int(s) for s in r.step)
             where = "the run" if steps == [-1] else f"step{'s' if len(steps) > 1 else ''} " + ", ".join(

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 INSTALL = Path(__file__).with_name("install_chromium.sh")
 PAGES = {"": "Runs", "anchors": "Anchors", "context": "Context alignment", "geometry": "Geometry", "cka": "CKA",
-         "tokens": "Token explorer"}
+         "tokens": "Token explorer", "downstream": "Downstream"}
 
 # The page is drawn when the script finished (no status widget saying it runs), the title is there, and every
 # visible chart container holds a rendered canvas or svg.

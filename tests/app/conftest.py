@@ -2,7 +2,9 @@
 
 * `probed_root`: two tiny real runs (`tests.integration.conftest.build_tiny_run`: real English text, a WordPiece
   tokenizer, a 2-layer BERT trained between snapshots) measured by `dynamics.probe.run` into `ROOT/dynamics`, plus
-  a run directory without results. Built once per session (about 45 s on two cores).
+  a run directory without results, and downstream scores for both runs written through
+  `experiments.results.store_result` (`tests.app.synthetic.write_downstream`). Built once per session (about 45 s
+  on two cores).
 * `synthetic_root`: run directories and a store written through `dynamics.store`'s write API with known values,
   `g` projections and `taco.train`-shaped logs (`tests.app.synthetic`); a second of work.
 * `make_app`: an `AppTest` of `app/main.py` given `--runs DIR …`, optionally switched to a page.
@@ -23,15 +25,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / "app" / "main.py"
-PAGES = ("overview", "anchors", "context", "geometry", "cka", "tokens")
+PAGES = ("overview", "anchors", "context", "geometry", "cka", "tokens", "downstream")
 TITLES = {"overview": "Runs", "anchors": "Anchors", "context": "Context alignment", "geometry": "Geometry",
-          "cka": "CKA", "tokens": "Token explorer"}
+          "cka": "CKA", "tokens": "Token explorer", "downstream": "Downstream"}
 
 
 @pytest.fixture(scope="session")
 def probed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ROOT/{mlm-tiny, taco-tiny} measured into ROOT/dynamics; ROOT/orphan-mlm has no results. Read-only."""
+    """ROOT/{mlm-tiny, taco-tiny} measured into ROOT/dynamics (with downstream scores); ROOT/orphan-mlm has no
+    results. Read-only."""
     from dynamics import probe
+    from tests.app.synthetic import write_downstream
     from tests.integration.conftest import build_tiny_run
 
     root = tmp_path_factory.mktemp("app-probed")
@@ -39,6 +43,7 @@ def probed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     taco = build_tiny_run(root / "taco-tiny", objective="taco", seed=1, steps=(0, 2, 3),
                           tokenizer_dir=mlm / "tokenizer")
     probe.run([mlm, taco], out=root / "dynamics", probe_blocks=16, progress=False, figures=False)
+    write_downstream(root / "dynamics")
     orphan = root / "orphan-mlm"
     (orphan / "snapshots" / "step-0000000").mkdir(parents=True)
     for name in ("run.json", "log.jsonl"):

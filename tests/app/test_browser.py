@@ -21,8 +21,10 @@ EXPECT = {
     "geometry": ["Geometry", "Anisotropy, layer 2", "dynamics.metrics.geometry.anisotropy"],
     "cka": ["CKA", "mlm-tiny: layer 2, step × step (debiased)", "mlm-tiny: step 4, layer × layer (debiased)"],
     "tokens": ["Token explorer", "mlm-tiny: h at layer 2, step 4"],
+    "downstream": ["Downstream", "SST-2: Score (linear probe, layer 2)", "Final scores", "Notes from the evaluation",
+                   "experiments.scoring.score"],
 }
-SIDEBAR = ["Runs", "Anchors", "Context alignment", "Geometry", "CKA", "Token explorer", "Results store"]
+SIDEBAR = ["Runs", "Anchors", "Context alignment", "Geometry", "CKA", "Token explorer", "Downstream", "Results store"]
 
 
 @pytest.fixture(scope="module")

@@ -33,8 +33,8 @@ def test_page_renders_on_the_probed_store(make_app, probed_root: Path, page: str
     assert all(not df.empty for _, df, _ in drawn)
     labels = _downloads(at)
     assert labels.count("CSV") >= len(drawn) and ("SVG" in labels or "Vega-Lite" in labels)
-    if page != "overview":
-        assert "Defined in `dynamics." in texts(at)
+    if page != "overview":  # downstream scores are defined by the evaluation's scoring functions
+        assert f"Defined in `{'experiments' if page == 'downstream' else 'dynamics'}." in texts(at)
 
 
 def test_overview_lists_runs_results_and_runs_without_results(make_app, probed_root: Path) -> None:
