@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup corpus demo test lint bench
+.PHONY: setup corpus demo test lint bench experiments
 
 setup: $(VENV)/.ready
 
@@ -29,6 +29,12 @@ demo: corpus
 	$(BIN)/python -m taco.train --objective mlm --overwrite
 	$(BIN)/python -m taco.train --objective taco --overwrite
 	$(BIN)/python -m dynamics.probe runs/mlm-mini runs/taco-mini --out runs/dynamics
+
+# The three CPU-scale studies (hours on a 2-core CPU; resumable: run again to continue). GLUE_DIR must point
+# at GLUE's task folders.
+experiments: corpus
+	for e in mlm_vs_taco embedding_sensitivity tc_ablation; do \
+		$(BIN)/python -m experiments.run experiments/configs/$$e.yaml || exit 1; done
 
 test: setup
 	bash tests/app/install_chromium.sh
