@@ -88,11 +88,12 @@ def train_run(exp: Experiment, name: str, device: str, progress: bool, max_steps
     return True
 
 
-def probe_run(exp: Experiment, name: str, device: str, progress: bool) -> None:
+def probe_run(exp: Experiment, name: str, device: str, progress: bool) -> bool:
+    """Probe one run's snapshots (incremental); True when anything was computed."""
     from dynamics.probe import run as probe
 
     run_dir = exp.run_dir(name)
-    probe(run_dir, out=run_dir / "dynamics", device=device, progress=progress, **exp.probe)
+    return bool(probe(run_dir, out=run_dir / "dynamics", device=device, progress=progress, **exp.probe).computed)
 
 
 def _eval_config(exp: Experiment, mode: str, device: str, progress: bool, glue_dir: str | None,
@@ -110,18 +111,19 @@ def _eval_config(exp: Experiment, mode: str, device: str, progress: bool, glue_d
 
 
 def evaluate_run(exp: Experiment, name: str, mode: str, device: str, progress: bool, glue_dir: str | None,
-                 max_steps: int | None = None) -> None:
+                 max_steps: int | None = None) -> bool:
+    """Score one run's snapshots downstream (units already stored are skipped); True when anything was computed."""
     from experiments.evaluate import evaluate
 
     run_dir = exp.run_dir(name)
     cfg = _eval_config(exp, mode, device, progress, glue_dir, max_steps, name)
     cfg.out = str(run_dir / "dynamics")
-    evaluate([run_dir], cfg)
+    return bool(evaluate([run_dir], cfg).computed)
 
 
 def run_stages(exp: Experiment, name: str, stages: Sequence[str], device: str, progress: bool,
                glue_dir: str | None, max_steps: int | None = None) -> None:
-    """Every per-run stage of `stages` for one run, in order, recording their times."""
+    """Every per-run stage of `stages` for one run, in order, recording the times of those that did work."""
     run_dir = exp.run_dir(name)
     for stage in RUN_STAGES:
         if stage not in stages:
@@ -131,12 +133,13 @@ def run_stages(exp: Experiment, name: str, stages: Sequence[str], device: str, p
         started = time.perf_counter()
         print(f"[{exp.name}/{name}] {stage}", flush=True)
         if stage == "train":
-            if not train_run(exp, name, device, progress, max_steps):
-                continue
+            did_work = train_run(exp, name, device, progress, max_steps)
         elif stage == "probe":
-            probe_run(exp, name, device, progress)
+            did_work = probe_run(exp, name, device, progress)
         else:
-            evaluate_run(exp, name, stage, device, progress, glue_dir, max_steps)
+            did_work = evaluate_run(exp, name, stage, device, progress, glue_dir, max_steps)
+        if not did_work:  # all stored already: keep the time of the run that did the work
+            continue
         _record(run_dir, stage, time.perf_counter() - started, device)
 
 
@@ -148,9 +151,9 @@ def _child_command(args: argparse.Namespace, name: str, stages: Sequence[str]) -
         cmd += ["--glue-dir", args.glue_dir]
     if args.max_steps is not None:
         cmd += ["--max-steps", str(args.max_steps)]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    return cmd
+    # children share the CPU cores unless told otherwise
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    return cmd + ["--threads", str(threads)]
 
 
 def run_parallel(exp: Experiment, names: list[str], args: argparse.Namespace, stages: Sequence[str]) -> None:
@@ -194,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--runs", default=None, help="only these runs of the experiment, comma-separated (default all)")
     ap.add_argument("--jobs", type=int, default=1, help="runs processed side by side in child processes")
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's; with --jobs N, cores / N per child)")
     ap.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"),
                     help="GLUE folder (CoLA/, SST-2/, ...) for the downstream stages; default $GLUE_DIR")
     ap.add_argument("--runs-dir", default=None, help="where the runs go (default: the file's runs_dir)")

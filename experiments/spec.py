@@ -173,6 +173,8 @@ def load(path: str | Path, runs_dir: str | Path | None = None) -> Experiment:
             raise EvalError(f"{p}: run name {r.name!r} appears twice")
         seen.add(r.name)
         _check_fields(r.options, TrainConfig, f"train (run {r.name})", p)
+        if isinstance(r.options.get("model_overrides"), dict):  # taco.train takes it as a JSON string
+            r.options["model_overrides"] = json.dumps(r.options["model_overrides"])
         missing = r.depends_on() - {x.name for x in runs}
         if missing:
             raise EvalError(f"{p}: run {r.name} refers to unknown run(s) {', '.join(sorted(missing))}")

@@ -1,0 +1,231 @@
+"""`python -m experiments.run` end to end on a tiny experiment (2-layer hidden-64 BERTs, 12 steps of 8 × 32 tokens
+on real English text; SST-2 and STS-B capped at 100 training examples): two runs side by side in child processes
+and a third that starts from the first one's embeddings, then probe, linear probe, fine-tuning and the report.
+Running it again computes nothing; a run interrupted between snapshots resumes onto the uninterrupted
+trajectory; bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import dynamics.store as dstore
+import taco.train
+from experiments.results import FAMILY, PROBE_HASH
+from experiments.run import main
+from taco.embeddings import WORD_EMBEDDINGS
+from tests.integration.conftest import one_torch_thread
+from tests.integration.test_evaluate import glue_dir  # noqa: F401 - the GLUE fixture, shared
+
+RUNS = ("mlm-s1", "taco-s1", "taco-init")
+STEPS = [0, 6, 12]
+
+
+def experiment_file(path: Path, corpus: Path, cache: Path) -> Path:
+    path.write_text(textwrap.dedent(f"""\
+        name: tiny
+        report: embedding_sensitivity
+        description: Two tiny runs and one that starts from the MLM run's word embeddings.
+        train:
+          preset: tiny
+          model_overrides: {{hidden_size: 64, num_attention_heads: 2, intermediate_size: 128}}
+          corpus: {corpus}
+          data_cache: {cache}
+          vocab_size: 2000
+          block_size: 32
+          batch_size: 8
+          eval_blocks: 16
+          tc_negatives: 10
+          max_steps: 12
+          snapshot_every: 6
+          snapshot_log_spaced: false
+          log_every: 1
+          seed: 1
+        grid: {{objective: [mlm, taco]}}
+        name_format: "{{objective}}-s1"
+        runs:
+          - {{name: taco-init, objective: taco, init_embeddings: "{{run:mlm-s1}}"}}
+        probe: {{probe_blocks: 8, figures: false, cka_tokens: 128, projection_tokens: 128, neighbour_tokens: 128,
+                tc_negatives: 10}}
+        linear: {{tasks: [sst2, stsb], every: 6, max_train_examples: 100, max_eval_examples: 50, max_length: 32}}
+        finetune: {{tasks: [sst2], steps: [6, final], seeds: [1], epochs: 1, batch_size: 8, warmup_steps: 2,
+                   lr: 0.001, max_train_examples: 100, max_eval_examples: 50, max_length: 32}}
+        """))
+    return path
+
+
+def train_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tokenizer and packed-block cache shared by this session's training tests (same corpus, same settings)."""
+    path = tmp_path_factory.getbasetemp() / "taco-train-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def _tree_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            h.update(str(f.relative_to(path)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _stored(run: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(probe rows, downstream rows) of a run's store."""
+    with dstore.open(run / "dynamics", readonly=True) as s:
+        return s.metrics(run=run.name), s.metrics(run=run.name, family=FAMILY, probe_hash=PROBE_HASH)
+
+
+def _embeddings(run: Path, step: int) -> torch.Tensor:
+    return load_file(str(run / "snapshots" / f"step-{step:07d}" / "model.safetensors"))[WORD_EMBEDDINGS]
+
+
+@pytest.fixture(scope="module")
+def experiment(small_english_corpus: Path, tmp_path_factory: pytest.TempPathFactory,
+               glue_dir: Path) -> dict[str, Path]:  # noqa: F811
+    """The tiny experiment trained, probed, evaluated (`--jobs 2`) and reported. Read-only."""
+    root = tmp_path_factory.mktemp("experiment")
+    config = experiment_file(root / "tiny.yaml", small_english_corpus, train_cache(tmp_path_factory))
+    runs, results = root / "runs", root / "results"
+    common = [str(config), "--runs-dir", str(runs), "--device", "cpu", "--threads", "1", "--no-progress"]
+    with one_torch_thread():
+        assert main([*common, "--stages", "train,probe,linear,finetune", "--jobs", "2", "--glue-dir",
+                     str(glue_dir)]) == 0
+        assert main([*common, "--stages", "report", "--results-dir", str(results)]) == 0
+    return {"config": config, "runs": runs, "results": results / "tiny"}
+
+
+def test_every_run_is_trained_probed_and_scored(experiment: dict[str, Path]) -> None:
+    runs = experiment["runs"]
+    for name in RUNS:
+        run = runs / name
+        assert sorted(int(p.name.split("-")[1]) for p in (run / "snapshots").glob("step-*")) == STEPS
+        assert all((run / "snapshots" / f"step-{s:07d}" / "model.safetensors").is_file() for s in STEPS)
+        config = json.loads((run / "run.json").read_text())["config"]
+        assert config["objective"] == name.split("-")[0] and config["output_dir"] == str(run)
+        assert json.loads(config["model_overrides"])["hidden_size"] == 64
+
+        probe, down = _stored(run)
+        gap = probe[(probe.metric == "ctx_gap_window") & (probe.layer == 2)]
+        assert sorted(gap.step.unique()) == STEPS and gap.value.notna().all()
+        linear = down[down.variant == "linear/mean"]
+        for metric in ("sst2/score", "stsb/score", "glue/average"):
+            assert sorted(linear[linear.metric == metric].step.unique()) == STEPS, (name, metric)
+        finetune = down[(down.variant == "finetune/mean") & (down.metric == "sst2/score")]
+        assert sorted(finetune.step) == [6, 12] and finetune.value.between(0, 100).all()
+
+        stages = json.loads((run / "experiment.json").read_text())["stages"]
+        assert set(stages) == {"train", "probe", "linear", "finetune"}
+        assert all(s["seconds"] >= 0 and s["device"].startswith("cpu") for s in stages.values())
+        log = (runs / "logs" / f"{name}.log").read_text()
+        assert all(f"[tiny/{name}] {stage}" in log for stage in stages)
+
+    init = json.loads((runs / "taco-init" / "run.json").read_text())["config"]
+    assert init["init_embeddings"] == str(runs / "mlm-s1")
+    assert torch.equal(_embeddings(runs / "taco-init", 0), _embeddings(runs / "mlm-s1", 12))
+    assert not torch.equal(_embeddings(runs / "taco-s1", 0), _embeddings(runs / "mlm-s1", 12))
+
+
+def test_report_covers_every_run(experiment: dict[str, Path]) -> None:
+    out = experiment["results"]
+    text = (out / "report.md").read_text()
+    assert text.startswith("# tiny: sensitivity to the word embeddings")
+    assert "Two tiny runs and one that starts from the MLM run's word embeddings." in text
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert set(RUNS) <= set(rows)
+    assert "| mlm-s1 |" in rows["taco-init"]  # the init column names the donor run
+    assert (out / "figures" / "curves.png").stat().st_size > 1000
+    curves = pd.read_csv(out / "curves.csv")
+    assert set(curves.run) == set(RUNS) and set(curves.source) == {"train", "probe", "downstream"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["final"]) == set(RUNS) and set(summary["runs"]) == set(RUNS)
+    assert summary["runs"]["mlm-s1"]["stages"]["train"]["seconds"] >= 0
+
+
+def test_running_again_computes_nothing(experiment: dict[str, Path], glue_dir: Path) -> None:  # noqa: F811
+    runs = experiment["runs"]
+
+    def state() -> dict[str, tuple]:
+        out = {}
+        for name in RUNS:
+            probe, down = _stored(runs / name)
+            out[name] = ((runs / name / "log.jsonl").read_bytes(), _tree_digest(runs / name / "snapshots"),
+                         (runs / name / "experiment.json").read_bytes(), len(probe), down.to_json())
+        return out
+
+    before = state()
+    with one_torch_thread():
+        assert main([str(experiment["config"]), "--runs-dir", str(runs), "--device", "cpu", "--threads", "1",
+                     "--stages", "train,probe,linear,finetune", "--glue-dir", str(glue_dir), "--no-progress"]) == 0
+    assert state() == before  # no step trained, no unit recomputed, no stage timing replaced
+
+
+def test_an_interrupted_run_resumes_onto_the_same_trajectory(experiment: dict[str, Path], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    runs = tmp_path / "runs"
+    argv = [str(experiment["config"]), "--runs-dir", str(runs), "--runs", "mlm-s1", "--stages", "train",
+            "--device", "cpu", "--threads", "1", "--no-progress"]
+    append = taco.train._append_log
+
+    def interrupted_at_step_9(path: Path, row: dict) -> None:
+        if row["step"] == 9 and "split" not in row:
+            raise KeyboardInterrupt  # Ctrl-C between the step-6 and step-12 snapshots
+        append(path, row)
+
+    monkeypatch.setattr(taco.train, "_append_log", interrupted_at_step_9)
+    with one_torch_thread():
+        assert main(argv) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    run = runs / "mlm-s1"
+    assert json.loads((run / "state" / "state.json").read_text())["step"] == 6
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step-0000000", "step-0000006"]
+    assert [r["step"] for r in _log(run) if "split" not in r] == list(range(1, 9))  # rows past the state
+    assert not (run / "experiment.json").exists()  # an unfinished stage records no time
+    with (run / "log.jsonl").open("a") as f:
+        f.write('{"step": 9, "tokens_seen": 23')  # and a row cut by a hard kill
+
+    monkeypatch.undo()
+    with one_torch_thread():
+        assert main(argv) == 0
+    reference = experiment["runs"] / "mlm-s1"  # the same options, trained without interruption
+    resumed, uninterrupted = _log(run), _log(reference)
+    assert [r["step"] for r in resumed if "split" not in r] == list(range(1, 13))
+    assert [r["step"] for r in resumed if r.get("split") == "validation"] == STEPS
+    for a, b in zip(resumed, uninterrupted, strict=True):
+        assert a["step"] == b["step"]
+        for key in ("loss", "mlm_loss", "lr"):
+            if key in b:
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key)
+    final, ref = (load_file(str(r / "snapshots" / "step-0000012" / "model.safetensors")) for r in (run, reference))
+    assert all(torch.allclose(final[k], ref[k], atol=1e-5) for k in ref)
+    assert set(json.loads((run / "experiment.json").read_text())["stages"]) == {"train"}
+
+
+def test_bad_input_exits_2_with_one_line(experiment: dict[str, Path], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    config, runs = str(experiment["config"]), tmp_path / "runs"
+    cases = [
+        ([config, "--stages", "train,bake"], "--stages train,bake: choose from train,probe,linear,finetune,report"),
+        ([config, "--stages", ","], "--stages ,: choose from"),
+        ([config, "--runs", "mlm-s1,mlm-s9"], "experiment tiny has no run 'mlm-s9'; its runs: mlm-s1, taco-s1"),
+        ([config, "--jobs", "0"], "--jobs 0: must be at least 1"),
+        ([config, "--max-steps", "0"], "--max-steps 0: must be at least 1"),
+        ([str(tmp_path / "missing.yaml")], f"experiment file {tmp_path / 'missing.yaml'} does not exist"),
+    ]
+    for argv, expected in cases:
+        assert main([*argv, "--runs-dir", str(runs), "--device", "cpu", "--no-progress"]) == 2, expected
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and expected in err, err
+    assert not runs.exists()
