@@ -496,6 +496,17 @@ def _lines_plot(results: Results, runs: Sequence[str], metrics: Sequence[str], p
     return _save(fig, path)
 
 
+def _final_snapshot_report(exp: Experiment, results: Results, out_dir: Path, title: str, header: list[str],
+                           rows: list[list[str]], note: str, figure: str) -> tuple[str, dict[str, Any]]:
+    """A report whose core is one table of the runs' final snapshots, a note and one figure."""
+    summary = {"final": {r[0]: dict(zip(header[1:], r[1:], strict=True)) for r in rows}}
+    text = "\n".join([
+        f"# {exp.name}: {title}", "", "## Setup", "", _setup_section(exp, results), "",
+        "## Final snapshot", "", _table(header, rows), "", note, "",
+        f"![{Path(figure).stem}]({figure})", "", "## Reading", "", _reading(out_dir), ""])
+    return text, summary
+
+
 def report_embedding_sensitivity(exp: Experiment, results: Results, out_dir: Path) -> tuple[str, dict[str, Any]]:
     runs = list(results.runs)
     header, rows = _run_table(results, runs, ["objective", "freeze_embeddings", "init_embeddings"])
@@ -503,14 +514,10 @@ def report_embedding_sensitivity(exp: Experiment, results: Results, out_dir: Pat
         row[3] = Path(row[3]).name if row[3] else ""
     figure = _lines_plot(results, runs, ["val_mlm_loss", "ctx_gap_window", "anchor_sim_word", "glue/average"],
                          out_dir / "figures" / "curves.png")
-    summary = {"final": {r[0]: dict(zip(header[1:], r[1:], strict=True)) for r in rows}}
-    text = "\n".join([
-        f"# {exp.name}: sensitivity to the word embeddings", "", "## Setup", "", _setup_section(exp, results), "",
-        "## Final snapshot", "", _table(header, rows), "",
+    return _final_snapshot_report(
+        exp, results, out_dir, "sensitivity to the word embeddings", header, rows,
         "TC loss, context gap and sequence-id accuracy are the probe's (window 5, 50 negatives, τ 0.07, last layer) "
-        "for every run, MLM included; anchor sim is cos(h_L, E[x]) with the run's own embedding matrix.", "",
-        f"![curves]({figure})", "", "## Reading", "", _reading(out_dir), ""])
-    return text, summary
+        "for every run, MLM included; anchor sim is cos(h_L, E[x]) with the run's own embedding matrix.", figure)
 
 
 def report_tc_ablation(exp: Experiment, results: Results, out_dir: Path) -> tuple[str, dict[str, Any]]:
@@ -537,14 +544,10 @@ def report_tc_ablation(exp: Experiment, results: Results, out_dir: Path) -> tupl
             if finite:
                 ax.set_xlim(min(finite) - 2, max(finite) + 1)
     figure = _save(fig, out_dir / "figures" / "ablation.png")
-    summary = {"final": {r[0]: dict(zip(header[1:], r[1:], strict=True)) for r in rows}}
-    text = "\n".join([
-        f"# {exp.name}: the TC loss's settings", "", "## Setup", "", _setup_section(exp, results), "",
-        "## Final snapshot", "", _table(header, rows), "",
+    return _final_snapshot_report(
+        exp, results, out_dir, "the TC loss's settings", header, rows,
         "The probe measures every run with the same TC settings (window 5, 50 negatives, τ 0.07, all anchors), so "
-        "its TC loss and gap compare the runs on one scale, not each run's own training loss.", "",
-        f"![ablation]({figure})", "", "## Reading", "", _reading(out_dir), ""])
-    return text, summary
+        "its TC loss and gap compare the runs on one scale, not each run's own training loss.", figure)
 
 
 REPORTS: dict[str, Callable[[Experiment, Results, Path], tuple[str, dict[str, Any]]]] = {

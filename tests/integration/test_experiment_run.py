@@ -6,7 +6,6 @@ trajectory; bad input exits 2 with one line."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import textwrap
 from pathlib import Path
@@ -23,6 +22,7 @@ from experiments.run import main
 from taco.embeddings import WORD_EMBEDDINGS
 from tests.integration.conftest import one_torch_thread
 from tests.integration.test_evaluate import glue_dir  # noqa: F401 - the GLUE fixture, shared
+from tests.integration.test_train_cli import _tree_digest
 
 RUNS = ("mlm-s1", "taco-s1", "taco-init")
 STEPS = [0, 6, 12]
@@ -70,15 +70,6 @@ def train_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _log(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-
-
-def _tree_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(path.rglob("*")):
-        if f.is_file():
-            h.update(str(f.relative_to(path)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def _stored(run: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
