@@ -187,7 +187,12 @@ def paired_runs(exp: Experiment, results: Results) -> list[tuple[str, str]]:
     by_seed: dict[Any, dict[str, str]] = {}
     for name, info in results.runs.items():
         cfg = info.get("config", {})
-        by_seed.setdefault(cfg.get("seed"), {})[cfg.get("objective")] = name
+        seen = by_seed.setdefault(cfg.get("seed"), {})
+        if cfg.get("objective") in seen:
+            raise EvalError(f"experiment {exp.name}: runs {seen[cfg.get('objective')]} and {name} share seed "
+                            f"{cfg.get('seed')} and objective {cfg.get('objective')}; the mlm_vs_taco report pairs "
+                            "one MLM and one TACO run per seed — give them different seeds or another report")
+        seen[cfg.get("objective")] = name
     return [(d["mlm"], d["taco"]) for _, d in sorted(by_seed.items(), key=lambda kv: str(kv[0]))
             if "mlm" in d and "taco" in d]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import types
 from pathlib import Path
 
 import pandas as pd
@@ -107,6 +108,14 @@ def test_speedups_per_seed_pair_and_pooled() -> None:
     # seed means: MLM 40, 43, 46; TACO 40.5, 45.5, 47.5 → 46 is reached at 100 + 0.5/2 * 100
     assert pooled is not None and pooled.target == pytest.approx(46.0) and pooled.untrained == pytest.approx(40.5)
     assert pooled.taco_steps == pytest.approx(125.0) and pooled.ratio == pytest.approx(200 / 125)
+
+
+def test_two_runs_with_one_seed_and_objective_are_refused() -> None:
+    res = _results({"mlm-s1": {0: 40.0, 200: 45.0}, "taco-s1": {0: 40.0, 200: 46.0}})
+    res.runs["taco-init"] = {"config": {"objective": "taco", "seed": 1, "init_embeddings": "runs/x/mlm-s1"}}
+    exp = types.SimpleNamespace(name="study")
+    with pytest.raises(EvalError, match="taco-s1 and taco-init share seed 1 and objective taco"):
+        paired_runs(exp, res)  # type: ignore[arg-type]
 
 
 def test_paired_difference_matches_a_hand_computation() -> None:
