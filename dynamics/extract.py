@@ -187,6 +187,7 @@ def extract(
     masked_pass: bool = True,
     batch_size: int = 16,
     device: str = "cpu",
+    reuse: Activations | None = None,
 ) -> Activations:
     """Run the probe set through `model` (already on `device`, eval mode) in batches of `batch_size` blocks.
 
@@ -194,6 +195,8 @@ def extract(
     Pass 2 (when `masked_pass` and the model has a recognised head): the masked positions replaced by the
     mask token; at those positions T(h_L), h_L and the rank of the true token under the head's logits. Logits
     are only computed at masked positions, never over the whole batch.
+    `reuse`: activations no longer needed (the previous snapshot's): their `hidden` and `emb_rows` arrays are
+    overwritten where the shapes match, instead of allocating new ones (fresh pages are slow to fault in).
     """
     import torch
 
@@ -214,22 +217,38 @@ def extract(
         offset = 0
         for start in range(0, n_blocks, batch_size):
             ids = ids_all[start : start + batch_size].to(device)
-            content = content_all[start : start + batch_size].to(device)
+            content = content_all[start : start + batch_size]
+            where = torch.nonzero(content.reshape(-1)).squeeze(1).to(device)  # content cells of the batch
             out = encoder(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True)
             states = out.hidden_states
             if hidden is None:
                 if n_layers and len(states) != n_layers + 1:
                     notes.append(f"model returned {len(states)} hidden states for {n_layers} layers")
-                hidden = np.empty((len(states), n_tok, states[0].shape[-1]), dtype=np.float32)
-            count = int(content.sum())
+                shape = (len(states), n_tok, states[0].shape[-1])
+                hidden = _reusable(None if reuse is None else reuse.hidden, shape)
+            count = where.numel()
             for layer, h in enumerate(states):
-                hidden[layer, offset : offset + count] = h[content].float().cpu().numpy()
+                rows = h.reshape(-1, h.shape[-1])
+                dest = torch.from_numpy(hidden[layer, offset : offset + count])
+                if rows.device.type == "cpu" and rows.dtype == torch.float32:
+                    torch.index_select(rows, 0, where, out=dest)  # straight into the array, no temporary
+                else:
+                    dest.copy_(rows.index_select(0, where).float().cpu())
             offset += count
             del out, states
         assert hidden is not None and offset == n_tok
         masked = _masked_pass(encoder, head, probe, ids_all, batch_size, device) if run_masked else None
-    emb_rows = emb_matrix[probe.tokens]
+    emb_rows = np.take(emb_matrix, probe.tokens, axis=0,
+                       out=_reusable(None if reuse is None else reuse.emb_rows, (n_tok, emb_matrix.shape[1])))
     return Activations(hidden, emb_rows, emb_matrix, masked, head is not None, type(model).__name__, notes)
+
+
+def _reusable(array: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """`array` if it is a writeable C-contiguous float32 array of `shape`, else a new one."""
+    if array is not None and array.shape == shape and array.dtype == np.float32 and array.flags.c_contiguous \
+            and array.flags.writeable:
+        return array
+    return np.empty(shape, dtype=np.float32)
 
 
 def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_size: int, device: str) -> MaskedOutputs:
@@ -264,12 +283,14 @@ def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_
 
 
 def extract_snapshot(
-    path: Path, probe: ProbeSet, *, masked_pass: bool = True, batch_size: int = 16, device: str = "cpu"
+    path: Path, probe: ProbeSet, *, masked_pass: bool = True, batch_size: int = 16, device: str = "cpu",
+    reuse: Activations | None = None,
 ) -> Activations:
-    """Load the snapshot at `path`, extract, and free the model before returning."""
+    """Load the snapshot at `path`, extract, and free the model before returning (`reuse`: see `extract`)."""
     model, has_head, notes = load_model(path, device)
     try:
-        acts = extract(model, probe, has_head=has_head, masked_pass=masked_pass, batch_size=batch_size, device=device)
+        acts = extract(model, probe, has_head=has_head, masked_pass=masked_pass, batch_size=batch_size, device=device,
+                       reuse=reuse)
     except RuntimeError as exc:
         raise ProbeError(f"{path}: the forward pass failed ({_short(exc)}); check that the model matches the "
                          "tokenizer and block size, or lower --batch-size") from None

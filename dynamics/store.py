@@ -84,6 +84,7 @@ class FamilyResult:
     rows: list[MetricRow]
     arrays: dict[str, dict[str, np.ndarray]]  # kind → arrays saved together in one .npz
     notes: list[str]
+    seconds: float | None = None  # compute time, when the family measured it itself
 
 
 def resolve(path: str | Path) -> Path:

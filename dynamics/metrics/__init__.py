@@ -3,9 +3,11 @@
 One module per question: `anchors` (anchor-embedding similarity, masked prediction, frequency bins,
 drift), `context` (context-vector alignment and the TC loss on probe data), `geometry` (anisotropy,
 Ethayarajh's contextuality measures, rank, isotropy, intrinsic dimension, alignment/uniformity, norms) and
-`cka` (linear CKA). Inputs are torch tensors (numpy arrays are accepted); arithmetic is float64.
+`cka` (linear CKA). Inputs are torch tensors (numpy arrays are accepted); arithmetic is float64, or that of
+a `Rows` passed instead of a matrix (the probe's float32 path; see `dynamics.metrics._common`).
 """
 
+from ._common import Rows
 from .anchors import (
     anchor_drift,
     anchor_similarity,
@@ -17,7 +19,7 @@ from .anchors import (
     token_accuracy,
     token_rank,
 )
-from .cka import cka_matrix, hsic_unbiased, linear_cka
+from .cka import cka_matrices, cka_matrix, hsic_unbiased, linear_cka
 from .context import (
     cosine_by_distance,
     info_nce_from_indices,
@@ -47,6 +49,7 @@ __all__ = [
     "anchor_similarity",
     "anisotropy",
     "assign_frequency_bins",
+    "cka_matrices",
     "cka_matrix",
     "cosine_by_distance",
     "cosine_rows",
@@ -62,6 +65,7 @@ __all__ = [
     "max_explainable_variance",
     "mean_by_bin",
     "mean_norm",
+    "Rows",
     "same_vs_other_cosine",
     "sample_tc_indices",
     "self_similarity",

@@ -7,7 +7,8 @@ cos(E_step[v], E_final[v]).
 
 Conventions: inputs are content tokens only (the caller drops [CLS]/[SEP]/[PAD] and other special
 tokens); rows are matched by index (row i of `h` belongs with row i of `emb_rows`, i.e. `E[input_ids]`);
-all arithmetic is float64. Cosine of an all-zero row with anything is defined as 0.
+plain arrays are computed on in float64 (a `Rows` in its own dtype, see `_common`), results are float64.
+Cosine of an all-zero row with anything is defined as 0.
 """
 
 from __future__ import annotations
@@ -18,23 +19,25 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import ArrayLike, as_labels, as_matrix, same_rows, unit_rows
+from ._common import ArrayLike, Rows, as_labels, as_rows, row_dots, same_rows
 
 FREQUENCY_BIN_NAMES: tuple[str, ...] = ("frequent", "medium", "rare")
 
 
-def cosine_rows(a: ArrayLike, b: ArrayLike) -> Tensor:
+def cosine_rows(a: ArrayLike | Rows, b: ArrayLike | Rows) -> Tensor:
     """Row-wise cosine similarity cos(a_i, b_i) = a_i·b_i / (‖a_i‖ ‖b_i‖).
 
     Args:
-        a, b: (n, dim), same shape.
+        a, b: (n, dim), same shape; either may be a `Rows` (its norms are reused; the dot products are taken
+            in the dtype of a's `Rows`, float64 for plain arrays).
     Returns:
         (n,) float64 tensor in [−1, 1]; 0 where either row is all zeros.
     """
-    a, b = as_matrix(a, "a"), as_matrix(b, "b")
-    same_rows(a, b, "a", "b")
-    b = b.to(a.device)
-    return (unit_rows(a) * unit_rows(b)).sum(1)
+    ra, rb = as_rows(a, "a"), as_rows(b, "b")
+    same_rows(ra.x, rb.x, "a", "b")
+    xb = rb.x.to(ra.device, ra.dtype)
+    nb = rb.safe_norms.to(ra.device)
+    return row_dots(ra.x, xb) / (ra.safe_norms.to(torch.float64) * nb.to(torch.float64))
 
 
 def anchor_similarity(h: ArrayLike, emb_rows: ArrayLike) -> float:

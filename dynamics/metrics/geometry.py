@@ -2,15 +2,20 @@
 isotropy, intrinsic dimension, alignment/uniformity and norms.
 
 Inputs are (n, H) matrices of content-token vectors of one layer ([CLS]/[SEP]/[PAD] and other special
-tokens already removed by the caller; layer 0 is the embedding-layer output). Arithmetic is float64.
-"Mean cosine over pairs" is over unordered pairs of distinct tokens, computed from sums of unit vectors
-(O(n·H)); a zero vector has cosine 0 with everything. Estimators that need neighbours or all pairwise
-distances (TwoNN, uniformity) work on a fixed, seeded subsample when n is large.
+tokens already removed by the caller; layer 0 is the embedding-layer output), or a `Rows` of one (shares row
+norms, unit rows and groupings between the metrics of a layer; see `_common` for its float32 arithmetic).
+Plain arrays are computed on in float64. "Mean cosine over pairs" is over unordered pairs of distinct
+tokens, computed from sums of unit vectors (O(n·H)); a zero vector has cosine 0 with everything. Estimators
+that need neighbours or all pairwise distances (TwoNN, uniformity) work on a fixed, seeded subsample when n
+is large.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,15 +23,24 @@ from torch import Tensor
 
 from ._common import (
     ArrayLike,
+    BlockLayout,
+    Rows,
     as_labels,
-    as_matrix,
+    as_rows,
+    chunk_rows,
     dense_groups,
     eigvalsh,
-    group_pair_sums,
+    gram_matrix,
+    matmul,
     pair_sums,
     shifted_pair_sums,
+    single_thread,
+    structural,
+    sum_rows,
     unit_rows,
 )
+
+Matrix = ArrayLike | Rows
 
 
 def _subsample(n: int, max_samples: int | None, seed: int) -> np.ndarray | None:
@@ -36,7 +50,7 @@ def _subsample(n: int, max_samples: int | None, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
 
 
-def anisotropy(x: ArrayLike) -> float:
+def anisotropy(x: Matrix) -> float:
     """Mean cosine similarity over all unordered pairs of distinct tokens.
 
     (‖Σ_i u_i‖² − Σ_i ‖u_i‖²) / (n(n − 1)) with u_i = x_i/‖x_i‖: the exact all-pairs mean that "mean
@@ -45,21 +59,12 @@ def anisotropy(x: ArrayLike) -> float:
     Args: x (n, H), n ≥ 2. Returns a float in [−1/(n−1), 1]; ≈ 0 for isotropic data, → 1 when all vectors
     share one direction.
     """
-    u = unit_rows(as_matrix(x, "x", min_rows=2))
-    s, pairs = pair_sums(u)
+    r = as_rows(x, "x", min_rows=2)
+    s, pairs = pair_sums(r.unit, r.unit_sq)
     return s / pairs
 
 
-def _type_groups(x: Tensor, type_ids: ArrayLike) -> tuple[Tensor, Tensor, Tensor]:
-    """Rows with type_id ≥ 0, their dense type index, and the occurrence count of each type."""
-    t = as_labels(type_ids, x.shape[0], "type_ids", device=x.device)
-    keep = t >= 0
-    groups, n_types = dense_groups(t[keep])
-    counts = torch.bincount(groups, minlength=n_types)
-    return x[keep], groups, counts
-
-
-def self_similarity(x: ArrayLike, type_ids: ArrayLike, adjust: bool = False) -> float:
+def self_similarity(x: Matrix, type_ids: ArrayLike, adjust: bool = False) -> float:
     """Ethayarajh's self-similarity: mean over word types of the mean pairwise cosine of its occurrences.
 
     SelfSim(w) = 1/(n_w(n_w − 1)) Σ_{j≠k} cos(x_j, x_k) over the n_w occurrences of w (from sums of unit
@@ -73,41 +78,39 @@ def self_similarity(x: ArrayLike, type_ids: ArrayLike, adjust: bool = False) -> 
         adjust: subtract the anisotropy baseline.
     Returns: float (NaN if no type has two occurrences).
     """
-    xm = as_matrix(x, "x")
-    rows, groups, counts = _type_groups(xm, type_ids)
-    sums, pairs = group_pair_sums(unit_rows(rows), groups, counts.numel())
-    ok = pairs > 0
+    r = as_rows(x, "x")
+    grouping = r.grouped(as_labels(type_ids, r.n, "type_ids", device=r.device))
+    sums, pairs = grouping.unit_pair_sums()
+    ok = (pairs > 0) & (grouping.labels >= 0)  # −1 marks tokens not counted
     if not bool(ok.any()):
         return math.nan
     value = float((sums[ok] / pairs[ok]).mean())
-    return value - anisotropy(xm) if adjust else value
+    return value - anisotropy(r) if adjust else value
 
 
-def intra_sentence_similarity(x: ArrayLike, seq_ids: ArrayLike, adjust: bool = False) -> float:
+def intra_sentence_similarity(x: Matrix, seq_ids: ArrayLike, adjust: bool = False) -> float:
     """Ethayarajh's intra-sentence similarity: mean cosine between each token and its sentence's mean vector.
 
     IntraSim(s) = 1/n_s Σ_{i∈s} cos(x_i, m_s) with m_s = 1/n_s Σ_{i∈s} x_i (the mean of the raw vectors),
     then the unweighted mean over sequences with ≥ 2 tokens (a one-token sentence gives 1 trivially). Here
     a "sentence" is whatever `seq_ids` groups — in the probe, one block. The adjusted form subtracts
-    `anisotropy(x)`.
+    `anisotropy(x)`. Computed as (Σ_{i∈s} u_i)·m_s/‖m_s‖ / n_s: a cosine is linear in its unit vector.
 
     Args: x (n, H); seq_ids (n,); adjust. Returns a float (NaN if no sequence has two tokens).
     """
-    xm = as_matrix(x, "x")
-    s = as_labels(seq_ids, xm.shape[0], "seq_ids", device=xm.device)
-    groups, n_groups = dense_groups(s)
-    counts = torch.bincount(groups, minlength=n_groups).to(xm.dtype)
-    means = torch.zeros(n_groups, xm.shape[1], dtype=xm.dtype, device=xm.device).index_add_(0, groups, xm)
-    cos = (unit_rows(xm) * unit_rows(means)[groups]).sum(1)  # the 1/n_s scale does not change a cosine
-    per_seq = torch.zeros(n_groups, dtype=xm.dtype, device=xm.device).index_add_(0, groups, cos) / counts
+    r = as_rows(x, "x")
+    grouping = r.grouped(as_labels(seq_ids, r.n, "seq_ids", device=r.device))
+    counts = grouping.counts.to(torch.float64)
+    # the 1/n_s scale of the mean does not change a cosine
+    per_seq = (grouping.unit_sums * unit_rows(grouping.sums)).sum(1) / counts
     ok = counts >= 2
     if not bool(ok.any()):
         return math.nan
     value = float(per_seq[ok].mean())
-    return value - anisotropy(xm) if adjust else value
+    return value - anisotropy(r) if adjust else value
 
 
-def explained_variance_pc1(x: ArrayLike, singular_values: Tensor | None = None) -> float:
+def explained_variance_pc1(x: Matrix, singular_values: Tensor | None = None) -> float:
     """σ₁² / Σ_k σ_k² of the *uncentred* matrix x (n, H): the share of Σ‖x_i‖² along its top direction.
 
     Used as Ethayarajh's baseline for MEV (the first-component share of random token representations).
@@ -116,7 +119,7 @@ def explained_variance_pc1(x: ArrayLike, singular_values: Tensor | None = None) 
     """
     sv = singular_values
     if sv is None:
-        sv = _singular_values(as_matrix(x, "x"))
+        sv = spectra(x)["singular_values"]
     sv = torch.as_tensor(sv, dtype=torch.float64)
     total = float((sv * sv).sum())
     if total == 0:
@@ -125,7 +128,7 @@ def explained_variance_pc1(x: ArrayLike, singular_values: Tensor | None = None) 
 
 
 def max_explainable_variance(
-    x: ArrayLike, type_ids: ArrayLike, adjust: bool = False, baseline: str = "pc1"
+    x: Matrix, type_ids: ArrayLike, adjust: bool = False, baseline: str = "pc1"
 ) -> float:
     """Ethayarajh's maximum explainable variance, averaged over word types.
 
@@ -140,71 +143,254 @@ def max_explainable_variance(
     """
     if baseline not in ("pc1", "anisotropy"):
         raise ValueError(f"baseline must be 'pc1' or 'anisotropy'; got {baseline!r}")
-    xm = as_matrix(x, "x")
-    rows, groups, counts = _type_groups(xm, type_ids)
-    values = _type_top_shares(rows, groups, counts)
+    r = as_rows(x, "x")
+    values = _type_top_shares(r, as_labels(type_ids, r.n, "type_ids", device=r.device))
     if values.numel() == 0:
         return math.nan
     value = float(values.mean())
     if not adjust:
         return value
-    return value - (explained_variance_pc1(xm) if baseline == "pc1" else anisotropy(xm))
+    return value - (explained_variance_pc1(r) if baseline == "pc1" else anisotropy(r))
 
 
-def _type_top_shares(rows: Tensor, groups: Tensor, counts: Tensor) -> Tensor:
+def _type_top_shares(r: Rows, labels: Tensor) -> Tensor:
     """σ₁² / Σσ² of each type's occurrence matrix, for the types with ≥ 2 occurrences and a non-zero total.
 
-    σ₁² is the top eigenvalue of the smaller Gram matrix. Types are batched by occurrence count rounded up
-    to a power of two: each type's rows are zero-padded to that count, which adds only zero eigenvalues to
-    the (c × c) Gram matrix, so one batched eigvalsh serves every type of a bucket. Types with more
-    occurrences than dimensions use their (H × H) Gram matrix instead.
+    σ₁² is the top eigenvalue of the smaller Gram matrix (`top_eigenvalues`). Types are batched by occurrence
+    count rounded up to the next of `BUCKET_CAPS`: each type's rows are zero-padded to that count, which adds only zero
+    eigenvalues to the (c × c) Gram matrix, so one batched product serves every type of a bucket. Types with
+    more occurrences than dimensions use their (H × H) Gram matrix instead. The Gram matrices are formed in
+    the rows' dtype, decomposed in float64.
     """
-    dim = rows.shape[1]
-    order = torch.argsort(groups, stable=True)
-    rows, groups = rows[order], groups[order]
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(rows.shape[0], device=rows.device) - starts[groups]
-    totals = torch.zeros(counts.numel(), dtype=rows.dtype, device=rows.device).index_add_(0, groups, (rows * rows).sum(1))
-    ok = (counts >= 2) & (totals > 0)
-    top = torch.full((counts.numel(),), math.nan, dtype=rows.dtype, device=rows.device)
-    cap = torch.ones_like(counts)
-    while bool((cap < counts).any()):
-        cap = torch.where(cap < counts, cap * 2, cap)
-    for size in torch.unique(cap[ok & (counts <= dim)]).tolist():
-        types = torch.nonzero(ok & (counts <= dim) & (cap == size)).squeeze(1)
-        local = torch.full((counts.numel(),), -1, dtype=torch.int64, device=rows.device)
-        local[types] = torch.arange(types.numel(), device=rows.device)
-        sel = local[groups] >= 0
-        padded = rows.new_zeros(types.numel(), int(size), dim)
-        padded[local[groups[sel]], slot[sel]] = rows[sel]
-        top[types] = eigvalsh(padded @ padded.transpose(1, 2))[:, -1]
-    for t in torch.nonzero(ok & (counts > dim)).squeeze(1).tolist():
-        block = rows[int(starts[t]) : int(starts[t] + counts[t])]  # rows are sorted by type
-        top[t] = eigvalsh(block.T @ block)[-1]
+    dim = r.dim
+    lay = structural(labels, f"types/{dim}", lambda: _TypeLayout.build(labels, dim))
+    sq = r.norms[lay.index].to(torch.float64) ** 2
+    totals = torch.zeros(lay.n_types, dtype=torch.float64, device=sq.device).index_add_(0, lay.groups, sq)
+    ok = lay.repeated & (totals > 0)
+    top = torch.full((lay.n_types,), math.nan, dtype=torch.float64, device=sq.device)
+    for size, types, rows, where in lay.buckets:
+        padded = r.x.new_zeros(types.numel(), size, dim)
+        padded[where] = r.x[rows]
+        gram = (padded @ padded.transpose(1, 2)).to(torch.float64)
+        # small matrices: LAPACK is as fast as the iteration's overhead
+        top[types] = eigvalsh(gram)[:, -1] if size <= SMALL_EIGEN else top_eigenvalues(gram)
+    if lay.big:
+        top[lay.big] = top_eigenvalues(torch.stack(centred_gram(r, lay.big_rows)[2]))
     return (top / totals)[ok]
 
 
-def spectra(x: ArrayLike) -> dict[str, Tensor]:
-    """Singular values of x (n, H) and of its column-centred form, and the eigenvalues of its sample
-    covariance, from one (H × H) Gram matrix XᵀX (the centred one is XᵀX − n·m mᵀ), descending.
+@dataclass
+class _TypeLayout:
+    """Which rows go where in `_type_top_shares`, from the type labels alone (kept across layers and snapshots)."""
 
-    Returns {"singular_values", "singular_values_centred", "covariance_eigenvalues"}, to pass to
-    `effective_rank`, `explained_variance_pc1` and `isoscore` so that a layer is decomposed once.
+    n_types: int
+    index: Tensor  # rows of counted tokens, sorted by type
+    groups: Tensor  # their dense type ids
+    repeated: Tensor  # (n_types,) bool: ≥ 2 occurrences
+    buckets: list[tuple[int, Tensor, Tensor, tuple[Tensor, Tensor]]]  # (cap, types, rows, (type slot, row slot))
+    big: list[int]  # types with more occurrences than dimensions
+    big_rows: list[Tensor]  # their rows
+
+    @staticmethod
+    def build(labels: Tensor, dim: int) -> _TypeLayout:
+        keep = torch.nonzero(labels >= 0).squeeze(1)
+        groups, n_types = dense_groups(labels[keep])
+        counts = torch.bincount(groups, minlength=n_types)
+        order = torch.argsort(groups, stable=True)
+        index, groups = keep[order], groups[order]
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(index.numel(), device=index.device) - starts[groups]
+        repeated = counts >= 2
+        caps = torch.tensor(sorted({c for c in BUCKET_CAPS if c < dim} | {dim}), device=index.device)
+        cap = caps[torch.searchsorted(caps, counts.clamp_max(dim))]
+        buckets = []
+        for size in torch.unique(cap[repeated & (counts <= dim)]).tolist():
+            types = torch.nonzero(repeated & (counts <= dim) & (cap == size)).squeeze(1)
+            local = torch.full((n_types,), -1, dtype=torch.int64, device=index.device)
+            local[types] = torch.arange(types.numel(), device=index.device)
+            sel = torch.nonzero(local[groups] >= 0).squeeze(1)
+            buckets.append((int(size), types, index[sel], (local[groups[sel]], slot[sel])))
+        big = torch.nonzero(repeated & (counts > dim)).squeeze(1).tolist()
+        big_rows = [index[int(starts[t]) : int(starts[t] + counts[t])] for t in big]  # rows are sorted by type
+        return _TypeLayout(n_types, index, groups, repeated, buckets, big, big_rows)
+
+
+SMALL_EIGEN = 32
+# Occurrence counts are padded up to the next of these (and H): ≤ 1.5× padding per side at a few buckets.
+BUCKET_CAPS = (2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+
+
+def top_eigenvalues(a: Tensor, tol: float = 1e-13, max_iter: int = 64, check_every: int = 3) -> Tensor:
+    """Largest eigenvalue of each symmetric positive semi-definite matrix of the batch a (B, m, m), float64.
+
+    Power iteration from the all-ones vector, each matrix stopped once its value is certified to a relative
+    `tol`: the Rayleigh quotient ρ = vᵀAv (‖v‖ = 1) never exceeds λ_max, and λ_max is at most
+    max_i (Av)_i / v_i when A is entrywise non-negative and v > 0 (Collatz–Wielandt), and at most
+    ρ + ‖Av − ρv‖² / (2ρ − tr A) when ρ > tr A / 2 (Kato–Temple, with λ₂ ≤ tr A − λ_max ≤ tr A − ρ for a
+    PSD matrix). Matrices not certified within `max_iter` steps (a small gap between the two largest
+    eigenvalues) go to `eigvalsh`. So the result equals `eigvalsh`'s to `tol` (relative) either way; the
+    iteration is only faster when, as for occurrences of one word, one direction dominates. The bounds are
+    evaluated every `check_every` steps (they cost more than a step).
     """
-    xm = as_matrix(x, "x")
-    n = xm.shape[0]
-    if n < xm.shape[1]:
+    b, m, _ = a.shape
+    out = torch.empty(b, dtype=torch.float64, device=a.device)
+    if b == 0:
+        return out
+    a = a.to(torch.float64)
+    trace = torch.diagonal(a, dim1=1, dim2=2).sum(1)
+    nonneg = (a >= 0).flatten(1).all(1)
+    live = torch.diagonal(a, dim1=1, dim2=2) > 0  # a zero diagonal entry of a PSD matrix: a zero row and column
+    active = torch.arange(b, device=a.device)
+    mat, v = a, live.to(torch.float64).unsqueeze(2)
+    v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp_min(1e-300)
+    for step in range(max_iter):
+        av = mat @ v
+        if (step + 1) % check_every and step + 1 < max_iter:
+            v = av / torch.linalg.vector_norm(av, dim=1, keepdim=True).clamp_min(1e-300)
+            continue
+        rho = (v * av).sum((1, 2))
+        res = ((av - rho[:, None, None] * v) ** 2).sum((1, 2))
+        gap = 2 * rho - trace[active]
+        kt = torch.where(gap > 0, rho + res / gap.clamp_min(1e-300), torch.full_like(rho, math.inf))
+        ratio = torch.where(v > 0, av / v.clamp_min(1e-300), torch.full_like(v, math.inf))
+        ratio = torch.where(live[active].unsqueeze(2), ratio, torch.full_like(v, -math.inf))
+        cw = torch.where(nonneg[active], ratio.amax((1, 2)), torch.full_like(rho, math.inf))
+        upper = torch.minimum(kt, cw)
+        done = (upper - rho <= tol * rho.abs()) | (trace[active] <= 0)
+        if bool(done.any()):
+            out[active[done]] = torch.where(trace[active[done]] > 0, rho[done], torch.zeros_like(rho[done]))
+            keep = ~done
+            active, mat, av = active[keep], mat[keep], av[keep]
+        if active.numel() == 0:
+            return out
+        v = av / torch.linalg.vector_norm(av, dim=1, keepdim=True).clamp_min(1e-300)
+    out[active] = eigvalsh(a[active])[:, -1]
+    return out
+
+
+def spectra(x: Matrix) -> dict[str, Tensor]:
+    """Singular values of x (n, H) and of its column-centred form, and the eigenvalues of its sample
+    covariance, from one (H × H) Gram matrix, descending.
+
+    The Gram matrix is formed on the rows minus a fixed vector a (their mean, rounded to the rows' dtype):
+    C = (X − a)ᵀ(X − a), and then, exactly, XᵀX = C + a sᵀ + s aᵀ + n a aᵀ (s = Σ(x_i − a)) and the centred
+    Gram matrix = C − n δδᵀ (δ = mean − a); so neither needs the cancellation-prone XᵀX − n m mᵀ and a float32
+    Rows loses nothing to a large shared offset. With float32 rows, an eigenvalue below `REFINE_BELOW` × the
+    largest is at the level of the product's rounding (LayerNorm outputs, e.g., have an exact null direction,
+    and RankMe's √ makes its noise visible): those are recomputed in float64 from the rows projected on their
+    eigenvectors (a Rayleigh–Ritz step). Returns {"singular_values", "singular_values_centred",
+    "covariance_eigenvalues"}, to pass to `effective_rank`, `explained_variance_pc1` and `isoscore` so that a
+    layer is decomposed once.
+    """
+    r = as_rows(x, "x")
+    n = r.n
+    if n < r.dim:
+        xm = r.x.to(torch.float64)
         c = xm - xm.mean(0, keepdim=True)
         sv, svc = _singular_values(xm), _singular_values(c)
         cov = (svc * svc) / max(n - 1, 1)
         return {"singular_values": sv, "singular_values_centred": svc, "covariance_eigenvalues": cov}
-    gram = xm.T @ xm
-    m = xm.mean(0)
-    centred = gram - n * torch.outer(m, m)
-    ev = eigvalsh(gram).clamp_min(0).flip(0)
-    evc = eigvalsh(centred).clamp_min(0).flip(0)
+    a, gram_c, _ = centred_gram(r)
+    mean = r.column_sums / n
+    a64 = a.to(torch.float64)
+    delta = mean - a64
+    s = n * delta  # Σ(x_i − a) = Σx_i − n·a
+    gram = gram_c + torch.outer(a64, s) + torch.outer(s, a64) + n * torch.outer(a64, a64)
+    centred = gram_c - n * torch.outer(delta, delta)
+    if r.dtype == torch.float64:
+        ev, evc = eigvalsh(gram), eigvalsh(centred)
+    else:
+        ev, evc = _refined_eigenvalues(r.x, [(gram, torch.zeros_like(mean)), (centred, -mean)])
+    ev, evc = ev.clamp_min(0).flip(0), evc.clamp_min(0).flip(0)
     return {"singular_values": ev.sqrt(), "singular_values_centred": evc.sqrt(),
             "covariance_eigenvalues": evc / max(n - 1, 1)}
+
+
+def centred_gram(r: Rows, blocks: Sequence[Tensor] = ()) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """(a, C, grams): a, the rows' mean rounded to their dtype; C = Σ_i (x_i − a)(x_i − a)ᵀ, (H × H) float64
+    formed by matrix products in the rows' dtype; and for each index tensor in `blocks` (disjoint row sets) the
+    uncentred Gram matrix of those rows, X_bᵀX_b = C_b + a s_bᵀ + s_b aᵀ + n_b a aᵀ (C_b, s_b: the same sums over
+    the block), exact in float64 given C_b. With blocks, the rows are gathered block by block and C is the sum
+    of the blocks' C_b, so the blocks' Gram matrices cost nothing beyond C (MEV's large word types share
+    `spectra`'s product this way). C is kept in the `Rows` for the next caller.
+    """
+    mean = r.column_sums / r.n
+    a = mean.to(r.dtype)
+    held = r.cache.get("centred_gram")
+    if held is not None and not blocks:
+        return a, held, []
+    if not blocks:
+        c = torch.sub(r.x, a, out=r.scratch("centred"))
+        total = gram_matrix(c).to(torch.float64)
+        r.cache["centred_gram"] = total
+        return a, total, []
+    a64 = a.to(torch.float64)
+    taken = torch.zeros(r.n, dtype=torch.bool, device=r.device)
+    for b in blocks:
+        taken[b] = True
+    rest = torch.nonzero(~taken).squeeze(1)
+    parts = list(blocks) + ([rest] if held is None and rest.numel() else [])
+    order = torch.cat(parts)
+    c = torch.index_select(r.x, 0, order, out=r.scratch("centred")[: order.numel()]).sub_(a)
+    grams, total, offset = [], torch.zeros(r.dim, r.dim, dtype=torch.float64, device=r.device), 0
+    for i, b in enumerate(parts):
+        cb = c[offset : offset + b.numel()]
+        offset += b.numel()
+        gb = gram_matrix(cb).to(torch.float64)
+        total += gb
+        if i < len(blocks):
+            sb = sum_rows(cb)
+            grams.append(gb + torch.outer(a64, sb) + torch.outer(sb, a64) + b.numel() * torch.outer(a64, a64))
+    if held is None:
+        r.cache["centred_gram"] = total
+    return a, held if held is not None else total, grams
+
+
+REFINE_BELOW = 1e-4
+
+
+def _refined_eigenvalues(x: Tensor, grams: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
+    """Ascending eigenvalues of each Gram matrix (X + 1 bᵀ)ᵀ(X + 1 bᵀ) of the rows x shifted by b, given as
+    (float64 matrix from a low-precision product, b). The k eigenvalues below `REFINE_BELOW` × the largest are
+    replaced by the k smallest Ritz values of the exact Gram matrix on a basis V of their eigenspace, Vᵀ G V =
+    PᵀP with P = x V + 1 bᵀV: the rounding of each projected row is relative to that row, not to the largest
+    eigenvalue. V comes from a few steps of inverse subspace iteration (k + 1 vectors, a fixed start, a small
+    positive shift so that the Cholesky factor exists)."""
+    parts = []
+    for gram, shift in grams:
+        vals = eigvalsh(gram)
+        top = float(vals[-1].clamp_min(0))
+        k = int((vals < REFINE_BELOW * top).sum())
+        basis = _low_subspace(gram, k, 1e-2 * REFINE_BELOW * top) if k and top > 0 else None
+        parts.append((vals, k, basis, shift))
+    bases = [b for _, _, b, _ in parts if b is not None]
+    proj = matmul(x, torch.cat(bases, 1).to(x.dtype)).to(torch.float64) if bases else None
+    out, col = [], 0
+    for vals, k, basis, shift in parts:
+        if basis is not None:
+            m = basis.shape[1]
+            p = proj[:, col : col + m] + shift @ basis  # the rows x + b on the basis
+            col += m
+            vals = torch.sort(torch.cat([vals[k:], eigvalsh(p.T @ p)[:k]])).values
+        out.append(vals)
+    return out
+
+
+def _low_subspace(gram: Tensor, k: int, eps: float, steps: int = 4) -> Tensor:
+    """(H, m) orthonormal basis, m = min(k + 1, H), approximating the eigenvectors of the k smallest eigenvalues
+    of the PSD matrix `gram`: inverse subspace iteration with (gram + eps·I)⁻¹ from a fixed start."""
+    h = gram.shape[0]
+    m = min(k + 1, h)
+    shifted = gram + eps * torch.eye(h, dtype=gram.dtype, device=gram.device)
+    chol, info = torch.linalg.cholesky_ex(shifted)
+    if int(info) != 0:  # not numerically positive definite: fall back to the full decomposition
+        with contextlib.nullcontext() if gram.device.type != "cpu" else single_thread():
+            return torch.linalg.eigh(gram)[1][:, :m]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(h, m, generator=gen, dtype=gram.dtype).to(gram.device))[0]
+    for _ in range(steps):
+        basis = torch.linalg.qr(torch.cholesky_solve(basis, chol))[0]
+    return basis
 
 
 def _singular_values(x: Tensor) -> Tensor:
@@ -217,7 +403,7 @@ def _singular_values(x: Tensor) -> Tensor:
     return eigvalsh(gram).clamp_min(0).sqrt().flip(0)
 
 
-def effective_rank(x: ArrayLike, center: bool = False, singular_values: Tensor | None = None) -> float:
+def effective_rank(x: Matrix, center: bool = False, singular_values: Tensor | None = None) -> float:
     """RankMe effective rank (Garrido et al. 2023): exp(−Σ_k p_k log p_k), p_k = σ_k / Σ_j σ_j + 1e-7.
 
     σ_k are the singular values of the *uncentred* (n, H) matrix (DESIGN.md); `center=True` subtracts the
@@ -228,7 +414,7 @@ def effective_rank(x: ArrayLike, center: bool = False, singular_values: Tensor |
     `spectra(x)`, to skip recomputing them. Returns a float (NaN for an all-zero matrix).
     """
     if singular_values is None:
-        xm = as_matrix(x, "x")
+        xm = as_rows(x, "x").x.to(torch.float64)
         if center:
             xm = xm - xm.mean(0, keepdim=True)
         s = _singular_values(xm)
@@ -240,7 +426,7 @@ def effective_rank(x: ArrayLike, center: bool = False, singular_values: Tensor |
     return float(torch.exp(-(p * torch.log(p)).sum()))
 
 
-def isoscore(x: ArrayLike, covariance_eigenvalues: Tensor | None = None) -> float:
+def isoscore(x: Matrix, covariance_eigenvalues: Tensor | None = None) -> float:
     """IsoScore (Rudman et al. 2022): how uniformly the variance of x is spread over all H dimensions.
 
     Steps of the paper, with n = H the ambient dimension:
@@ -256,15 +442,16 @@ def isoscore(x: ArrayLike, covariance_eigenvalues: Tensor | None = None) -> floa
     Args: x (n_samples, H), n_samples ≥ 2, H ≥ 2; covariance_eigenvalues: those of x's sample covariance,
     e.g. from `spectra(x)`, to skip recomputing them. Returns a float in [0, 1] (NaN if x has no variance).
     """
-    xm = as_matrix(x, "x", min_rows=2)
-    n = xm.shape[1]
+    r = as_rows(x, "x", min_rows=2)
+    n = r.dim
     if n < 2:
-        raise ValueError(f"isoscore needs dim >= 2; got shape {tuple(xm.shape)}")
+        raise ValueError(f"isoscore needs dim >= 2; got shape {tuple(r.x.shape)}")
     if covariance_eigenvalues is not None:
         var = torch.as_tensor(covariance_eigenvalues, dtype=torch.float64).clamp_min(0)
         if var.numel() < n:  # fewer samples than dimensions: the remaining eigenvalues are zero
             var = torch.cat([var, var.new_zeros(n - var.numel())])
     else:
+        xm = r.x.to(torch.float64)
         c = xm - xm.mean(0, keepdim=True)
         var = eigvalsh(c.T @ c / (xm.shape[0] - 1)).clamp_min(0)
     norm = float(torch.linalg.vector_norm(var))
@@ -277,7 +464,7 @@ def isoscore(x: ArrayLike, covariance_eigenvalues: Tensor | None = None) -> floa
 
 
 def twonn_dimension(
-    x: ArrayLike, discard_fraction: float = 0.1, seed: int = 0, max_samples: int | None = 5000
+    x: Matrix, discard_fraction: float = 0.1, seed: int = 0, max_samples: int | None = 5000
 ) -> float:
     """TwoNN intrinsic dimension (Facco et al. 2017).
 
@@ -290,24 +477,33 @@ def twonn_dimension(
     Duplicate vectors are collapsed first: identical rows occur (the same token at the same position in two
     blocks has the same layer-0 vector), they give r₁ = 0 and an infinite μ, and they carry no information
     about the dimension of the data's support. The subsample (`max_samples`, seeded) is drawn from the
-    unique rows.
+    unique rows (in lexicographic order, as `np.unique(x, axis=0)` sorts them).
+
+    Neighbours are found exactly (`nearest_two`): candidates from the Gram matrix in the rows' dtype, their
+    distances recomputed in float64 from the vectors.
 
     Args: x (n, H); discard_fraction in [0, 1); seed; max_samples (None = all unique rows).
     Returns: float; NaN if fewer than 3 unique rows.
     """
     if not 0 <= discard_fraction < 1:
         raise ValueError(f"discard_fraction must be in [0, 1); got {discard_fraction}")
-    xm = as_matrix(x, "x").cpu().numpy()
-    uniq = np.unique(xm, axis=0)
-    idx = _subsample(uniq.shape[0], max_samples, seed)
-    pts = uniq if idx is None else uniq[idx]
-    if pts.shape[0] < 3:
-        return math.nan
-    from sklearn.neighbors import NearestNeighbors  # imported here: sklearn takes seconds to import
-
-    # kneighbors() without a query excludes each point itself from its neighbours.
-    dist, _ = NearestNeighbors(n_neighbors=2).fit(pts).kneighbors()
-    r1, r2 = dist[:, 0], dist[:, 1]
+    r = as_rows(x, "x")
+    r1 = r2 = None
+    if (max_samples is None or r.n <= max_samples) and r.n >= 3:
+        # Without duplicates, collapsing them changes nothing: try all rows first (a zero distance to the
+        # nearest neighbour, computed exactly, means an identical row).
+        r1, r2 = nearest_two(r, torch.arange(r.n, device=r.device))
+        if not (r1 > 0).all():
+            r1 = r2 = None
+    if r1 is None:
+        uniq, inverse = torch.unique(r.x, dim=0, return_inverse=True)
+        first = torch.full((uniq.shape[0],), r.n, dtype=torch.int64, device=r.device)
+        first.scatter_reduce_(0, inverse, torch.arange(r.n, device=r.device), reduce="amin")
+        idx = _subsample(uniq.shape[0], max_samples, seed)
+        rows = first if idx is None else first[torch.as_tensor(idx, device=r.device)]
+        if rows.numel() < 3:
+            return math.nan
+        r1, r2 = nearest_two(r, torch.sort(rows).values)
     ok = r1 > 0
     mu = np.sort(r2[ok] / r1[ok])
     n = mu.size
@@ -321,56 +517,102 @@ def twonn_dimension(
     return float((xs * ys).sum() / denom) if denom > 0 else math.nan
 
 
-def alignment(x: ArrayLike, seq_ids: ArrayLike, positions: ArrayLike) -> float:
+def nearest_two(r: Rows, index: Tensor, candidates: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Distances from each row r.x[index] to its nearest and second-nearest other row among r.x[index].
+
+    The `candidates` nearest by the Gram-matrix form ‖a‖² + ‖b‖² − 2a·b (in the rows' dtype; from the Gram
+    matrix if the `Rows` holds one, else by chunks) are re-measured as ‖a − b‖ in float64 and the two smallest kept, so
+    the distances are float64-exact; only a neighbour whose Gram-form distance is off by more than the gap to
+    the `candidates`-th nearest could be missed, i.e. among near-ties, which changes the distance by no more
+    than the float32 error. Returns (r₁, r₂) as float64 numpy arrays (n_index,).
+    """
+    m = index.numel()
+    k = min(candidates, m - 1)
+    x = r.x[index]
+    half = r.norms[index] ** 2 / 2
+    cand = torch.empty(m, k, dtype=torch.int64, device=r.device)
+    step = chunk_rows(m)
+    whole = r.cached_gram()
+    if whole is not None and not (m == r.n and bool((index == torch.arange(m, device=r.device)).all())):
+        whole = whole[index][:, index]  # the Gram matrix of the selected rows
+    for start in range(0, m, step):
+        stop = min(m, start + step)
+        dots = whole[start:stop] if whole is not None else x[start:stop] @ x.T
+        # ‖x_i − x_j‖² = ‖x_i‖² − 2(x_i·x_j − ‖x_j‖²/2): per row, the nearest have the largest x_i·x_j − ‖x_j‖²/2
+        score = dots - half[None, :]
+        score[torch.arange(stop - start), torch.arange(start, stop)] = -math.inf  # not its own neighbour
+        cand[start:stop] = torch.topk(score, k, dim=1, sorted=False).indices
+    x64 = x.to(torch.float64)
+    dist = torch.empty(m, k, dtype=torch.float64, device=r.device)
+    for j in range(k):
+        dist[:, j] = torch.linalg.vector_norm(x64 - x64[cand[:, j]], dim=1)
+    two = torch.topk(dist, min(2, k), dim=1, largest=False).values
+    if two.shape[1] < 2:
+        two = torch.cat([two, two], 1)
+    return two[:, 0].cpu().numpy(), two[:, 1].cpu().numpy()
+
+
+def alignment(x: Matrix, seq_ids: ArrayLike, positions: ArrayLike, layout: BlockLayout | None = None) -> float:
     """Wang–Isola alignment with positive pairs by proximity: mean ‖u_i − u_j‖² over adjacent tokens.
 
     Pairs are tokens of one block at positions p and p + 1 (TACO's notion of a positive; a gap left by a
     removed special token breaks adjacency). u = x/‖x‖; ‖u_i − u_j‖² = 2 − 2cos for non-zero rows.
     Lower is more aligned; 0 when neighbours coincide in direction, 2 for orthogonal neighbours.
 
-    Args: x (n, H); seq_ids (n,); positions (n,) unique within a sequence. Returns a float in [0, 4]
-    (NaN if no adjacent pair).
+    Args: x (n, H); seq_ids (n,); positions (n,) unique within a sequence; layout: their `BlockLayout`, if
+    already built. Returns a float in [0, 4] (NaN if no adjacent pair).
     """
-    xm = as_matrix(x, "x")
-    s = as_labels(seq_ids, xm.shape[0], "seq_ids", device=xm.device)
-    p = as_labels(positions, xm.shape[0], "positions", device=xm.device)
-    sums, counts = shifted_pair_sums(unit_rows(xm), s, p, 1, squared_difference=True)
+    r = as_rows(x, "x")
+    s = as_labels(seq_ids, r.n, "seq_ids", device=r.device)
+    p = as_labels(positions, r.n, "positions", device=r.device)
+    sums, counts = shifted_pair_sums(r.unit, s, p, 1, squared_difference=True, layout=layout, sq=r.unit_sq)
     if counts[0] == 0:
         return math.nan
     return float(sums[0] / counts[0])
 
 
 def uniformity(
-    x: ArrayLike, t: float = 2.0, max_samples: int | None = 4096, seed: int = 0, chunk_rows: int = 1024
+    x: Matrix, t: float = 2.0, max_samples: int | None = 4096, seed: int = 0, chunk_rows: int = 1024
 ) -> float:
     """Wang–Isola uniformity: log of the mean of exp(−t‖u_i − u_j‖²) over distinct pairs of unit vectors.
 
     u = x/‖x‖ (zero rows stay zero); DESIGN.md fixes t = 2. The mean over unordered distinct pairs equals
     the mean over ordered pairs i ≠ j, which is what is summed here, block by block, so no (n, n) matrix is
-    held. Lower (more negative) is more uniform: 0 when all vectors coincide, and by Jensen never below
-    −t·(2 + 2/(n−1)) (≈ −4 for t = 2), approached by vectors spread evenly over a high-dimensional sphere.
+    held (unless a `Rows` already holds its Gram matrix, whose entries give the cosines). Lower (more
+    negative) is more uniform: 0 when all vectors coincide, and by Jensen never below −t·(2 + 2/(n−1))
+    (≈ −4 for t = 2), approached by vectors spread evenly over a high-dimensional sphere.
 
     Args: x (n, H), n ≥ 2; t > 0; max_samples: seeded subsample size (None = all rows); seed;
     chunk_rows: rows per block. Returns a float ≤ 0.
     """
     if t <= 0:
         raise ValueError(f"t must be > 0; got {t}")
-    xm = as_matrix(x, "x", min_rows=2)
-    idx = _subsample(xm.shape[0], max_samples, seed)
-    u = unit_rows(xm if idx is None else xm[torch.as_tensor(idx, device=xm.device)])
-    n = u.shape[0]
-    sq = (u * u).sum(1)
+    r = as_rows(x, "x", min_rows=2)
+    idx = _subsample(r.n, max_samples, seed)
+    if idx is not None:
+        r = r.subset(torch.as_tensor(idx, device=r.device))
+    n = r.n
+    # exp(−t‖u_i − u_j‖²) = w_i w_j exp(2t·cos_ij) with w_i = exp(−t‖u_i‖²) (‖u_i‖² is 1, or 0 for a zero row),
+    # cos_ij capped at 1 (rounding can exceed it for near-identical rows, where ‖u_i − u_j‖² ≥ 0 is the bound)
+    w = torch.exp(-t * r.unit_sq).to(r.dtype)
+    inv = 1 / r.safe_norms
+    gram = r.cached_gram()
+    u = r.unit if gram is None else None
     total = 0.0
     for start in range(0, n, chunk_rows):
-        block = u[start : start + chunk_rows]
-        d2 = (sq[start : start + chunk_rows, None] + sq[None, :] - 2 * block @ u.T).clamp_min(0)
-        k = torch.exp(-t * d2)
+        stop = min(n, start + chunk_rows)
+        if gram is not None:  # cosines from the Gram matrix: x_i·x_j / (‖x_i‖‖x_j‖), 0 for a zero row
+            k = gram[start:stop] * inv[start:stop, None]
+            k.mul_(inv[None, :] * (2 * t))
+        else:
+            k = (u[start:stop] @ u.T).mul_(2 * t)
+        k = torch.exp_(k.clamp_max_(2 * t))
         k.diagonal(offset=start).zero_()  # drop i == j
-        total += float(k.sum())
+        total += float(w[start:stop].to(torch.float64) @ (k @ w).to(torch.float64))
     return math.log(total / (n * (n - 1)))
 
 
-def mean_norm(x: ArrayLike) -> float:
+def mean_norm(x: Matrix) -> float:
     """Mean L2 norm of the rows of x (n, H), in the units of x (e.g. of h, e or g = h − e)."""
-    xm = as_matrix(x, "x")
-    return float(torch.linalg.vector_norm(xm, dim=1).mean())
+    r = as_rows(x, "x")
+    return float(r.norms.to(torch.float64).mean())
