@@ -32,7 +32,7 @@ computation to ~1e-7 relative (RankMe, whose near-zero singular values are at th
 to ~3e-8). A metric that is undefined for the input (e.g. no word type occurs twice) is stored as NULL with a
 note.
 
-Threads: on the CPU, `measure` runs the per-layer work of all requested families on as many worker threads
+Threads: on the CPU, measure() runs the per-layer work of all requested families on as many worker threads
 as torch has intra-op threads, each with one torch thread and numpy's BLAS on one thread (`metrics._common
 .numpy_blas`), largest tasks first. Measured on 2 cores this is 15–20% faster than running each operation on
 both threads one layer at a time, and it cannot spin-wait against a busy machine's other work the way
