@@ -253,13 +253,8 @@ def measure(acts: Activations, prep: Prepared, families: Sequence[str]) -> dict[
     if workers <= 1:
         done = [run(t) for t in tasks]
     else:
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with numpy_blas(), ThreadPoolExecutor(workers, thread_name_prefix="metrics") as pool:
-                done = list(pool.map(run, tasks))
-        finally:
-            torch.set_num_threads(before)
+        with single_thread(), numpy_blas(), ThreadPoolExecutor(workers, thread_name_prefix="metrics") as pool:
+            done = list(pool.map(run, tasks))
     parts: dict[str, list[tuple[int, _Rows, Any, float]]] = {f: [] for f in families}
     for (kind, layer), (out, extra, seconds) in zip(tasks, done, strict=True):
         parts[kind].append((layer, out, extra, seconds))

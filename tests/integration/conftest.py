@@ -8,7 +8,6 @@ the fixtures `tiny_runs`, `tiny_run`, `probe_text_file` into your conftest to sh
 from __future__ import annotations
 
 import ast
-import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from dynamics.metrics._common import single_thread
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -208,18 +209,9 @@ def tiny_mlm(arch: str, vocab: int = 50, hidden: int = 32, layers: int = 2, max_
     raise ValueError(arch)
 
 
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run torch single-threaded for the duration: on a shared 2-core machine, torch's spinning worker threads
-    make tiny ops tens of times slower under contention."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+# Run torch single-threaded for the duration: on a shared 2-core machine, torch's spinning worker threads make
+# tiny ops tens of times slower under contention.
+one_torch_thread = single_thread
 
 
 @pytest.fixture(autouse=True)
