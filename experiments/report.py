@@ -68,8 +68,15 @@ class Results:
         return self.series(run, "downstream", metric, f"{mode}/{suffix}", layer)
 
     def final(self, run: str, source: str, metric: str, variant: str | None = None) -> float:
-        s = self.series(run, source, metric, variant)
-        return float(s.iloc[-1]) if len(s) else math.nan
+        return _last(self.series(run, source, metric, variant))
+
+    def final_downstream(self, run: str, metric: str, mode: str = "linear") -> float:
+        """The last snapshot's downstream score (NaN when none is stored)."""
+        return _last(self.downstream(run, metric, mode))
+
+
+def _last(s: pd.Series) -> float:
+    return float(s.iloc[-1]) if len(s) else math.nan
 
 
 # ------------------------------------------------------------------------------------------------ gathering
@@ -379,8 +386,8 @@ def report_mlm_vs_taco(exp: Experiment, results: Results, out_dir: Path) -> tupl
             cells = []
             for t in [*tasks, "glue"]:
                 name = "glue/average" if t == "glue" else f"{t}/score"
-                cells.append(fmt(*group_final(results, runs, lambda r, n=name, m=m: (
-                    float(s.iloc[-1]) if len(s := results.downstream(r, n, m)) else math.nan))))
+                cells.append(fmt(*group_final(results, runs,
+                                             lambda r, n=name, m=m: results.final_downstream(r, n, m))))
             if any(c != "–" for c in cells):
                 final_rows.append([f"{label} {m}"] + cells)
         paper = PAPER_TASKS[label.lower()]
@@ -474,16 +481,14 @@ def _run_table(results: Results, runs: Sequence[str], settings: Sequence[str]) -
     rows = []
     for r in runs:
         cfg = results.runs.get(r, {}).get("config", {})
-        s = results.downstream(r, "glue/average", "linear")
-        rt = results.downstream(r, "rotten_tomatoes/score", "linear")
         rows.append([r, *[str(cfg.get(k, "")) for k in settings],
                      fmt(results.final(r, "train", "val_mlm_loss"), digits=3),
                      fmt(results.final(r, "probe", "tc_loss"), digits=3),
                      fmt(results.final(r, "probe", "ctx_gap_window"), digits=3),
                      fmt(results.final(r, "probe", "seq_id_accuracy"), digits=3),
                      fmt(results.final(r, "probe", "anchor_sim_word"), digits=3),
-                     fmt(float(s.iloc[-1]) if len(s) else math.nan),
-                     fmt(float(rt.iloc[-1]) if len(rt) else math.nan)])
+                     fmt(results.final_downstream(r, "glue/average")),
+                     fmt(results.final_downstream(r, "rotten_tomatoes/score"))])
     return header, rows
 
 
@@ -537,8 +542,8 @@ def report_tc_ablation(exp: Experiment, results: Results, out_dir: Path) -> tupl
                                              ("tc_loss", "probe", "TC loss on the probe set, final"),
                                              ("glue/average", "downstream", "GLUE average (linear), final")],
                                       strict=True):
-        vals = [(results.downstream(r, m, "linear").iloc[-1] if len(results.downstream(r, m, "linear")) else np.nan)
-                if source == "downstream" else results.final(r, source, m) for r in runs]
+        vals = [results.final_downstream(r, m) if source == "downstream" else results.final(r, source, m)
+                for r in runs]
         ax.barh(runs, vals, color=["#4C72B0" if results.runs[r].get("config", {}).get("objective") == "mlm"
                                    else "#DD8452" for r in runs])
         ax.set_title(title, fontsize=9)
