@@ -64,6 +64,23 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def shutdown_distributed() -> None:
+    """Leave the process group without tripping a teardown deadlock in torch's gloo backend.
+
+    ProcessGroupGloo's destructor joins its worker threads while holding the GIL; a worker still freeing the
+    last collective's tensors needs the GIL too, so a group destroyed a few microseconds after its last
+    collective can hang for ever (seen at the end of a 2-process CPU run). A final barrier whose handle we
+    keep, then a pause that releases the GIL, lets the workers finish before the group goes.
+    """
+    if not dist.is_initialized():
+        return
+    work = dist.barrier(async_op=True)
+    work.wait()
+    time.sleep(0.2)
+    dist.destroy_process_group()
+    del work
+
+
 def check_output_dir(out: Path, cfg: TrainConfig) -> str:
     """Decide what to do with `out`: 'fresh', 'resume' or 'overwrite'. Raises before anything is touched."""
     has_run = (out / "run.json").is_file()
@@ -320,8 +337,7 @@ def train(cfg: TrainConfig) -> Path:
         if step in schedule:
             snapshot(step, loss_value, elapsed_before + time.perf_counter() - t0)
     bar.close()
-    if info.world > 1:
-        dist.destroy_process_group()
+    shutdown_distributed()
     return out
 
 

@@ -8,6 +8,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from taco.objectives import gather_pool, sample_tc_indices
+from taco.train import shutdown_distributed
 
 
 def _worker(rank: int, world: int, init_file: str, results) -> None:  # noqa: ANN001
@@ -31,7 +32,7 @@ def _worker(rank: int, world: int, init_file: str, results) -> None:  # noqa: AN
             "ranks_seen": sorted({int(r) for r in pool[idx.negatives.reshape(-1), 0].round().tolist()}),
         })
     finally:
-        dist.destroy_process_group()
+        shutdown_distributed()
 
 
 def test_global_negative_pool_spans_ranks(tmp_path):

@@ -188,11 +188,19 @@ def test_existing_run_is_never_damaged(mlm_run, small_english_corpus, cache):
 @pytest.mark.slow
 def test_two_process_gloo_training_with_global_negatives(small_english_corpus, cache, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "taco.train", *_args(small_english_corpus, out, cache, "--objective", "taco", "--max-steps", "3",
                                       "--log-every", "1", "--device", "cpu")]
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert res.returncode == 0, res.stderr[-3000:]
+    # A hang (e.g. at process-group teardown) must fail this test, not eat the CI budget: kill the whole group.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        _, stderr = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        pytest.fail(f"2-process training did not finish in 600 s; stderr tail:\n{stderr[-3000:]}")
+    assert proc.returncode == 0, stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
     assert run["world_size"] == 2
     rows = _log(out)
