@@ -136,7 +136,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_trajectory(small_english
 
 def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "taco.train", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=600)
 
 
 @pytest.mark.parametrize(
