@@ -62,6 +62,28 @@ def test_extract_shapes_and_masked_pass(arch: str) -> None:
     assert (probe.tokens[m.index] == probe.ids[probe.masked]).all()
 
 
+@pytest.mark.parametrize("arch", ["bert", "roberta", "electra", "electra-factorised", "distilbert"])
+def test_last_layer_at_masked_positions_equals_the_full_pass(arch: str) -> None:
+    torch.manual_seed(0)
+    model = tiny_mlm(arch.split("-")[0], embedding_size=16 if arch.endswith("factorised") else None).eval()
+    encoder = model.base_model
+    ids = torch.randint(5, V, (4, 11))
+    where = torch.rand(ids.shape) < 0.2
+    where[1] = False  # a sequence without masked positions
+    where[2] = True  # one masked everywhere
+    where[0, 3] = True
+    with torch.inference_mode():
+        full = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[where]
+        part = ex.last_hidden_at(encoder, ids, where)
+    # the trimmed last layer is used where the layout is BERT's
+    assert (ex._trimmable_last_layer(encoder) is not None) == (arch != "distilbert")
+    assert part.shape == full.shape == (int(where.sum()), 32)
+    torch.testing.assert_close(part, full, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():  # the model has all its layers again afterwards
+        again = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state[where]
+    torch.testing.assert_close(again, full, rtol=0, atol=0)
+
+
 def test_factorised_embeddings_keep_the_transform_in_embedding_space() -> None:
     model = tiny_mlm("electra", embedding_size=16).eval()
     acts = ex.extract(model, toy_probe(), has_head=True)
