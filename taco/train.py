@@ -337,7 +337,8 @@ def train(cfg: TrainConfig) -> Path:
         if step in schedule:
             snapshot(step, loss_value, elapsed_before + time.perf_counter() - t0)
     bar.close()
-    shutdown_distributed()
+    if info.world > 1:
+        shutdown_distributed()
     return out
 
 
