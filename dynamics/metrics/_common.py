@@ -298,7 +298,8 @@ class Grouping:
         return self._sums
 
     def unit_pair_sums(self) -> tuple[Tensor, Tensor]:
-        """Per group: Σ_{i<j} u_i·u_j and the pair count, each (G,) float64 (see `group_pair_sums`)."""
+        """Per group: Σ_{i<j} u_i·u_j = (‖Σ u_i‖² − Σ ‖u_i‖²) / 2 (as `pair_sums`) and the pair count
+        n_g(n_g − 1)/2, each (G,) float64."""
         s = self.unit_sums
         sq = torch.zeros(self.n_groups, dtype=torch.float64, device=s.device).index_add_(0, self.ids,
                                                                                           self.rows.unit_sq)
@@ -405,14 +406,6 @@ def pair_sums(u: Tensor, sq: Tensor | None = None) -> tuple[float, float]:
     sq_sum = float((row_dots(u, u) if sq is None else sq).sum())
     s = (float(total @ total) - sq_sum) / 2
     return s, n * (n - 1) / 2
-
-
-def group_pair_sums(u: Tensor, groups: Tensor, n_groups: int) -> tuple[Tensor, Tensor]:
-    """Per group g: Σ_{i<j in g} u_i·u_j and the pair count n_g(n_g−1)/2, each (n_groups,) float64."""
-    sums = group_sums(u, groups, n_groups)
-    sq = torch.zeros(n_groups, dtype=torch.float64, device=u.device).index_add_(0, groups, row_dots(u, u))
-    counts = torch.bincount(groups, minlength=n_groups).to(torch.float64)
-    return ((sums * sums).sum(1) - sq) / 2, counts * (counts - 1) / 2
 
 
 class PositionIndex:

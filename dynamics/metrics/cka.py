@@ -91,11 +91,12 @@ def _hsic(a: _Prepared, b: _Prepared, cross: float, debiased: bool) -> float:
     )
 
 
-def _cka(a: _Prepared, b: _Prepared, self_a: float, self_b: float, debiased: bool) -> float:
+def _cka(a: _Prepared, b: _Prepared, cross: float, self_a: float, self_b: float, debiased: bool) -> float:
+    """CKA from the cross term ‖AᵀB‖²_F (`_cross_frobenius`) and both self-HSIC values."""
     denom = self_a * self_b
     if not denom > 0:
         return math.nan  # a constant representation (or a degenerate debiased estimate)
-    return _hsic(a, b, _cross_frobenius(a.xc, b.xc), debiased) / math.sqrt(denom)
+    return _hsic(a, b, cross, debiased) / math.sqrt(denom)
 
 
 def _check_pair(a: _Prepared, b: _Prepared, debiased: bool) -> None:
@@ -124,7 +125,7 @@ def linear_cka(x: ArrayLike, y: ArrayLike, debiased: bool = True, dtype: torch.d
     xt = torch.as_tensor(x)
     a, b = _prepare(xt, "x", dtype), _prepare(torch.as_tensor(y).to(xt.device), "y", dtype)
     _check_pair(a, b, debiased)
-    return _cka(a, b, _self_hsic(a, debiased), _self_hsic(b, debiased), debiased)
+    return _cka(a, b, _cross_frobenius(a.xc, b.xc), _self_hsic(a, debiased), _self_hsic(b, debiased), debiased)
 
 
 def cka_matrix(xs: Sequence[ArrayLike], debiased: bool = True, dtype: torch.dtype = torch.float64) -> np.ndarray:
@@ -166,8 +167,6 @@ def cka_matrices(xs: Sequence[ArrayLike], dtype: torch.dtype = torch.float64,
             if not selfs[i] > 0:
                 m[i, :] = m[:, i] = np.nan
             for j in range(i + 1, k):
-                denom = selfs[i] * selfs[j]
-                m[i, j] = m[j, i] = (_hsic(prepared[i], prepared[j], cross[i, j], debiased) / math.sqrt(denom)
-                                     if denom > 0 else math.nan)
+                m[i, j] = m[j, i] = _cka(prepared[i], prepared[j], cross[i, j], selfs[i], selfs[j], debiased)
         out[form] = m
     return out
