@@ -332,7 +332,7 @@ def _layer_at(layer: Any, x: Any, where: Any) -> Any:
     import torch.nn.functional as F
 
     attn = layer.attention.self
-    b, t, hidden = x.shape
+    b, t, _ = x.shape
     heads, d = attn.num_attention_heads, attn.attention_head_size
     bi, ti = torch.nonzero(where, as_tuple=True)
     counts = where.sum(1)

@@ -61,6 +61,7 @@ from dynamics.metrics._common import (
     BlockLayout,
     Rows,
     Workspace,
+    chunk_rows,
     gram_matrix,
     numpy_blas,
     single_thread,
@@ -298,22 +299,21 @@ def _anchors_all(acts: Activations, prep: Prepared, last: int, workspace: Worksp
         if emb_rows.dim == h.dim:
             out.binned(layer, "anchor_sim_word", A.cosine_rows(h, emb_rows), prep.freq_bin, names)
         out.binned(layer, "anchor_sim_emb", A.cosine_rows(h, e), prep.freq_bin, names)
-    out.merge(_anchors_masked(acts, prep, last, workspace)[0])
+    out.merge(_anchors_masked(acts, prep, last, emb_rows))
     return out, None
 
 
-def _anchors_masked(acts: Activations, prep: Prepared, last: int, workspace: Workspace) -> tuple[_Rows, None]:
+def _anchors_masked(acts: Activations, prep: Prepared, last: int, emb_rows: Rows) -> _Rows:
     """The masked variant at the last layer: cos(T(h_L), E[x_i]), cos(h_L, E[x_i]), rank, accuracy, MRR."""
     out = _Rows()
     m = acts.masked
     if m is None:
         if acts.has_head:  # a missing head is noted once by the extraction
             out.note("masked variant not measured: the tokenizer has no mask token")
-        return out, None
+        return out
     dev = prep.device
     names = prep.probe.bin_names
     bins = prep.freq_bin[m.index]
-    emb_rows = _rows(acts.emb_rows, dev)
     targets = emb_rows.subset(torch.from_numpy(m.index).to(dev))
     out.binned(last, "masked_anchor_sim", A.cosine_rows(_rows(m.transform, dev), targets), bins, names)
     if emb_rows.dim == acts.hidden.shape[2]:
@@ -322,7 +322,7 @@ def _anchors_masked(acts: Activations, prep: Prepared, last: int, workspace: Wor
     out.binned(last, "masked_accuracy", (rank == 1).double(), bins, names)
     out.binned(last, "masked_mrr", 1.0 / rank.double(), bins, names)
     out.add(last, "masked_median_rank", float(np.median(m.rank)))
-    return out, None
+    return out
 
 
 def drift(emb_matrix: np.ndarray, final_matrix: np.ndarray | None, probe: ProbeSet, special_ids: np.ndarray) -> FamilyResult:
@@ -456,11 +456,6 @@ def cka_steps(samples: Sequence[Callable[[int], np.ndarray]], steps: Sequence[in
     Returns rows per step (`cka_prev_snapshot`: CKA with the previous measured snapshot; `cka_final`: with the
     last one) and the arrays {"steps", "tokens_seen", "debiased" (L+1, S, S), "biased" (L+1, S, S)}.
     """
-    return _cka_steps(samples, steps, tokens_seen, n_layers, device)
-
-
-def _cka_steps(samples: Sequence[Callable[[int], np.ndarray]], steps: Sequence[int],
-               tokens_seen: Sequence[int | None], n_layers: int, device: str) -> tuple[dict[int, list[MetricRow]], dict[str, np.ndarray]]:
     s = len(steps)
     deb = np.full((n_layers, s, s), np.nan)
     bias = np.full((n_layers, s, s), np.nan)
@@ -494,7 +489,7 @@ def _nan_none(value: float) -> float | None:
 def _mean_distance(h: torch.Tensor, e: torch.Tensor) -> float:
     """Mean ‖h_i − e_i‖ over the rows, by chunks (no (N, H) temporary)."""
     total = 0.0
-    step = max(1, (1 << 20) // max(1, h.shape[1]))
+    step = chunk_rows(h.shape[1])
     for start in range(0, h.shape[0], step):
         total += float(torch.linalg.vector_norm(h[start : start + step] - e[start : start + step], dim=1)
                        .sum(dtype=torch.float64))
