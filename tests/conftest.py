@@ -1,4 +1,5 @@
-"""Session fixtures shared by the test scopes: real English text from the built-in corpus."""
+"""Session fixtures shared by the test scopes: real English text from the built-in corpus, GLUE-layout task
+files written by the tests (`tests/glue_fixture.py`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from tests.glue_fixture import write_glue
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -35,3 +38,10 @@ def small_english_corpus(builtin_corpus_dir, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("small") / "docs.jsonl"
     path.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in picked))
     return path
+
+
+@pytest.fixture(scope="session")
+def glue_fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """GLUE's layout (`CoLA/`, `SST-2/`, … with train.tsv and dev.tsv) written by `tests.glue_fixture`. Read-only."""
+    return write_glue(tmp_path_factory.mktemp("glue-fixture"))
+

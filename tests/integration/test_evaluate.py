@@ -1,6 +1,7 @@
 """Downstream evaluation end to end on a tiny snapshot series (2 layers, hidden 64) and a few hundred examples
-of SST-2 (classification) and STS-B (regression): scores in range, deterministic for a seed, stored in the
-results store; bad input exits 2 with one line and leaves stored results untouched."""
+of SST-2 (classification) and STS-B (regression) in GLUE's layout, written by the tests (`tests/glue_fixture.py`):
+scores in range, deterministic for a seed, stored in the results store; bad input exits 2 with one line and leaves
+stored results untouched."""
 
 from __future__ import annotations
 
@@ -18,19 +19,12 @@ from experiments.encoding import load_tokenizer
 from experiments.evaluate import EvalConfig, evaluate_snapshot, main
 from experiments.results import FAMILY, PROBE_HASH
 from experiments.tasks import load_task
+from tests.glue_fixture import write_glue
 from tests.integration.conftest import one_thread_env, one_torch_thread
 
 REPO = Path(__file__).resolve().parents[2]
-GLUE_DIR = REPO.parent / "shared" / "glue_data"
 SMALL = ["--max-train-examples", "200", "--max-eval-examples", "100", "--max-length", "64", "--no-progress"]
 FAST_FT = ["--epochs", "1", "--batch-size", "16", "--warmup-steps", "2", "--lr", "1e-3"]
-
-
-@pytest.fixture(scope="module")
-def glue_dir() -> Path:
-    if not (GLUE_DIR / "SST-2" / "train.tsv").is_file():
-        pytest.fail(f"{GLUE_DIR}: GLUE data not found; the tests need the shared/ folder beside the repository")
-    return GLUE_DIR
 
 
 @pytest.fixture(autouse=True)
@@ -45,9 +39,9 @@ def _rows(out: Path) -> list[tuple]:
     return sorted(df[["run", "step", "layer", "metric", "variant", "value"]].itertuples(index=False, name=None))
 
 
-def test_scores_in_range_and_deterministic(tiny_run: Path, glue_dir: Path) -> None:
-    data = {t: (load_task(t, "train", glue_dir=glue_dir).subsample(200), load_task(t, "dev", glue_dir=glue_dir)
-                .subsample(100)) for t in ("sst2", "stsb")}
+def test_scores_in_range_and_deterministic(tiny_run: Path, glue_fixture_dir: Path) -> None:
+    data = {t: (load_task(t, "train", glue_dir=glue_fixture_dir).subsample(200),
+                load_task(t, "dev", glue_dir=glue_fixture_dir).subsample(100)) for t in ("sst2", "stsb")}
     tok = load_tokenizer(tiny_run / "tokenizer")
     snap = tiny_run / "snapshots" / "step-0000004"
     results = {}
@@ -71,10 +65,10 @@ def test_scores_in_range_and_deterministic(tiny_run: Path, glue_dir: Path) -> No
     assert seed4["pearson"] != results["finetune"]["stsb"][1]["seed3"]["pearson"]  # head init, order, dropout
 
 
-def test_cli_stores_rows_merges_and_skips(tiny_run: Path, glue_dir: Path, tmp_path: Path,
+def test_cli_stores_rows_merges_and_skips(tiny_run: Path, glue_fixture_dir: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "store"
-    base = ["--glue-dir", str(glue_dir), "--out", str(out), *SMALL]
+    base = ["--glue-dir", str(glue_fixture_dir), "--out", str(out), *SMALL]
     assert main([str(tiny_run), "--mode", "linear", "--tasks", "sst2,stsb", "--steps", "2,4", *base]) == 0
     rows = _rows(out)
     assert {(r[1], r[3], r[4]) for r in rows} >= {(s, m, "linear/mean") for s in (2, 4)
@@ -105,7 +99,7 @@ def test_cli_stores_rows_merges_and_skips(tiny_run: Path, glue_dir: Path, tmp_pa
     before = _rows(out)
     config = tmp_path / "eval.yaml"  # the same settings from a file (a flag overrides the file's mode)
     config.write_text("mode: finetune\ntasks: [sst2, stsb]\nsteps: '2,4'\nmax-train-examples: 200\n")
-    assert main([str(tiny_run), "--config", str(config), "--mode", "linear", "--glue-dir", str(glue_dir),
+    assert main([str(tiny_run), "--config", str(config), "--mode", "linear", "--glue-dir", str(glue_fixture_dir),
                  "--out", str(out), "--max-eval-examples", "100", "--max-length", "64", "--no-progress"]) == 0
     assert _rows(out) == before  # everything already stored: skipped, nothing rewritten
     assert "0 unit(s) computed, 4 already stored" in capsys.readouterr().out
@@ -120,17 +114,15 @@ def _db_state(out: Path) -> tuple[bytes, ...]:
         con.close()
 
 
-def test_bad_input_exits_2_and_keeps_results(tiny_run: Path, glue_dir: Path, tmp_path: Path,
+def test_bad_input_exits_2_and_keeps_results(tiny_run: Path, glue_fixture_dir: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "store"
-    base = ["--glue-dir", str(glue_dir), "--out", str(out), "--mode", "linear", "--tasks", "sst2", *SMALL]
+    base = ["--glue-dir", str(glue_fixture_dir), "--out", str(out), "--mode", "linear", "--tasks", "sst2", *SMALL]
     assert main([str(tiny_run), "--steps", "4", *base]) == 0
     stored = _db_state(out)
     capsys.readouterr()
 
-    broken = tmp_path / "glue"
-    shutil.copytree(glue_dir / "SST-2", broken / "SST-2")
-    (broken / "SST-2" / "dev.tsv").chmod(0o644)
+    broken = write_glue(tmp_path / "glue", ["sst2"])
     (broken / "SST-2" / "dev.tsv").write_text("sentence\tlabel\ngood film\t1\nbad film\n", encoding="utf-8")
     empty = tmp_path / "empty-model"
     empty.mkdir()

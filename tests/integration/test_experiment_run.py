@@ -1,8 +1,8 @@
 """`python -m experiments.run` end to end on a tiny experiment (2-layer hidden-64 BERTs, 12 steps of 8 × 32 tokens
-on real English text; SST-2 and STS-B capped at 100 training examples): two runs side by side in child processes
-and a third that starts from the first one's embeddings, then probe, linear probe, fine-tuning and the report.
-Running it again computes nothing; a run interrupted between snapshots resumes onto the uninterrupted
-trajectory; bad input exits 2 with one line."""
+on real English text; SST-2 and STS-B in GLUE's layout, written by `tests/glue_fixture.py`, capped at 100 training
+examples): two runs side by side in child processes and a third that starts from the first one's embeddings, then
+probe, linear probe, fine-tuning and the report. Running it again computes nothing; a run interrupted between
+snapshots resumes onto the uninterrupted trajectory; bad input exits 2 with one line."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from experiments.results import FAMILY, PROBE_HASH
 from experiments.run import main
 from taco.embeddings import WORD_EMBEDDINGS
 from tests.integration.conftest import one_torch_thread
-from tests.integration.test_evaluate import glue_dir  # noqa: F401 - the GLUE fixture, shared
 from tests.integration.test_train_cli import _tree_digest
 
 RUNS = ("mlm-s1", "taco-s1", "taco-init")
@@ -84,7 +83,7 @@ def _embeddings(run: Path, step: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def experiment(small_english_corpus: Path, tmp_path_factory: pytest.TempPathFactory,
-               glue_dir: Path) -> dict[str, Path]:  # noqa: F811
+               glue_fixture_dir: Path) -> dict[str, Path]:
     """The tiny experiment trained, probed, evaluated (`--jobs 2`) and reported. Read-only."""
     root = tmp_path_factory.mktemp("experiment")
     config = experiment_file(root / "tiny.yaml", small_english_corpus, train_cache(tmp_path_factory))
@@ -92,7 +91,7 @@ def experiment(small_english_corpus: Path, tmp_path_factory: pytest.TempPathFact
     common = [str(config), "--runs-dir", str(runs), "--device", "cpu", "--threads", "1", "--no-progress"]
     with one_torch_thread():
         assert main([*common, "--stages", "train,probe,linear,finetune", "--jobs", "2", "--glue-dir",
-                     str(glue_dir)]) == 0
+                     str(glue_fixture_dir)]) == 0
         assert main([*common, "--stages", "report", "--results-dir", str(results)]) == 0
     return {"config": config, "runs": runs, "results": results / "tiny"}
 
@@ -144,7 +143,7 @@ def test_report_covers_every_run(experiment: dict[str, Path]) -> None:
     assert summary["runs"]["mlm-s1"]["stages"]["train"]["seconds"] >= 0
 
 
-def test_running_again_computes_nothing(experiment: dict[str, Path], glue_dir: Path) -> None:  # noqa: F811
+def test_running_again_computes_nothing(experiment: dict[str, Path], glue_fixture_dir: Path) -> None:
     runs = experiment["runs"]
 
     def state() -> dict[str, tuple]:
@@ -158,7 +157,8 @@ def test_running_again_computes_nothing(experiment: dict[str, Path], glue_dir: P
     before = state()
     with one_torch_thread():
         assert main([str(experiment["config"]), "--runs-dir", str(runs), "--device", "cpu", "--threads", "1",
-                     "--stages", "train,probe,linear,finetune", "--glue-dir", str(glue_dir), "--no-progress"]) == 0
+                     "--stages", "train,probe,linear,finetune", "--glue-dir", str(glue_fixture_dir),
+                     "--no-progress"]) == 0
     assert state() == before  # no step trained, no unit recomputed, no stage timing replaced
 
 
