@@ -14,12 +14,14 @@ Cosine of an all-zero row with anything is defined as 0.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ._common import ArrayLike, Rows, as_labels, as_rows, row_dots, same_rows
+from .registry import ALL_LAYERS, BINNED, EMBEDDING_LAYER, LAST_LAYER, register
 
 FREQUENCY_BIN_NAMES: tuple[str, ...] = ("frequent", "medium", "rare")
 
@@ -38,20 +40,6 @@ def cosine_rows(a: ArrayLike | Rows, b: ArrayLike | Rows) -> Tensor:
     xb = rb.x.to(ra.device, ra.dtype)
     nb = rb.safe_norms.to(ra.device)
     return row_dots(ra.x, xb) / (ra.safe_norms.to(torch.float64) * nb.to(torch.float64))
-
-
-def anchor_similarity(h: ArrayLike, emb_rows: ArrayLike) -> float:
-    """Mean over tokens of cos(h(i), E[x_i]), the anchor-embedding similarity of one layer.
-
-    Args:
-        h: (n, H) hidden states of n content tokens at one layer (layer 0 = embedding-layer output).
-        emb_rows: (n, H) the anchor of each token: `E[input_ids]` (input word-embedding rows), or the
-            embedding-layer output for the "against e" variant, or, for the masked variant, pass
-            `T(h_L)` as `h` (MLM head transform at masked positions) and `E[true_ids]` here.
-    Returns:
-        float in [−1, 1]; 1 when every h(i) points along its own anchor.
-    """
-    return float(cosine_rows(h, emb_rows).mean())
 
 
 def token_rank(scores: ArrayLike, targets: ArrayLike, chunk_rows: int = 1024) -> Tensor:
@@ -80,16 +68,6 @@ def token_rank(scores: ArrayLike, targets: ArrayLike, chunk_rows: int = 1024) ->
         true = block.gather(1, t[start : start + chunk_rows, None])
         out[start : start + chunk_rows] = (block > true).sum(1) + 1
     return out
-
-
-def token_accuracy(scores: ArrayLike, targets: ArrayLike, k: int = 1) -> float:
-    """Top-k accuracy: fraction of rows whose true token has rank ≤ k under `token_rank` (ties favour it).
-
-    Args: scores (n, vocab), targets (n,), k ≥ 1. Returns a float in [0, 1].
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1; got {k}")
-    return float((token_rank(scores, targets) <= k).double().mean())
 
 
 def frequency_bins(counts: ArrayLike, n_bins: int = 3, by: str = "mass") -> np.ndarray:
@@ -195,3 +173,136 @@ def anchor_drift(e_step: ArrayLike, e_final: ArrayLike) -> Tensor:
 def frequency_bin_names(n_bins: int) -> Sequence[str]:
     """Human-readable names for the bins: frequent/medium/rare for 3, else "bin0", "bin1", …"""
     return FREQUENCY_BIN_NAMES if n_bins == 3 else tuple(f"bin{b}" for b in range(n_bins))
+
+
+# --------------------------------------------------------------------------------------- registered metrics
+
+Binned = dict[str, float | None]
+
+
+def by_bin(values: ArrayLike, bins: ArrayLike, bin_names: Sequence[str]) -> Binned:
+    """The stored form of a per-token value: its mean over all tokens ("all") and within each frequency bin.
+
+    Args: values (n,) per token; bins (n,) bin index in [0, len(bin_names)); bin_names. Returns {"all": mean,
+    name: mean in that bin, …}; None for an empty bin (or no tokens at all).
+    """
+    v = torch.as_tensor(values).to(torch.float64).cpu()
+    out: Binned = {"all": float(v.mean()) if v.numel() else None}
+    for name, m in zip(bin_names, mean_by_bin(v, bins, len(bin_names)), strict=True):
+        out[name] = None if np.isnan(m) else float(m)
+    return out
+
+
+@dataclass
+class MaskedPass:
+    """The masked pass at the last layer, at the probe set's M masked positions (`Rows` in the metric dtype).
+
+    transform (M, D): T(h_L(i)), the MLM head transform; hidden (M, H): h_L(i) of the masked pass; targets (M, D):
+    E[x_i], the true token's input word embedding; rank (M,) int64: the true token's rank among the head's logits
+    (`token_rank`, 1 = best); bins (M,): frequency bin of each position."""
+
+    transform: Rows
+    hidden: Rows
+    targets: Rows
+    rank: Tensor
+    bins: np.ndarray
+
+
+@register("anchor_sim_word", family="anchors", layers=ALL_LAYERS, variants=BINNED, unit="cosine in [−1, 1]",
+          label="Anchor similarity (word embedding)",
+          definition="cos(h_l(i), E[x_i]): how close each token's hidden state stays to its own input word "
+                     "embedding, the anchor.")
+def anchor_similarity(h: Rows, word_emb: Rows, freq_bin: np.ndarray, bin_names: Sequence[str]) -> Binned:
+    """Anchor-embedding similarity of one layer: mean over content tokens i of cos(h_l(i), E[x_i]).
+
+    E[x_i] is the row of the input word-embedding matrix of token i's id (the *anchor*); overall and per
+    frequency bin (`by_bin`). Not stored (empty result) when the embedding width differs from H (ELECTRA-style
+    factorised embeddings), where the cosine is undefined. Returns cosines in [−1, 1]."""
+    if word_emb.dim != h.dim:
+        return {}
+    return by_bin(cosine_rows(h, word_emb), freq_bin, bin_names)
+
+
+@register("anchor_sim_emb", family="anchors", layers=ALL_LAYERS, variants=BINNED, unit="cosine in [−1, 1]",
+          label="Anchor similarity (embedding output)",
+          definition="cos(h_l(i), e(i)): hidden state against the embedding-layer output (word + position + "
+                     "type, LayerNorm).")
+def embedding_output_similarity(h: Rows, e: Rows, freq_bin: np.ndarray, bin_names: Sequence[str]) -> Binned:
+    """Mean over content tokens of cos(h_l(i), e(i)), e = the embedding-layer output (layer 0), overall and per
+    frequency bin. 1 at layer 0 by construction. Returns cosines in [−1, 1]."""
+    return by_bin(cosine_rows(h, e), freq_bin, bin_names)
+
+
+@register("masked_anchor_sim", family="anchors", layers=LAST_LAYER, variants=BINNED, unit="cosine in [−1, 1]",
+          label="Masked anchor similarity (head)",
+          definition="cos(T(h_L(i)), E[x_i]) with x_i replaced by [MASK] and T the MLM head transform.")
+def masked_anchor_similarity(masked: MaskedPass, bin_names: Sequence[str]) -> Binned:
+    """Mean over the probe's masked positions i of cos(T(h_L(i)), E[x_i]): the model's reconstruction of the
+    hidden token, through the MLM head transform T, against the true token's input embedding; per bin too."""
+    return by_bin(cosine_rows(masked.transform, masked.targets), masked.bins, bin_names)
+
+
+@register("masked_hidden_anchor_sim", family="anchors", layers=LAST_LAYER, variants=BINNED,
+          unit="cosine in [−1, 1]", label="Masked anchor similarity (hidden)",
+          definition="cos(h_L(i), E[x_i]) at masked positions, without the head transform.")
+def masked_hidden_anchor_similarity(masked: MaskedPass, bin_names: Sequence[str]) -> Binned:
+    """Mean over masked positions of cos(h_L(i), E[x_i]), h_L of the masked pass (no head transform); not
+    stored when the embedding width differs from H."""
+    if masked.hidden.dim != masked.targets.dim:
+        return {}
+    return by_bin(cosine_rows(masked.hidden, masked.targets), masked.bins, bin_names)
+
+
+@register("masked_accuracy", family="anchors", layers=LAST_LAYER, variants=BINNED, unit="fraction in [0, 1]",
+          label="Masked-token accuracy",
+          definition="Fraction of masked positions whose true token is ranked first by the MLM head.")
+def masked_accuracy(masked: MaskedPass, bin_names: Sequence[str]) -> Binned:
+    """Top-1 accuracy of the MLM head at the masked positions: mean of [rank_i = 1] (ties favour the true
+    token, see `token_rank`), overall and per bin."""
+    return by_bin((masked.rank == 1).double(), masked.bins, bin_names)
+
+
+@register("masked_mrr", family="anchors", layers=LAST_LAYER, variants=BINNED, unit="in (0, 1]",
+          label="Masked-token MRR", definition="Mean reciprocal rank of the true token at masked positions.")
+def masked_mrr(masked: MaskedPass, bin_names: Sequence[str]) -> Binned:
+    """Mean over masked positions of 1 / rank_i (`token_rank`), overall and per bin."""
+    return by_bin(1.0 / masked.rank.double(), masked.bins, bin_names)
+
+
+@register("masked_median_rank", family="anchors", layers=LAST_LAYER, unit="rank in [1, V]",
+          label="Masked-token median rank",
+          definition="Median rank of the true token among the whole vocabulary at masked positions (1 = best).")
+def masked_median_rank(masked: MaskedPass) -> float:
+    """Median over masked positions of rank_i (`token_rank`; the mean of the two middle ranks for even M)."""
+    return float(np.median(masked.rank.cpu().numpy()))
+
+
+def _drift_cosines(emb_matrix: np.ndarray, final_matrix: np.ndarray) -> Tensor:
+    if emb_matrix.shape != final_matrix.shape:
+        raise ValueError(f"embedding matrix {emb_matrix.shape} differs from the final snapshot's "
+                         f"{final_matrix.shape}")
+    return anchor_drift(emb_matrix, final_matrix).cpu()
+
+
+@register("anchor_drift", family="drift", scope="snapshot", layers=EMBEDDING_LAYER, unit="cosine in [−1, 1]",
+          label="Anchor drift (vocabulary)",
+          definition="cos(E_step[v], E_final[v]) averaged over the non-special vocabulary: how far word "
+                     "embeddings still have to move.")
+def vocabulary_drift(emb_matrix: np.ndarray, final_matrix: np.ndarray, special_ids: np.ndarray) -> float:
+    """Mean over vocabulary rows v that are not special tokens of cos(E_step[v], E_final[v])."""
+    cos = _drift_cosines(emb_matrix, final_matrix)
+    keep = torch.ones(cos.shape[0], dtype=torch.bool)
+    keep[torch.from_numpy(special_ids[special_ids < cos.shape[0]])] = False
+    return float(cos[keep].mean())
+
+
+@register("anchor_drift_probe", family="drift", scope="snapshot", layers=EMBEDDING_LAYER, variants=BINNED,
+          unit="cosine in [−1, 1]", label="Anchor drift (probe tokens)",
+          definition="cos(E_step[v], E_final[v]) averaged over the token types of the probe set.")
+def probe_drift(emb_matrix: np.ndarray, final_matrix: np.ndarray, probe_tokens: np.ndarray, freq_bin: np.ndarray,
+                bin_names: Sequence[str]) -> Binned:
+    """Mean of cos(E_step[v], E_final[v]) over the distinct token ids v of the probe set (each type once), and
+    per frequency bin of the types."""
+    cos = _drift_cosines(emb_matrix, final_matrix)
+    types, first = np.unique(probe_tokens, return_index=True)
+    return by_bin(cos[torch.from_numpy(types)], np.asarray(freq_bin)[first].astype(np.int64), bin_names)

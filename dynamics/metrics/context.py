@@ -19,29 +19,27 @@ arithmetic with float64 sums and float64 re-checks of near-ties; see `_common`).
 from __future__ import annotations
 
 import math
-import threading
-import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from taco.objectives import info_nce, negative_cosine, sample_tc_indices
+
 from ._common import (
     ArrayLike,
     BlockLayout,
-    PositionIndex,
     Rows,
     as_labels,
-    as_matrix,
     as_rows,
     chunk_rows,
-    dense_groups,
     matmul,
     pair_sums,
     row_dots,
-    same_rows,
     shifted_pair_sums,
 )
+from .registry import CONTEXT_LAYERS, LAST_LAYER, register
 
 Matrix = ArrayLike | Rows
 
@@ -74,19 +72,32 @@ def same_vs_other_cosine(g: Matrix, seq_ids: ArrayLike) -> dict[str, float]:
     of that kind: no sequence with two tokens, or a single sequence).
     """
     r, s, _ = _inputs(g, seq_ids)
+    held = r.cache.get("same_vs_other")
+    if held is not None and held[0] is s:
+        return dict(held[1])
     all_sum, all_pairs = pair_sums(r.unit, r.unit_sq)
     grp_sum, grp_pairs = r.grouped(s).unit_pair_sums()
     same_sum, same_pairs = float(grp_sum.sum()), float(grp_pairs.sum())
     other_sum, other_pairs = all_sum - same_sum, all_pairs - same_pairs
     same = same_sum / same_pairs if same_pairs > 0 else math.nan
     other = other_sum / other_pairs if other_pairs > 0 else math.nan
-    return {"same": same, "other": other, "gap": same - other}
+    out = {"same": same, "other": other, "gap": same - other}
+    r.cache["same_vs_other"] = (s, out)
+    return dict(out)
 
 
 def _distance_sums(r: Rows, s: Tensor, p: Tensor, max_distance: int,
                    layout: BlockLayout | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per distance d = 1..max_distance: Σ cos over same-sequence pairs with |Δposition| = d, and the count."""
-    return shifted_pair_sums(r.unit, s, p, max_distance, layout=layout)
+    """Per distance d = 1..max_distance: Σ cos over same-sequence pairs with |Δposition| = d, and the count.
+
+    Kept on the `Rows` for the same labels: a later call for a distance up to the largest computed reads a
+    prefix (the per-distance sums do not depend on how far the pass reached)."""
+    held = r.cache.get("distance_sums")
+    if held is not None and held[0] is s and held[1] is p and held[2] >= max_distance:
+        return held[3][:max_distance], held[4][:max_distance]
+    sums, counts = shifted_pair_sums(r.unit, s, p, max_distance, layout=layout)
+    r.cache["distance_sums"] = (s, p, max_distance, sums, counts)
+    return sums, counts
 
 
 def distance_sums(g: Matrix, seq_ids: ArrayLike, positions: ArrayLike, max_distance: int,
@@ -119,241 +130,20 @@ def cosine_by_distance(
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def window_cosine(g: Matrix, seq_ids: ArrayLike, positions: ArrayLike, window: int = 5) -> float:
+def window_cosine(g: Matrix, seq_ids: ArrayLike, positions: ArrayLike, window: int = 5,
+                  layout: BlockLayout | None = None) -> float:
     """Mean cosine of context vectors over same-sequence pairs inside TACO's window.
 
     Pairs (i, j) of one sequence with 1 ≤ |p_i − p_j| ≤ (W − 1)/2, each unordered pair once, pooled over
     distances (a pair-weighted mean, not the mean of the per-distance means).
 
-    Args: g (n, H); seq_ids (n,); positions (n,); window W odd ≥ 3. Returns a float (NaN if no pairs).
+    Args: g (n, H); seq_ids (n,); positions (n,); window W odd ≥ 3; layout: the tokens' `BlockLayout`, if
+    built. Returns a float (NaN if no pairs).
     """
     half = _check_window(window)
     r, s, p = _inputs(g, seq_ids, positions)
-    sums, counts = _distance_sums(r, s, p, half)
+    sums, counts = _distance_sums(r, s, p, half, layout)
     return float(sums.sum() / counts.sum()) if counts.sum() > 0 else math.nan
-
-
-def sample_tc_indices(
-    seq_ids: ArrayLike,
-    positions: ArrayLike,
-    window: int = 5,
-    negatives: int = 50,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Sample TACO's positive and negatives for every token as an anchor (DESIGN.md "The TACO objective").
-
-    Positive of anchor i (sequence s, position p): draw d uniform in {1..(W−1)/2} and a sign uniform in
-    {−1, +1}; the positive is the token of s at position p ± d. If no token of s sits there (outside the
-    block, or a removed special token), it is a uniformly random *other* token of s.
-    Negatives: K tokens drawn uniformly with replacement from all tokens of the *other* sequences.
-
-    Args:
-        seq_ids: (n,) block id per token. Every sequence needs ≥ 2 tokens, and there must be ≥ 2 sequences.
-        positions: (n,) position in the block, unique within a sequence.
-        window: odd W ≥ 3. negatives: K ≥ 1.
-        generator: CPU torch.Generator for reproducible draws (the draws are made on the CPU).
-    Returns:
-        pos_idx (n,) int64 and neg_idx (n, K) int64, indices into the n tokens (on the CPU).
-    """
-    half = _check_window(window)
-    if negatives < 1:
-        raise ValueError(f"negatives must be >= 1; got {negatives}")
-    cpu = torch.device("cpu")
-    raw = torch.as_tensor(seq_ids)
-    if raw.dim() != 1 or raw.numel() == 0:
-        raise ValueError(f"seq_ids must be 1-D (n,) and non-empty; got shape {tuple(raw.shape)}")
-    n = raw.numel()
-    s = as_labels(raw, n, "seq_ids", device=cpu)
-    p = as_labels(positions, n, "positions", device=cpu)
-    groups, n_groups = dense_groups(s)
-    counts = torch.bincount(groups, minlength=n_groups)
-    if n_groups < 2:
-        raise ValueError("sample_tc_indices needs at least 2 sequences (negatives come from other sequences)")
-    if bool((counts < 2).any()):
-        raise ValueError("every sequence needs at least 2 tokens (the positive is another token of it)")
-
-    # Tokens sorted by sequence: each sequence is a contiguous range [start, start + count) of `order`.
-    order = torch.argsort(groups, stable=True)
-    rank_in_sorted = torch.empty_like(order)
-    rank_in_sorted[order] = torch.arange(n)
-    starts = torch.cumsum(counts, 0) - counts
-    g_start, g_count = starts[groups], counts[groups]
-
-    # All draws happen up front, in a fixed order, so a generator state fixes every index.
-    d = torch.randint(1, half + 1, (n,), generator=generator)
-    sign = torch.randint(0, 2, (n,), generator=generator) * 2 - 1
-    r_pos = torch.rand(n, generator=generator, dtype=torch.float64)
-    r_neg = torch.rand((n, negatives), generator=generator, dtype=torch.float64)
-
-    # In-window positive by (sequence, position) lookup.
-    found, in_window = PositionIndex(s, p, half).lookup(d * sign)
-
-    # Fallback: uniform over the other count − 1 tokens of the sequence, skipping the anchor itself.
-    self_rank = rank_in_sorted - g_start
-    r = torch.minimum((r_pos * (g_count - 1)).long(), g_count - 2)
-    fallback = order[g_start + r + (r >= self_rank).long()]
-    pos_idx = torch.where(found, in_window, fallback)
-
-    # Negatives: uniform over the n − count positions outside the anchor's range, skipping that range.
-    span = (n - g_count).unsqueeze(1)
-    v = torch.minimum((r_neg * span).long(), span - 1)
-    v = v + (v >= g_start.unsqueeze(1)).long() * g_count.unsqueeze(1)
-    neg_idx = order[v]
-    return pos_idx, neg_idx
-
-
-def info_nce_from_indices(
-    g: Matrix,
-    pos_idx: ArrayLike,
-    neg_idx: ArrayLike,
-    temperature: float = 0.07,
-    max_elements: int = 1 << 22,
-) -> float:
-    """Mean InfoNCE over anchors on cosine similarity, positive at index 0.
-
-    L_i = −log [exp(cos(g_i, g_{pos_i})/τ) / (exp(cos(g_i, g_{pos_i})/τ) + Σ_k exp(cos(g_i, g_{neg_ik})/τ))]
-    and the result is mean_i L_i (every row of g is an anchor). Evaluation only: no gradient. The n·K
-    negative cosines are dot products of unit rows at the given index pairs (`indexed_dots`); logits and the
-    log-sum-exp are float64.
-
-    Args:
-        g: (n, H) context vectors. pos_idx: (n,) and neg_idx: (n, K), indices into the rows of g.
-        temperature: τ > 0. max_elements: bound on the gathered (chunk, K, H) negatives per step (where the
-            negatives are gathered rather than sampled from a sparse product).
-    Returns: float in nats; log(K + 1) when all cosines are equal.
-    """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0; got {temperature}")
-    r = as_rows(g, "g")
-    n = r.n
-    pi = as_labels(pos_idx, n, "pos_idx", device=r.device)
-    ni = torch.as_tensor(neg_idx, device=r.device)
-    if ni.dim() != 2 or ni.shape[0] != n or ni.shape[1] < 1:
-        raise ValueError(f"neg_idx must have shape ({n}, K) with K >= 1; got {tuple(ni.shape)}")
-    ni = ni.long()
-    for name, idx in (("pos_idx", pi), ("neg_idx", ni)):
-        if bool(((idx < 0) | (idx >= n)).any()):
-            raise ValueError(f"{name} must index rows of g, in [0, {n})")
-    with torch.no_grad():
-        both = _joined(pi, ni)  # (n, 1 + K): positive first
-        logits = indexed_dots(r.unit, both, max_elements) / temperature
-        return float((torch.logsumexp(logits, dim=1) - logits[:, 0]).sum()) / n
-
-
-_JOINED: list[tuple[Tensor, Tensor, Tensor]] = []
-_CACHE_LOCK = threading.Lock()  # the two small caches below may be used from metric worker threads
-
-
-def _joined(pos: Tensor, neg: Tensor) -> Tensor:
-    """[pos | neg] as one (n, 1 + K) index tensor, the same object for the same pair (so its CSR pattern is
-    reused across snapshots)."""
-    with _CACHE_LOCK:
-        for p, q, both in _JOINED:
-            if p is pos and q is neg:
-                return both
-        both = torch.cat([pos[:, None], neg], 1)
-        _JOINED.insert(0, (pos, neg, both))
-        del _JOINED[2:]
-        return both
-
-
-def indexed_dots(u: Tensor, index: Tensor, max_elements: int = 1 << 22) -> Tensor:
-    """(n, K) float64 u_i · u_{index[i, k]}: the dot products of each row with K other rows, in u's dtype.
-
-    On the CPU, sampled sparse-dense products (`torch.sparse.sampled_addmm`) at the distinct entries
-    (i, index[i, k]) of CSR patterns, one per block of `PATTERN_BLOCK_ROWS` partner rows, so the partner rows
-    a product reads at random stay in cache while the anchor rows stream (≈ 2× faster than one product over
-    all rows, and nothing is gathered). The patterns depend on `index` only and are kept for the next call with
-    the same index tensor (e.g. the next snapshot's). Elsewhere the rows are gathered, at most `max_elements`
-    numbers at a time, and multiplied in a batch.
-    """
-    n, h = u.shape
-    k = index.shape[1]
-    if u.device.type == "cpu" and n > 0:
-        blocks, back = _csr_patterns(index)
-        parts = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-            for crow, cols, lo, hi in blocks:
-                pattern = torch.sparse_csr_tensor(crow, cols, torch.zeros(cols.numel(), dtype=u.dtype),
-                                                  size=(n, hi - lo), check_invariants=False)
-                parts.append(torch.sparse.sampled_addmm(pattern, u, u[lo:hi].T, beta=0.0).values())
-        return torch.cat(parts)[back].to(torch.float64)
-    out = torch.empty(n, k, dtype=torch.float64, device=u.device)
-    chunk = max(1, max_elements // (k * h))
-    for start in range(0, n, chunk):
-        sl = slice(start, start + chunk)
-        out[sl] = torch.bmm(u[index[sl]], u[sl].unsqueeze(2)).squeeze(2)
-    return out
-
-
-PATTERN_BLOCK_ROWS = 4096
-_PATTERNS: list[tuple[Tensor, tuple[list[tuple[Tensor, Tensor, int, int]], Tensor]]] = []
-
-
-def _csr_patterns(index: Tensor) -> tuple[list[tuple[Tensor, Tensor, int, int]], Tensor]:
-    """Per block [lo, hi) of partner rows: a valid CSR pattern (crow (n + 1,), local columns, sorted and
-    distinct within each row) of the entries (i, index[i, k]) with lo ≤ index[i, k] < hi; and `back` (n, K), the
-    slot of each (i, k) in the blocks' concatenated values (a repeated entry shares its first copy's slot).
-    Cached for the last few index tensors."""
-    with _CACHE_LOCK:
-        for held, pattern in _PATTERNS:
-            if held is index:
-                return pattern
-    n, k = index.shape
-    rows = torch.arange(n, device=index.device).repeat_interleave(k)
-    cols = index.reshape(-1)
-    block = cols // PATTERN_BLOCK_ROWS
-    order = torch.argsort((block * n + rows) * n + cols)  # by block, then row, then column
-    r, c, b = rows[order], cols[order], block[order]
-    first = torch.ones(order.numel(), dtype=torch.bool, device=index.device)
-    first[1:] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
-    slot = torch.cumsum(first.long(), 0) - 1
-    back = torch.empty_like(slot)
-    back[order] = slot
-    r, c, b = r[first], c[first], b[first]
-    blocks = []
-    for blk in torch.unique(b).tolist():
-        sel = b == blk
-        crow = torch.zeros(n + 1, dtype=torch.int64, device=index.device)
-        crow[1:] = torch.bincount(r[sel], minlength=n).cumsum(0)
-        lo = blk * PATTERN_BLOCK_ROWS
-        blocks.append((crow, (c[sel] - lo).contiguous(), lo, min(n, lo + PATTERN_BLOCK_ROWS)))
-    pattern = (blocks, back.view(n, k))
-    with _CACHE_LOCK:
-        _PATTERNS.insert(0, (index, pattern))
-        del _PATTERNS[2:]
-    return pattern
-
-
-def tc_loss(
-    h_last: ArrayLike,
-    e: ArrayLike,
-    seq_ids: ArrayLike,
-    positions: ArrayLike,
-    window: int = 5,
-    negatives: int = 50,
-    temperature: float = 0.07,
-    generator: torch.Generator | None = None,
-) -> float:
-    """TACO's token-alignment (TC) loss evaluated on probe tokens, every token an anchor.
-
-    g = h_last − e; indices from `sample_tc_indices`, loss from `info_nce_from_indices`. Meaningful for
-    MLM runs too (how TACO-like their context vectors are). Differs from training only in the pool:
-    negatives come from all other probe sequences rather than the other sequences of one batch, and there
-    is no dropout. The value is random through the sampling: pass a seeded `generator` to compare
-    snapshots on identical draws.
-
-    Args:
-        h_last: (n, H) last-layer hidden states; e: (n, H) embedding-layer outputs, same tokens.
-        seq_ids, positions: (n,) as in `sample_tc_indices`.
-        window W (odd, default 5), negatives K (default 50), temperature τ (default 0.07).
-    Returns: float, mean loss in nats.
-    """
-    h, emb = as_matrix(h_last, "h_last"), as_matrix(e, "e")
-    same_rows(h, emb, "h_last", "e")
-    pos_idx, neg_idx = sample_tc_indices(seq_ids, positions, window, negatives, generator)
-    return info_nce_from_indices(h - emb.to(h.device), pos_idx, neg_idx, temperature)
 
 
 def sequence_identification_accuracy(g: Matrix, seq_ids: ArrayLike, max_elements: int = 1 << 24,
@@ -418,3 +208,144 @@ def sequence_identification_accuracy(g: Matrix, seq_ids: ArrayLike, max_elements
         ok = (own > best_other) & eligible[start : start + chunk]
         correct += int(ok.sum())
     return correct / int(eligible.sum())
+
+
+# --------------------------------------------------------------------------------------- registered metrics
+
+@register("ctx_same_all", family="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
+          label="Context alignment, same sequence",
+          definition="Mean cosine of g = h − e over pairs of distinct tokens of the same sequence.")
+def same_sequence_cosine(g: Rows, seq_ids: Tensor) -> float:
+    """Mean of cos(g_i, g_j) over unordered pairs i ≠ j of one sequence (`same_vs_other_cosine`'s "same")."""
+    return same_vs_other_cosine(g, seq_ids)["same"]
+
+
+@register("ctx_other", family="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
+          label="Context alignment, other sequences",
+          definition="Mean cosine of g = h − e over pairs of tokens from different sequences.")
+def other_sequence_cosine(g: Rows, seq_ids: Tensor) -> float:
+    """Mean of cos(g_i, g_j) over unordered pairs from two different sequences (`same_vs_other_cosine`)."""
+    return same_vs_other_cosine(g, seq_ids)["other"]
+
+
+@register("ctx_gap_all", family="context", layers=CONTEXT_LAYERS, unit="cosine difference in [−2, 2]",
+          label="Context alignment gap",
+          definition="Same-sequence minus other-sequence mean cosine of g = h − e.")
+def sequence_gap(g: Rows, seq_ids: Tensor) -> float:
+    """`same_sequence_cosine` − `other_sequence_cosine`: how much more a sequence's context vectors agree
+    with each other than with other sequences'. 0 when g carries no sequence identity."""
+    return same_vs_other_cosine(g, seq_ids)["gap"]
+
+
+@register("ctx_cos_by_distance", family="context", layers=CONTEXT_LAYERS, variants=("d001", "d002", "…"),
+          unit="cosine in [−1, 1]", label="Context cosine by distance",
+          definition="Mean cosine of g = h − e between tokens of one sequence as a function of their distance d.")
+def distance_profile(g: Rows, seq_ids: Tensor, positions: Tensor, max_distance: int,
+                     layout: BlockLayout | None = None) -> dict[str, float | None]:
+    """`cosine_by_distance` for d = 1…max_distance as variants "d001", "d002", … (None where no pair has that
+    distance)."""
+    r, s, p = _inputs(g, seq_ids, positions)
+    sums, counts = _distance_sums(r, s, p, max_distance, layout)
+    return {f"d{d:03d}": float(sums[d - 1] / counts[d - 1]) if counts[d - 1] > 0 else None
+            for d in range(1, max_distance + 1)}
+
+
+@register("ctx_same_window", family="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
+          label="Context alignment, within the window",
+          definition="Mean cosine of g = h − e over same-sequence pairs within TACO's window W.")
+def window_alignment(g: Rows, seq_ids: Tensor, positions: Tensor, window: int,
+                     layout: BlockLayout | None = None) -> float:
+    """`window_cosine`: pairs of one sequence with 1 ≤ |Δposition| ≤ (W − 1)/2, pooled over distances."""
+    return window_cosine(g, seq_ids, positions, window, layout)
+
+
+@register("ctx_gap_window", family="context", layers=CONTEXT_LAYERS, unit="cosine difference in [−2, 2]",
+          label="Context alignment gap, within the window",
+          definition="Within-window minus other-sequence mean cosine of g = h − e.")
+def window_gap(g: Rows, seq_ids: Tensor, positions: Tensor, window: int,
+               layout: BlockLayout | None = None) -> float:
+    """`window_cosine` − `other_sequence_cosine`: TACO's target (neighbours in the window agree) against the
+    baseline of unrelated tokens."""
+    return window_cosine(g, seq_ids, positions, window, layout) - same_vs_other_cosine(g, seq_ids)["other"]
+
+
+@dataclass(frozen=True)
+class TCDraws:
+    """The probe's fixed TC-loss draws, as indices into its N content tokens: `anchors` (A,), `positives` (A,)
+    and `negatives` (A, K). Drawn once per probe run by `draw_tc` so every snapshot is scored on the same draws."""
+
+    anchors: Tensor
+    positives: Tensor
+    negatives: Tensor
+
+    def to(self, device: torch.device | str) -> TCDraws:
+        return TCDraws(self.anchors.to(device), self.positives.to(device), self.negatives.to(device))
+
+
+def draw_tc(seq_ids: ArrayLike, positions: ArrayLike, window: int, negatives: int,
+            generator: torch.Generator | None = None) -> TCDraws:
+    """TACO's positives and negatives for every probe token as an anchor, by training's own sampler.
+
+    The probe's tokens are laid out on their (block, position) grid as a batch of blocks and drawn with
+    `taco.objectives.sample_tc_indices` (every content token an anchor; the negative pool is all other probe
+    blocks), so the probe-set TC loss and the training loss are one implementation. Raises ValueError when a
+    block has fewer than 2 tokens or there is only one block.
+
+    Args: seq_ids, positions (N,) of the probe tokens (positions unique within a block); window W; negatives K;
+    generator: a seeded CPU generator. Returns `TCDraws` on the CPU.
+    """
+    _check_window(window)
+    if negatives < 1:
+        raise ValueError(f"negatives must be >= 1; got {negatives}")
+    s = torch.as_tensor(seq_ids).long().cpu()
+    p = torch.as_tensor(positions).long().cpu()
+    if s.dim() != 1 or s.numel() == 0 or p.shape != s.shape:
+        raise ValueError(f"seq_ids and positions must be 1-D (n,) of the same length; got {tuple(s.shape)} and "
+                         f"{tuple(p.shape)}")
+    blocks, row = torch.unique(s, return_inverse=True)
+    if blocks.numel() < 2:
+        raise ValueError("the TC loss needs at least 2 sequences (negatives come from other sequences)")
+    if bool((p < 0).any()):
+        raise ValueError("positions must be >= 0")
+    width = int(p.max()) + 1
+    cell = row * width + p
+    if torch.unique(cell).numel() != cell.numel():
+        raise ValueError("positions must be unique within a sequence")
+    valid = torch.zeros(blocks.numel() * width, dtype=torch.bool)
+    valid[cell] = True
+    valid = valid.view(blocks.numel(), width)
+    if bool((valid.sum(1) < 2).any()):
+        raise ValueError("every sequence needs at least 2 tokens (the positive is another token of it)")
+    # compact index k (row-major over the grid) → probe token
+    token_of = torch.argsort(cell)
+    idx = sample_tc_indices(valid, valid, window, negatives, generator)
+    return TCDraws(token_of[idx.anchors], token_of[idx.positives], token_of[idx.negatives])
+
+
+@register("tc_loss", family="context", layers=LAST_LAYER, unit="nats",
+          label="TC loss on the probe set",
+          definition="TACO's InfoNCE over g = h − e with fixed positives and negatives (meaningful for MLM runs "
+                     "too).")
+def probe_tc_loss(g: Rows, tc_draws: TCDraws, tc_temperature: float) -> float:
+    """TACO's token-alignment loss on the probe set, by training's implementation (`taco.objectives`).
+
+    L = mean over anchors i of −log [exp(cos(g_i, g_p)/τ) / (exp(cos(g_i, g_p)/τ) + Σ_k exp(cos(g_i, g_nk)/τ))]
+    with g = h_L − e, the positive p and negatives n_k from `draw_tc` (the same draws for every snapshot), no
+    dropout; cosines and logits in float64. Differs from a training batch only in the pool (all other probe
+    blocks). Returns nats; log(K + 1) when all cosines are equal.
+    """
+    if tc_temperature <= 0:
+        raise ValueError(f"temperature must be > 0; got {tc_temperature}")
+    r = as_rows(g, "g")
+    u = r.unit.to(torch.float64)
+    draws = tc_draws.to(u.device)
+    anchors = u[draws.anchors]
+    with torch.no_grad():
+        neg = negative_cosine(anchors, u, draws.negatives)
+        return float(info_nce(anchors, u[draws.positives], neg, tc_temperature))
+
+
+register("seq_id_accuracy", family="context", layers=CONTEXT_LAYERS, unit="fraction in [0, 1]",
+         label="Sequence identification accuracy",
+         definition="Fraction of tokens whose g = h − e is closest (cosine) to its own sequence's centroid."
+         )(sequence_identification_accuracy)

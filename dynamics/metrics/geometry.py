@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +39,7 @@ from ._common import (
     sum_rows,
     unit_rows,
 )
+from .registry import ALL_LAYERS, CONTEXT_LAYERS, EMBEDDING_LAYER, register
 
 Matrix = ArrayLike | Rows
 
@@ -50,21 +51,36 @@ def _subsample(n: int, max_samples: int | None, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
 
 
-def anisotropy(x: Matrix) -> float:
+@register("anisotropy", family="geometry", layers=ALL_LAYERS, unit="cosine in [−1, 1]", label="Anisotropy",
+          definition="Mean cosine similarity over all unordered pairs of distinct tokens.")
+def anisotropy(h: Matrix) -> float:
     """Mean cosine similarity over all unordered pairs of distinct tokens.
 
     (‖Σ_i u_i‖² − Σ_i ‖u_i‖²) / (n(n − 1)) with u_i = x_i/‖x_i‖: the exact all-pairs mean that "mean
     cosine of random token pairs" estimates, at O(n·H) and without sampling noise.
 
-    Args: x (n, H), n ≥ 2. Returns a float in [−1/(n−1), 1]; ≈ 0 for isotropic data, → 1 when all vectors
+    Args: h (n, H), n ≥ 2. Returns a float in [−1/(n−1), 1]; ≈ 0 for isotropic data, → 1 when all vectors
     share one direction.
     """
-    r = as_rows(x, "x", min_rows=2)
-    s, pairs = pair_sums(r.unit, r.unit_sq)
-    return s / pairs
+    r = as_rows(h, "h", min_rows=2)
+    return _memo(r, "anisotropy", lambda: _ratio(*pair_sums(r.unit, r.unit_sq)))
 
 
-def self_similarity(x: Matrix, type_ids: ArrayLike, adjust: bool = False) -> float:
+def _ratio(total: float, pairs: float) -> float:
+    return total / pairs
+
+
+def _memo(r: Rows, key: str, compute: Callable[[], float]) -> float:
+    """A per-matrix value kept on the `Rows` (e.g. the anisotropy that three adjusted measures subtract)."""
+    if key not in r.cache:
+        r.cache[key] = compute()
+    return r.cache[key]
+
+
+@register("self_similarity", family="geometry", layers=ALL_LAYERS, unit="cosine in [−1, 1]", label="Self-similarity",
+          definition="Mean pairwise cosine of the occurrences of one word type, averaged over types (Ethayarajh "
+                     "2019).")
+def self_similarity(h: Matrix, word_type: ArrayLike, adjust: bool = False) -> float:
     """Ethayarajh's self-similarity: mean over word types of the mean pairwise cosine of its occurrences.
 
     SelfSim(w) = 1/(n_w(n_w − 1)) Σ_{j≠k} cos(x_j, x_k) over the n_w occurrences of w (from sums of unit
@@ -72,14 +88,14 @@ def self_similarity(x: Matrix, type_ids: ArrayLike, adjust: bool = False) -> flo
     anisotropy, `anisotropy(x)` over *all* rows of x (Ethayarajh's baseline: random token pairs).
 
     Args:
-        x: (n, H) all content tokens of one layer.
-        type_ids: (n,) word-type id per token, −1 for tokens not counted. The caller decides eligibility
+        h: (n, H) all content tokens of one layer.
+        word_type: (n,) word-type id per token, −1 for tokens not counted. The caller decides eligibility
             (DESIGN.md: whole words that are a single wordpiece and occur ≥ 5 times in the probe set).
         adjust: subtract the anisotropy baseline.
     Returns: float (NaN if no type has two occurrences).
     """
-    r = as_rows(x, "x")
-    grouping = r.grouped(as_labels(type_ids, r.n, "type_ids", device=r.device))
+    r = as_rows(h, "h")
+    grouping = r.grouped(as_labels(word_type, r.n, "word_type", device=r.device))
     sums, pairs = grouping.unit_pair_sums()
     ok = (pairs > 0) & (grouping.labels >= 0)  # −1 marks tokens not counted
     if not bool(ok.any()):
@@ -88,7 +104,10 @@ def self_similarity(x: Matrix, type_ids: ArrayLike, adjust: bool = False) -> flo
     return value - anisotropy(r) if adjust else value
 
 
-def intra_sentence_similarity(x: Matrix, seq_ids: ArrayLike, adjust: bool = False) -> float:
+@register("intra_similarity", family="geometry", layers=ALL_LAYERS, unit="cosine in [−1, 1]",
+          label="Intra-sentence similarity",
+          definition="Mean cosine between each token and its sequence's mean vector (Ethayarajh 2019).")
+def intra_sentence_similarity(h: Matrix, seq_ids: ArrayLike, adjust: bool = False) -> float:
     """Ethayarajh's intra-sentence similarity: mean cosine between each token and its sentence's mean vector.
 
     IntraSim(s) = 1/n_s Σ_{i∈s} cos(x_i, m_s) with m_s = 1/n_s Σ_{i∈s} x_i (the mean of the raw vectors),
@@ -96,9 +115,9 @@ def intra_sentence_similarity(x: Matrix, seq_ids: ArrayLike, adjust: bool = Fals
     a "sentence" is whatever `seq_ids` groups — in the probe, one block. The adjusted form subtracts
     `anisotropy(x)`. Computed as (Σ_{i∈s} u_i)·m_s/‖m_s‖ / n_s: a cosine is linear in its unit vector.
 
-    Args: x (n, H); seq_ids (n,); adjust. Returns a float (NaN if no sequence has two tokens).
+    Args: h (n, H); seq_ids (n,); adjust. Returns a float (NaN if no sequence has two tokens).
     """
-    r = as_rows(x, "x")
+    r = as_rows(h, "h")
     grouping = r.grouped(as_labels(seq_ids, r.n, "seq_ids", device=r.device))
     counts = grouping.counts.to(torch.float64)
     # the 1/n_s scale of the mean does not change a cosine
@@ -119,7 +138,7 @@ def explained_variance_pc1(x: Matrix, singular_values: Tensor | None = None) -> 
     """
     sv = singular_values
     if sv is None:
-        sv = spectra(x)["singular_values"]
+        sv = spectra(x)["singular_values"]  # kept on a `Rows`, shared with RankMe and IsoScore
     sv = torch.as_tensor(sv, dtype=torch.float64)
     total = float((sv * sv).sum())
     if total == 0:
@@ -127,8 +146,10 @@ def explained_variance_pc1(x: Matrix, singular_values: Tensor | None = None) -> 
     return float(sv[0] ** 2) / total
 
 
+@register("mev", family="geometry", layers=ALL_LAYERS, unit="share in (0, 1]", label="Maximum explainable variance",
+          definition="σ₁²/Σσ² of a word type's uncentred occurrence matrix, averaged over types (Ethayarajh 2019).")
 def max_explainable_variance(
-    x: Matrix, type_ids: ArrayLike, adjust: bool = False, baseline: str = "pc1"
+    h: Matrix, word_type: ArrayLike, adjust: bool = False, baseline: str = "pc1"
 ) -> float:
     """Ethayarajh's maximum explainable variance, averaged over word types.
 
@@ -138,16 +159,26 @@ def max_explainable_variance(
     baseline="pc1" (default, as in Ethayarajh 2019 §3.4): `explained_variance_pc1(x)` over all rows of x;
     baseline="anisotropy": `anisotropy(x)`, the baseline DESIGN.md names for all three measures.
 
-    Args: x (n, H); type_ids (n,) with −1 for tokens not counted (see `self_similarity`); adjust; baseline.
+    Args: h (n, H); word_type (n,) with −1 for tokens not counted (see `self_similarity`); adjust; baseline.
     Returns: float in (0, 1] unadjusted (NaN if no type has two occurrences).
     """
     if baseline not in ("pc1", "anisotropy"):
         raise ValueError(f"baseline must be 'pc1' or 'anisotropy'; got {baseline!r}")
-    r = as_rows(x, "x")
-    values = _type_top_shares(r, as_labels(type_ids, r.n, "type_ids", device=r.device))
-    if values.numel() == 0:
+    r = as_rows(h, "h")
+    labels = as_labels(word_type, r.n, "word_type", device=r.device)
+
+    def mean_share() -> float:
+        values = _type_top_shares(r, labels)
+        return float(values.mean()) if values.numel() else math.nan
+
+    held = r.cache.get("mev")  # the adjusted forms reuse the unadjusted value (the costly part)
+    if held is not None and held[0] is labels:
+        value = held[1]
+    else:
+        value = mean_share()
+        r.cache["mev"] = (labels, value)
+    if math.isnan(value):
         return math.nan
-    value = float(values.mean())
     if not adjust:
         return value
     return value - (explained_variance_pc1(r) if baseline == "pc1" else anisotropy(r))
@@ -283,6 +314,12 @@ def spectra(x: Matrix) -> dict[str, Tensor]:
     layer is decomposed once.
     """
     r = as_rows(x, "x")
+    if "spectra" not in r.cache:
+        r.cache["spectra"] = _spectra(r)
+    return r.cache["spectra"]
+
+
+def _spectra(r: Rows) -> dict[str, Tensor]:
     n = r.n
     if n < r.dim:
         xm = r.x.to(torch.float64)
@@ -403,18 +440,24 @@ def _singular_values(x: Tensor) -> Tensor:
     return eigvalsh(gram).clamp_min(0).sqrt().flip(0)
 
 
-def effective_rank(x: Matrix, center: bool = False, singular_values: Tensor | None = None) -> float:
+@register("rankme", family="geometry", layers=ALL_LAYERS, unit="dimensions in [1, min(N, H)]",
+          label="Effective rank (RankMe)",
+          definition="exp(−Σ p_k log p_k), p_k = σ_k/Σσ + 1e-7, of the uncentred token matrix.")
+def effective_rank(h: Matrix, center: bool = False, singular_values: Tensor | None = None) -> float:
     """RankMe effective rank (Garrido et al. 2023): exp(−Σ_k p_k log p_k), p_k = σ_k / Σ_j σ_j + 1e-7.
 
     σ_k are the singular values of the *uncentred* (n, H) matrix (DESIGN.md); `center=True` subtracts the
     column means first (the variant that ignores a shared offset). Ranges from ≈ 1 to min(n, H); equals k
     for a rank-k matrix with equal non-zero singular values (up to the 1e-7 smoothing).
 
-    Args: x (n, H); center; singular_values: those of x (or of centred x when `center`), e.g. from
-    `spectra(x)`, to skip recomputing them. Returns a float (NaN for an all-zero matrix).
+    Args: h (n, H); center; singular_values: those of h (or of centred h when `center`), to skip recomputing
+    them; a `Rows` takes them from `spectra` (one decomposition per layer). Returns a float (NaN for an all-zero
+    matrix).
     """
+    if singular_values is None and isinstance(h, Rows):
+        singular_values = spectra(h)["singular_values_centred" if center else "singular_values"]
     if singular_values is None:
-        xm = as_rows(x, "x").x.to(torch.float64)
+        xm = as_rows(h, "h").x.to(torch.float64)
         if center:
             xm = xm - xm.mean(0, keepdim=True)
         s = _singular_values(xm)
@@ -426,7 +469,9 @@ def effective_rank(x: Matrix, center: bool = False, singular_values: Tensor | No
     return float(torch.exp(-(p * torch.log(p)).sum()))
 
 
-def isoscore(x: Matrix, covariance_eigenvalues: Tensor | None = None) -> float:
+@register("isoscore", family="geometry", layers=ALL_LAYERS, unit="score in [0, 1]", label="IsoScore",
+          definition="How uniformly variance spreads over all dimensions (Rudman et al. 2022); 1 = isotropic.")
+def isoscore(h: Matrix, covariance_eigenvalues: Tensor | None = None) -> float:
     """IsoScore (Rudman et al. 2022): how uniformly the variance of x is spread over all H dimensions.
 
     Steps of the paper, with n = H the ambient dimension:
@@ -439,13 +484,16 @@ def isoscore(x: Matrix, covariance_eigenvalues: Tensor | None = None) -> float:
     ι = 1 when the variance is equal in every direction, 0 when it lies along one direction. IsoScore is
     computed on centred data, so a large shared offset (high anisotropy) does not by itself lower it.
 
-    Args: x (n_samples, H), n_samples ≥ 2, H ≥ 2; covariance_eigenvalues: those of x's sample covariance,
-    e.g. from `spectra(x)`, to skip recomputing them. Returns a float in [0, 1] (NaN if x has no variance).
+    Args: h (n_samples, H), n_samples ≥ 2, H ≥ 2; covariance_eigenvalues: those of h's sample covariance, to
+    skip recomputing them (a `Rows` takes them from `spectra`). Returns a float in [0, 1] (NaN if h has no
+    variance).
     """
-    r = as_rows(x, "x", min_rows=2)
+    r = as_rows(h, "h", min_rows=2)
     n = r.dim
     if n < 2:
         raise ValueError(f"isoscore needs dim >= 2; got shape {tuple(r.x.shape)}")
+    if covariance_eigenvalues is None and isinstance(h, Rows):
+        covariance_eigenvalues = spectra(r)["covariance_eigenvalues"]
     if covariance_eigenvalues is not None:
         var = torch.as_tensor(covariance_eigenvalues, dtype=torch.float64).clamp_min(0)
         if var.numel() < n:  # fewer samples than dimensions: the remaining eigenvalues are zero
@@ -552,17 +600,20 @@ def nearest_two(r: Rows, index: Tensor, candidates: int = 6) -> tuple[np.ndarray
     return two[:, 0].cpu().numpy(), two[:, 1].cpu().numpy()
 
 
-def alignment(x: Matrix, seq_ids: ArrayLike, positions: ArrayLike, layout: BlockLayout | None = None) -> float:
+@register("alignment", family="geometry", layers=ALL_LAYERS, unit="squared distance in [0, 4]",
+          label="Alignment (Wang–Isola)",
+          definition="Mean ‖u_i − u_{i+1}‖² over adjacent tokens of a block, unit vectors.")
+def alignment(h: Matrix, seq_ids: ArrayLike, positions: ArrayLike, layout: BlockLayout | None = None) -> float:
     """Wang–Isola alignment with positive pairs by proximity: mean ‖u_i − u_j‖² over adjacent tokens.
 
     Pairs are tokens of one block at positions p and p + 1 (TACO's notion of a positive; a gap left by a
     removed special token breaks adjacency). u = x/‖x‖; ‖u_i − u_j‖² = 2 − 2cos for non-zero rows.
     Lower is more aligned; 0 when neighbours coincide in direction, 2 for orthogonal neighbours.
 
-    Args: x (n, H); seq_ids (n,); positions (n,) unique within a sequence; layout: their `BlockLayout`, if
+    Args: h (n, H); seq_ids (n,); positions (n,) unique within a sequence; layout: their `BlockLayout`, if
     already built. Returns a float in [0, 4] (NaN if no adjacent pair).
     """
-    r = as_rows(x, "x")
+    r = as_rows(h, "h")
     s = as_labels(seq_ids, r.n, "seq_ids", device=r.device)
     p = as_labels(positions, r.n, "positions", device=r.device)
     sums, counts = shifted_pair_sums(r.unit, s, p, 1, squared_difference=True, layout=layout, sq=r.unit_sq)
@@ -616,3 +667,82 @@ def mean_norm(x: Matrix) -> float:
     """Mean L2 norm of the rows of x (n, H), in the units of x (e.g. of h, e or g = h − e)."""
     r = as_rows(x, "x")
     return float(r.norms.to(torch.float64).mean())
+
+
+# --------------------------------------------------------------------------------------- registered metrics
+
+@register("self_similarity_adj", family="geometry", layers=ALL_LAYERS, unit="cosine difference in [−2, 2]",
+          label="Self-similarity (anisotropy-adjusted)", definition="Self-similarity minus the layer's anisotropy.")
+def self_similarity_adjusted(h: Matrix, word_type: ArrayLike) -> float:
+    """`self_similarity(h, word_type)` − `anisotropy(h)` (Ethayarajh's baseline: random token pairs)."""
+    return self_similarity(h, word_type, adjust=True)
+
+
+@register("intra_similarity_adj", family="geometry", layers=ALL_LAYERS, unit="cosine difference in [−2, 2]",
+          label="Intra-sentence similarity (anisotropy-adjusted)",
+          definition="Intra-sentence similarity minus the layer's anisotropy.")
+def intra_sentence_similarity_adjusted(h: Matrix, seq_ids: ArrayLike) -> float:
+    """`intra_sentence_similarity(h, seq_ids)` − `anisotropy(h)`."""
+    return intra_sentence_similarity(h, seq_ids, adjust=True)
+
+
+@register("mev_adj", family="geometry", layers=ALL_LAYERS, unit="share difference in [−1, 1]",
+          label="MEV (anisotropy-adjusted)", definition="Maximum explainable variance minus the layer's anisotropy.")
+def mev_adjusted(h: Matrix, word_type: ArrayLike) -> float:
+    """`max_explainable_variance(h, word_type)` − `anisotropy(h)` (the baseline DESIGN.md names for all three
+    of Ethayarajh's measures)."""
+    return max_explainable_variance(h, word_type, adjust=True, baseline="anisotropy")
+
+
+@register("mev_adj_pc1", family="geometry", layers=ALL_LAYERS, unit="share difference in [−1, 1]",
+          label="MEV (first-PC-adjusted)",
+          definition="Maximum explainable variance minus the variance share of the layer's first principal "
+                     "component.")
+def mev_adjusted_pc1(h: Matrix, word_type: ArrayLike) -> float:
+    """`max_explainable_variance(h, word_type)` − `explained_variance_pc1(h)` (Ethayarajh 2019 §3.4: σ₁²/Σσ² of
+    the layer's uncentred token matrix)."""
+    return max_explainable_variance(h, word_type, adjust=True, baseline="pc1")
+
+
+@register("rankme_centred", family="geometry", layers=ALL_LAYERS, unit="dimensions in [1, min(N, H)]",
+          label="Effective rank (centred)", definition="RankMe of the mean-centred token matrix.")
+def effective_rank_centred(h: Matrix) -> float:
+    """`effective_rank(h, center=True)`: RankMe of h minus its column means (ignores a shared offset)."""
+    return effective_rank(h, center=True)
+
+
+@register("twonn", family="geometry", layers=ALL_LAYERS, unit="dimensions", label="Intrinsic dimension (TwoNN)",
+          definition="Facco et al. 2017: from the ratio of second to first neighbour distances (duplicates "
+                     "collapsed).")
+def twonn(neighbours: Matrix, seed: int) -> float:
+    """`twonn_dimension` on all (unique) rows of the probe's fixed neighbour subsample, 10 % of the ratios
+    discarded."""
+    return twonn_dimension(neighbours, seed=seed, max_samples=None)
+
+
+@register("uniformity", family="geometry", layers=ALL_LAYERS, unit="log-mean ≤ 0", label="Uniformity (Wang–Isola)",
+          definition="log mean exp(−2‖u_i − u_j‖²) over distinct pairs of unit vectors.")
+def neighbour_uniformity(neighbours: Matrix) -> float:
+    """`uniformity` (t = 2) over all distinct pairs of the probe's fixed neighbour subsample."""
+    return uniformity(neighbours, max_samples=None)
+
+
+@register("norm_h", family="geometry", layers=ALL_LAYERS, unit="L2 norm", label="Norm of h",
+          definition="Mean L2 norm of the hidden states h_l.")
+def norm_h(h: Matrix) -> float:
+    """`mean_norm(h)`: mean ‖h_l(i)‖ over content tokens."""
+    return mean_norm(h)
+
+
+@register("norm_e", family="geometry", layers=EMBEDDING_LAYER, unit="L2 norm", label="Norm of e",
+          definition="Mean L2 norm of the embedding-layer output e (layer 0).")
+def norm_e(e: Matrix) -> float:
+    """`mean_norm(e)`: mean ‖e(i)‖ over content tokens (stored at layer 0)."""
+    return mean_norm(e)
+
+
+@register("norm_g", family="geometry", layers=CONTEXT_LAYERS, unit="L2 norm", label="Norm of g",
+          definition="Mean L2 norm of the context vectors g_l = h_l − e.")
+def norm_g(g: Matrix) -> float:
+    """`mean_norm(g)`: mean ‖h_l(i) − e(i)‖ over content tokens (layers ≥ 1)."""
+    return mean_norm(g)

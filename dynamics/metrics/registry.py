@@ -1,0 +1,186 @@
+"""The metric registry: every stored metric name, once, on the function that computes exactly its stored value.
+
+A registration (in the spirit of lm-evaluation-harness's registry) names the metric and says where it lives:
+
+    @register("anisotropy", family="geometry", layers=ALL_LAYERS, label="Anisotropy", unit="cosine in [−1, 1]",
+              definition="Mean cosine similarity over all unordered pairs of distinct tokens.")
+    def anisotropy(h: Matrix) -> float: ...
+
+The probe (`dynamics.families.measure`) computes what the registry lists; the report and the app take labels,
+definitions, units and "defined in" (the registered function's module and name, right by construction) from it;
+`tests/reference/` pins every registered name against an independent float64 formula. A new metric is one
+function, one registration and one reference test.
+
+Calling convention. A registered function's parameters are named after the probe's *inputs* (`INPUTS` below);
+the probe binds them by name, so `def self_similarity_adjusted(h, word_type)` receives the layer's hidden states
+and the word-type labels. Parameters with a default that are not inputs keep their default. An input that is
+None for this model or layer (e.g. `masked` without an MLM head, `g` at layer 0) means "not applicable": the
+metric is skipped without a row. A ValueError from the function means "undefined here": the row is stored as
+NULL with a note. The function returns a float (variant "all"), None (NULL), or a mapping variant → value.
+
+Scopes: "layer" metrics are computed per layer from that layer's inputs; "snapshot" metrics once per snapshot
+(stored at layer 0); "layer_pair" metrics per layer l ≥ 1 from the layer × layer CKA matrix; "series" metrics per
+run, after all snapshots, from the step × step CKA matrix of each layer.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Which layers a metric is stored for (L = the last encoder layer; layer 0 = the embedding-layer output).
+ALL_LAYERS = "0…L"
+CONTEXT_LAYERS = "1…L"  # g = h − e is zero at layer 0
+LAST_LAYER = "L"
+EMBEDDING_LAYER = "0"
+
+SCOPES = ("layer", "snapshot", "layer_pair", "series")
+FAMILIES = ("anchors", "drift", "context", "geometry", "cka_steps")
+BINNED = ("all", "frequent", "medium", "rare")  # overall mean and per token-frequency bin (3 bins)
+DISTANCES = ("d001", "d002", "…")  # one variant per distance d = 1…max_distance
+
+INPUTS: dict[str, str] = {
+    # per layer (scope "layer")
+    "layer": "int, the layer index l",
+    "h": "Rows (N, H): hidden states h_l of the N content tokens of the probe set",
+    "e": "Rows (N, H): embedding-layer output e = h_0 of the same tokens",
+    "g": "Rows (N, H): context vectors g_l = h_l − e (None at layer 0)",
+    "word_emb": "Rows (N, H): input word-embedding rows E[x_i] (None when their width differs from H)",
+    "word_emb_any": "Rows (N, D): E[x_i] whatever its width D (for comparisons through the MLM head)",
+    "seq_ids": "Tensor (N,) int64: block of each token",
+    "positions": "Tensor (N,) int64: position of each token in its block",
+    "word_type": "Tensor (N,) int64: Ethayarajh word type of each token, −1 if not eligible",
+    "freq_bin": "ndarray (N,) int64: training-frequency bin of each token",
+    "bin_names": "tuple of str: names of the frequency bins",
+    "layout": "BlockLayout | None: the tokens on their (block, position) grid",
+    "neighbours": "Rows (n, H): the layer's rows on the fixed, seeded neighbour subsample (Gram matrix shared)",
+    "seed": "int: the probe's seed",
+    "window": "int: TACO's window W (odd)",
+    "max_distance": "int: largest distance of the cosine-by-distance curve",
+    "tc_draws": "TCDraws | None: the probe's fixed TC-loss anchors, positives and negatives (taco.objectives)",
+    "tc_temperature": "float: TC-loss temperature τ",
+    "masked": "MaskedPass | None: the masked pass at the last layer (None without an MLM head or mask token)",
+    # per snapshot (scope "snapshot")
+    "emb_matrix": "ndarray (V, H): the snapshot's input word-embedding matrix",
+    "final_matrix": "ndarray (V, H): the final snapshot's input word-embedding matrix",
+    "special_ids": "ndarray: ids of the tokenizer's special tokens",
+    "probe_tokens": "ndarray (N,) int64: token id of each probe token",
+    # layer × layer, step × step (scopes "layer_pair", "series")
+    "cka_layers": "ndarray (L+1, L+1): debiased linear CKA between the layers of one snapshot",
+    "cka_steps": "ndarray (S, S): debiased linear CKA of one layer between the measured snapshots",
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One stored metric name: what it is and the function that computes it."""
+
+    name: str
+    family: str
+    scope: str
+    layers: str
+    variants: tuple[str, ...]
+    label: str
+    definition: str
+    unit: str
+    fn: Callable[..., Any]
+
+    @property
+    def module(self) -> str:
+        return self.fn.__module__
+
+    @property
+    def function(self) -> str:
+        return self.fn.__qualname__
+
+    @property
+    def pointer(self) -> str:
+        """Dotted path of the function that computed the stored value."""
+        return f"{self.module}.{self.function}"
+
+    @property
+    def parameters(self) -> list[str]:
+        """The inputs the function takes (its parameters that name an input)."""
+        return [p for p in inspect.signature(self.fn).parameters if p in INPUTS]
+
+    def applicable(self, inputs: Mapping[str, Any] | Any) -> bool:
+        """False when an input the function needs is None for this model or layer."""
+        return all(_get(inputs, p) is not None for p in self.parameters)
+
+    def __call__(self, inputs: Mapping[str, Any] | Any) -> Any:
+        """Call the function with its parameters bound by name from `inputs` (a mapping or an object)."""
+        return self.fn(**{p: _get(inputs, p) for p in self.parameters})
+
+
+def _get(inputs: Mapping[str, Any] | Any, name: str) -> Any:
+    return inputs[name] if isinstance(inputs, Mapping) else getattr(inputs, name)
+
+
+REGISTRY: dict[str, Metric] = {}
+
+
+def register(name: str, *, family: str, layers: str, label: str, definition: str, unit: str,
+             variants: tuple[str, ...] = ("all",), scope: str = "layer") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the decorated function as the one that computes metric `name` (see the module docstring).
+
+    A function may be registered under several names only if it computes each of them (it never is here: one
+    name, one function)."""
+    if family not in FAMILIES:
+        raise ValueError(f"{name}: unknown family {family!r}; one of {FAMILIES}")
+    if scope not in SCOPES:
+        raise ValueError(f"{name}: unknown scope {scope!r}; one of {SCOPES}")
+    if not definition.endswith(".") or "\n" in definition:
+        raise ValueError(f"{name}: the definition is one sentence ending in a full stop")
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in REGISTRY and REGISTRY[name].fn is not fn:
+            raise ValueError(f"metric {name!r} is already registered by {REGISTRY[name].pointer}")
+        unknown = [p for p, spec in inspect.signature(fn).parameters.items()
+                   if p not in INPUTS and spec.default is inspect.Parameter.empty]
+        if unknown:
+            raise ValueError(f"{name}: parameters {unknown} of {fn.__qualname__} are not probe inputs")
+        REGISTRY[name] = Metric(name, family, scope, layers, tuple(variants), label, definition, unit, fn)
+        return fn
+
+    return decorate
+
+
+def load() -> dict[str, Metric]:
+    """The complete registry (importing the modules that register metrics), in registration order."""
+    from . import anchors, cka, context, geometry  # noqa: F401  (registration happens on import)
+
+    if list(REGISTRY) != sorted(REGISTRY, key=_family_order):  # by family, then as registered
+        ordered = sorted(REGISTRY.items(), key=lambda item: _family_order(item[0]))
+        REGISTRY.clear()
+        REGISTRY.update(ordered)
+    return REGISTRY
+
+
+def _family_order(name: str) -> int:
+    return FAMILIES.index(REGISTRY[name].family)
+
+
+def metrics(family: str | None = None, scope: str | None = None) -> list[Metric]:
+    """Registered metrics, in registration order, optionally of one family and/or scope."""
+    return [m for m in load().values() if (family is None or m.family == family) and (scope is None or m.scope == scope)]
+
+
+def get(name: str) -> Metric:
+    """The registered metric `name`; KeyError naming the known ones otherwise."""
+    reg = load()
+    if name not in reg:
+        raise KeyError(f"unknown metric {name!r}; registered: {', '.join(reg)}")
+    return reg[name]
+
+
+def markdown_table() -> str:
+    """The README's table of metrics, generated from the registry."""
+    lines = ["| metric | family | layers | variants | unit | definition | defined in |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for m in load().values():
+        variants = "/".join(m.variants) if m.variants != ("all",) else "all"
+        lines.append(f"| `{m.name}` | {m.family} | {m.layers} | {variants} | {m.unit} | {m.definition} | "
+                     f"`{m.pointer}` |")
+    return "\n".join(lines) + "\n"
