@@ -209,7 +209,8 @@ def store_run_names(ctx: Context) -> list[str]:
 
 def definition(m: MetricDef) -> None:
     """The metric's one-line definition and the docstring that states it exactly."""
-    st.markdown(f"**{m.label}** — {m.definition} Defined in `{m.pointer}`.")
+    unit = f" Unit: {m.unit}." if m.unit else ""
+    st.markdown(f"**{m.label}** — {m.definition}{unit} Defined in `{m.pointer}`, the function that computed it.")
 
 
 def show_problems(ctx: Context) -> None:

@@ -8,22 +8,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-HEADLINE = (  # (metric, variant, layer: "last" | int, label)
-    ("anchor_sim_word", "all", "last", "cos(h_L, E[x])"),
-    ("masked_anchor_sim", "all", "last", "cos(T(h_L), E[x]) masked"),
-    ("masked_accuracy", "all", "last", "masked accuracy"),
-    ("anchor_drift", "all", 0, "anchor drift (vocab)"),
-    ("ctx_gap_all", "all", "last", "context gap (all pairs)"),
-    ("ctx_gap_window", "all", "last", "context gap (window)"),
-    ("tc_loss", "all", "last", "TC loss"),
-    ("seq_id_accuracy", "all", "last", "sequence id accuracy"),
-    ("anisotropy", "all", "last", "anisotropy"),
-    ("self_similarity_adj", "all", "last", "self-similarity (adj.)"),
-    ("rankme", "all", "last", "RankMe"),
-    ("isoscore", "all", "last", "IsoScore"),
-    ("twonn", "all", "last", "TwoNN dimension"),
-    ("uniformity", "all", "last", "uniformity"),
-    ("cka_final", "all", "last", "CKA to final snapshot"),
+from dynamics.metrics import registry
+
+HEADLINE = (  # (metric, variant, layer: "last" | int); labels and definitions from the metric registry
+    ("anchor_sim_word", "all", "last"),
+    ("masked_anchor_sim", "all", "last"),
+    ("masked_accuracy", "all", "last"),
+    ("anchor_drift", "all", 0),
+    ("ctx_gap_all", "all", "last"),
+    ("ctx_gap_window", "all", "last"),
+    ("tc_loss", "all", "last"),
+    ("seq_id_accuracy", "all", "last"),
+    ("anisotropy", "all", "last"),
+    ("self_similarity_adj", "all", "last"),
+    ("rankme", "all", "last"),
+    ("isoscore", "all", "last"),
+    ("twonn", "all", "last"),
+    ("uniformity", "all", "last"),
+    ("cka_final", "all", "last"),
 )
 PER_LAYER = ("anchor_sim_word", "ctx_gap_all", "anisotropy", "self_similarity_adj", "rankme", "isoscore",
              "cka_prev_layer")
@@ -66,11 +68,13 @@ def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path
     if not df.empty:
         lines += ["", "## Headline numbers (last layer unless stated; first → final measured snapshot)", ""]
         rows = []
-        for metric, variant, layer, label in HEADLINE:
+        shown = []
+        for metric, variant, layer in HEADLINE:
             m = df[(df["metric"] == metric) & (df["variant"] == variant)]
             if m.empty:
                 continue
-            cells = [label]
+            shown.append(metric)
+            cells = [f"{registry.get(metric).label} (`{metric}`)"]
             for run in runs:
                 r = m[m["run"] == run]
                 if r.empty:
@@ -81,6 +85,10 @@ def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path
                 cells.append(f"{_fmt(r['value'].iloc[0])} → {_fmt(r['value'].iloc[-1])}" if len(r) else "–")
             rows.append(cells)
         lines += _table(["metric"] + runs, rows)
+        lines += ["", "Definitions (from the metric registry; each names the function that computed the value):", ""]
+        lines += [f"- `{name}`: {registry.get(name).definition} Unit: {registry.get(name).unit}. "
+                  f"`{registry.get(name).pointer}`" for name in dict.fromkeys(shown + list(PER_LAYER))
+                  if name in set(df["metric"])]
         for run in runs:
             r = df[(df["run"] == run) & (df["variant"] == "all") & (df["metric"].isin(PER_LAYER))]
             if r.empty:

@@ -9,7 +9,7 @@ from app import charts, data, ui
 from app.definitions import CKA_METRICS, describe
 
 VARIANTS = {"debiased": "debiased (unbiased HSIC)", "biased": "biased"}
-STEPS_POINTER = "dynamics.metrics.cka.cka_matrix"
+STEPS_POINTER = "dynamics.metrics.cka.cka_matrices"
 
 
 def main() -> None:

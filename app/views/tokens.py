@@ -11,7 +11,7 @@ from app import charts, data, ui
 
 VIEWS = {"h": "h", "e": "e", "g": "g = h − e"}
 COLOUR = {"sequence": "sequence", "freq_bin": "token frequency"}
-POINTER = "dynamics.families.geometry"
+POINTER = "dynamics.metrics.projection.pca2"
 GRID_STEPS = 8
 
 

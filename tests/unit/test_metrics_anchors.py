@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from dynamics.metrics._common import Rows
 from dynamics.metrics.anchors import (
     anchor_drift,
     anchor_similarity,
     assign_frequency_bins,
+    by_bin,
     cosine_rows,
     frequency_bin_names,
     frequency_bins,
     mean_by_bin,
-    token_accuracy,
     token_rank,
 )
 
@@ -38,17 +39,34 @@ def test_cosine_rows_matches_torch_and_is_scale_invariant():
     torch.testing.assert_close(cosine_rows(3 * a, 0.5 * b), ref)
 
 
+def _anchor(h: torch.Tensor, emb: torch.Tensor, bins: np.ndarray | None = None) -> dict:
+    bins = np.zeros(h.shape[0], dtype=np.int64) if bins is None else bins
+    return anchor_similarity(Rows(h), Rows(emb), bins, ("frequent", "medium", "rare"))
+
+
 def test_anchor_similarity_of_embedding_rows_is_one_and_of_negated_is_minus_one():
     emb = torch.randn(100, 32, generator=_gen())
     ids = torch.randint(0, 100, (400,), generator=_gen(1))
-    assert anchor_similarity(emb[ids], emb[ids]) == pytest.approx(1.0)
-    assert anchor_similarity(-2.0 * emb[ids], emb[ids]) == pytest.approx(-1.0)
+    assert _anchor(emb[ids], emb[ids])["all"] == pytest.approx(1.0)
+    assert _anchor(-2.0 * emb[ids], emb[ids])["all"] == pytest.approx(-1.0)
 
 
-def test_anchor_similarity_of_orthogonal_rows_is_zero():
-    h = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
-    e = torch.tensor([[0.0, 5.0, 0.0], [0.0, 0.0, 1.0]])
-    assert anchor_similarity(h, e) == pytest.approx(0.0)
+def test_anchor_similarity_of_orthogonal_rows_is_zero_and_bins_split_the_mean():
+    h = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [1.0, 1.0, 0.0]])
+    e = torch.tensor([[0.0, 5.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    out = _anchor(h, e, np.array([0, 0, 2]))
+    assert out["all"] == pytest.approx(1 / 3) and out["frequent"] == pytest.approx(0.0)
+    assert out["rare"] == pytest.approx(1.0) and out["medium"] is None
+
+
+def test_by_bin_means_overall_and_per_bin_with_empty_bins_as_none():
+    out = by_bin(torch.tensor([1.0, 3.0, 5.0, 7.0]), np.array([0, 0, 1, 1]), ("a", "b", "c"))
+    assert out == {"all": 4.0, "a": 2.0, "b": 6.0, "c": None}
+    assert by_bin(torch.zeros(0), np.zeros(0, dtype=np.int64), ("a",)) == {"all": None, "a": None}
+
+
+def test_anchor_similarity_is_not_stored_when_widths_differ():
+    assert _anchor(torch.ones(3, 4), torch.ones(3, 5)) == {}
 
 
 def test_token_rank_on_constructed_scores():
@@ -56,8 +74,6 @@ def test_token_rank_on_constructed_scores():
     targets = torch.tensor([1, 2, 0, 1])
     # Ties count in the true token's favour: [1, 1, 0] with target 1 has rank 1.
     assert token_rank(scores, targets).tolist() == [1, 2, 3, 1]
-    assert token_accuracy(scores, targets) == pytest.approx(0.5)
-    assert token_accuracy(scores, targets, k=2) == pytest.approx(0.75)
 
 
 def test_token_rank_matches_sorting_with_small_chunks():
@@ -75,8 +91,6 @@ def test_token_rank_rejects_bad_inputs():
         token_rank(torch.zeros(5, 3), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="in \\[0, 3\\)"):
         token_rank(torch.zeros(2, 3), torch.tensor([0, 3]))
-    with pytest.raises(ValueError, match="k must be"):
-        token_accuracy(torch.zeros(2, 3), torch.tensor([0, 1]), k=0)
 
 
 def _shares(counts, bins, n_bins):
@@ -146,6 +160,6 @@ def test_bad_shapes_raise_value_error():
     with pytest.raises(ValueError, match="a must be 2-D"):
         cosine_rows(torch.zeros(3), torch.zeros(3))
     with pytest.raises(ValueError, match="same shape"):
-        anchor_similarity(torch.zeros(3, 4), torch.zeros(3, 5))
+        cosine_rows(torch.zeros(3, 4), torch.zeros(3, 5))
     with pytest.raises(ValueError, match="same shape"):
         anchor_drift(torch.zeros(3, 4), torch.zeros(2, 4))

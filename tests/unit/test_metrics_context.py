@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dynamics.metrics._common import Rows
 from dynamics.metrics.context import (
     cosine_by_distance,
     distance_sums,
-    info_nce_from_indices,
+    draw_tc,
+    probe_tc_loss,
     same_vs_other_cosine,
-    sample_tc_indices,
     sequence_identification_accuracy,
-    tc_loss,
     window_cosine,
 )
 
@@ -189,6 +189,17 @@ def _sampler_data():
     return torch.tensor(seq)[perm], torch.tensor(pos)[perm]
 
 
+def sample_tc_indices(seq_ids, positions, window=5, negatives=50, generator=None):
+    """The probe's draws (`draw_tc`, every token an anchor) as (pos_idx (n,), neg_idx (n, K)) by anchor."""
+    d = draw_tc(seq_ids, positions, window, negatives, generator)
+    n = len(seq_ids)
+    assert torch.equal(torch.sort(d.anchors).values, torch.arange(n))  # every token is an anchor once
+    pos_idx = torch.empty(n, dtype=torch.long)
+    neg_idx = torch.empty(n, negatives, dtype=torch.long)
+    pos_idx[d.anchors], neg_idx[d.anchors] = d.positives, d.negatives
+    return pos_idx, neg_idx
+
+
 def test_sampler_positives_and_negatives_obey_the_definition_over_many_draws():
     seq_ids, positions = _sampler_data()
     n, gen = len(seq_ids), _gen(7)
@@ -243,15 +254,15 @@ def test_sampler_is_reproducible_and_validates_inputs():
     b = sample_tc_indices(seq_ids, positions, generator=_gen(3))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[1].shape[1] == 50
     with pytest.raises(ValueError, match="at least 2 sequences"):
-        sample_tc_indices(torch.zeros(4, dtype=torch.long), torch.arange(4))
+        draw_tc(torch.zeros(4, dtype=torch.long), torch.arange(4), 5, 5)
     with pytest.raises(ValueError, match="at least 2 tokens"):
-        sample_tc_indices(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 0]))
-    with pytest.raises(ValueError, match="positions must have shape"):
-        sample_tc_indices(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0]))
-    with pytest.raises(ValueError, match="at most once"):
-        sample_tc_indices(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 0, 0, 1]))
+        draw_tc(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 0]), 5, 5)
+    with pytest.raises(ValueError, match="same length"):
+        draw_tc(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0]), 5, 5)
+    with pytest.raises(ValueError, match="unique"):
+        draw_tc(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 0, 0, 1]), 5, 5)
     with pytest.raises(ValueError, match="negatives"):
-        sample_tc_indices(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1]), negatives=0)
+        draw_tc(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1]), 5, 0)
 
 
 def _naive_info_nce(g, pos_idx, neg_idx, temperature):
@@ -263,30 +274,46 @@ def _naive_info_nce(g, pos_idx, neg_idx, temperature):
     return torch.stack(losses).mean().item()
 
 
-def test_info_nce_matches_naive_loop_with_chunking():
+def _probe_loss(g, seq_ids, positions, window=5, negatives=50, temperature=0.07, seed=0):
+    return probe_tc_loss(Rows(g), draw_tc(seq_ids, positions, window, negatives, _gen(seed)), temperature)
+
+
+def test_probe_tc_loss_matches_a_naive_loop_on_its_draws():
     x, seq_ids, positions = _blocks(n_seq=4, length=10, dim=6, signal=0.7)
     pos_idx, neg_idx = sample_tc_indices(seq_ids, positions, window=5, negatives=9, generator=_gen(1))
     ref = _naive_info_nce(x.double(), pos_idx, neg_idx, 0.07)
-    assert info_nce_from_indices(x, pos_idx, neg_idx, 0.07, max_elements=100) == pytest.approx(ref, rel=1e-10)
+    assert _probe_loss(x, seq_ids, positions, 5, 9, 0.07, seed=1) == pytest.approx(ref, rel=1e-10)
 
 
-def test_tc_loss_equals_info_nce_on_the_same_draws_and_is_log_k_plus_one_for_equal_cosines():
-    x, seq_ids, positions = _blocks(n_seq=6, length=12, dim=8)
-    e = torch.randn(x.shape, generator=_gen(9))
-    pos_idx, neg_idx = sample_tc_indices(seq_ids, positions, 5, 20, _gen(4))
-    expected = info_nce_from_indices(x - e, pos_idx, neg_idx, 0.1)
-    assert tc_loss(x, e, seq_ids, positions, 5, 20, 0.1, generator=_gen(4)) == pytest.approx(expected)
+def test_probe_tc_loss_equals_the_training_loss_on_identical_draws():
+    """One implementation: the probe-set TC loss is `taco.objectives`' sampler and InfoNCE on the probe's tokens."""
+    from taco.objectives import sample_tc_indices as train_sampler
+    from taco.objectives import tc_loss as train_tc_loss
+
+    b, length, hidden = 6, 12, 8
+    h, e = torch.randn(b, length, hidden, generator=_gen(5)), torch.randn(b, length, hidden, generator=_gen(6))
+    valid = torch.ones(b, length, dtype=torch.bool)
+    valid[:, 0] = valid[:, -1] = False  # [CLS] and [SEP]
+    valid[2, 8:] = False  # padding
+    index = train_sampler(valid, valid, 5, 20, _gen(4))
+    train = float(train_tc_loss(h, e, index, 0.1))
+    seq_ids, positions = valid.nonzero().T
+    probe = _probe_loss((h - e)[valid], seq_ids, positions, 5, 20, 0.1, seed=4)
+    assert probe == pytest.approx(train, rel=1e-6)
+    assert _probe_loss((h - e)[valid], seq_ids, positions, 5, 20, 0.1, seed=5) != pytest.approx(train, rel=1e-6)
+
+
+def test_tc_loss_is_log_k_plus_one_for_equal_cosines():
+    _, seq_ids, positions = _blocks(n_seq=6, length=12, dim=8)
     same_direction = torch.ones(72, 8) * torch.arange(1, 73)[:, None]
-    loss = tc_loss(same_direction, torch.zeros(72, 8), seq_ids, positions, negatives=20, generator=_gen())
-    assert loss == pytest.approx(math.log(21))
+    assert _probe_loss(same_direction, seq_ids, positions, negatives=20) == pytest.approx(math.log(21))
 
 
 def test_tc_loss_is_low_for_sequence_structure_and_high_when_shuffled():
     x, seq_ids, positions = _blocks(n_seq=10, length=20, dim=32, signal=2.0)
-    e = torch.zeros_like(x)
-    structured = tc_loss(x, e, seq_ids, positions, generator=_gen())
+    structured = _probe_loss(x, seq_ids, positions)
     perm = torch.randperm(len(seq_ids), generator=_gen(1))
-    shuffled = tc_loss(x[perm], e, seq_ids, positions, generator=_gen())
+    shuffled = _probe_loss(x[perm], seq_ids, positions)
     assert structured < 0.5 < math.log(51) - 0.5 < shuffled
 
 
@@ -297,9 +324,5 @@ def test_bad_shapes_raise_value_error():
         same_vs_other_cosine(torch.zeros(5, 2), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="integers"):
         sequence_identification_accuracy(torch.zeros(5, 2), torch.zeros(5))
-    with pytest.raises(ValueError, match="same shape"):
-        tc_loss(torch.zeros(4, 2), torch.zeros(4, 3), torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1]))
-    with pytest.raises(ValueError, match="neg_idx must have shape"):
-        info_nce_from_indices(torch.randn(4, 2), torch.tensor([1, 0, 3, 2]), torch.tensor([2, 3, 0, 1]))
     with pytest.raises(ValueError, match="temperature"):
-        info_nce_from_indices(torch.randn(4, 2), torch.tensor([1, 0, 3, 2]), torch.zeros(4, 1), temperature=0)
+        _probe_loss(torch.randn(4, 2), torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1]), 3, 1, temperature=0)

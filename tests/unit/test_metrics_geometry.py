@@ -257,11 +257,11 @@ def test_mean_norm():
 
 
 def test_bad_shapes_raise_value_error():
-    with pytest.raises(ValueError, match="x must be 2-D"):
+    with pytest.raises(ValueError, match="h must be 2-D"):
         anisotropy(torch.zeros(5))
     with pytest.raises(ValueError, match="at least 2 row"):
         anisotropy(torch.zeros(1, 3))
-    with pytest.raises(ValueError, match="type_ids must have shape"):
+    with pytest.raises(ValueError, match="word_type must have shape"):
         self_similarity(torch.zeros(5, 3), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="dim >= 2"):
         isoscore(torch.zeros(5, 1))

@@ -111,20 +111,6 @@ def test_top_eigenvalues_are_certified_or_fall_back_to_eigvalsh():
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("block", [4096, 7])
-def test_indexed_dots_match_gathered_products_with_repeats(block, monkeypatch):
-    monkeypatch.setattr(X, "PATTERN_BLOCK_ROWS", block)
-    g = _gen(4)
-    u = F.normalize(torch.randn(300, 16, generator=g), dim=1)
-    index = torch.randint(0, 300, (300, 9), generator=g)
-    index[:, 1] = index[:, 0]  # repeated entries within a row
-    want = (u[index] * u[:, None, :]).sum(-1).double()
-    torch.testing.assert_close(X.indexed_dots(u, index), want, rtol=0, atol=1e-6)
-    torch.testing.assert_close(X.indexed_dots(u, index), want, rtol=0, atol=1e-6)  # the cached pattern
-    u64 = u.double()
-    torch.testing.assert_close(X.indexed_dots(u64, index), (u64[index] * u64[:, None, :]).sum(-1), rtol=0, atol=1e-14)
-
-
 def test_nearest_two_matches_brute_force():
     g = _gen(5)
     x = torch.randn(500, 12, generator=g) * torch.linspace(0.1, 3, 12) + 5.0  # a large offset: Gram-form cancellation
