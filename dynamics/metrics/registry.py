@@ -184,3 +184,7 @@ def markdown_table() -> str:
         lines.append(f"| `{m.name}` | {m.family} | {m.layers} | {variants} | {m.unit} | {m.definition} | "
                      f"`{m.pointer}` |")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m dynamics.metrics.registry > table.md: the README's table
+    print(markdown_table(), end="")

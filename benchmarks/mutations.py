@@ -1,0 +1,123 @@
+"""Mutation check of the metric code: does a deliberate one-line formula change make a test fail?
+
+Each mutation replaces one line of metric code (exactly one occurrence of `old`, else the mutation is reported as
+stale), runs the metric tests — the independent float64 references (`tests/reference/`) and the unit tests of the
+metric functions — and restores the file, whatever happens. A mutation is *caught* when at least one test fails.
+Not part of the test suite (it runs the suite once per mutation: about a minute each on 2 cores).
+
+Usage: python benchmarks/mutations.py [--only N,M] [--list]
+Prints one line per mutation (file, change, caught or NOT CAUGHT, the first failing test) and a summary; exits 1
+if a mutation is not caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = ["tests/reference", "tests/unit/test_metrics_anchors.py", "tests/unit/test_metrics_context.py",
+         "tests/unit/test_metrics_geometry.py", "tests/unit/test_metrics_cka.py",
+         "tests/unit/test_metrics_precision.py", "tests/unit/test_dynamics_families.py"]
+
+M = "dynamics/metrics/"
+MUTATIONS: list[tuple[str, str, str]] = [  # (file, old line fragment, new)
+    # anchors / drift
+    (M + "anchors.py", 'out: Binned = {"all": float(v.mean()) if v.numel() else None}',
+     'out: Binned = {"all": float(v.median()) if v.numel() else None}'),
+    (M + "anchors.py", "return by_bin(1.0 / masked.rank.double(), masked.bins, bin_names)",
+     "return by_bin(1.0 / (masked.rank.double() + 1), masked.bins, bin_names)"),
+    (M + "anchors.py", "return by_bin((masked.rank == 1).double(), masked.bins, bin_names)",
+     "return by_bin((masked.rank <= 2).double(), masked.bins, bin_names)"),
+    (M + "anchors.py", "keep[torch.from_numpy(special_ids[special_ids < cos.shape[0]])] = False",
+     "keep[torch.from_numpy(special_ids[special_ids < cos.shape[0]])] = True"),
+    (M + "anchors.py", "return by_bin(cosine_rows(h, e), freq_bin, bin_names)",
+     "return by_bin(cosine_rows(h, e).abs(), freq_bin, bin_names)"),
+    # context
+    (M + "context.py", "return float(sums.sum() / counts.sum()) if counts.sum() > 0 else math.nan",
+     "return float(np.mean(sums / np.maximum(counts, 1))) if counts.sum() > 0 else math.nan"),
+    (M + "context.py", "other = other_sum / other_pairs if other_pairs > 0 else math.nan",
+     "other = other_sum / (other_pairs + 1) if other_pairs > 0 else math.nan"),
+    (M + "context.py", 'return window_cosine(g, seq_ids, positions, window, layout) - same_vs_other_cosine(g, seq_ids)["other"]',
+     'return window_cosine(g, seq_ids, positions, window, layout) + same_vs_other_cosine(g, seq_ids)["other"]'),
+    (M + "context.py", 'return {f"d{d:03d}": float(sums[d - 1] / counts[d - 1]) if counts[d - 1] > 0 else None',
+     'return {f"d{d:03d}": float(sums[d - 1] / (counts[d - 1] + 1)) if counts[d - 1] > 0 else None'),
+    (M + "context.py", "return float(info_nce(anchors, u[draws.positives], neg, tc_temperature))",
+     "return float(info_nce(anchors, u[draws.positives], neg, 2 * tc_temperature))"),
+    (M + "context.py", "ok = (own > best_other) & eligible[start : start + chunk]",
+     "ok = (own >= best_other - 0.05) & eligible[start : start + chunk]"),
+    # geometry
+    (M + "geometry.py", "    return total / pairs\n", "    return total / (pairs + 1)\n"),
+    (M + "geometry.py", "return value - anisotropy(r) if adjust else value\n\n\n@register(\"intra_similarity\"",
+     "return value + anisotropy(r) if adjust else value\n\n\n@register(\"intra_similarity\""),
+    (M + "geometry.py", "    ok = counts >= 2\n", "    ok = counts >= 1\n"),
+    (M + "geometry.py", 'return max_explainable_variance(h, word_type, adjust=True, baseline="anisotropy")',
+     'return max_explainable_variance(h, word_type, adjust=True, baseline="pc1")'),
+    (M + "geometry.py", "p = s / s.sum() + 1e-7", "p = s / s.sum() + 1e-4"),
+    (M + "geometry.py", "phi = (n - defect**2 * (n - math.sqrt(n))) ** 2 / n**2",
+     "phi = (n - defect**2 * (n - math.sqrt(n))) / n"),
+    (M + "geometry.py", "keep = int(math.floor(n * (1 - discard_fraction)))",
+     "keep = int(math.floor(n * (1 - 2 * discard_fraction)))"),
+    (M + "geometry.py", "return math.log(total / (n * (n - 1)))", "return math.log(total / (n * n))"),
+    (M + "geometry.py", "    return float(sums[0] / counts[0])\n", "    return float(sums[0] / (counts[0] + 1))\n"),
+    (M + "geometry.py", "return float(r.norms.to(torch.float64).mean())",
+     "return float(r.norms.to(torch.float64).median())"),
+    ("dynamics/families.py", '"g": lambda: None if layer == 0 else _rows(h.x - e_raw, dev)})',
+     '"g": lambda: None if layer == 0 else _rows(h.x + e_raw, dev)})'),
+    # cka
+    (M + "cka.py", "return _finite(cka_layers[layer, layer - 1])", "return _finite(cka_layers[layer, 0])"),
+    (M + "cka.py", "last = cka_steps.shape[0] - 1", "last = max(0, cka_steps.shape[0] - 2)"),
+    (M + "cka.py", "return {k: _finite(cka_steps[k, k - 1]) for k in range(1, cka_steps.shape[0])}",
+     "return {k: _finite(cka_steps[k, 0]) for k in range(1, cka_steps.shape[0])}"),
+]
+
+
+def run_tests() -> tuple[bool, str]:
+    """(some test failed, the first failing test's id)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, re.M)
+    return proc.returncode != 0, failed[0] if failed else ("" if proc.returncode == 0 else proc.stdout[-300:])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", help="comma-separated mutation numbers (1-based) to run")
+    ap.add_argument("--list", action="store_true", help="list the mutations and exit")
+    args = ap.parse_args()
+    chosen = range(1, len(MUTATIONS) + 1) if not args.only else [int(x) for x in args.only.split(",")]
+    if args.list:
+        for k in chosen:
+            f, old, new = MUTATIONS[k - 1]
+            print(f"{k:2d} {f}: {old.strip()!r} -> {new.strip()!r}")
+        return 0
+    caught = 0
+    for k in chosen:
+        file, old, new = MUTATIONS[k - 1]
+        path = REPO / file
+        original = path.read_text()
+        if original.count(old) != 1:
+            print(f"{k:2d} {file}: STALE (the line occurs {original.count(old)} times): {old.strip()!r}")
+            continue
+        t0 = time.perf_counter()
+        try:
+            path.write_text(original.replace(old, new))
+            failed, test = run_tests()
+        finally:
+            path.write_text(original)
+        caught += failed
+        verdict = f"caught by {test}" if failed else "NOT CAUGHT"
+        print(f"{k:2d} {file}: {old.strip()[:70]!r} -> {new.strip()[:70]!r}: {verdict} ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+    print(f"{caught} of {len(chosen)} mutations caught")
+    return 0 if caught == len(chosen) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
