@@ -29,7 +29,10 @@ from typing import Any
 import numpy as np
 
 from dynamics import config as cfgmod
+from dynamics import extract as ex
+from dynamics import families as fam
 from dynamics import probe_set as ps
+from dynamics import store as st
 from dynamics.config import FAMILIES, ProbeConfig
 from dynamics.errors import ProbeError
 from dynamics.series import Series, Snapshot, discover_all, select, validate
@@ -174,26 +177,46 @@ def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: Snapsh
     if cfg.probe_text is None and first.data_path("validation_blocks_path") is not None:
         _check_positions({first.name: first.snapshots[:1]}, probe.block_size)
 
-    from dynamics import extract as ex
-    from dynamics import families as fam
-    from dynamics import store as st
-
     device = ex.resolve_device(cfg.device)
     out = output_dir(cfg, series_list)
 
     # ---- nothing above writes; from here on the store is opened and results are added
     store = st.open(out)
     try:
-        return _measure(store, series_list, selected, tok, probe, cfg, device, on_snapshot, fam, ex, st)
+        run = _start(store, series_list, tok, probe, cfg, device)
+        _measure_all(run, series_list, selected, on_snapshot)
+        return _finish(run, series_list)
     finally:
         store.close()
 
 
-def _measure(store: Any, series_list: list[Series], selected: dict[str, list[Snapshot]], tok: TokenizerView,
-             probe: ps.ProbeSet, cfg: ProbeConfig, device: str, on_snapshot: SnapshotHook | None,
-             fam: Any, ex: Any, st: Any) -> ProbeSummary:
-    from tqdm.auto import tqdm
+@dataclass
+class ProbeRun:
+    """The state of one probe run: where it writes, on what it measures, with which settings."""
 
+    store: st.Store
+    probe: ps.ProbeSet
+    prep: fam.Prepared
+    cfg: ProbeConfig
+    device: str
+    summary: ProbeSummary
+    done: dict[tuple[str, int, str], str]  # (run, step, family) → params of what the store already holds
+
+
+@dataclass
+class SeriesState:
+    """What one series' snapshots share: the families' params, the final snapshot's embedding matrix (for drift,
+    loaded once) and the last activations, whose arrays the next extraction overwrites."""
+
+    series: Series
+    params: dict[str, str]
+    final_matrix: np.ndarray | None = None
+    spare: ex.Activations | None = None
+
+
+def _start(store: st.Store, series_list: list[Series], tok: TokenizerView, probe: ps.ProbeSet, cfg: ProbeConfig,
+           device: str) -> ProbeRun:
+    """Record the probe set, runs and snapshots in the store and prepare the probe set's tensors."""
     st.remove_stale_tmp(store.root)
     probe_file = f"arrays/probe-{probe.hash[:16]}.npz"
     if not (store.root / probe_file).is_file():
@@ -205,17 +228,34 @@ def _measure(store: Any, series_list: list[Series], selected: dict[str, list[Sna
     for s in series_list:
         store.upsert_run(s.name, s.run_dir, s.kind, s.meta.get("objective"), s.meta)
         store.upsert_snapshots((s.name, x.step, x.tokens_seen, str(x.path), x.info) for x in s.snapshots)
-
     summary = ProbeSummary(store.root, store.path, probe.hash, notes=list(probe.notes))
     prep, prep_notes = fam.prepare(probe, device, window=cfg.window, tc_negatives=cfg.tc_negatives,
                                    tc_temperature=cfg.tc_temperature, max_distance=cfg.max_distance,
                                    neighbour_tokens=cfg.neighbour_tokens, seed=cfg.seed,
                                    id_to_token=tok.id_to_token())
     summary.notes += prep_notes
-    wanted = _wanted(cfg.metrics)
-    done = store.completed_params(probe.hash)
+    return ProbeRun(store, probe, prep, cfg, device, summary, store.completed_params(probe.hash))
+
+
+def _family_params(series: Series, cfg: ProbeConfig) -> dict[str, str]:
+    """Each family's settings string: a stored family whose string differs is measured again."""
+    return {
+        "anchors": fam.family_params("anchors"),
+        "drift": fam.family_params("drift", final=series.final.step),
+        "context": fam.family_params("context", window=cfg.window, negatives=cfg.tc_negatives,
+                                     temperature=cfg.tc_temperature, max_distance=cfg.max_distance, seed=cfg.seed),
+        "geometry": fam.family_params("geometry", neighbours=cfg.neighbour_tokens, seed=cfg.seed),
+    }
+
+
+def _measure_all(run: ProbeRun, series_list: list[Series], selected: dict[str, list[Snapshot]],
+                 on_snapshot: SnapshotHook | None) -> None:
+    """For each series, each selected snapshot: extract → registered metrics → store; then step × step CKA."""
+    from tqdm.auto import tqdm
+
+    wanted = _wanted(run.cfg.metrics)
     total = sum(len(v) for v in selected.values())
-    bar = tqdm(total=total, disable=not cfg.progress, unit="snapshot", dynamic_ncols=True, desc="probe")
+    bar = tqdm(total=total, disable=not run.cfg.progress, unit="snapshot", dynamic_ncols=True, desc="probe")
     # Each snapshot's model is freed with a gc pass (transformers models hold reference cycles). Freezing what
     # exists now (imported modules, the probe set) keeps those passes from rescanning it every time (without a
     # collection first: ≈ 0.2 s, and garbage frozen now is only collected after the run); after each snapshot
@@ -223,101 +263,90 @@ def _measure(store: Any, series_list: list[Series], selected: dict[str, list[Sna
     gc.freeze()
     try:
         for series in series_list:
-            params = {
-                "anchors": fam.family_params("anchors"),
-                "drift": fam.family_params("drift", final=series.final.step),
-                "context": fam.family_params("context", window=cfg.window, negatives=cfg.tc_negatives,
-                                             temperature=cfg.tc_temperature, max_distance=cfg.max_distance,
-                                             seed=cfg.seed),
-                "geometry": fam.family_params("geometry", neighbours=cfg.neighbour_tokens, seed=cfg.seed),
-            }
-            final_matrix: np.ndarray | None = None
-            spare: Any = None  # the last snapshot's activations, whose arrays the next extraction overwrites
+            state = SeriesState(series, _family_params(series, run.cfg))
             for snap in selected[series.name]:
                 bar.set_description(f"{series.name} step {snap.step}")
-                needed = [f for f in wanted if cfg.force or done.get((series.name, snap.step, f)) != params[f]]
-                summary.reused += [(series.name, snap.step, f) for f in wanted if f not in needed]
-                if not needed:
-                    bar.update(1)
-                    continue
-                final_matrix, spare = _measure_snapshot(store, series, snap, needed, params, probe, prep, cfg, device,
-                                                        final_matrix, summary, fam, ex, spare)
+                needed = [f for f in wanted
+                          if run.cfg.force or run.done.get((series.name, snap.step, f)) != state.params[f]]
+                run.summary.reused += [(series.name, snap.step, f) for f in wanted if f not in needed]
+                if needed:
+                    _measure_snapshot(run, state, snap, needed)
                 bar.update(1)
-                if on_snapshot is not None:
+                if needed and on_snapshot is not None:
                     on_snapshot(snap, needed)
-                gc.collect()
-                gc.freeze()
-            del final_matrix, spare
+                if needed:
+                    gc.collect()
+                    gc.freeze()
+            del state
             gc.collect()
             if "geometry" in wanted:
-                _cka_steps(store, series, probe.hash, cfg.force, device, summary, fam)
+                _cka_steps(run, series)
     finally:
         gc.unfreeze()
         bar.close()
 
-    notes = store.notes(probe.hash)
+
+def _finish(run: ProbeRun, series_list: list[Series]) -> ProbeSummary:
+    """Notes, figures and report.md."""
+    summary, store = run.summary, run.store
+    notes = store.notes(run.probe.hash)
     names = [s.name for s in series_list]
     summary.notes += sorted({n for r, n in zip(notes["run"], notes["note"], strict=True) if r in names})
-    if cfg.figures:
+    if run.cfg.figures:
         from dynamics import figures
 
-        summary.figures = figures.write_all(store, names, probe.hash, store.root / "figures")
+        summary.figures = figures.write_all(store, names, run.probe.hash, store.root / "figures")
     from dynamics import report
 
-    summary.report = report.write(store, series_list, probe, summary, store.root / "report.md")
+    summary.report = report.write(store, series_list, run.probe, summary, store.root / "report.md")
     return summary
 
 
-def _measure_snapshot(store: Any, series: Series, snap: Snapshot, needed: list[str], params: dict[str, str],
-                      probe: ps.ProbeSet, prep: Any, cfg: ProbeConfig, device: str, final_matrix: np.ndarray | None,
-                      summary: ProbeSummary, fam: Any, ex: Any,
-                      spare: Any = None) -> tuple[np.ndarray | None, Any]:
-    """Extract one snapshot once and store each needed family in its own transaction.
-
-    Returns the final snapshot's embedding matrix (loaded here the first time drift needs it) for reuse, and
-    the activations, whose arrays the next snapshot's extraction may overwrite (`spare`)."""
+def _measure_snapshot(run: ProbeRun, state: SeriesState, snap: Snapshot, needed: list[str]) -> None:
+    """Extract one snapshot once and store each needed family in its own transaction."""
+    series, probe = state.series, run.probe
     is_final = snap.path == series.final.path
-    if "drift" in needed and final_matrix is None and not is_final:
-        final_matrix = ex.embedding_matrix(series.final.path)
+    if "drift" in needed and state.final_matrix is None and not is_final:
+        state.final_matrix = ex.embedding_matrix(series.final.path)
     t0 = time.perf_counter()
     acts = None
     if set(needed) - {"drift"}:
-        acts = ex.extract_snapshot(snap.path, probe, masked_pass="anchors" in needed, batch_size=cfg.batch_size,
-                                   device=device, reuse=spare)
+        acts = ex.extract_snapshot(snap.path, probe, masked_pass="anchors" in needed,
+                                   batch_size=run.cfg.batch_size, device=run.device, reuse=state.spare)
         emb, notes = acts.emb_matrix, acts.notes
     else:
         emb, notes = ex.embedding_matrix(snap.path), []
     extraction = time.perf_counter() - t0
-    per_layer = fam.measure(acts, prep, needed) if acts is not None else {}
+    per_layer = fam.measure(acts, run.prep, needed) if acts is not None else {}
     for k, family in enumerate(needed):
         t1 = time.perf_counter()
         if family == "drift":
-            result = fam.drift(emb, emb if is_final else final_matrix, probe, probe.special_ids)
+            result = fam.drift(emb, emb if is_final else state.final_matrix, probe, probe.special_ids)
         else:
             result = per_layer[family]
         if k == 0:  # extraction notes (e.g. no MLM head) go with the first family stored
             result.notes = list(notes) + result.notes
         seconds = time.perf_counter() - t1 if result.seconds is None else result.seconds
-        store.write_family(run=series.name, step=snap.step, tokens_seen=snap.tokens_seen, family=family,
-                           probe_hash=probe.hash, params=params[family], result=result,
-                           seconds=seconds + (extraction if k == 0 else 0.0))
-        summary.computed.append((series.name, snap.step, family))
+        run.store.write_family(run=series.name, step=snap.step, tokens_seen=snap.tokens_seen, family=family,
+                               probe_hash=probe.hash, params=state.params[family], result=result,
+                               seconds=seconds + (extraction if k == 0 else 0.0))
+        run.summary.computed.append((series.name, snap.step, family))
     if acts is not None:
         acts.masked = None
-    return final_matrix, acts
+        state.spare = acts
 
 
-def _cka_steps(store: Any, series: Series, probe_hash: str, force: bool, device: str, summary: ProbeSummary,
-               fam: Any) -> None:
+def _cka_steps(run: ProbeRun, series: Series) -> None:
     """Step × step CKA per layer over every snapshot of the run whose CKA sample is stored."""
+    store, probe_hash = run.store, run.probe.hash
     rows = store.arrays("cka_sample", run=series.name, probe_hash=probe_hash)
     rows = rows[rows["step"] >= 0].sort_values("step")
     if len(rows) < 1:
         return
     steps = [int(x) for x in rows["step"]]
     params = fam.family_params("cka_steps", steps=",".join(map(str, steps)))
-    if not force and store.completed_params(probe_hash).get((series.name, -1, "cka_steps")) == params:
-        summary.reused.append((series.name, -1, "cka_steps"))
+    if not run.cfg.force and store.completed_params(probe_hash).get((series.name, -1, "cka_steps")) == params:
+        run.summary.reused.append((series.name, -1, "cka_steps"))
         return
     files = list(rows["file"])
     with np.load(store.root / files[0], allow_pickle=False) as first:
@@ -331,11 +360,11 @@ def _cka_steps(store: Any, series: Series, probe_hash: str, force: bool, device:
 
     tokens = dict(zip(store.snapshots(series.name)["step"], store.snapshots(series.name)["tokens_seen"], strict=True))
     tokens_seen = [None if tokens.get(s) is None or np.isnan(tokens.get(s)) else int(tokens[s]) for s in steps]
-    per_step, arrays = fam.cka_steps([loader(f) for f in files], steps, tokens_seen, n_layers, device)
+    per_step, arrays = fam.cka_steps([loader(f) for f in files], steps, tokens_seen, n_layers, run.device)
     store.write_run_family(run=series.name, family="cka_steps", probe_hash=probe_hash, params=params,
                            step_rows={s: (t, per_step[s]) for s, t in zip(steps, tokens_seen, strict=True)},
                            arrays={"cka_steps": arrays})
-    summary.computed.append((series.name, -1, "cka_steps"))
+    run.summary.computed.append((series.name, -1, "cka_steps"))
 
 
 # -------------------------------------------------------------------------------------------------------- CLI
