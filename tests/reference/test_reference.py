@@ -22,6 +22,16 @@ from tests.reference.conftest import Case, Rows, read_stored
 # engineer wires them to `formulas.info_nce_loop` and empties this set.
 AWAITING_DRAWS = {"tc_loss"}
 
+# Stored values that disagree with their reference because of a production bug reported to the lead engineer,
+# (series, metric) → what is wrong. Strict xfail: once the bug is fixed these XPASS and fail until removed here.
+_SPECTRA_BUG = ("dynamics.metrics.geometry.spectra: on MiniLM's float32 rows the eigenvalues refined by "
+                "_refined_eigenvalues (below REFINE_BELOW·λmax) come from an unconverged subspace (4 inverse "
+                "iterations, k + 1 vectors): the Ritz values near the threshold are up to 21% too large and Σλ exceeds "
+                "‖X‖²_F by up to 1.8e-5 (relative); RankMe is 0.03-0.10 too high, IsoScore ~1e-5 (relative), the pc1 "
+                "share of mev_adj_pc1 ~3e-6 too low")
+KNOWN_DISAGREEMENTS: dict[tuple[str, str], str] = {
+    ("minilm", metric): _SPECTRA_BUG for metric in ("rankme", "rankme_centred", "isoscore", "mev_adj_pc1")}
+
 ABSOLUTE = 1e-6  # cosine-type values, CKA, accuracies, log-means
 RELATIVE = 1e-6  # ranks, dimensions and norms
 RELATIVE_METRICS = frozenset({"rankme", "rankme_centred", "twonn", "isoscore", "masked_median_rank",
@@ -35,30 +45,33 @@ def close(metric: str, stored: float, reference: float) -> bool:
     return abs(stored - reference) <= ABSOLUTE
 
 
-def mismatches(metric: str, stored: Rows, reference: Rows) -> list[str]:
-    """Why the stored rows of `metric` disagree with the reference rows (empty when they agree): a stored row
-    without a reference value, a value out of tolerance, or NULL on one side only."""
-    problems = []
+def mismatches(metric: str, stored: Rows, reference: Rows) -> dict[tuple[int, int, str], str]:
+    """Why stored rows of `metric` disagree with the reference rows, by (step, layer, variant) (empty when they
+    agree): a stored row without a reference value, a value out of tolerance, or NULL on one side only."""
+    problems = {}
     for key in sorted(stored):
         value = stored[key]
         if key not in reference:
-            problems.append(f"{key}: stored {value!r}, no reference value")
+            problems[key] = f"{key}: stored {value!r}, no reference value"
             continue
         ref = reference[key]
         if value is None or ref is None:
             if (value is None) != (ref is None):
-                problems.append(f"{key}: stored {value!r}, reference {ref!r} (NULL ⇔ undefined)")
+                problems[key] = f"{key}: stored {value!r}, reference {ref!r} (NULL ⇔ undefined)"
         elif not close(metric, value, ref):
-            problems.append(f"{key}: stored {value!r}, reference {ref!r}, diff {value - ref:.3g}")
+            problems[key] = f"{key}: stored {value!r}, reference {ref!r}, diff {value - ref:.3g}"
     return problems
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_stored_values_match_reference(case: Case, metric: str) -> None:
+def test_stored_values_match_reference(case: Case, metric: str, request: pytest.FixtureRequest) -> None:
     stored, reference = case.stored.get(metric, {}), case.reference(metric)
     if not stored and not reference:
         pytest.skip(f"{metric} is neither stored nor defined for {case.name} (e.g. no MLM head, one snapshot)")
-    problems = mismatches(metric, stored, reference)
+    known = KNOWN_DISAGREEMENTS.get((case.name, metric))
+    if known is not None:
+        request.applymarker(pytest.mark.xfail(reason=known, strict=True))
+    problems = list(mismatches(metric, stored, reference).values())
     assert not problems, f"{case.name}/{metric}: {len(problems)} of {len(stored)} rows disagree:\n" + "\n".join(
         problems[:12])
 
@@ -101,17 +114,18 @@ def _corrupt_copy(case: Case, tmp: Path) -> sqlite3.Connection:
 
 
 def test_a_corrupted_store_fails_every_comparison(case: Case, tmp_path: Path) -> None:
-    """On a copy of the store: shifting one stored value just past the tolerance (×10), or setting a defined one
-    to NULL, makes each metric's comparison fail."""
+    """On a copy of the store, for every metric name: one stored value that agrees with its reference, shifted
+    by 10× the tolerance or set to NULL, is reported by the comparison."""
     con = _corrupt_copy(case, tmp_path)
     db = tmp_path / "corrupt.sqlite"
-    undetected = []
+    undetected, tried = [], 0
     for metric in METRICS:
-        rows = case.stored.get(metric, {})
-        defined = [(k, v) for k, v in sorted(rows.items()) if v is not None]
-        if not defined:
-            continue
-        (step, layer, variant), value = defined[len(defined) // 2]
+        stored, reference = case.stored.get(metric, {}), case.reference(metric)
+        wrong = mismatches(metric, stored, reference)
+        agreeing = [(k, v) for k, v in sorted(stored.items()) if v is not None and k not in wrong]
+        if not agreeing:
+            continue  # nothing stored, or a known disagreement on every row (the other series covers it)
+        (step, layer, variant), value = agreeing[len(agreeing) // 2]
         shift = 10 * (RELATIVE * abs(value) if metric in RELATIVE_METRICS else ABSOLUTE)
         where = "probe_hash=? AND run=? AND step=? AND layer=? AND metric=? AND variant=?"
         key = (case.probe_hash, case.run, step, layer, metric, variant)
@@ -119,11 +133,14 @@ def test_a_corrupted_store_fails_every_comparison(case: Case, tmp_path: Path) ->
             con.execute(f"UPDATE metrics SET value=? WHERE {where}", (new, *key))
             con.commit()
             _, corrupted = read_stored(db, case.probe_hash)
-            if not mismatches(metric, corrupted[metric], case.reference(metric)):
+            if (step, layer, variant) not in mismatches(metric, corrupted[metric], reference):
                 undetected.append(f"{metric} {(step, layer, variant)} → {new!r}")
             con.execute(f"UPDATE metrics SET value=? WHERE {where}", (value, *key))
             con.commit()
+        tried += 1
     con.close()
+    assert tried >= len(case.stored) - len(AWAITING_DRAWS) - len(
+        [m for (c, m) in KNOWN_DISAGREEMENTS if c == case.name]), "fewer metrics corrupted than stored"
     assert not undetected, f"{case.name}: corruptions the comparison missed: {undetected}"
 
 
