@@ -39,6 +39,8 @@ class TrainConfig:
     max_steps: int = _opt(300, "Optimizer steps to train.")
     lr: float = _opt(5e-4, "Peak learning rate of AdamW.")
     warmup_fraction: float = _opt(0.06, "Fraction of max_steps spent in linear warm-up before linear decay to 0.")
+    warmup_steps: int = _opt(0, "Linear warm-up steps; when > 0 it overrides --warmup-fraction (the released "
+                                "TACO scripts give 2500).")
     weight_decay: float = _opt(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
     adam_beta1: float = _opt(0.9, "AdamW beta1.")
     adam_beta2: float = _opt(0.98, "AdamW beta2.")
@@ -52,6 +54,14 @@ class TrainConfig:
     tc_anchors: str = _opt("all", "Which positions are TACO anchors.", choices=["all", "masked", "unmasked"])
     tc_global_negatives: bool = _opt(True, "Under multi-process training, draw negatives from all ranks' "
                                            "(detached) context vectors.")
+    tc_negative_sharing: str = _opt("anchor", "TACO negatives: K draws per anchor (anchor, the released code), or "
+                                    "K draws per sequence shared by its anchors (sequence: the same expected loss "
+                                    "and gradient, a batched product on GPUs, more variance over draws).",
+                                    choices=["anchor", "sequence"])
+    tc_kernel: str = _opt("auto", "Kernel for the TACO negatives' cosines (same values, speed differs): auto "
+                                  "(taco.objectives.AUTO_METHOD per device; batched for shared negatives), "
+                                  "sparse, sparse_bag, gather, or batched (needs --tc-negative-sharing sequence).",
+                          choices=["auto", "sparse", "sparse_bag", "gather", "batched"])
     freeze_embeddings: bool = _opt(False, "Keep the word-embedding matrix (tied to the MLM output layer) fixed "
                                    "at its initial value (random, or --init-embeddings).")
     init_embeddings: str = _opt("", "Snapshot or run directory whose word-embedding matrix initialises this "
@@ -83,6 +93,11 @@ class TrainConfig:
             raise TacoError(f"--tc-window must be odd and >= 3 (got {self.tc_window}); try 5")
         if self.tc_negatives < 1:
             raise TacoError(f"--tc-negatives must be >= 1 (got {self.tc_negatives}); try 50")
+        if self.tc_kernel == "batched" and self.tc_negative_sharing != "sequence":
+            raise TacoError("--tc-kernel batched needs --tc-negative-sharing sequence; use --tc-kernel auto")
+        if self.warmup_steps < 0 or not 0 <= self.warmup_fraction <= 1:
+            raise TacoError(f"--warmup-steps must be >= 0 (got {self.warmup_steps}) and --warmup-fraction in "
+                            f"[0, 1] (got {self.warmup_fraction})")
         if self.tc_temperature <= 0:
             raise TacoError(f"--tc-temperature must be > 0 (got {self.tc_temperature}); try 0.07")
         if self.block_size < 8:
@@ -111,8 +126,22 @@ class TrainConfig:
             raise TacoError("--model-overrides must be a JSON object, e.g. '{\"num_hidden_layers\": 2}'")
         return value
 
-    # Fields that may differ between a run and its resumption without changing its trajectory.
-    RUNTIME_ONLY = ("resume", "overwrite", "progress", "device", "dry_run", "data_cache")
+    def warmup(self) -> int:
+        """Warm-up steps of the learning-rate schedule: `warmup_steps` if > 0, else warmup_fraction × max_steps."""
+        return self.warmup_steps if self.warmup_steps > 0 else int(round(self.warmup_fraction * self.max_steps))
+
+    # Fields that may differ between a run and its resumption without changing its trajectory (the TC kernel
+    # changes the cosines' rounding only).
+    RUNTIME_ONLY = ("resume", "overwrite", "progress", "device", "dry_run", "data_cache", "tc_kernel")
+    # Fields added after runs were written: at their default they are left out of the state digest, and a
+    # run.json without them reads as their default, so those runs still resume.
+    ADDED_LATER = ("warmup_steps", "tc_negative_sharing", "tc_kernel")
+
+    def digest_fields(self) -> dict[str, Any]:
+        """The config as `config_digest` hashes it (later-added fields at their default left out)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if not (k in self.ADDED_LATER and v == defaults[k])}
 
 
 def load_config_file(path: str) -> dict[str, Any]:

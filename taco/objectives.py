@@ -11,7 +11,20 @@ replacement from content positions of *other* sequences. g_p and g_{n_k} are det
 reaches the model through the anchor only. L_TC is the mean over anchors; L = L_MLM + λ·L_TC.
 
 Special tokens and padding are never anchors, positives or negatives. The (anchors, K, H) tensor of
-negative vectors is never kept: `NegativeCosine` gathers it chunk by chunk in forward and backward.
+negative vectors is never kept. The K cosines per anchor come from one of these kernels (`method=`), all the
+same numbers on the same draws (tested): "sparse", a CSR sampled dense-dense product (backward a CSR × dense
+product); "sparse_bag", the same forward on row-sorted columns (cuSPARSE's CSR convention) with the backward
+as one weighted row-sum kernel (`embedding_bag`); "gather", rows gathered chunk by chunk; "batched", one
+(B, L, H) × (B, H, K) product, for negatives shared by the anchors of a sequence (below). "auto" picks per
+device from `AUTO_METHOD`. The cosines are computed in float32 with autocast off, so every kernel gives the
+same values under bf16 training.
+
+Shared negatives (`negative_sharing="sequence"`, off by default). The released code draws K negatives per
+anchor. With sharing, all anchors of a sequence use the same K draws (with replacement, uniform over the
+content positions of the other sequences), so each anchor's negatives keep exactly the released marginal
+distribution and the expected loss and gradient are unchanged; only their correlation across anchors of a
+sequence changes, and the cosines become one batched product. Its effect on the variance over draws is
+measured by `benchmarks/tc_variance.py`.
 """
 
 from __future__ import annotations
@@ -34,6 +47,8 @@ class TCConfig:
     weight: float = 1.0
     anchors: str = "all"  # all | masked | unmasked
     global_negatives: bool = True
+    negative_sharing: str = "anchor"  # anchor (released: K draws per anchor) | sequence (K draws per sequence)
+    method: str = "auto"  # kernel for the negatives' cosines: auto | sparse | sparse_bag | gather | batched
 
 
 @dataclass
@@ -44,6 +59,16 @@ class TCIndex:
     anchors: Tensor  # (A,) compact indices of anchors
     positives: Tensor  # (A,) compact index of each anchor's positive (local pool)
     negatives: Tensor  # (A, K) indices into the negative pool (local, or all ranks' when gathered)
+    shared_negatives: Tensor | None = None  # (B, K) per-sequence draws when negatives are shared, else None
+
+
+NEGATIVE_SHARING = ("anchor", "sequence")
+METHODS = ("auto", "sparse", "sparse_bag", "gather", "batched")
+# What method="auto" runs, by device type, for per-anchor draws (shared draws always run "batched"). The CPU
+# entry is measured (CSR kernels about 30x faster than row gathers there). The CUDA entry is the switch that the
+# H200 run of `bash benchmarks/gpu_all.sh` decides: it stays "gather" (today's GPU path) until that run shows
+# "sparse" or "sparse_bag" faster. Device types not listed run "gather".
+AUTO_METHOD: dict[str, str] = {"cpu": "sparse", "cuda": "gather"}
 
 
 def _compact(valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -64,6 +89,8 @@ def sample_tc_indices(
     generator: torch.Generator | None = None,
     pool_counts: Tensor | None = None,
     pool_offset: int = 0,
+    *,
+    negative_sharing: str = "anchor",
 ) -> TCIndex:
     """Sample one positive and K negatives for every anchor.
 
@@ -75,8 +102,13 @@ def sample_tc_indices(
         pool_counts: candidate positions per sequence of the negative pool, in pool order. Default: the local
             batch (`valid.sum(1)`). Under multi-process training, all ranks' counts concatenated.
         pool_offset: index of this batch's first sequence within the pool's sequences.
+        negative_sharing: "anchor" (the released algorithm: K draws per anchor) or "sequence" (K draws per
+            sequence, shared by its anchors; `shared_negatives` holds them and `negatives` their per-anchor
+            expansion). Positives and the generator's draws for them are the same either way.
     Every sequence needs >= 2 candidate positions and the pool >= 1 position outside each sequence.
     """
+    if negative_sharing not in NEGATIVE_SHARING:
+        raise ValueError(f"negative_sharing must be one of {', '.join(NEGATIVE_SHARING)}, got {negative_sharing!r}")
     device = valid.device
     b, seq_len = valid.shape
     flat, seq, counts, starts = _compact(valid)
@@ -102,36 +134,64 @@ def sample_tc_indices(
     fallback = starts[a_seq] + r + (r >= self_rank).long()
     positives = torch.where(ok, cand, fallback)
 
-    # Negatives: uniform over pool positions outside the anchor's sequence, by skipping its contiguous range.
+    # Negatives: uniform over pool positions outside the drawing row's sequence (the anchor's, or with sharing
+    # each sequence's), by skipping that sequence's contiguous range.
     if pool_counts is None:
         pool_counts = counts
     pool_starts = torch.cumsum(pool_counts, 0) - pool_counts
     total = int(pool_counts.sum())
-    own_start = pool_starts[a_seq + pool_offset]
-    own_count = pool_counts[a_seq + pool_offset]
-    span = (total - own_count).unsqueeze(1)
-    u = torch.rand((anchors.numel(), negatives), generator=generator, device="cpu").to(device)
-    rn = torch.minimum((u * span).long(), span - 1)
-    neg = rn + (rn >= own_start.unsqueeze(1)).long() * own_count.unsqueeze(1)
+    if negative_sharing == "sequence":
+        shared = _outside_draws(torch.arange(b, device=device) + pool_offset, pool_starts, pool_counts, total,
+                                negatives, generator)
+        return TCIndex(flat=flat, anchors=anchors, positives=positives, negatives=shared[a_seq],
+                       shared_negatives=shared)
+    neg = _outside_draws(a_seq + pool_offset, pool_starts, pool_counts, total, negatives, generator)
     return TCIndex(flat=flat, anchors=anchors, positives=positives, negatives=neg)
+
+
+def _outside_draws(rows: Tensor, pool_starts: Tensor, pool_counts: Tensor, total: int, k: int,
+                   generator: torch.Generator | None) -> Tensor:
+    """(R, K) pool indices, uniform with replacement over the pool outside sequence `rows[r]` of the pool."""
+    own_start = pool_starts[rows]
+    own_count = pool_counts[rows]
+    span = (total - own_count).unsqueeze(1)
+    u = torch.rand((rows.numel(), k), generator=generator, device="cpu").to(rows.device)
+    rn = torch.minimum((u * span).long(), span - 1)
+    return rn + (rn >= own_start.unsqueeze(1)).long() * own_count.unsqueeze(1)
 
 
 class NegativeCosine(torch.autograd.Function):
     """s[a, k] = <u[a], pool[idx[a, k]]> for unit vectors, without storing the (A, K, H) gather.
 
-    The pool is treated as a constant (TACO detaches negatives). On the CPU the (A, M) matrix with K entries
-    per row is a CSR pattern: forward is a sampled dense-dense product, backward a sparse × dense product
-    (about 30× faster than gathering rows there). Elsewhere rows are gathered chunk by chunk in forward and
-    backward, so at most `chunk` anchors' negatives exist at once.
+    The pool is treated as a constant (TACO detaches negatives). `mode`:
+    - "sparse": the (A, M) matrix with K entries per row is a CSR pattern; forward is a sampled dense-dense
+      product, backward a sparse × dense product (on the CPU about 30× faster than gathering rows).
+    - "sparse_bag": the same forward with each row's columns sorted (cuSPARSE assumes sorted CSR rows; values
+      are put back in draw order), backward `embedding_bag`: grad[a] = Σ_k grad_out[a, k] · pool[idx[a, k]] in
+      one kernel that allows repeated columns.
+    - "gather": rows gathered chunk by chunk in forward and backward, so at most `chunk` anchors' negatives
+      exist at once.
+    Each mode runs on any device. (A `bool` mode means "sparse" / "gather", as before.)
     """
 
     @staticmethod
-    def forward(ctx, anchors: Tensor, pool: Tensor, idx: Tensor, chunk: int, sparse: bool) -> Tensor:  # noqa: ANN001
-        ctx.save_for_backward(pool, idx)
-        ctx.chunk, ctx.sparse = chunk, sparse
-        if sparse:
+    def forward(ctx, anchors: Tensor, pool: Tensor, idx: Tensor, chunk: int, mode: str | bool) -> Tensor:  # noqa: ANN001
+        if isinstance(mode, bool):
+            mode = "sparse" if mode else "gather"
+        ctx.chunk, ctx.mode = chunk, mode
+        if mode == "sparse":
+            ctx.save_for_backward(pool, idx)
             pattern = _csr(idx, anchors.new_zeros(idx.numel()), pool.shape[0])
             return torch.sparse.sampled_addmm(pattern, anchors, pool.T, beta=0.0).values().reshape(idx.shape)
+        if mode == "sparse_bag":
+            ctx.save_for_backward(pool, idx)
+            cols, order = idx.sort(dim=1)
+            pattern = _csr(cols, anchors.new_zeros(idx.numel()), pool.shape[0])
+            values = torch.sparse.sampled_addmm(pattern, anchors, pool.T, beta=0.0).values().reshape(idx.shape)
+            return torch.empty_like(values).scatter_(1, order, values)
+        if mode != "gather":
+            raise ValueError(f"NegativeCosine mode must be sparse, sparse_bag or gather, got {mode!r}")
+        ctx.save_for_backward(pool, idx)
         out = anchors.new_empty(idx.shape)
         for start in range(0, idx.shape[0], chunk):
             sl = slice(start, start + chunk)
@@ -141,8 +201,11 @@ class NegativeCosine(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # noqa: ANN001, ANN205
         pool, idx = ctx.saved_tensors
-        if ctx.sparse:
+        if ctx.mode == "sparse":
             grad = torch.sparse.mm(_csr(idx, grad_out.reshape(-1), pool.shape[0]), pool)
+            return grad, None, None, None, None
+        if ctx.mode == "sparse_bag":
+            grad = F.embedding_bag(idx, pool, mode="sum", per_sample_weights=grad_out.to(pool.dtype).contiguous())
             return grad, None, None, None, None
         grad = grad_out.new_empty((idx.shape[0], pool.shape[1]))
         for start in range(0, idx.shape[0], ctx.chunk):
@@ -160,18 +223,35 @@ def _csr(idx: Tensor, values: Tensor, n_cols: int) -> Tensor:
         return torch.sparse_csr_tensor(crow, idx.reshape(-1), values.contiguous(), size=(a, n_cols))
 
 
+def resolve_method(method: str, device: torch.device, shared: bool = False) -> str:
+    """The kernel that `method` runs on `device`: "auto" becomes "batched" for shared draws, else
+    `AUTO_METHOD[device.type]` ("gather" for device types it does not list)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "auto":
+        return "batched" if shared else AUTO_METHOD.get(device.type, "gather")
+    if method == "batched" and not shared:
+        raise ValueError('method "batched" needs negatives shared per sequence '
+                         '(sample_tc_indices(..., negative_sharing="sequence"))')
+    return method
+
+
 def negative_cosine(
     anchors: Tensor, pool: Tensor, idx: Tensor, max_elements: int = 1 << 23, method: str = "auto"
 ) -> Tensor:
     """(A, H) unit anchors × (M, H) unit pool × (A, K) indices → (A, K) cosines, gradient to anchors only.
 
-    method: "sparse" (CSR kernels, CPU), "gather" (chunked row gathers, any device), or "auto".
+    method: "sparse", "sparse_bag", "gather" (see `NegativeCosine`), or "auto" (`AUTO_METHOD` by device).
     """
     k, h = idx.shape[1], pool.shape[1]
+    mode = resolve_method(method, anchors.device)
+    if mode == "batched":
+        raise ValueError('negative_cosine takes per-anchor indices; "batched" runs in tc_loss on shared draws')
     # The CSR kernels reject rows with more entries than columns (K > M, only in toy batches).
-    sparse = k <= pool.shape[0] and (method == "sparse" or (method == "auto" and anchors.device.type == "cpu"))
+    if mode in ("sparse", "sparse_bag") and k > pool.shape[0]:
+        mode = "gather"
     chunk = max(1, max_elements // max(1, k * h))
-    return NegativeCosine.apply(anchors.contiguous(), pool.detach().contiguous(), idx, chunk, sparse)
+    return NegativeCosine.apply(anchors.contiguous(), pool.detach().contiguous(), idx, chunk, mode)
 
 
 def info_nce(anchor_unit: Tensor, positive_unit: Tensor, negative_cos: Tensor, temperature: float) -> Tensor:
@@ -179,7 +259,8 @@ def info_nce(anchor_unit: Tensor, positive_unit: Tensor, negative_cos: Tensor, t
     pos = (anchor_unit * positive_unit.detach()).sum(-1, keepdim=True)
     logits = torch.cat([pos, negative_cos], dim=1) / temperature
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits.float(), target)
+    # at least float32 (bf16/fp16 training); float64 stays float64 (the probe's evaluation)
+    return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), target)
 
 
 def tc_loss(
@@ -188,22 +269,46 @@ def tc_loss(
     index: TCIndex,
     temperature: float,
     pool_unit: Tensor | None = None,
+    *,
+    method: str = "auto",
 ) -> Tensor:
     """TC loss from last-layer states h and embedding outputs e, both (B, L, H), and sampled indices.
 
     `pool_unit` (M, H): detached unit context vectors that `index.negatives` points into; default the local
-    candidates. Returns a scalar (mean over anchors).
+    candidates. `method`: the kernel for the negatives' cosines (module docstring); "batched" (the default for
+    shared draws) needs `index.shared_negatives`. Returns a scalar (mean over anchors).
     """
-    hidden = h.shape[-1]
-    g = (h - e).reshape(-1, hidden)[index.flat]
-    u = F.normalize(g.float(), dim=-1)
+    mode = resolve_method(method, h.device, shared=index.shared_negatives is not None)
+    with torch.autocast(h.device.type, enabled=False):
+        if mode == "batched":
+            return _tc_loss_batched(h, e, index, temperature, pool_unit)
+        hidden = h.shape[-1]
+        g = (h - e).reshape(-1, hidden)[index.flat]
+        u = F.normalize(g.float(), dim=-1)
+        if pool_unit is None:
+            pool_unit = u.detach()
+        anchor_u = u[index.anchors]
+        if anchor_u.shape[0] == 0:  # e.g. masked anchors in a batch without masks: contributes nothing
+            return g.sum() * 0.0
+        neg = negative_cosine(anchor_u, pool_unit.float(), index.negatives, method=mode)
+        return info_nce(anchor_u, u.detach()[index.positives], neg, temperature)
+
+
+def _tc_loss_batched(h: Tensor, e: Tensor, index: TCIndex, temperature: float, pool_unit: Tensor | None) -> Tensor:
+    """Shared draws: cosines of every position with its sequence's K negatives as one (B, L, H) × (B, H, K)
+    product, then the anchors' rows. Positions that are not anchors get no gradient (their rows are unused)."""
+    b, seq_len, hidden = h.shape
+    k = index.shared_negatives.shape[1]
+    u_all = F.normalize((h - e).float(), dim=-1)  # (B, L, H)
+    u = u_all.reshape(-1, hidden)[index.flat]
     if pool_unit is None:
         pool_unit = u.detach()
-    anchor_u = u[index.anchors]
-    if anchor_u.shape[0] == 0:  # e.g. masked anchors in a batch without masks: contributes nothing
-        return g.sum() * 0.0
-    neg = negative_cosine(anchor_u, pool_unit, index.negatives)
-    return info_nce(anchor_u, u.detach()[index.positives], neg, temperature)
+    anchor_flat = index.flat[index.anchors]
+    if anchor_flat.numel() == 0:
+        return u.sum() * 0.0
+    negs = pool_unit.detach().float()[index.shared_negatives]  # (B, K, H): K·H per sequence, not per anchor
+    cos = torch.bmm(u_all, negs.transpose(1, 2)).reshape(b * seq_len, k)
+    return info_nce(u[index.anchors], u.detach()[index.positives], cos[anchor_flat], temperature)
 
 
 def mlm_loss(model: nn.Module, hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -268,8 +373,9 @@ class PretrainingModel(nn.Module):
             local = F.normalize((h - e).reshape(-1, h.shape[-1])[flat].float().detach(), dim=-1)
             pool_unit, pool_counts, offset = gather_pool(local, valid.sum(1))
         index = sample_tc_indices(valid, anchor_mask, self.tc.window, self.tc.negatives, generator,
-                                  pool_counts=pool_counts, pool_offset=offset)
-        loss_tc = tc_loss(h, e, index, self.tc.temperature, pool_unit)
+                                  pool_counts=pool_counts, pool_offset=offset,
+                                  negative_sharing=self.tc.negative_sharing)
+        loss_tc = tc_loss(h, e, index, self.tc.temperature, pool_unit, method=self.tc.method)
         result["tc_loss"] = loss_tc.detach()
         result["loss"] = loss_mlm + self.tc.weight * loss_tc
         return result

@@ -97,7 +97,9 @@ def check_output_dir(out: Path, cfg: TrainConfig) -> str:
             raise TacoError(f"--resume: {out} holds no run (no run.json); drop --resume to start one")
         saved = json.loads((out / "run.json").read_text())["config"]
         now = dataclasses.asdict(cfg)
-        diff = [k for k in now if k not in TrainConfig.RUNTIME_ONLY and k != "max_steps" and saved.get(k) != now[k]]
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # for fields newer than the run
+        diff = [k for k in now if k not in TrainConfig.RUNTIME_ONLY and k != "max_steps"
+                and saved.get(k, defaults[k]) != now[k]]
         if diff:
             raise TacoError(f"--resume: {out} was trained with different {', '.join(diff)}; "
                             "pass the same options or use another --output-dir")
@@ -143,8 +145,10 @@ def evaluate(mlm_model: torch.nn.Module, blocks: np.ndarray, cfg: TrainConfig, c
     """MLM and TC loss on fixed validation blocks with fixed masks (TC loss is reported for MLM runs too)."""
     was_training = mlm_model.training
     mlm_model.eval()
+    # The released per-anchor draws whatever the run trains with, so validation TC losses compare across runs.
     probe = PretrainingModel(mlm_model, "taco", TCConfig(cfg.tc_window, cfg.tc_negatives, cfg.tc_temperature,
-                                                         cfg.tc_weight, cfg.tc_anchors, global_negatives=False))
+                                                         cfg.tc_weight, cfg.tc_anchors, global_negatives=False,
+                                                         method="auto" if cfg.tc_kernel == "batched" else cfg.tc_kernel))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     collator.generator.manual_seed(cfg.seed + 2)
     totals = {"mlm_loss": 0.0, "tc_loss": 0.0, "mlm_accuracy": 0.0}
@@ -214,12 +218,12 @@ def train(cfg: TrainConfig) -> Path:
     mlm_model = BertForMaskedLM(model_config)
     set_up_embeddings(mlm_model, init_from=cfg.init_embeddings, freeze=cfg.freeze_embeddings, tok_hash=tok_hash)
     mlm_model.to(device)
-    digest = config_digest(dataclasses.asdict(cfg), TrainConfig.RUNTIME_ONLY + ("max_steps",))
+    digest = config_digest(cfg.digest_fields(), TrainConfig.RUNTIME_ONLY + ("max_steps",))
     wrapper = PretrainingModel(mlm_model, cfg.objective, TCConfig(cfg.tc_window, cfg.tc_negatives,
-                               cfg.tc_temperature, cfg.tc_weight, cfg.tc_anchors, cfg.tc_global_negatives))
+                               cfg.tc_temperature, cfg.tc_weight, cfg.tc_anchors, cfg.tc_global_negatives,
+                               negative_sharing=cfg.tc_negative_sharing, method=cfg.tc_kernel))
     optimizer = build_optimizer(mlm_model, cfg)
-    warmup = int(round(cfg.warmup_fraction * cfg.max_steps))
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, cfg.max_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup(), cfg.max_steps)
 
     start_step = 0
     if mode == "resume":

@@ -55,7 +55,7 @@ def test_tc_loss_matches_naive_loop():
     assert torch.allclose(g_fast, g_slow, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["sparse", "gather"])
+@pytest.mark.parametrize("method", ["sparse", "sparse_bag", "gather"])
 def test_negative_cosine_gradient_matches_materialised_gather(method):
     torch.manual_seed(0)
     anchors = F.normalize(torch.randn(20, 6, dtype=torch.float64), dim=-1).requires_grad_()

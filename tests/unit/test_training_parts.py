@@ -73,6 +73,8 @@ def test_unknown_preset_names_the_choices():
         (["--block-size", "1024"], "position limit"),
         (["--resume", "--overwrite"], "contradict"),
         (["--model-overrides", "{oops"], "JSON"),
+        (["--tc-kernel", "batched"], "tc-negative-sharing sequence"),
+        (["--warmup-steps", "-1"], "warmup-steps"),
     ],
 )
 def test_invalid_values_are_reported(flags, fragment):
@@ -114,3 +116,30 @@ def test_tokenising_ignores_a_saved_tokenizers_padding_and_truncation(tmp_path):
                              progress=False)
     assert [len(x) for x in ids] == [2, 9]
     assert loaded.pad_token_id not in ids[0]
+
+
+def test_warmup_steps_override_the_fraction():
+    assert TrainConfig(max_steps=1000, warmup_fraction=0.06).warmup() == 60
+    assert TrainConfig(max_steps=250000, warmup_fraction=0.06, warmup_steps=2500).warmup() == 2500
+    cfg = parse_args(["--warmup-steps", "2500", "--tc-negative-sharing", "sequence", "--tc-kernel", "batched"])
+    cfg.validate()
+    assert (cfg.warmup_steps, cfg.tc_negative_sharing, cfg.tc_kernel) == (2500, "sequence", "batched")
+
+
+def test_runs_written_before_the_later_fields_still_resume(tmp_path):
+    """A run.json without the later-added fields reads as their defaults, and the state digest leaves them out
+    at their defaults, so a run started before they existed resumes; a changed value is still refused."""
+    import dataclasses
+
+    from taco.state import config_digest
+    from taco.train import check_output_dir
+
+    cfg = TrainConfig(output_dir=str(tmp_path), objective="taco")
+    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in TrainConfig.ADDED_LATER}
+    assert config_digest(cfg.digest_fields(), ()) == config_digest(old, ())
+    changed = dataclasses.replace(cfg, tc_negative_sharing="sequence")
+    assert config_digest(changed.digest_fields(), ()) != config_digest(old, ())
+    (tmp_path / "run.json").write_text(json.dumps({"config": old}))
+    assert check_output_dir(tmp_path, dataclasses.replace(cfg, resume=True)) == "resume"
+    with pytest.raises(TacoError, match="tc_negative_sharing"):
+        check_output_dir(tmp_path, dataclasses.replace(changed, resume=True))
