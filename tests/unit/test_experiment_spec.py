@@ -172,3 +172,31 @@ def test_embedding_sensitivity_inits_from_the_trained_mlm_run(tmp_path: Path) ->
     exp = load(REPO / "experiments" / "configs" / "embedding_sensitivity.yaml", runs_dir=tmp_path)
     assert exp.train_options("taco-init")["init_embeddings"] == str(tmp_path / "mlm-trained")
     assert [r.name for r in exp.waves()[0]] == ["mlm-trained", "taco-trained", "mlm-frozen", "taco-frozen"]
+
+
+def test_paper_config_follows_the_released_scripts_and_the_eighth_keeps_one_eighth(tmp_path: Path) -> None:
+    """train_small.sh / finetune_small.sh of github.com/FUZHIYI/TACO: 256 blocks per GPU x 2 GPUs x 4
+    accumulation steps of 256 tokens, lr 1e-4, 2,500 warm-up steps, weight decay 0.01, mixed precision,
+    250k steps, saves every 2,500; fine-tuning lr 5e-5, 4 epochs, batch 32, 128 tokens, 100 warm-up steps."""
+    paper = load(REPO / "experiments" / "configs" / "mlm_vs_taco_paper.yaml", runs_dir=tmp_path)
+    eighth = load(REPO / "experiments" / "configs" / "mlm_vs_taco_paper_eighth.yaml", runs_dir=tmp_path)
+    assert paper.names() == eighth.names() == ["mlm-s1", "taco-s1"]
+    for name in paper.names():
+        cfg = TrainConfig(**paper.train_options(name)).resolved()
+        cfg.validate()
+        assert cfg.batch_size * cfg.grad_accum == 2048 and cfg.batch_size == 256 and cfg.block_size == 256
+        assert (cfg.preset, cfg.max_steps, cfg.lr, cfg.warmup(), cfg.weight_decay) == ("small", 250000, 1e-4,
+                                                                                         2500, 0.01)
+        assert (cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, cfg.max_grad_norm) == (0.9, 0.999, 1e-8, 1.0)
+        assert (cfg.precision, cfg.snapshot_every, cfg.tc_negatives, cfg.tc_window) == ("bf16", 2500, 50, 5)
+        assert cfg.tc_negative_sharing == "anchor"  # the released per-anchor draws
+        small = TrainConfig(**eighth.train_options(name)).resolved()
+        small.validate()
+        assert 8 * small.batch_size * small.grad_accum * small.block_size == (
+            cfg.batch_size * cfg.grad_accum * cfg.block_size)
+        assert (small.max_steps, small.lr, small.precision) == (250000, 5e-4, "bf16")
+        for exp in (paper, eighth):
+            ft = _eval_config(exp, "finetune", "cpu", False, None, None, name)
+            settings = ft.finetune_settings()
+            assert (settings.lr, settings.epochs, settings.batch_size, settings.warmup_steps) == (5e-5, 4, 32, 100)
+            assert ft.max_length == 128 and ft.steps == [10000, 20000, 50000, 100000, 250000]
