@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +26,15 @@ from tests.integration.test_train_cli import _tree_digest
 
 RUNS = ("mlm-s1", "taco-s1", "taco-init")
 STEPS = [0, 6, 12]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_glue_dir_from_the_environment() -> Iterator[None]:
+    """`experiments.run` and its child processes default `--glue-dir` to `$GLUE_DIR` (which CI sets to the real
+    GLUE files): unset it here, so the only GLUE data they can reach is the fixture passed with `--glue-dir`."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("GLUE_DIR", raising=False)
+        yield
 
 
 def experiment_file(path: Path, corpus: Path, cache: Path) -> Path:
