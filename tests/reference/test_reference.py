@@ -82,6 +82,16 @@ def test_every_stored_metric_has_a_reference(case: Case) -> None:
     assert not missing, f"{case.name}: stored metrics without a reference: {sorted(missing)}"
 
 
+def test_every_registered_metric_is_stored_and_has_a_reference(tiny_case: Case, minilm_case: Case) -> None:
+    """The registry's names (`dynamics.metrics.registry`) all have a reference (or await the probe's draws), and
+    each is stored by at least one of the two series, so no reference goes unexercised."""
+    from dynamics.metrics import registry
+
+    names = set(registry.load())
+    assert not names - set(F.REFERENCES) - AWAITING_DRAWS, "registered metrics without a reference"
+    assert not names - set(tiny_case.stored) - set(minilm_case.stored), "registered metrics stored by neither series"
+
+
 def test_every_reference_key_is_stored(case: Case) -> None:
     unstored = {metric: sorted(set(case.reference(metric)) - set(case.stored.get(metric, {}))) for metric in METRICS}
     unstored = {m: keys for m, keys in unstored.items() if keys}
