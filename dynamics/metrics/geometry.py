@@ -31,7 +31,6 @@ from ._common import (
     dense_groups,
     eigvalsh,
     gram_matrix,
-    matmul,
     pair_sums,
     shifted_pair_sums,
     single_thread,
@@ -384,24 +383,24 @@ def centred_gram(r: Rows, blocks: Sequence[Tensor] = ()) -> tuple[Tensor, Tensor
 
 
 REFINE_BELOW = 1e-4
+REFINE_MARGIN = 1000  # the refined subspace spans the eigenvalues below REFINE_MARGIN · REFINE_BELOW · λmax
 
 
 def _refined_eigenvalues(x: Tensor, grams: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
     """Ascending eigenvalues of each Gram matrix (X + 1 bᵀ)ᵀ(X + 1 bᵀ) of the rows x shifted by b, given as
     (float64 matrix from a low-precision product, b). The k eigenvalues below `REFINE_BELOW` × the largest are
     replaced by the k smallest Ritz values of the exact Gram matrix on a basis V of their eigenspace, Vᵀ G V =
-    PᵀP with P = x V + 1 bᵀV: the rounding of each projected row is relative to that row, not to the largest
-    eigenvalue. V comes from a few steps of inverse subspace iteration (k + 1 vectors, a fixed start, a small
-    positive shift so that the Cholesky factor exists)."""
+    PᵀP with P = x V + 1 bᵀV formed in float64. V: the eigenvectors of the low-precision Gram matrix for its eigenvalues below a margin
+    (`_low_subspace`)."""
     parts = []
     for gram, shift in grams:
         vals = eigvalsh(gram)
         top = float(vals[-1].clamp_min(0))
         k = int((vals < REFINE_BELOW * top).sum())
-        basis = _low_subspace(gram, k, 1e-2 * REFINE_BELOW * top) if k and top > 0 else None
+        basis = _low_subspace(gram, vals, k, REFINE_MARGIN * REFINE_BELOW * top) if k and top > 0 else None
         parts.append((vals, k, basis, shift))
     bases = [b for _, _, b, _ in parts if b is not None]
-    proj = matmul(x, torch.cat(bases, 1).to(x.dtype)).to(torch.float64) if bases else None
+    proj = _project64(x, torch.cat(bases, 1)) if bases else None
     out, col = [], 0
     for vals, k, basis, shift in parts:
         if basis is not None:
@@ -413,21 +412,24 @@ def _refined_eigenvalues(x: Tensor, grams: list[tuple[Tensor, Tensor]]) -> list[
     return out
 
 
-def _low_subspace(gram: Tensor, k: int, eps: float, steps: int = 4) -> Tensor:
-    """(H, m) orthonormal basis, m = min(k + 1, H), approximating the eigenvectors of the k smallest eigenvalues
-    of the PSD matrix `gram`: inverse subspace iteration with (gram + eps·I)⁻¹ from a fixed start."""
-    h = gram.shape[0]
-    m = min(k + 1, h)
-    shifted = gram + eps * torch.eye(h, dtype=gram.dtype, device=gram.device)
-    chol, info = torch.linalg.cholesky_ex(shifted)
-    if int(info) != 0:  # not numerically positive definite: fall back to the full decomposition
-        with contextlib.nullcontext() if gram.device.type != "cpu" else single_thread():
-            return torch.linalg.eigh(gram)[1][:, :m]
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    basis = torch.linalg.qr(torch.randn(h, m, generator=gen, dtype=gram.dtype).to(gram.device))[0]
-    for _ in range(steps):
-        basis = torch.linalg.qr(torch.cholesky_solve(basis, chol))[0]
-    return basis
+def _project64(x: Tensor, basis: Tensor) -> Tensor:
+    """(n, m) float64 x @ basis, by row chunks (no float64 copy of x): the projections on the low eigenvectors
+    are far smaller than the rows, so a float32 product would round them relative to the rows."""
+    out = torch.empty(x.shape[0], basis.shape[1], dtype=torch.float64, device=x.device)
+    step = chunk_rows(x.shape[1])
+    for start in range(0, x.shape[0], step):
+        out[start : start + step] = x[start : start + step].to(torch.float64) @ basis
+    return out
+
+
+def _low_subspace(gram: Tensor, vals: Tensor, k: int, below: float) -> Tensor:
+    """(H, m) orthonormal eigenvectors of the symmetric `gram` for its m smallest eigenvalues: every eigenvalue
+    below `below` (a margin above the k to be refined, at least k + 1 of them). The margin matters: Ritz values
+    on a basis that only just spans the k smallest eigenvectors are too large wherever the basis is off, and
+    the eigenvectors of the low-precision Gram matrix are accurate as a subspace, not one by one."""
+    m = min(gram.shape[0], max(k + 1, int((vals < below).sum())))
+    with contextlib.nullcontext() if gram.device.type != "cpu" else single_thread():
+        return torch.linalg.eigh(gram)[1][:, :m]
 
 
 def _singular_values(x: Tensor) -> Tensor:

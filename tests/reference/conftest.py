@@ -125,7 +125,7 @@ def derive_probe_inputs(probe: Any, tokenizer_dir: Path, counts: np.ndarray | No
         cka_index=np.asarray(probe.cka_index, dtype=np.int64),
         neighbour_index=F.neighbour_subsample(tokens.size, cfg.neighbour_tokens, cfg.seed),
         masked_index=np.flatnonzero(probe.masked[content]), special_ids=special, window=cfg.window,
-        max_distance=cfg.max_distance)
+        max_distance=cfg.max_distance, tc_negatives=cfg.tc_negatives, tc_temperature=cfg.tc_temperature, seed=cfg.seed)
 
 
 def probe_case(name: str, run_dir: Path, out: Path, **settings: Any) -> Case:

@@ -58,6 +58,9 @@ class ProbeInputs:
     special_ids: np.ndarray
     window: int
     max_distance: int
+    tc_negatives: int = 50
+    tc_temperature: float = 0.07
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -404,6 +407,24 @@ def info_nce_loop(g: np.ndarray, pos_idx: np.ndarray, neg_idx: np.ndarray, tempe
     return total / g.shape[0]
 
 
+def tc_loss(s: SnapshotInputs) -> Values:
+    """TACO's InfoNCE on g = h_L − e over every probe token as an anchor, by `info_nce_loop`, on the probe's own
+    draws: the positives and negatives come from the probe's seeded sampler (`dynamics.metrics.context.draw_tc`,
+    training's `taco.objectives.sample_tc_indices`, whose distribution is tested on its own), so the loss formula
+    is what this pins."""
+    import torch
+
+    from dynamics.metrics.context import draw_tc
+
+    p = s.probe
+    d = draw_tc(p.seq_ids, p.positions, p.window, p.tc_negatives, torch.Generator().manual_seed(p.seed))
+    n = p.seq_ids.size
+    pos_idx, neg_idx = np.empty(n, dtype=np.int64), np.empty((n, p.tc_negatives), dtype=np.int64)
+    pos_idx[d.anchors.numpy()], neg_idx[d.anchors.numpy()] = d.positives.numpy(), d.negatives.numpy()
+    last = s.hidden.shape[0] - 1
+    return {(last, "all"): info_nce_loop(_g(s, last), pos_idx, neg_idx, p.tc_temperature)}
+
+
 # ------------------------------------------------------------------------------------------- geometry
 
 def _anisotropy(x: np.ndarray) -> float:
@@ -657,6 +678,7 @@ REFERENCES: dict[str, Callable[..., Values]] = {
         anchor_sim_word, anchor_sim_emb, masked_anchor_sim, masked_hidden_anchor_sim, masked_accuracy, masked_mrr,
         masked_median_rank, anchor_drift, anchor_drift_probe,
         ctx_same_all, ctx_other, ctx_gap_all, ctx_same_window, ctx_gap_window, ctx_cos_by_distance, seq_id_accuracy,
+        tc_loss,
         anisotropy, self_similarity, self_similarity_adj, intra_similarity, intra_similarity_adj, mev, mev_adj,
         mev_adj_pc1, rankme, rankme_centred, isoscore, twonn, uniformity, alignment, norm_h, norm_e, norm_g,
         cka_prev_layer, cka_prev_snapshot, cka_final,

@@ -18,19 +18,13 @@ import pytest
 from tests.reference import formulas as F
 from tests.reference.conftest import Case, Rows, read_stored
 
-# Stored metrics whose reference needs the probe's fixed random draws (TC-loss positives and negatives); the lead
-# engineer wires them to `formulas.info_nce_loop` and empties this set.
-AWAITING_DRAWS = {"tc_loss"}
+# Stored metrics without a reference yet (none: `tc_loss` is pinned on the probe's own draws).
+AWAITING_DRAWS: set[str] = set()
 
-# Stored values that disagree with their reference because of a production bug reported to the lead engineer,
-# (series, metric) → what is wrong. Strict xfail: once the bug is fixed these XPASS and fail until removed here.
-_SPECTRA_BUG = ("dynamics.metrics.geometry.spectra: on MiniLM's float32 rows the eigenvalues refined by "
-                "_refined_eigenvalues (below REFINE_BELOW·λmax) come from an unconverged subspace (4 inverse "
-                "iterations, k + 1 vectors): the Ritz values near the threshold are up to 21% too large and Σλ exceeds "
-                "‖X‖²_F by up to 1.8e-5 (relative); RankMe is 0.03-0.10 too high, IsoScore ~1e-5 (relative), the pc1 "
-                "share of mev_adj_pc1 ~3e-6 too low")
-KNOWN_DISAGREEMENTS: dict[tuple[str, str], str] = {
-    ("minilm", metric): _SPECTRA_BUG for metric in ("rankme", "rankme_centred", "isoscore", "mev_adj_pc1")}
+# Stored values known to disagree with their reference, (series, metric) → why. Strict xfail: a fixed bug XPASSes
+# and fails until its entry goes. (Empty: the MiniLM spectra disagreement this suite found — RankMe 0.03–0.10 too
+# high from an unconverged refinement subspace in `geometry.spectra` — is fixed.)
+KNOWN_DISAGREEMENTS: dict[tuple[str, str], str] = {}
 
 ABSOLUTE = 1e-6  # cosine-type values, CKA, accuracies, log-means
 RELATIVE = 1e-6  # ranks, dimensions and norms
@@ -90,6 +84,8 @@ def test_every_registered_metric_is_stored_and_has_a_reference(tiny_case: Case, 
     names = set(registry.load())
     assert not names - set(F.REFERENCES) - AWAITING_DRAWS, "registered metrics without a reference"
     assert not names - set(tiny_case.stored) - set(minilm_case.stored), "registered metrics stored by neither series"
+    unregistered = (set(tiny_case.stored) | set(minilm_case.stored)) - names
+    assert not unregistered, f"stored metric names that are not registered: {sorted(unregistered)}"
 
 
 def test_every_reference_key_is_stored(case: Case) -> None:
