@@ -9,13 +9,13 @@ for, calls them, and turns their values into rows.
 Every registered function is called with the layer wrapped once as a `Rows` (float32, as extracted, on the metric
 device), so that row norms, unit rows, groupings and the neighbour subsample's Gram matrix are computed once
 per layer and shared; sums behind every mean are float64, small decompositions float64, and near-ties are
-re-checked in float64 (see `dynamics.metrics._common`, "Precision"): stored values agree with a float64
+re-checked in float64 (see `dynamics.metrics.rows`, "Precision"): stored values agree with a float64
 computation to ~1e-7 relative (RankMe, whose near-zero singular values are at the data's own float32 noise,
 to ~3e-8). A metric that is undefined for the input (e.g. no word type occurs twice) is stored as NULL with a
 note.
 
 Threads: on the CPU, measure() runs the per-layer work of all requested families on as many worker threads
-as torch has intra-op threads, each with one torch thread and numpy's BLAS on one thread (`metrics._common
+as torch has intra-op threads, each with one torch thread and numpy's BLAS on one thread (`metrics.blas
 .numpy_blas`), largest tasks first. Measured on 2 cores this is 15–20% faster than running each operation on
 both threads one layer at a time, and it cannot spin-wait against a busy machine's other work the way
 OpenMP worker threads do; results are assembled in layer order and do not depend on the schedule.
@@ -36,15 +36,17 @@ import torch
 from dynamics.extract import Activations
 from dynamics.metrics import cka as C
 from dynamics.metrics import registry
-from dynamics.metrics._common import BlockLayout, Rows, Workspace, numpy_blas, single_thread
 from dynamics.metrics.anchors import MaskedPass
+from dynamics.metrics.blas import numpy_blas, single_thread
 from dynamics.metrics.context import TCDraws, draw_tc
+from dynamics.metrics.grids import BlockLayout
 from dynamics.metrics.projection import pca2
+from dynamics.metrics.rows import Rows, Workspace
 from dynamics.probe_set import ProbeSet
 from dynamics.store import FamilyResult, MetricRow
 
 PARAMS_VERSION = "v1"
-METRIC_DTYPE = torch.float32  # arithmetic of the O(N·H) passes; see dynamics.metrics._common "Precision"
+METRIC_DTYPE = torch.float32  # arithmetic of the O(N·H) passes; see dynamics.metrics.rows "Precision"
 
 
 @dataclass

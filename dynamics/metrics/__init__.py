@@ -5,14 +5,14 @@ drift), `context` (context-vector alignment and the TC loss on probe data), `geo
 Ethayarajh's contextuality measures, rank, isotropy, intrinsic dimension, alignment/uniformity, norms) and
 `cka` (linear CKA). Every stored metric name is registered once, on the function that computes it
 (`registry`: `registry.load()` lists them). Inputs are torch tensors (numpy arrays are accepted); arithmetic is
-float64, or that of a `Rows` passed instead of a matrix (the probe's float32 path; see `dynamics.metrics._common`).
+float64, or that of a `Rows` passed instead of a matrix (the probe's float32 path; see `dynamics.metrics.rows`).
 """
 
 from . import registry
-from ._common import Rows
 from .anchors import anchor_drift, assign_frequency_bins, cosine_rows, frequency_bins, mean_by_bin, token_rank
 from .cka import cka_matrices, cka_matrix, linear_cka
 from .registry import REGISTRY, Metric, register
+from .rows import Rows
 
 __all__ = [
     "REGISTRY",

@@ -7,7 +7,7 @@ cos(E_step[v], E_final[v]).
 
 Conventions: inputs are content tokens only (the caller drops [CLS]/[SEP]/[PAD] and other special
 tokens); rows are matched by index (row i of `h` belongs with row i of `emb_rows`, i.e. `E[input_ids]`);
-plain arrays are computed on in float64 (a `Rows` in its own dtype, see `_common`), results are float64.
+plain arrays are computed on in float64 (a `Rows` in its own dtype, see `rows`), results are float64.
 Cosine of an all-zero row with anything is defined as 0.
 """
 
@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import ArrayLike, Rows, as_labels, as_rows, row_dots, same_rows
+from .checks import ArrayLike, as_labels, same_rows
 from .registry import ALL_LAYERS, BINNED, EMBEDDING_LAYER, LAST_LAYER, register
+from .rows import Rows, as_rows, row_dots
 
 FREQUENCY_BIN_NAMES: tuple[str, ...] = ("frequent", "medium", "rare")
 

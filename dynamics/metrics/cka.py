@@ -12,7 +12,7 @@ layer across snapshots, or layers within a snapshot, on identical probe tokens).
 - biased: with column-centred X, Y: ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) (Kornblith et al. 2019).
 
 Both are computed in feature space (p×q cross products, O(n·p·q)), so no n×n matrix is needed; the
-n×n form of HSIC₁ is `hsic_unbiased`, the reference the tests compare against. Arithmetic is float64; with
+n×n form of HSIC₁ is the reference the tests compare against (tests/unit/test_metrics_cka.py). Arithmetic is float64; with
 `dtype=torch.float32` (the probe) only the cross products of the centred matrices are float32 matrix
 products (half the cost; the Frobenius sums, means and the HSIC terms stay float64, which keeps CKA within
 ~1e-8 of the float64 value on the probe's samples).
@@ -30,27 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import ArrayLike, as_matrix
+from .checks import ArrayLike, as_matrix
 from .registry import ALL_LAYERS, CONTEXT_LAYERS, register
-
-
-def hsic_unbiased(k: ArrayLike, l: ArrayLike) -> float:  # noqa: E741 - L is the paper's name
-    """Unbiased HSIC estimator HSIC₁(K, L) (Song et al. 2012) from two (n, n) kernel matrices, n ≥ 4.
-
-    The diagonals of K and L are ignored (set to 0), as the estimator prescribes.
-    """
-    km, lm = as_matrix(k, "k", min_rows=4), as_matrix(l, "l", min_rows=4)
-    n = km.shape[0]
-    if km.shape != (n, n) or lm.shape != (n, n):
-        raise ValueError(f"k and l must both be square (n, n); got {tuple(km.shape)} and {tuple(lm.shape)}")
-    lm = lm.to(km.device)
-    kt = km - torch.diag(torch.diagonal(km))
-    lt = lm - torch.diag(torch.diagonal(lm))
-    ones = torch.ones(n, dtype=km.dtype, device=km.device)
-    term1 = (kt * lt).sum()  # tr(K̃L̃) for symmetric kernels
-    term2 = (ones @ kt @ ones) * (ones @ lt @ ones) / ((n - 1) * (n - 2))
-    term3 = 2.0 / (n - 2) * (ones @ kt @ (lt @ ones))
-    return float((term1 + term2 - term3) / (n * (n - 3)))
 
 
 @dataclass
@@ -109,12 +90,8 @@ def _check_pair(a: _Prepared, b: _Prepared, debiased: bool) -> None:
         raise ValueError(f"debiased CKA needs at least 4 tokens; got {a.x.shape[0]}")
 
 
-def _self_hsic(a: _Prepared, debiased: bool) -> float:
-    return _hsic(a, a, _cross_frobenius(a.xc, a.xc), debiased)
-
-
 def linear_cka(x: ArrayLike, y: ArrayLike, debiased: bool = True, dtype: torch.dtype = torch.float64) -> float:
-    """Linear CKA between two representations of the same n tokens.
+    """Linear CKA between two representations of the same n tokens (the off-diagonal entry of `cka_matrices`).
 
     Args:
         x: (n, p), y: (n, q); row i of both is the same token.
@@ -123,10 +100,9 @@ def linear_cka(x: ArrayLike, y: ArrayLike, debiased: bool = True, dtype: torch.d
     Returns: float; 1 for x = y·Q·c (Q orthogonal, c ≠ 0, plus any shift); ≈ 0 (debiased) for independent
     representations; NaN if either side is constant.
     """
+    form = "debiased" if debiased else "biased"
     xt = torch.as_tensor(x)
-    a, b = _prepare(xt, "x", dtype), _prepare(torch.as_tensor(y).to(xt.device), "y", dtype)
-    _check_pair(a, b, debiased)
-    return _cka(a, b, _cross_frobenius(a.xc, b.xc), _self_hsic(a, debiased), _self_hsic(b, debiased), debiased)
+    return float(cka_matrices([xt, torch.as_tensor(y).to(xt.device)], dtype, forms=(form,))[form][0, 1])
 
 
 def cka_matrix(xs: Sequence[ArrayLike], debiased: bool = True, dtype: torch.dtype = torch.float64) -> np.ndarray:

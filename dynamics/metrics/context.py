@@ -13,7 +13,7 @@ Inputs are flat content tokens (the caller drops [CLS]/[SEP]/[PAD] and any other
 These metrics are undefined at layer 0 (g ≡ 0) and are not stored there. "Mean cosine over pairs" is over
 unordered pairs of distinct tokens; a zero vector has cosine 0 with everything. Plain arrays are computed on
 in float64; g may also be a `Rows` (unit rows and groupings shared between the metrics of a layer, float32
-arithmetic with float64 sums and float64 re-checks of near-ties; see `_common`).
+arithmetic with float64 sums and float64 re-checks of near-ties; see `rows`).
 """
 
 from __future__ import annotations
@@ -27,19 +27,11 @@ from torch import Tensor
 
 from taco.objectives import info_nce, negative_cosine, sample_tc_indices
 
-from ._common import (
-    ArrayLike,
-    BlockLayout,
-    Rows,
-    as_labels,
-    as_rows,
-    chunk_rows,
-    matmul,
-    pair_sums,
-    row_dots,
-    shifted_pair_sums,
-)
+from .blas import matmul
+from .checks import ArrayLike, as_labels
+from .grids import BlockLayout, shifted_pair_sums
 from .registry import CONTEXT_LAYERS, LAST_LAYER, register
+from .rows import Rows, as_rows, chunk_rows, pair_sums, row_dots
 
 Matrix = ArrayLike | Rows
 
@@ -112,20 +104,16 @@ def distance_sums(g: Matrix, seq_ids: ArrayLike, positions: ArrayLike, max_dista
     return _distance_sums(r, s, p, max_distance, layout)
 
 
-def cosine_by_distance(
-    g: Matrix, seq_ids: ArrayLike, positions: ArrayLike, max_distance: int
-) -> np.ndarray:
+def cosine_by_distance(g: Matrix, seq_ids: ArrayLike, positions: ArrayLike, max_distance: int,
+                       layout: BlockLayout | None = None) -> np.ndarray:
     """Mean cosine of context vectors as a function of distance within a sequence.
 
     out[d − 1] = mean cos(g_i, g_j) over unordered pairs in the same sequence with |p_i − p_j| = d.
 
-    Args: g (n, H); seq_ids (n,); positions (n,) unique within a sequence; max_distance ≥ 1.
-    Returns: (max_distance,) float64, NaN for a distance without pairs.
+    Args: g (n, H); seq_ids (n,); positions (n,) unique within a sequence; max_distance ≥ 1; layout: the
+    tokens' `BlockLayout`, if built. Returns: (max_distance,) float64, NaN for a distance without pairs.
     """
-    if max_distance < 1:
-        raise ValueError(f"max_distance must be >= 1; got {max_distance}")
-    r, s, p = _inputs(g, seq_ids, positions)
-    sums, counts = _distance_sums(r, s, p, max_distance)
+    sums, counts = distance_sums(g, seq_ids, positions, max_distance, layout)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
@@ -140,9 +128,7 @@ def window_cosine(g: Matrix, seq_ids: ArrayLike, positions: ArrayLike, window: i
     Args: g (n, H); seq_ids (n,); positions (n,); window W odd ≥ 3; layout: the tokens' `BlockLayout`, if
     built. Returns a float (NaN if no pairs).
     """
-    half = _check_window(window)
-    r, s, p = _inputs(g, seq_ids, positions)
-    sums, counts = _distance_sums(r, s, p, half, layout)
+    sums, counts = distance_sums(g, seq_ids, positions, _check_window(window), layout)
     return float(sums.sum() / counts.sum()) if counts.sum() > 0 else math.nan
 
 
@@ -244,10 +230,8 @@ def distance_profile(g: Rows, seq_ids: Tensor, positions: Tensor, max_distance: 
                      layout: BlockLayout | None = None) -> dict[str, float | None]:
     """`cosine_by_distance` for d = 1…max_distance as variants "d001", "d002", … (None where no pair has that
     distance)."""
-    r, s, p = _inputs(g, seq_ids, positions)
-    sums, counts = _distance_sums(r, s, p, max_distance, layout)
-    return {f"d{d:03d}": float(sums[d - 1] / counts[d - 1]) if counts[d - 1] > 0 else None
-            for d in range(1, max_distance + 1)}
+    curve = cosine_by_distance(g, seq_ids, positions, max_distance, layout)
+    return {f"d{d:03d}": None if math.isnan(v) else float(v) for d, v in enumerate(curve, start=1)}
 
 
 @register("ctx_same_window", family="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",

@@ -3,7 +3,7 @@ isotropy, intrinsic dimension, alignment/uniformity and norms.
 
 Inputs are (n, H) matrices of content-token vectors of one layer ([CLS]/[SEP]/[PAD] and other special
 tokens already removed by the caller; layer 0 is the embedding-layer output), or a `Rows` of one (shares row
-norms, unit rows and groupings between the metrics of a layer; see `_common` for its float32 arithmetic).
+norms, unit rows and groupings between the metrics of a layer; see `rows` for its float32 arithmetic).
 Plain arrays are computed on in float64. "Mean cosine over pairs" is over unordered pairs of distinct
 tokens, computed from sums of unit vectors (O(n·H)); a zero vector has cosine 0 with everything. Estimators
 that need neighbours or all pairwise distances (TwoNN, uniformity) work on a fixed, seeded subsample when n
@@ -21,24 +21,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import (
-    ArrayLike,
-    BlockLayout,
-    Rows,
-    as_labels,
-    as_rows,
-    chunk_rows,
-    dense_groups,
-    eigvalsh,
-    gram_matrix,
-    pair_sums,
-    shifted_pair_sums,
-    single_thread,
-    structural,
-    sum_rows,
-    unit_rows,
-)
+from .blas import eigvalsh, gram_matrix, single_thread
+from .checks import ArrayLike, as_labels
+from .grids import BlockLayout, shifted_pair_sums
 from .registry import ALL_LAYERS, CONTEXT_LAYERS, EMBEDDING_LAYER, register
+from .rows import Rows, as_rows, chunk_rows, dense_groups, pair_sums, structural, sum_rows, unit_rows
 
 Matrix = ArrayLike | Rows
 

@@ -11,7 +11,8 @@ import math
 import numpy as np
 import torch
 
-from ._common import gram_matrix, single_thread, sum_rows
+from .blas import gram_matrix, single_thread
+from .rows import sum_rows
 
 
 def pca2(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dynamics.metrics._common import single_thread
+from dynamics.metrics.blas import single_thread
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

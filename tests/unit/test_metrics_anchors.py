@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics.metrics._common import Rows
 from dynamics.metrics.anchors import (
     anchor_drift,
     anchor_similarity,
@@ -18,6 +17,7 @@ from dynamics.metrics.anchors import (
     mean_by_bin,
     token_rank,
 )
+from dynamics.metrics.rows import Rows
 
 
 def _gen(seed=0):

@@ -7,7 +7,27 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics.metrics.cka import cka_matrix, hsic_unbiased, linear_cka
+from dynamics.metrics.checks import ArrayLike, as_matrix
+from dynamics.metrics.cka import cka_matrix, linear_cka
+
+
+def hsic_unbiased(k: ArrayLike, l: ArrayLike) -> float:  # noqa: E741 - L is the paper's name
+    """Unbiased HSIC estimator HSIC₁(K, L) (Song et al. 2012) from two (n, n) kernel matrices, n ≥ 4.
+
+    The diagonals of K and L are ignored (set to 0), as the estimator prescribes.
+    """
+    km, lm = as_matrix(k, "k", min_rows=4), as_matrix(l, "l", min_rows=4)
+    n = km.shape[0]
+    if km.shape != (n, n) or lm.shape != (n, n):
+        raise ValueError(f"k and l must both be square (n, n); got {tuple(km.shape)} and {tuple(lm.shape)}")
+    lm = lm.to(km.device)
+    kt = km - torch.diag(torch.diagonal(km))
+    lt = lm - torch.diag(torch.diagonal(lm))
+    ones = torch.ones(n, dtype=km.dtype, device=km.device)
+    term1 = (kt * lt).sum()  # tr(K̃L̃) for symmetric kernels
+    term2 = (ones @ kt @ ones) * (ones @ lt @ ones) / ((n - 1) * (n - 2))
+    term3 = 2.0 / (n - 2) * (ones @ kt @ (lt @ ones))
+    return float((term1 + term2 - term3) / (n * (n - 3)))
 
 
 def _gen(seed=0):
@@ -95,7 +115,7 @@ def test_bad_shapes_raise_value_error():
         linear_cka(torch.randn(10, 3), torch.randn(9, 3))
     with pytest.raises(ValueError, match="at least 4 tokens"):
         linear_cka(torch.randn(3, 3), torch.randn(3, 3))
-    with pytest.raises(ValueError, match="x must be 2-D"):
+    with pytest.raises(ValueError, match="must be 2-D"):
         linear_cka(torch.randn(10), torch.randn(10, 3))
     with pytest.raises(ValueError, match="same number of rows"):
         cka_matrix([torch.randn(10, 3), torch.randn(8, 3)])

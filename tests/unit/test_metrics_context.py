@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dynamics.metrics._common import Rows
 from dynamics.metrics.context import (
     cosine_by_distance,
     distance_sums,
@@ -18,6 +17,7 @@ from dynamics.metrics.context import (
     sequence_identification_accuracy,
     window_cosine,
 )
+from dynamics.metrics.rows import Rows
 
 
 def _gen(seed=0):

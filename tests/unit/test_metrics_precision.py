@@ -11,9 +11,11 @@ import torch.nn.functional as F
 
 from dynamics.metrics import context as X
 from dynamics.metrics import geometry as G
-from dynamics.metrics._common import Rows, Workspace, eigvalsh, row_dots, shifted_pair_sums
 from dynamics.metrics.anchors import cosine_rows
+from dynamics.metrics.blas import eigvalsh
 from dynamics.metrics.cka import cka_matrices, cka_matrix
+from dynamics.metrics.grids import shifted_pair_sums
+from dynamics.metrics.rows import Rows, Workspace, row_dots
 
 
 def _gen(seed=0):
