@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = ["tests/reference", "tests/unit/test_metrics_anchors.py", "tests/unit/test_metrics_context.py",
-         "tests/unit/test_metrics_geometry.py", "tests/unit/test_metrics_cka.py",
+         "tests/unit/test_metrics_geometry.py", "tests/unit/test_metrics_cka.py", "tests/unit/test_metrics_projection.py",
          "tests/unit/test_metrics_precision.py", "tests/unit/test_dynamics_families.py"]
 
 M = "dynamics/metrics/"
