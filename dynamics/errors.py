@@ -6,8 +6,9 @@ offending path and says how to fix it.
 
 from __future__ import annotations
 
+from taco.errors import UsageError
 
-class ProbeError(Exception):
+
+class ProbeError(UsageError):
     """Bad input (missing or corrupt files, incompatible runs, too little text); the message is one line."""
 
-    exit_code = 2

@@ -6,8 +6,9 @@ the offending path (or flag) and says how to fix it.
 
 from __future__ import annotations
 
+from taco.errors import UsageError
 
-class EvalError(Exception):
+
+class EvalError(UsageError):
     """Bad input (missing task data, malformed TSV, unknown task, a folder without a model); one line."""
 
-    exit_code = 2

@@ -1,16 +1,14 @@
-"""Training configuration: one dataclass, CLI flags generated from it, `--config FILE` for defaults."""
+"""Training configuration: one dataclass; its flags, help and `--config FILE` come from `taco.cli.Parser`."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from taco.errors import TacoError
+from taco.cli import Parser, resolve_device
+from taco.errors import TacoError, UsageError
 from taco.presets import PRESETS
 
 
@@ -72,7 +70,8 @@ class TrainConfig:
     log_every: int = _opt(10, "Write a log.jsonl row every N steps.")
     eval_blocks: int = _opt(64, "Validation blocks scored at each snapshot.")
     data_cache: str = _opt("data/cache", "Directory for cached tokenizers and packed token blocks.")
-    device: str = _opt("auto", "Device: auto (cuda if available), cpu, or cuda.")
+    device: str = _opt("auto", "Device: cpu, cuda, cuda:N, mps, or auto (cuda when available, else mps, else "
+                               "cpu). Under torchrun each process uses cuda:LOCAL_RANK.")
     precision: str = _opt("fp32", "Compute precision; bf16 autocast is for GPUs.", choices=["fp32", "bf16"])
     resume: bool = _opt(False, "Continue the run in output_dir from its state/ (same config required).")
     overwrite: bool = _opt(False, "Delete whatever run output_dir holds and start again.")
@@ -114,6 +113,14 @@ class TrainConfig:
         if self.resume and self.overwrite:
             raise TacoError("--resume and --overwrite contradict each other; pass one")
         self.model_overrides_dict()
+        self.resolved_device()
+
+    def resolved_device(self) -> str:
+        """The device by `taco.cli.resolve_device` (TacoError for an unknown or unavailable one)."""
+        try:
+            return resolve_device(self.device)
+        except UsageError as exc:
+            raise TacoError(str(exc)) from None
 
     def model_overrides_dict(self) -> dict[str, Any]:
         if not self.model_overrides:
@@ -144,72 +151,14 @@ class TrainConfig:
                 if not (k in self.ADDED_LATER and v == defaults[k])}
 
 
-def load_config_file(path: str) -> dict[str, Any]:
-    """Read a JSON or YAML mapping of TrainConfig fields (dashes or underscores)."""
-    p = Path(path)
-    if not p.is_file():
-        raise TacoError(f"config file {path} does not exist; check --config")
-    text = p.read_text()
-    try:
-        if p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the same user error
-        raise TacoError(f"config file {path} could not be parsed ({type(exc).__name__}); fix its syntax") from None
-    if not isinstance(data, dict):
-        raise TacoError(f"config file {path} must hold a mapping of option names to values")
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    out = {}
-    for key, value in data.items():
-        k = key.replace("-", "_")
-        if k not in names:
-            raise TacoError(f"config file {path}: unknown option {key!r}; see python -m taco.train --help")
-        out[k] = json.dumps(value) if k == "model_overrides" and isinstance(value, dict) else value
-    return out
-
-
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--kebab-case` flag per dataclass field, with help and choices from the field's metadata."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        kind = hints[f.name]
-        names = [f"--{f.name.replace('_', '-')}"]
-        meta = dict(f.metadata)
-        if kind is bool:
-            parser.add_argument(*names, dest=f.name, default=f.default, help=meta.get("help"),
-                                action=argparse.BooleanOptionalAction)
-        else:
-            parser.add_argument(*names, dest=f.name, default=f.default, type=kind, help=meta.get("help"),
-                                choices=meta.get("choices"), metavar=f.name.upper() if not meta.get("choices") else None)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m taco.train",
-        description="Pre-train a BERT-style encoder from scratch with MLM or TACO and write a snapshot "
-        "series (DESIGN.md run-directory format). Runs under torchrun for multi-process training.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--config", default=None, help="JSON or YAML file of option defaults; flags override it.")
-    add_dataclass_arguments(parser, TrainConfig)
-    return parser
+def build_parser() -> Parser:
+    return Parser(TrainConfig, prog="python -m taco.train",
+                  description="Pre-train a BERT-style encoder from scratch with MLM or TACO and write a snapshot "
+                              "series (DESIGN.md run-directory format). Runs under torchrun for multi-process "
+                              "training.")
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    parser = build_parser()
-    config_path = _find_config_flag(argv)
-    if config_path:
-        parser.set_defaults(**load_config_file(config_path))
-    ns = vars(parser.parse_args(argv))  # exits 2 with a usage line on unknown flags or bad values
-    ns.pop("config")
-    return TrainConfig(**ns)
-
-
-def _find_config_flag(argv: list[str] | None) -> str | None:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    ns, _ = pre.parse_known_args(argv)
-    return ns.config
+    """The training config from defaults < `--config FILE` < flags (exits 2 with one line on a usage error)."""
+    (cfg,) = build_parser().parse(argv)
+    return cfg

@@ -1,5 +1,15 @@
-"""The one exception type the training CLI turns into a one-line error and exit code 2."""
+"""Bad input from the user: every program turns a `UsageError` into a one-line `error:` and exit status 2.
+
+Each program has its own subclass (`TacoError` here, `dynamics.errors.ProbeError`,
+`experiments.errors.EvalError`); the command-line layer (`taco.cli`) raises the base class.
+"""
 
 
-class TacoError(ValueError):
-    """Bad input to `taco.train`: the message names the offending thing and how to fix it."""
+class UsageError(Exception):
+    """Bad input the user can fix: the message is one line that names the offending thing and the fix."""
+
+    exit_code = 2
+
+
+class TacoError(UsageError, ValueError):
+    """Bad input to `taco.train` / `taco.prepare`: the message names the offending thing and how to fix it."""

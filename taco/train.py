@@ -23,7 +23,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from taco.config import TrainConfig, parse_args
-from taco.errors import TacoError
+from taco.errors import TacoError, UsageError
 from taco.objectives import PretrainingModel, TCConfig
 from taco.snapshots import snapshot_steps, write_json_atomic, write_snapshot
 from taco.state import config_digest, load_state, save_state
@@ -42,21 +42,22 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device_flag: str) -> tuple[DistInfo, torch.device]:
+def init_distributed(device: str) -> tuple[DistInfo, torch.device]:
+    """The process group (under torchrun) and this process's device, from a device resolved by
+    `taco.cli.resolve_device`: under torchrun a CUDA run uses cuda:LOCAL_RANK."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = device_flag == "cuda" or (device_flag == "auto" and torch.cuda.is_available())
-    if device_flag == "cuda" and not torch.cuda.is_available():
-        raise TacoError("--device cuda was requested but no CUDA device is available; use --device cpu")
+    use_cuda = device.startswith("cuda")
     if world > 1:
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
         info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     else:
         info = DistInfo()
-    device = torch.device(f"cuda:{info.local_rank}" if use_cuda else "cpu")
     if use_cuda:
-        torch.cuda.set_device(device)
-    return info, device
+        chosen = torch.device(f"cuda:{info.local_rank}" if world > 1 or device == "cuda" else device)
+        torch.cuda.set_device(chosen)
+        return info, chosen
+    return info, torch.device(device)
 
 
 def barrier(info: DistInfo) -> None:
@@ -182,7 +183,7 @@ def train(cfg: TrainConfig) -> Path:
     hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar would interleave with ours
     cfg = cfg.resolved()
     cfg.validate()
-    info, device = init_distributed(cfg.device)
+    info, device = init_distributed(cfg.resolved_device())
     out = Path(cfg.output_dir)
     mode = check_output_dir(out, cfg)
 
@@ -257,6 +258,7 @@ def train(cfg: TrainConfig) -> Path:
             "validation_blocks_path": "data/validation_blocks.npy", "token_counts_path": "data/token_counts.npy",
             "world_size": info.world, "global_batch_tokens": cfg.batch_size * cfg.grad_accum * info.world * cfg.block_size,
             "versions": package_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "device": str(device),
         }
         write_json_atomic(out / "run.json", run)
         (out / "log.jsonl").touch()
@@ -393,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = parse_args(argv)
         out = train(cfg)
-    except (TacoError, CorpusError) as exc:
+    except (UsageError, CorpusError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,228 @@
+"""One command-line and configuration layer for every program, and one device rule.
+
+Every program (`taco.train`, `taco.prepare`, `dynamics.probe`, `experiments.evaluate`, `experiments.run`) declares
+its settings as dataclasses and parses them with `Parser`, a `transformers.HfArgumentParser` — the layer Hugging
+Face users know from `run_mlm.py`: one flag per field with its help and default, `--output-dir` and `--output_dir`
+both accepted, booleans as `--flag` / `--no-flag`. On top of it:
+- lists are comma-separated (`--steps 0,100,1000`), as the README's commands write them;
+- `--config FILE.yaml|json` supplies defaults (keys spelled like fields or flags); flags given override it;
+- a usage error is one line, `error: …; see PROG --help`, with exit status 2 (argparse prints a usage block).
+
+`resolve_device` is the device rule of every program: cpu, cuda, cuda:N, mps or auto; an unknown or unavailable
+device is a `UsageError`. (`dynamics` may import this module, as it imports `taco.objectives`: it holds no
+training code.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
+
+from taco.errors import UsageError
+
+DEVICES = "cpu, cuda, cuda:N, mps or auto"
+
+
+def comma_list(inner: Callable[[str], Any]) -> Callable[[Any], list[Any]]:
+    """A converter of "a,b,c" (or an already split list, as YAML gives it) to a list of `inner` values."""
+
+    def parse(value: Any) -> list[Any]:
+        items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        return [inner(str(x).strip()) for x in items if str(x).strip()]
+
+    parse.__name__ = f"comma-separated {getattr(inner, '__name__', 'value')}s"
+    return parse
+
+
+def _list_item_type(tp: Any) -> Any | None:
+    """The item type of `list[X]` or `list[X] | None`, else None."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is not list and len(args) == 1:
+        tp = args[0]
+    if typing.get_origin(tp) is list:
+        return typing.get_args(tp)[0]
+    return None
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown as they are typed: lists comma-separated."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if isinstance(action.default, (list, tuple)) and "%(default)" not in text:
+            return f"{text} (default: {','.join(map(str, action.default))})"
+        return super()._get_help_string(action) or ""
+
+
+class Parser(HfArgumentParser):
+    """`HfArgumentParser` with comma-separated lists, `--config FILE`, correct help for `--no-*` flags and
+    one-line usage errors (see the module docstring)."""
+
+    def __init__(self, dataclass_types: Any, *, prog: str, description: str, epilog: str | None = None,
+                 config_file: bool = True) -> None:
+        super().__init__(dataclass_types, prog=prog, description=description, epilog=epilog, allow_abbrev=False,
+                         formatter_class=_Formatter)
+        self.config_file = config_file
+        if config_file:
+            self.add_argument("--config", metavar="FILE", default=None,
+                              help="JSON or YAML file of defaults (keys spelled like the fields or the flags); "
+                                   "flags given on the command line override it")
+
+    @staticmethod
+    def _parse_dataclass_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+        item = _list_item_type(field.type)
+        if item is not None:
+            names = [f"--{field.name}"] + ([f"--{field.name.replace('_', '-')}"] if "_" in field.name else [])
+            default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+            parser.add_argument(*names, dest=field.name, type=comma_list(item), default=default,
+                                metavar=field.name.upper().rsplit("_", 1)[-1],
+                                help=f"{field.metadata.get('help', '')} (comma-separated)")
+            return
+        before = len(parser._actions)
+        HfArgumentParser._parse_dataclass_field(parser, field)
+        for action in parser._actions[before:]:  # the dashed spelling first: it is the one usage lines show
+            action.option_strings.sort(key=lambda o: "_" in o)
+        if field.default is True and field.type is bool:  # HF copies the positive help onto the negative flag
+            negative = parser._actions[-1]
+            negative.help, negative.default = f"turn off --{field.name.replace('_', '-')}", argparse.SUPPRESS
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+    def parse(self, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
+        """The dataclass instances (and, when the parser has other arguments such as positionals, their
+        namespace) from defaults < `--config FILE` < flags. Exits 2 with one line on a usage error."""
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if self.config_file:
+            pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+            pre.add_argument("--config", default=None)
+            known, _ = pre.parse_known_args(argv)
+            if known.config:
+                try:
+                    self.set_defaults(**self.file_defaults(known.config))
+                except UsageError as exc:
+                    self.error(str(exc))
+        *outputs, remaining = self.parse_args_into_dataclasses(args=argv, return_remaining_strings=True,
+                                                                look_for_args_file=False)
+        if remaining:
+            self.error(f"unrecognised arguments: {' '.join(remaining)}")
+        if outputs and isinstance(outputs[-1], argparse.Namespace):
+            extra = outputs.pop()
+            vars(extra).pop("config", None)
+            if vars(extra):
+                outputs.append(extra)
+        return tuple(outputs)
+
+    def file_defaults(self, path: str | Path) -> dict[str, Any]:
+        """Settings from a JSON or YAML file as parser defaults: keys normalised to field names, values checked
+        with the flag's own converter. `UsageError` for an unreadable file, an unknown key or a bad value."""
+        data = read_mapping(path, "--config")
+        actions = {a.dest: a for a in self._actions if a.dest not in ("help", "config")}
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            name = str(key).lstrip("-").replace("-", "_")
+            negated = name.startswith("no_") and name[3:] in actions and actions[name[3:]].nargs == "?"
+            if negated:
+                name = name[3:]
+            if name not in actions:
+                raise UsageError(f"{path}: unknown setting {key!r}; the settings are the flags of --help")
+            try:
+                out[name] = _coerce(actions[name], value)
+            except (TypeError, ValueError):
+                raise UsageError(f"{path}: bad value {value!r} for {key!r}") from None
+            if negated:
+                out[name] = not out[name]
+        return out
+
+
+def _coerce(action: argparse.Action, value: Any) -> Any:
+    """A config-file value as the flag would parse it (argparse only converts string defaults itself)."""
+    if value is None:
+        return None
+    convert = action.type
+    if isinstance(value, (dict, list)) and convert is str:
+        return json.dumps(value)  # e.g. a JSON-object flag written as a YAML mapping
+    if convert is None:
+        return value
+    if convert is string_to_bool and isinstance(value, bool):
+        return value
+    if isinstance(value, float) and convert is int and not value.is_integer():
+        raise ValueError(value)
+    out = convert(value if isinstance(value, (list, tuple)) else str(value))
+    if action.choices is not None and out not in action.choices:
+        raise ValueError(value)
+    return out
+
+
+def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A JSON or YAML file holding a mapping (the one reader of every program's config and experiment files).
+
+    `what` names the flag or argument that gave the path, for the error. `UsageError` for a missing or
+    unreadable file, bad syntax or a top level that is not a mapping."""
+    p = Path(path)
+    yaml_file = p.suffix.lower() in (".yaml", ".yml")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise UsageError(f"{what} {p}: cannot read it; pass an existing JSON or YAML file") from None
+    try:
+        if yaml_file:
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the same user error
+        raise UsageError(f"{what} {p}: not valid {'YAML' if yaml_file else 'JSON'} ({type(exc).__name__}); "
+                         "fix its syntax") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise UsageError(f"{what} {p}: expected a mapping of settings at the top level")
+    return data
+
+
+def resolve_device(name: str, flag: str = "--device") -> str:
+    """The device rule of every program: "cpu"; "cuda" or "cuda:N" (N below the number of visible devices);
+    "mps"; "auto" → "cuda" when a CUDA device is visible, else "mps" when available, else "cpu".
+
+    Returns the device string to use and to record (run.json, the results store). `UsageError` naming `flag`
+    for an unknown spelling (e.g. "gpu") or a device this machine does not have."""
+    import torch
+
+    value = str(name).strip().lower()
+    if value == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if _mps_available() else "cpu"
+    if value == "cpu":
+        return "cpu"
+    match = re.fullmatch(r"cuda(?::(\d+))?", value)
+    if match:
+        if not torch.cuda.is_available():
+            raise UsageError(f"{flag} {name}: no CUDA device is visible on this machine; use {flag} cpu or auto")
+        if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
+            raise UsageError(f"{flag} {name}: only {torch.cuda.device_count()} CUDA device(s) are visible "
+                             f"(cuda:0 … cuda:{torch.cuda.device_count() - 1}); pick one of them")
+        return value
+    if value == "mps":
+        if not _mps_available():
+            raise UsageError(f"{flag} mps: Apple's MPS backend is not available here; use {flag} cpu or auto")
+        return "mps"
+    raise UsageError(f"{flag} {name}: unknown device; use {DEVICES}")
+
+
+def _mps_available() -> bool:
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
