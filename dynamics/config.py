@@ -1,4 +1,4 @@
-"""The probe's settings: one dataclass whose fields generate the CLI flags (help text from field metadata).
+"""The probe's settings: one dataclass; `taco.cli.Parser` makes its flags (help from the field metadata).
 
 Precedence: dataclass defaults < `--config FILE` (JSON or YAML, keys spelled like the fields or the flags) <
 flags given on the command line.
@@ -6,15 +6,12 @@ flags given on the command line.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from dynamics.errors import ProbeError
+from taco.cli import DEVICES, resolve_device
+from taco.errors import UsageError
 
 FAMILIES = ("anchors", "context", "geometry")
 
@@ -34,7 +31,7 @@ class ProbeConfig:
     steps: list[int] | None = _opt(None, "measure only these steps, comma-separated, e.g. 0,100,1000")
     every: int | None = _opt(None, "measure only steps that are multiples of K (the final snapshot is always kept)")
     metrics: list[str] = _opt(list(FAMILIES), "metric families, comma-separated: anchors,context,geometry")
-    device: str = _opt("cpu", "cpu, cuda, cuda:N or auto (cuda when available)")
+    device: str = _opt("cpu", f"where the snapshots run: {DEVICES} (cuda when available, else mps, else cpu)")
     batch_size: int = _opt(16, "probe blocks per forward pass")
     max_tokens: int | None = _opt(None, "cap on the probe set's size in tokens (whole blocks are kept)")
     probe_text: str | None = _opt(None, "measure on this UTF-8 text file (documents split at blank lines) instead "
@@ -43,8 +40,8 @@ class ProbeConfig:
     block_size: int | None = _opt(None, "block length for --probe-text (default: the run's block_size, else 128)")
     seed: int = _opt(0, "seed for the probe set (blocks, masked positions, token samples) and TC-loss draws")
     force: bool = _opt(False, "recompute results that are already stored")
-    figures: bool = _opt(True, "write figures/*.png", flag="--no-figures")
-    progress: bool = _opt(True, "show a progress bar", flag="--no-progress")
+    figures: bool = _opt(True, "write figures/*.png")
+    progress: bool = _opt(True, "show a progress bar")
     window: int = _opt(5, "odd window W for within-window context alignment and the TC loss")
     tc_negatives: int = _opt(50, "negatives per anchor for the probe-set TC loss")
     tc_temperature: float = _opt(0.07, "temperature for the probe-set TC loss")
@@ -77,6 +74,7 @@ class ProbeConfig:
             raise ProbeError(f"--tc-temperature {self.tc_temperature}: must be positive")
         if self.steps is not None and any(s < 0 for s in self.steps):
             raise ProbeError(f"--steps {','.join(map(str, self.steps))}: steps are non-negative")
+        resolved_device(self)
         return self
 
 
@@ -84,102 +82,9 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _hints() -> dict[str, Any]:
-    return typing.get_type_hints(ProbeConfig)
-
-
-def field_parser(tp: Any) -> Any:
-    """A str → value converter for a dataclass field type (Optional unwrapped; lists comma-separated or already
-    lists, as a YAML config gives them; bools from yes/no words). Shared with `experiments.evaluate`."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
-        tp = args[0]
-    if typing.get_origin(tp) is list:
-        (inner,) = typing.get_args(tp)
-
-        def parse_list(value: Any) -> list[Any]:
-            items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-            return [inner(str(x).strip()) for x in items if str(x).strip()]
-
-        return parse_list
-    if tp is bool:
-        return _parse_bool
-    return tp
-
-
-def _parse_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {value!r}")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per `ProbeConfig` field; defaults are suppressed so only given flags appear in the namespace."""
-    hints = _hints()
-    for f in dataclasses.fields(ProbeConfig):
-        help_text = f.metadata.get("help", "")
-        tp = hints[f.name]
-        if tp is bool:
-            name = f.metadata.get("flag", flag(f.name))
-            action = "store_false" if f.default is True else "store_true"
-            parser.add_argument(name, dest=f.name, action=action, default=argparse.SUPPRESS, help=help_text)
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        meta = f.name.upper().rsplit("_", 1)[-1] if f.name != "probe_text" else "FILE"
-        parser.add_argument(flag(f.name), dest=f.name, type=field_parser(tp), default=argparse.SUPPRESS,
-                            metavar=meta, help=f"{help_text} (default: {shown})")
-
-
-def load_file(path: str | Path) -> dict[str, Any]:
-    """Settings from a JSON or YAML file, keys normalised to field names; `ProbeError` for unknown keys."""
-    p = Path(path)
+def resolved_device(cfg: ProbeConfig) -> str:
+    """`taco.cli.resolve_device` of `--device` (ProbeError for an unknown or unavailable device)."""
     try:
-        text = p.read_text()
-    except OSError:
-        raise ProbeError(f"{p}: cannot read the config file; pass an existing JSON or YAML file to --config") from None
-    try:
-        if p.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - any parse error is the same user error
-        raise ProbeError(f"{p}: not valid {'YAML' if p.suffix.lower() in ('.yaml', '.yml') else 'JSON'} "
-                         f"({type(exc).__name__}); fix the file") from None
-    data = data or {}
-    if not isinstance(data, dict):
-        raise ProbeError(f"{p}: expected a mapping of settings at the top level")
-    hints = _hints()
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = str(key).lstrip("-").replace("-", "_")
-        if name == "no_figures":
-            name, value = "figures", not _parse_bool(value)
-        if name not in hints:
-            raise ProbeError(f"{p}: unknown setting {key!r}; known: {', '.join(sorted(hints))}")
-        try:
-            if value is not None:
-                conv = field_parser(hints[name])
-                value = conv(",".join(map(str, value))) if isinstance(value, list) else conv(value)
-        except (TypeError, ValueError):
-            raise ProbeError(f"{p}: bad value {value!r} for {key!r}") from None
-        out[name] = value
-    return out
-
-
-def from_args(namespace: argparse.Namespace) -> ProbeConfig:
-    """Merge defaults, `--config FILE` and the given flags into a validated `ProbeConfig`."""
-    values: dict[str, Any] = {}
-    config_file = getattr(namespace, "config", None)
-    if config_file:
-        values.update(load_file(config_file))
-    names = {f.name for f in dataclasses.fields(ProbeConfig)}
-    values.update({k: v for k, v in vars(namespace).items() if k in names})
-    return ProbeConfig(**values).validate()
+        return resolve_device(cfg.device)
+    except UsageError as exc:
+        raise ProbeError(str(exc)) from None

@@ -111,19 +111,6 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def resolve_device(device: str) -> str:
-    """'auto' → 'cuda' when available, else 'cpu'; `ProbeError` when 'cuda' is asked for and absent."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ProbeError("--device cuda: no CUDA device is visible; use --device cpu or --device auto")
-    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
-        raise ProbeError(f"--device {device}: unknown device; use cpu, cuda, cuda:N or auto")
-    return device
-
-
 def load_model(path: Path, device: str = "cpu") -> tuple[Any, bool, list[str]]:
     """Load the snapshot at `path` in eval mode and float32 → (model, has_head, notes).
 

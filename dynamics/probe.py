@@ -15,7 +15,6 @@ Python API: `dynamics.probe.run(dirs, out=None, steps=None, every=None, metrics=
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import json
@@ -28,15 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from dynamics import config as cfgmod
 from dynamics import extract as ex
 from dynamics import families as fam
 from dynamics import probe_set as ps
 from dynamics import store as st
-from dynamics.config import FAMILIES, ProbeConfig
+from dynamics.config import FAMILIES, ProbeConfig, resolved_device
 from dynamics.errors import ProbeError
 from dynamics.series import Series, Snapshot, discover_all, select, validate
 from dynamics.tokens import TokenizerView, load_tokenizer
+from taco.cli import Parser
+from taco.errors import UsageError
 
 MULTI_RUN_OUT = "dynamics-results"
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "longformer", "mpnet")
@@ -177,7 +177,7 @@ def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: Snapsh
     if cfg.probe_text is None and first.data_path("validation_blocks_path") is not None:
         _check_positions({first.name: first.snapshots[:1]}, probe.block_size)
 
-    device = ex.resolve_device(cfg.device)
+    device = resolved_device(cfg)
     out = output_dir(cfg, series_list)
 
     # ---- nothing above writes; from here on the store is opened and results are added
@@ -226,7 +226,7 @@ def _start(store: st.Store, series_list: list[Series], tok: TokenizerView, probe
                         freq_source=probe.freq_source, tokenizer_hash=probe.tokenizer_hash, file=probe_file,
                         notes=probe.notes)
     for s in series_list:
-        store.upsert_run(s.name, s.run_dir, s.kind, s.meta.get("objective"), s.meta)
+        store.upsert_run(s.name, s.run_dir, s.kind, s.meta.get("objective"), {**s.meta, "probe_device": device})
         store.upsert_snapshots((s.name, x.step, x.tokens_seen, str(x.path), x.info) for x in s.snapshots)
     summary = ProbeSummary(store.root, store.path, probe.hash, notes=list(probe.notes))
     prep, prep_notes = fam.prepare(probe, device, window=cfg.window, tc_negatives=cfg.tc_negatives,
@@ -369,9 +369,9 @@ def _cka_steps(run: ProbeRun, series: Series) -> None:
 
 # -------------------------------------------------------------------------------------------------------- CLI
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m dynamics.probe",
+def build_parser() -> Parser:
+    parser = Parser(
+        ProbeConfig, prog="python -m dynamics.probe",
         description="Measure anchor similarity, context alignment and geometry across the snapshots of one or "
                     "more runs (our runs/NAME, Hugging Face checkpoint-N folders, or single model folders) on one "
                     "frozen probe set, and store the results for the app.",
@@ -380,20 +380,22 @@ def build_parser() -> argparse.ArgumentParser:
                "Reruns compute only what is missing for the same probe set; --force recomputes. "
                "Bad input exits with status 2 and leaves stored results untouched.")
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="run directory, Trainer output dir or model dir")
-    parser.add_argument("--config", metavar="FILE", help="JSON or YAML file of defaults (keys = flag names); "
-                                                         "flags given here override it")
-    cfgmod.add_arguments(parser)
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> tuple[list[str], ProbeConfig]:
+    """The directories and the validated config (exits 2 with one line on a usage error)."""
+    cfg, extra = build_parser().parse(argv)
+    return extra.dirs, cfg.validate()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        cfg = cfgmod.from_args(args)
-        summary = run_config(args.dirs, cfg)
-    except ProbeError as exc:
+        dirs, cfg = parse_args(argv)
+        summary = run_config(dirs, cfg)
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return ProbeError.exit_code
+        return UsageError.exit_code
     except KeyboardInterrupt:
         print("interrupted: finished snapshots are stored; run the same command again to resume", file=sys.stderr)
         return 130

@@ -85,12 +85,3 @@ def length_sorted_batches(enc: Encoded, batch_size: int) -> list[np.ndarray]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def resolve_device(name: str) -> str:
-    """`auto` → cuda when available, else cpu; anything else as given (checked)."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EvalError(f"--device {name}: CUDA is not available here; pass --device cpu")
-    return name

@@ -25,21 +25,20 @@ API: `evaluate(paths, EvalConfig(...)) -> EvalSummary`; `evaluate_snapshot(...)`
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import sys
 import time
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynamics.config import field_parser
 from experiments.errors import EvalError
 from experiments.tasks import DEFAULT_TASKS, GLUE_TASKS, TASKS, TaskData, load_task, resolve_tasks
+from taco.cli import DEVICES, Parser, resolve_device
+from taco.errors import UsageError
 
 MODES = ("finetune", "linear")
 MULTI_RUN_OUT = "dynamics-results"
@@ -91,7 +90,7 @@ class EvalConfig:
     probe_c: float = _opt(1.0, "linear probe: inverse regularisation C of LogisticRegression")
     ridge_alpha: float = _opt(1.0, "linear probe: alpha of Ridge (STS-B)")
     max_iter: int = _opt(2000, "linear probe: LogisticRegression iteration limit")
-    device: str = _opt("cpu", "cpu, cuda, cuda:N or auto")
+    device: str = _opt("cpu", f"where models run: {DEVICES}")
     threads: int | None = _opt(None, "torch CPU threads (default: torch's choice)")
     force: bool = _opt(False, "recompute units that are already stored with the same settings")
     progress: bool = _opt(True, "show progress bars")
@@ -124,7 +123,15 @@ class EvalConfig:
             raise EvalError(f"--steps {','.join(map(str, self.steps))}: steps are non-negative")
         if self.pooling not in ("mean", "cls"):
             raise EvalError(f"--pooling {self.pooling}: choose mean or cls")
+        self.resolved_device()
         return self
+
+    def resolved_device(self) -> str:
+        """`taco.cli.resolve_device` of `--device` (EvalError for an unknown or unavailable device)."""
+        try:
+            return resolve_device(self.device)
+        except UsageError as exc:
+            raise EvalError(str(exc)) from None
 
     def finetune_settings(self) -> Any:
         from experiments.finetune import FinetuneSettings
@@ -162,72 +169,21 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """The CLI: positional directories, `--config FILE`, and one flag per `EvalConfig` field."""
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.evaluate",
-        description="Score snapshots on downstream tasks (GLUE, Rotten Tomatoes) by fine-tuning or a linear "
-                    "probe; results go into the results store next to the probe's metrics. "
-                    "Precedence: defaults < --config FILE < flags.")
+    parser = Parser(EvalConfig, prog="python -m experiments.evaluate",
+                    description="Score snapshots on downstream tasks (GLUE, Rotten Tomatoes) by fine-tuning or a "
+                                "linear probe; results go into the results store next to the probe's metrics. "
+                                "Precedence: defaults < --config FILE < flags.")
     parser.add_argument("dirs", nargs="+", metavar="SNAPSHOT_OR_RUN_DIR",
                         help="a run directory (its snapshots/step-*), a Trainer output dir, or one saved model dir")
-    parser.add_argument("--config", default=None, metavar="FILE",
-                        help="JSON or YAML mapping of settings (field or flag names); flags given here override it")
-    hints = typing.get_type_hints(EvalConfig)
-    for f in dataclasses.fields(EvalConfig):
-        help_text = f.metadata.get("help", "")
-        if hints[f.name] is bool:
-            parser.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=f"{help_text} (default: {f.default})")
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        shown = ",".join(map(str, default)) if isinstance(default, list) else default
-        parser.add_argument(_flag(f.name), dest=f.name, type=field_parser(hints[f.name]), default=argparse.SUPPRESS,
-                            choices=f.metadata.get("choices"), metavar=None if f.metadata.get("choices") else
-                            f.name.upper().rsplit("_", 1)[-1], help=f"{help_text} (default: {shown})")
     return parser
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Settings from a JSON or YAML file (keys spelled like fields or flags); `EvalError` for bad files."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError:
-        raise EvalError(f"{p}: cannot read the config file; pass an existing JSON or YAML file to --config") from None
-    yaml_file = p.suffix.lower() in (".yaml", ".yml")
-    try:
-        if yaml_file:
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - any parse error is the same user error
-        raise EvalError(f"{p}: not valid {'YAML' if yaml_file else 'JSON'} ({type(exc).__name__}); fix the file") from None
-    data = data or {}
-    if not isinstance(data, dict):
-        raise EvalError(f"{p}: expected a mapping of settings at the top level")
-    hints = typing.get_type_hints(EvalConfig)
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = str(key).lstrip("-").replace("-", "_")
-        if name not in hints:
-            raise EvalError(f"{p}: unknown setting {key!r}; see python -m experiments.evaluate --help")
-        try:
-            out[name] = None if value is None else field_parser(hints[name])(value)
-        except (TypeError, ValueError):
-            raise EvalError(f"{p}: bad value {value!r} for {key!r}") from None
-    return out
-
-
 def parse_args(argv: Sequence[str] | None = None) -> tuple[list[str], EvalConfig]:
-    """Directories and the merged, validated config (argparse exits 2 on unknown flags or bad values)."""
-    ns = vars(build_parser().parse_args(argv))
-    dirs, config_file = ns.pop("dirs"), ns.pop("config")
-    values = load_config_file(config_file) if config_file else {}
-    values.update(ns)
-    return dirs, EvalConfig(**values).validate()
+    """Directories and the merged, validated config (exits 2 with one line on a usage error)."""
+    cfg, extra = build_parser().parse(argv)
+    return extra.dirs, cfg.validate()
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -343,10 +299,10 @@ def evaluate_snapshot(model_dir: str | Path, tokenizer: Any, data: dict[str, tup
     `on_result(task, layer, per_run, seconds, extra)` is called as each task finishes (used to store results
     as they come). `encodings` caches tokenised splits between snapshots sharing a tokenizer.
     """
-    from experiments.encoding import encode, resolve_device
+    from experiments.encoding import encode
     from experiments.scoring import score
 
-    device = resolve_device(cfg.device)
+    device = cfg.resolved_device()
     enc_cache = encodings if encodings is not None else {}
 
     def encoded(task: str) -> tuple[Any, Any]:
@@ -485,9 +441,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         dirs, cfg = parse_args(argv)
         summary = evaluate(dirs, cfg)
-    except EvalError as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EvalError.exit_code
+        return UsageError.exit_code
     except KeyboardInterrupt:
         print("interrupted: finished units are stored; run the same command again to resume", file=sys.stderr)
         return 130

@@ -23,11 +23,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from experiments.errors import EvalError
 from experiments.spec import Experiment, load
+from taco.cli import DEVICES, Parser, resolve_device
+from taco.errors import UsageError
 
 STAGES = ("train", "probe", "linear", "finetune", "report")
 RUN_STAGES = STAGES[:-1]
@@ -185,48 +188,66 @@ def run_parallel(exp: Experiment, names: list[str], args: argparse.Namespace, st
                         "run the same command again to resume")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m experiments.run",
-        description="Train, probe, evaluate and report one experiment from its configuration file "
-                    "(experiments/configs/*.yaml). Every stage resumes where it stopped when run again.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("config", type=Path, help="experiment file, e.g. experiments/configs/mlm_vs_taco.yaml")
-    ap.add_argument("--stages", default=",".join(STAGES),
-                    help=f"stages to run, comma-separated, in this order: {','.join(STAGES)}")
-    ap.add_argument("--runs", default=None, help="only these runs of the experiment, comma-separated (default all)")
-    ap.add_argument("--jobs", type=int, default=1, help="runs processed side by side in child processes")
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads per process (default: torch's; with --jobs N, cores / N per child)")
-    ap.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"),
-                    help="GLUE folder (CoLA/, SST-2/, ...) for the downstream stages; default $GLUE_DIR")
-    ap.add_argument("--runs-dir", default=None, help="where the runs go (default: the file's runs_dir)")
-    ap.add_argument("--results-dir", default=DEFAULT_RESULTS,
-                    help="the report goes to RESULTS_DIR/NAME/ (report.md, figures/, data)")
-    ap.add_argument("--max-steps", type=int, default=None,
-                    help="override every run's max_steps (for a quick end-to-end check of a configuration)")
-    ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
-    ap.add_argument("--list", action="store_true", help="print the runs and their options, then stop")
-    return ap
+@dataclass
+class RunnerArgs:
+    """The runner's settings (the experiment file itself is the positional argument)."""
+
+    stages: list[str] = field(default_factory=lambda: list(STAGES), metadata={
+        "help": f"stages to run, in this order: {','.join(STAGES)}"})
+    runs: list[str] | None = field(default=None, metadata={"help": "only these runs of the experiment (default all)"})
+    jobs: int = field(default=1, metadata={"help": "runs processed side by side in child processes"})
+    device: str = field(default="auto", metadata={"help": f"where every stage runs: {DEVICES}"})
+    threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads per process (default: torch's; with --jobs N, cores / N per child)"})
+    glue_dir: str | None = field(default_factory=lambda: os.environ.get("GLUE_DIR"), metadata={
+        "help": "GLUE folder (CoLA/, SST-2/, ...) for the downstream stages; default $GLUE_DIR"})
+    runs_dir: str | None = field(default=None, metadata={"help": "where the runs go (default: the file's runs_dir)"})
+    results_dir: str = field(default=DEFAULT_RESULTS, metadata={
+        "help": "the report goes to RESULTS_DIR/NAME/ (report.md, figures/, data)"})
+    max_steps: int | None = field(default=None, metadata={
+        "help": "override every run's max_steps (for a quick end-to-end check of a configuration)"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    list_runs: bool = field(default=False, metadata={"help": "print the runs and their options, then stop",
+                                                     "aliases": ["--list"]})
+
+
+def build_parser() -> Parser:
+    parser = Parser(RunnerArgs, prog="python -m experiments.run",
+                    description="Train, probe, evaluate and report one experiment from its configuration file "
+                                "(experiments/configs/*.yaml). Every stage resumes where it stopped when run "
+                                "again.")
+    parser.add_argument("experiment", type=Path, metavar="EXPERIMENT_FILE",
+                        help="experiment file, e.g. experiments/configs/mlm_vs_taco.yaml")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The runner's settings and the experiment file as one namespace (exits 2 with one line on a usage error)."""
+    args, extra = build_parser().parse(argv)
+    return argparse.Namespace(**vars(args), config=extra.experiment)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         exp = load(args.config, args.runs_dir)
         args.runs_dir_resolved = exp.runs_dir
-        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        stages = list(args.stages)
         bad = sorted(set(stages) - set(STAGES))
         if bad or not stages:
-            raise EvalError(f"--stages {args.stages}: choose from {','.join(STAGES)}")
-        names = exp.names() if args.runs is None else [n.strip() for n in args.runs.split(",") if n.strip()]
+            raise EvalError(f"--stages {','.join(stages) or '(none)'}: choose from {','.join(STAGES)}")
+        try:
+            args.device = resolve_device(args.device)
+        except UsageError as exc:
+            raise EvalError(str(exc)) from None
+        names = exp.names() if args.runs is None else list(args.runs)
         for n in names:
             exp.run(n)
         if args.jobs < 1:
             raise EvalError(f"--jobs {args.jobs}: must be at least 1")
         if args.max_steps is not None and args.max_steps < 1:
             raise EvalError(f"--max-steps {args.max_steps}: must be at least 1")
-        if args.list:
+        if args.list_runs:
             for wave_no, wave in enumerate(exp.waves()):
                 for r in wave:
                     if r.name in names:
@@ -251,14 +272,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             out = write_report(exp, Path(args.results_dir) / exp.name)
             print(f"report written to {out}")
-    except EvalError as exc:
+    except UsageError as exc:  # the runner's and the stages' own bad-input errors
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
         return 130
-    except Exception as exc:  # the stages' own bad-input errors (TacoError, ProbeError, CorpusError)
-        if getattr(exc, "exit_code", None) == 2 or type(exc).__name__ in ("TacoError", "CorpusError"):
+    except Exception as exc:  # a corpus error (CorpusError) is bad input too
+        if type(exc).__name__ == "CorpusError":
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise

@@ -121,22 +121,17 @@ def load(path: str | Path, runs_dir: str | Path | None = None) -> Experiment:
     """Read and check an experiment file (see the module docstring)."""
     from dynamics.config import ProbeConfig
     from experiments.evaluate import EvalConfig
+    from taco.cli import read_mapping
     from taco.config import TrainConfig
+    from taco.errors import UsageError
 
     p = Path(path)
     if not p.is_file():
         raise EvalError(f"experiment file {p} does not exist; pass one of experiments/configs/*.yaml")
     try:
-        if p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(p.read_text())
-        else:
-            data = json.loads(p.read_text())
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the same user error
-        raise EvalError(f"experiment file {p} could not be parsed ({type(exc).__name__}); fix its syntax") from None
-    if not isinstance(data, dict):
-        raise EvalError(f"experiment file {p} must hold a mapping; see experiments/configs/")
+        data = read_mapping(p, "experiment file")
+    except UsageError as exc:
+        raise EvalError(str(exc)) from None
     unknown = sorted(set(data) - KEYS)
     if unknown:
         raise EvalError(f"{p}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(KEYS))}")

@@ -44,6 +44,10 @@ def comma_list(inner: Callable[[str], Any]) -> Callable[[Any], list[Any]]:
     return parse
 
 
+def _comma_help(text: str) -> str:
+    return text if "comma" in text else f"{text} (comma-separated)"
+
+
 def _list_item_type(tp: Any) -> Any | None:
     """The item type of `list[X]` or `list[X] | None`, else None."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -61,6 +65,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         text = action.help or ""
         if isinstance(action.default, (list, tuple)) and "%(default)" not in text:
             return f"{text} (default: {','.join(map(str, action.default))})"
+        if action.default is None or action.default == "":  # "not set": the help says what happens then
+            return text
         return super()._get_help_string(action) or ""
 
 
@@ -86,7 +92,7 @@ class Parser(HfArgumentParser):
             default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
             parser.add_argument(*names, dest=field.name, type=comma_list(item), default=default,
                                 metavar=field.name.upper().rsplit("_", 1)[-1],
-                                help=f"{field.metadata.get('help', '')} (comma-separated)")
+                                help=_comma_help(field.metadata.get("help", "")))
             return
         before = len(parser._actions)
         HfArgumentParser._parse_dataclass_field(parser, field)
@@ -127,7 +133,10 @@ class Parser(HfArgumentParser):
         """Settings from a JSON or YAML file as parser defaults: keys normalised to field names, values checked
         with the flag's own converter. `UsageError` for an unreadable file, an unknown key or a bad value."""
         data = read_mapping(path, "--config")
-        actions = {a.dest: a for a in self._actions if a.dest not in ("help", "config")}
+        actions: dict[str, argparse.Action] = {}
+        for a in self._actions:  # the first action of a dest is the positive flag (`--no-x` comes after `--x`)
+            if a.dest not in ("help", "config"):
+                actions.setdefault(a.dest, a)
         out: dict[str, Any] = {}
         for key, value in data.items():
             name = str(key).lstrip("-").replace("-", "_")

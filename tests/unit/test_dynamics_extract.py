@@ -111,11 +111,3 @@ def test_headless_checkpoint_and_bad_files(tmp_path: Path) -> None:
         ex.load_model(tmp_path / "full")
 
 
-def test_resolve_device() -> None:
-    assert ex.resolve_device("cpu") == "cpu"
-    assert ex.resolve_device("auto") in ("cpu", "cuda")
-    if not torch.cuda.is_available():
-        with pytest.raises(ProbeError, match="--device cuda"):
-            ex.resolve_device("cuda")
-    with pytest.raises(ProbeError):
-        ex.resolve_device("tpu")

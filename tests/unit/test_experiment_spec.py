@@ -126,9 +126,9 @@ def test_json_files_load_too(tmp_path: Path) -> None:
     ("name: 'my exp'\nruns: [{name: a}]\n", "name 'my exp' may hold only"),
     ("train: {preset: tiny}\n", "no runs; give a grid or a runs list"),
     ("train: [preset, tiny]\nruns: [{name: a}]\n", "train must be a mapping"),
-    ("- just\n- a list\n", "must hold a mapping"),
-    ("runs: [{name: a}\n", "could not be parsed (ParserError); fix its syntax"),
-    ("runs:\n  - {name: a}\n\tprobe: {}\n", "could not be parsed (ScannerError)"),
+    ("- just\n- a list\n", "expected a mapping"),
+    ("runs: [{name: a}\n", "not valid YAML (ParserError); fix its syntax"),
+    ("runs:\n  - {name: a}\n\tprobe: {}\n", "not valid YAML (ScannerError)"),
 ])
 def test_bad_files_raise_one_line_eval_errors(tmp_path: Path, text: str, fragment: str) -> None:
     path = _write(tmp_path, text)
