@@ -37,6 +37,7 @@ def test_store_has_every_snapshot_layer_and_family(probed: probe.ProbeSummary) -
     with store.open(probed.out, readonly=True) as s:
         df = s.metrics()
         assert s.latest_probe_hash() == probed.probe_hash
+        assert all(json.loads(m)["probe_device"] == "cpu" for m in s.runs()["meta"])  # the resolved device
         for family, layers in (("anchors", {0, 1, 2}), ("geometry", {0, 1, 2}), ("context", {1, 2}), ("drift", {0}),
                                ("cka_steps", {0, 1, 2})):
             rows = df[df["family"] == family]

@@ -56,6 +56,7 @@ def mlm_run(small_english_corpus, cache, tmp_path_factory):
 def test_run_directory_follows_the_design(mlm_run):
     run = json.loads((mlm_run / "run.json").read_text())
     assert run["objective"] == "mlm" and run["config"]["block_size"] == 32
+    assert run["device"] == "cpu"  # the resolved device (the flag said auto)
     assert len(run["corpus"]["fingerprint"]) == 64 and run["tokenizer"]["hash"]
     steps = sorted(int(p.name.split("-")[1]) for p in (mlm_run / "snapshots").iterdir())
     assert steps == [0, 1, 2, 4, 6]
