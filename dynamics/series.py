@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dynamics.errors import ProbeError
+from dynamics.run_dir import SNAPSHOT_JSON, RunDir, RunDirError, read_json_object, snapshot_info
 from dynamics.tokens import has_tokenizer, load_tokenizer
 
 _STEP_RE = re.compile(r"(?:step|checkpoint)-(\d+)$")
@@ -71,12 +72,9 @@ class Series:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise ProbeError(f"{path}: unreadable or invalid JSON; restore or re-save it") from None
-    if not isinstance(data, dict):
-        raise ProbeError(f"{path}: expected a JSON object; restore or re-save it")
-    return data
+        return read_json_object(path)
+    except RunDirError as exc:
+        raise ProbeError(str(exc)) from None
 
 
 def _step_from_name(path: Path) -> int | None:
@@ -88,8 +86,18 @@ def _int_or_none(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
 
 
+def _run_config(run: RunDir) -> dict[str, Any]:
+    try:
+        return run.config
+    except RunDirError as exc:
+        raise ProbeError(str(exc)) from None
+
+
 def _our_snapshot(path: Path, run_name: str) -> Snapshot:
-    info = _read_json(path / "snapshot.json") if (path / "snapshot.json").is_file() else {}
+    try:
+        info = snapshot_info(path)
+    except RunDirError as exc:
+        raise ProbeError(str(exc)) from None
     step = _int_or_none(info.get("step"))
     if step is None:
         step = _step_from_name(path)
@@ -110,7 +118,7 @@ def _trainer_snapshot(path: Path, run_name: str) -> Snapshot:
 
 
 def _model_snapshot(path: Path, run_name: str) -> Snapshot:
-    if (path / "snapshot.json").is_file():
+    if (path / SNAPSHOT_JSON).is_file():
         return _our_snapshot(path, run_name)
     if (path / "trainer_state.json").is_file():
         return _trainer_snapshot(path, run_name)
@@ -143,13 +151,13 @@ def discover(path: str | Path, name: str | None = None) -> Series:
     run_name = name or p.name
     meta: dict[str, Any] = {}
     parent_run: Path | None = None
-    if (p / "run.json").is_file() or (p / "snapshots").is_dir():
+    run = RunDir(p)
+    if run.is_run() or run.has_snapshots_dir():
         kind = "run"
-        meta = _read_json(p / "run.json") if (p / "run.json").is_file() else {}
-        snaps = [_our_snapshot(s, run_name) for s in _children(p / "snapshots", "step-")]
-        where = f"{p / 'snapshots'} (expected step-N/ folders written by taco.train)"
-        tok_rel = (meta.get("tokenizer") or {}).get("path", "tokenizer") if isinstance(meta.get("tokenizer"), dict) else "tokenizer"
-        tok_candidates = [p / tok_rel, p / "tokenizer", p] + [s.path for s in snaps]
+        meta = _run_config(run)
+        snaps = [_our_snapshot(s.path, run_name) for s in run.snapshots()]
+        where = f"{run.snapshots_dir} (expected step-N/ folders written by taco.train)"
+        tok_candidates = [run.tokenizer_dir, p / "tokenizer", p] + [s.path for s in snaps]
     elif _children(p, "checkpoint-"):
         kind = "trainer"
         snaps = [_trainer_snapshot(s, run_name) for s in _children(p, "checkpoint-")]
@@ -160,8 +168,7 @@ def discover(path: str | Path, name: str | None = None) -> Series:
         parent_run = p.parent.parent if p.parent.name == "snapshots" else None
         if parent_run is not None:
             run_name = name or parent_run.name
-            if (parent_run / "run.json").is_file():
-                meta = _read_json(parent_run / "run.json")
+            meta = _run_config(RunDir(parent_run))
         snaps = [_model_snapshot(p, run_name)]
         where = str(p)
         tok_candidates = [p] + ([parent_run / "tokenizer", parent_run] if parent_run is not None else [])

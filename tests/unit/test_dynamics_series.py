@@ -51,6 +51,24 @@ def test_step_from_folder_name_without_snapshot_json(tmp_path: Path) -> None:
     assert s.steps == [42] and s.snapshots[0].tokens_seen is None
 
 
+def test_run_files_read_through_run_dir(tmp_path: Path) -> None:
+    """run.json's tokenizer path is used; non-finite numbers in snapshot.json read as unknown; an unreadable
+    run.json or snapshot.json is a ProbeError naming the file."""
+    run = tmp_path / "r"
+    _tokenizer(run / "tok")
+    (run / "run.json").write_text(json.dumps({"tokenizer": {"path": "tok"}}))
+    snap = _model_dir(run / "snapshots" / "step-0000005")
+    (snap / "snapshot.json").write_text('{"step": 5, "tokens_seen": Infinity}')
+    s = discover(run)
+    assert s.tokenizer_path == run / "tok" and s.steps == [5] and s.snapshots[0].tokens_seen is None
+    (snap / "snapshot.json").write_text("{cut")
+    with pytest.raises(ProbeError, match="snapshot.json"):
+        discover(run)
+    (run / "run.json").write_bytes(b"\xff")
+    with pytest.raises(ProbeError, match="run.json"):
+        discover(run)
+
+
 def test_trainer_checkpoints(tmp_path: Path) -> None:
     out = tmp_path / "trainer-out"
     _tokenizer(out)
