@@ -20,6 +20,11 @@ Tables:
   a family counts as done for a snapshot only with matching `params` (settings that change its values)
 * `notes(run, step, probe_hash, family, note)` — e.g. "no MLM head: head metrics skipped"
 
+Reading: the query methods (`runs`, `snapshots`, `probe_sets`, `metrics`, `metric_list`, `arrays`, `notes`,
+`completed`; open with `open(path, readonly=True)`) read a store written by an older probe with what its file
+has: a missing table reads as no rows, a missing column as None, a missing index as a slower scan. Nothing else
+needs SQL to read a store.
+
 Kill safety: everything one (snapshot, family) produces is written in one transaction; its `.npz` files are
 written first under fresh names (temporary file + `os.replace`) and files they supersede are deleted only after
 the commit, so a kill at any point leaves either the old or the new result, never a mix.
@@ -73,6 +78,20 @@ CREATE TABLE IF NOT EXISTS notes (
     run TEXT NOT NULL, step INTEGER NOT NULL, probe_hash TEXT NOT NULL, family TEXT NOT NULL, note TEXT NOT NULL,
     UNIQUE (probe_hash, run, step, family, note));
 """
+
+# The tables and columns `_SCHEMA` creates (what the queries read; an older store may lack some).
+TABLES: dict[str, tuple[str, ...]] = {
+    "meta": ("key", "value"),
+    "runs": ("name", "path", "kind", "objective", "meta", "updated"),
+    "snapshots": ("run", "step", "tokens_seen", "path", "info"),
+    "probe_sets": ("hash", "source", "n_blocks", "block_size", "n_tokens", "n_masked", "n_word_types", "freq_source",
+                   "tokenizer_hash", "file", "notes", "created", "used"),
+    "metrics": ("run", "step", "tokens_seen", "layer", "metric", "variant", "value", "family", "probe_hash"),
+    "arrays": ("run", "step", "kind", "probe_hash", "family", "file", "meta"),
+    "completed": ("run", "step", "family", "probe_hash", "params", "finished", "seconds"),
+    "notes": ("run", "step", "probe_hash", "family", "note"),
+}
+_METRIC_COLUMNS = ("run", "step", "tokens_seen", "layer", "metric", "variant", "value", "family")
 
 MetricRow = tuple[int, str, str, float | None]  # (layer, metric, variant, value)
 
@@ -250,6 +269,22 @@ class Store:
             (self.root / rel).unlink(missing_ok=True)
 
     # --------------------------------------------------------------------------------------------- queries
+    # Every query reads a store as far as its file has the tables and columns of `TABLES` (one written by an older
+    # probe may lack some): a missing table reads as no rows, a missing column as None, and a filter on a missing
+    # column is not applied. `probe_hash=None` means the most recently used probe set; in a store that records no
+    # probe set (written before probe sets were recorded) it means every row.
+
+    def columns(self, table: str) -> list[str]:
+        """The columns `table` (one of `TABLES`) has in this store's file; [] when the file has no such table."""
+        if table not in TABLES:
+            raise ValueError(f"{table!r}: not a table of the results store ({', '.join(TABLES)})")
+        return [row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")]
+
+    def has_index(self, name: str) -> bool:
+        """Whether the store's file has the index `name` (e.g. "metrics_by_metric"; an older store may lack it)."""
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='index' AND name=?", (name,)).fetchone() \
+            is not None
+
     def _df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         import pandas as pd
 
@@ -257,48 +292,68 @@ class Store:
         cols = [c[0] for c in cur.description]
         return pd.DataFrame(cur.fetchall(), columns=cols)
 
+    def _select(self, table: str, columns: Sequence[str], where: Mapping[str, Any] | None = None,
+                order: Sequence[str] = (), *, distinct: bool = False, limit: int | None = None) -> pd.DataFrame:
+        """`columns` of `table`, those the file lacks as None; rows filtered by the `where` items whose value is not
+        None and whose column exists (a str or number: equal to it; any other iterable: in it), ordered by the
+        `order` terms ("step", "used DESC") whose column exists. Empty, with `columns`, when there is no table."""
+        import pandas as pd
+
+        have = self.columns(table)
+        if not have:
+            return pd.DataFrame(columns=list(columns))
+        sel = [c for c in columns if c in have]
+        clauses, args = [], []
+        for col, val in (where or {}).items():
+            if val is None or col not in have:
+                continue
+            if isinstance(val, (str, bytes, int, float, np.generic)):
+                clauses.append(f"{col}=?")
+                args.append(val.item() if isinstance(val, np.generic) else val)
+            else:
+                vals = [v.item() if isinstance(v, np.generic) else v for v in val]
+                clauses.append(f"{col} IN ({','.join('?' * len(vals))})")
+                args.extend(vals)
+        terms = [t for t in order if t.split()[0] in have]
+        sql = (f"SELECT {'DISTINCT ' if distinct else ''}{', '.join(sel) or '1'} FROM {table}"
+               + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
+               + (f" ORDER BY {', '.join(terms)}" if terms else "")
+               + (f" LIMIT {int(limit)}" if limit is not None else ""))
+        cur = self.conn.execute(sql, args)
+        df = pd.DataFrame(cur.fetchall(), columns=sel or ["1"])[sel]
+        for col in columns:
+            if col not in df:
+                df[col] = None
+        return df[list(columns)]
+
     def latest_probe_hash(self) -> str | None:
-        """The probe set used most recently (the default for every query below)."""
-        row = self.conn.execute("SELECT hash FROM probe_sets ORDER BY used DESC LIMIT 1").fetchone()
-        return row[0] if row else None
+        """The probe set used most recently (the default for every query below); None when none is recorded."""
+        df = self._select("probe_sets", ["hash"], order=["used DESC"], limit=1)
+        return None if df.empty else df["hash"].iloc[0]
 
     def _hash(self, probe_hash: str | None) -> str | None:
         return probe_hash or self.latest_probe_hash()
 
     def runs(self) -> pd.DataFrame:
         """One row per run: name, path, kind ("run" | "trainer" | "model"), objective, meta (JSON), updated."""
-        return self._df("SELECT * FROM runs ORDER BY name")
+        return self._select("runs", TABLES["runs"], order=["name"])
 
     def snapshots(self, run: str | None = None) -> pd.DataFrame:
         """Snapshots known to the store: run, step, tokens_seen, path, info (JSON)."""
-        sql, args = "SELECT * FROM snapshots", []
-        if run is not None:
-            sql, args = sql + " WHERE run=?", [run]
-        return self._df(sql + " ORDER BY run, step", args)
+        return self._select("snapshots", TABLES["snapshots"], {"run": run}, order=["run", "step"])
 
     def probe_sets(self) -> pd.DataFrame:
-        """All probe sets, most recently used first."""
-        return self._df("SELECT * FROM probe_sets ORDER BY used DESC")
+        """All probe sets (the columns of `TABLES["probe_sets"]`), most recently used first."""
+        return self._select("probe_sets", TABLES["probe_sets"], order=["used DESC"])
 
     def metrics(self, metric: str | Sequence[str] | None = None, *, run: str | Sequence[str] | None = None,
                 layer: int | None = None, variant: str | None = None, family: str | None = None,
                 probe_hash: str | None = None) -> pd.DataFrame:
-        """Tidy metric rows (run, step, tokens_seen, layer, metric, variant, value, family) for one probe set."""
-        where, args = ["probe_hash=?"], [self._hash(probe_hash)]
-        for col, val in (("metric", metric), ("run", run)):
-            if isinstance(val, str):
-                where.append(f"{col}=?")
-                args.append(val)
-            elif val is not None:
-                vals = list(val)
-                where.append(f"{col} IN ({','.join('?' * len(vals))})")
-                args.extend(vals)
-        for col, val in (("layer", layer), ("variant", variant), ("family", family)):
-            if val is not None:
-                where.append(f"{col}=?")
-                args.append(val)
-        return self._df("SELECT run, step, tokens_seen, layer, metric, variant, value, family FROM metrics WHERE "
-                        + " AND ".join(where) + " ORDER BY run, metric, variant, layer, step", args)
+        """Tidy metric rows (run, step, tokens_seen, layer, metric, variant, value, family) for one probe set,
+        filtered by the arguments given (a sequence of metrics or runs: any of them)."""
+        where = {"probe_hash": self._hash(probe_hash), "metric": metric, "run": run, "layer": layer,
+                 "variant": variant, "family": family}
+        return self._select("metrics", _METRIC_COLUMNS, where, order=["run", "metric", "variant", "layer", "step"])
 
     def metric_names(self, probe_hash: str | None = None) -> pd.DataFrame:
         """Distinct (family, metric, variant) with their row counts."""
@@ -306,36 +361,36 @@ class Store:
                         "GROUP BY family, metric, variant ORDER BY family, metric, variant", [self._hash(probe_hash)])
 
     def metric_list(self, probe_hash: str | None = None) -> pd.DataFrame:
-        """Distinct (family, metric, variant) under the probe set, sorted, without counting rows: the distinct
-        metrics by a skip scan of the (probe_hash, metric) index, then each metric's families and variants from
-        its own index range (cheaper than `metric_names` on a large store)."""
-        import pandas as pd
-
-        h = self._hash(probe_hash)
+        """Distinct (family, metric, variant) under the probe set, sorted, without counting rows (cheaper than
+        `metric_names` on a large store): through the (probe_hash, metric) index where the file has it — the
+        distinct metrics by a skip scan, then each metric's families and variants from its own index range — else
+        by one scan of the table. Family or variant None where an older store lacks the column."""
         cols = ["family", "metric", "variant"]
-        if h is None:
-            return pd.DataFrame(columns=cols)
-        metrics = [r[0] for r in self.conn.execute(
-            "WITH RECURSIVE m(name) AS (SELECT MIN(metric) FROM metrics WHERE probe_hash=?1 UNION ALL "
-            "SELECT (SELECT MIN(metric) FROM metrics WHERE probe_hash=?1 AND metric > m.name) FROM m "
-            "WHERE m.name IS NOT NULL) SELECT name FROM m WHERE name IS NOT NULL", (h,))]
-        rows = []
-        for metric in metrics:
-            found = self.conn.execute("SELECT DISTINCT family, variant FROM metrics INDEXED BY metrics_by_metric "
-                                      "WHERE probe_hash=? AND metric=?", (h, metric)).fetchall()
-            rows += [(f, metric, v) for f, v in found]
-        return pd.DataFrame(rows, columns=cols).sort_values(cols).reset_index(drop=True)
+        h = self._hash(probe_hash)
+        have = self.columns("metrics")
+        if h is None or not self.has_index("metrics_by_metric") or any(c not in have for c in (*cols, "probe_hash")):
+            df = self._select("metrics", cols, {"probe_hash": h}, distinct=True)
+        else:
+            import pandas as pd
+
+            metrics = [r[0] for r in self.conn.execute(
+                "WITH RECURSIVE m(name) AS (SELECT MIN(metric) FROM metrics WHERE probe_hash=?1 UNION ALL "
+                "SELECT (SELECT MIN(metric) FROM metrics WHERE probe_hash=?1 AND metric > m.name) FROM m "
+                "WHERE m.name IS NOT NULL) SELECT name FROM m WHERE name IS NOT NULL", (h,))]
+            rows = []
+            for metric in metrics:
+                found = self.conn.execute("SELECT DISTINCT family, variant FROM metrics INDEXED BY metrics_by_metric "
+                                          "WHERE probe_hash=? AND metric=?", (h, metric)).fetchall()
+                rows += [(f, metric, v) for f, v in found]
+            df = pd.DataFrame(rows, columns=cols)
+        return df.sort_values(cols).reset_index(drop=True)
 
     def arrays(self, kind: str | None = None, *, run: str | None = None, step: int | None = None,
                probe_hash: str | None = None) -> pd.DataFrame:
         """Array index rows (run, step, kind, family, file, meta); `file` is relative to the store folder."""
-        where, args = ["probe_hash=?"], [self._hash(probe_hash)]
-        for col, val in (("kind", kind), ("run", run), ("step", step)):
-            if val is not None:
-                where.append(f"{col}=?")
-                args.append(val)
-        return self._df("SELECT run, step, kind, family, file, meta FROM arrays WHERE " + " AND ".join(where)
-                        + " ORDER BY run, step, kind", args)
+        where = {"probe_hash": self._hash(probe_hash), "kind": kind, "run": run, "step": step}
+        return self._select("arrays", ["run", "step", "kind", "family", "file", "meta"], where,
+                            order=["run", "step", "kind"])
 
     def load_array(self, file: str) -> dict[str, np.ndarray]:
         """The arrays in `file` (a path from the `arrays` table), loaded into memory."""
@@ -363,13 +418,13 @@ class Store:
 
     def notes(self, probe_hash: str | None = None) -> pd.DataFrame:
         """Notes (run, step, family, note) recorded while measuring, e.g. skipped head metrics."""
-        return self._df("SELECT run, step, family, note FROM notes WHERE probe_hash=? ORDER BY run, step",
-                        [self._hash(probe_hash)])
+        return self._select("notes", ["run", "step", "family", "note"], {"probe_hash": self._hash(probe_hash)},
+                            order=["run", "step"])
 
     def completed(self, probe_hash: str | None = None) -> pd.DataFrame:
         """Finished (run, step, family) units with params, finish time and seconds spent."""
-        return self._df("SELECT run, step, family, params, finished, seconds FROM completed WHERE probe_hash=? "
-                        "ORDER BY run, step, family", [self._hash(probe_hash)])
+        return self._select("completed", ["run", "step", "family", "params", "finished", "seconds"],
+                            {"probe_hash": self._hash(probe_hash)}, order=["run", "step", "family"])
 
 
 class _Tx:
