@@ -118,11 +118,11 @@ def synthetic_ids(docs: list[str], tokenizer, progress: bool = True) -> list[lis
 
 def prepared(cache: str, block: int, corpus: str = "builtin", tokenizer: str = ""):
     """Corpus, tokenizer and packed blocks exactly as `taco.train` builds them."""
-    from taco.corpus import load_corpus
+    from taco.corpus import builtin_cache_dir, load_corpus
     from taco.data import packed_data
     from taco.tokenizer import cached_tokenizer, load_tokenizer, tokenizer_hash
 
-    docs = load_corpus(corpus)
+    docs = load_corpus(corpus, cache_dir=builtin_cache_dir(cache))
     tok = load_tokenizer(tokenizer or cached_tokenizer(docs.train, docs.fingerprint, 8192, cache))
     data = packed_data(docs.train, docs.validation, tok, corpus_fingerprint=docs.fingerprint,
                        tok_hash=tokenizer_hash(tok), block_size=block, cache_dir=cache, progress=False)
@@ -434,12 +434,15 @@ def compare_paths(setup: Setup, steps: int, paths: list[str], parts: set[str], p
 
 
 def main() -> None:
+    from taco.cache import cache_root
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="mini,small", help="Comma-separated presets to measure.")
     p.add_argument("--steps", type=int, default=8, help="Training steps per measurement (2 warm-up steps dropped).")
     p.add_argument("--batch", type=int, default=32, help="Blocks per step (micro-batch).")
     p.add_argument("--block", type=int, default=128, help="Tokens per block.")
-    p.add_argument("--cache", default=str(REPO / "data" / "cache"), help="Data cache shared with taco.train.")
+    p.add_argument("--cache", default=str(cache_root()),
+                   help="Cache root shared with taco.train (default: taco.cache.cache_root()).")
     p.add_argument("--quick", action="store_true", help="mini only, 5 steps.")
     p.add_argument("--parts", default="paths,speed,memory,mfu",
                    help="Which comparisons to run: paths (each TC path against a float64 reference on the device; "

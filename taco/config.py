@@ -69,7 +69,10 @@ class TrainConfig:
     snapshot_log_spaced: bool = _opt(True, "Also snapshot at steps 1, 2, 4, 8, ... below snapshot_every.")
     log_every: int = _opt(10, "Write a log.jsonl row every N steps.")
     eval_blocks: int = _opt(64, "Validation blocks scored at each snapshot.")
-    data_cache: str = _opt("data/cache", "Directory for cached tokenizers and packed token blocks.")
+    data_cache: str = _opt("", "Cache root for the built-in corpus (corpus/builtin/), trained tokenizers "
+                               "(tokenizers/) and packed token blocks (blocks/). Default: $TACO_DYNAMICS_CACHE, else "
+                               "$XDG_CACHE_HOME/taco-dynamics, else ~/.cache/taco-dynamics; the same from any "
+                               "directory.")
     device: str = _opt("auto", "Device: cpu, cuda, cuda:N, mps, or auto (cuda when available, else mps, else "
                                "cpu). Under torchrun each process uses cuda:LOCAL_RANK.")
     precision: str = _opt("fp32", "Compute precision; bf16 autocast is for GPUs.", choices=["fp32", "bf16"])

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from transformers import PreTrainedTokenizerFast
 
+from taco.cache import cache_root
 from taco.errors import TacoError
 
 
@@ -99,11 +100,13 @@ def packed_data(
     corpus_fingerprint: str,
     tok_hash: str,
     block_size: int,
-    cache_dir: str | Path,
+    cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> PackedData:
-    """Packed train/validation blocks, built once per key and memory-mapped afterwards."""
-    directory = Path(cache_dir) / "blocks" / blocks_key(corpus_fingerprint, tok_hash, block_size)
+    """Packed train/validation blocks, built once per key and memory-mapped afterwards, in `blocks/KEY` below
+    `cache_dir` (default: the cache root, `taco.cache.cache_root()`)."""
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    directory = root / "blocks" / blocks_key(corpus_fingerprint, tok_hash, block_size)
     if not (directory / "meta.json").is_file():
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=directory.parent))

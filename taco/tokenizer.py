@@ -13,6 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerFast
 
+from taco.cache import cache_root
 from taco.errors import TacoError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -65,10 +66,12 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     return tok
 
 
-def cached_tokenizer(texts: Iterable[str], corpus_fingerprint: str, vocab_size: int, cache_dir: str | Path) -> Path:
-    """Train (once) and cache a tokenizer keyed by (corpus fingerprint, vocab size); return its directory."""
+def cached_tokenizer(texts: Iterable[str], corpus_fingerprint: str, vocab_size: int,
+                     cache_dir: str | Path | None = None) -> Path:
+    """Train (once) and cache a tokenizer keyed by (corpus fingerprint, vocab size); return its directory,
+    `tokenizers/KEY` below `cache_dir` (default: the cache root, `taco.cache.cache_root()`)."""
     key = hashlib.sha256(f"wordpiece-uncased|{corpus_fingerprint}|{vocab_size}".encode()).hexdigest()[:16]
-    target = Path(cache_dir) / "tokenizers" / key
+    target = Path(cache_dir if cache_dir is not None else cache_root()) / "tokenizers" / key
     if (target / "tokenizer.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -174,7 +174,8 @@ def train(cfg: TrainConfig) -> Path:
     from transformers import BertForMaskedLM, DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
     from transformers.utils import logging as hf_logging
 
-    from taco.corpus import load_corpus
+    from taco.cache import data_cache_dir
+    from taco.corpus import builtin_cache_dir, load_corpus
     from taco.data import BlockSampler, packed_data
     from taco.embeddings import set_up_embeddings
     from taco.presets import build_config
@@ -183,6 +184,7 @@ def train(cfg: TrainConfig) -> Path:
     hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar would interleave with ours
     cfg = cfg.resolved()
     cfg.validate()
+    cache = data_cache_dir(cfg.data_cache)  # "" means the cache root (taco.cache); a file is a TacoError
     info, device = init_distributed(cfg.resolved_device())
     out = Path(cfg.output_dir)
     mode = check_output_dir(out, cfg)
@@ -191,15 +193,15 @@ def train(cfg: TrainConfig) -> Path:
     corpus = tokenizer = data = None
     for turn in (0, 1):
         if (turn == 0) == info.main:
-            corpus = load_corpus(cfg.corpus)
+            corpus = load_corpus(cfg.corpus, cache_dir=builtin_cache_dir(cache))
             if cfg.tokenizer:
                 tok_dir = Path(cfg.tokenizer)
             else:
-                tok_dir = cached_tokenizer(corpus.train, corpus.fingerprint, cfg.vocab_size, cfg.data_cache)
+                tok_dir = cached_tokenizer(corpus.train, corpus.fingerprint, cfg.vocab_size, cache)
             tokenizer = load_tokenizer(tok_dir)
             tok_hash = tokenizer_hash(tokenizer)
             data = packed_data(corpus.train, corpus.validation, tokenizer, corpus_fingerprint=corpus.fingerprint,
-                               tok_hash=tok_hash, block_size=cfg.block_size, cache_dir=cfg.data_cache,
+                               tok_hash=tok_hash, block_size=cfg.block_size, cache_dir=cache,
                                progress=cfg.progress and info.main)
         barrier(info)
     assert corpus is not None and tokenizer is not None and data is not None

