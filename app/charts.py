@@ -95,7 +95,7 @@ def metric_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, titl
 
 def score_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "",
                 y_title: str = "score (%)", height: int = LINE_HEIGHT) -> alt.LayerChart:
-    """Downstream scores (`app.data.downstream_series`) against `x`, a line per run; where a row has a spread
+    """Downstream scores (`app.data.downstream.downstream_series`) against `x`, a line per run; where a row has a spread
     (fine-tuning over 2 or more seeds: `low`, `high` = mean ∓ sample std) a band and an error bar show it."""
     color = alt.Color("run:N", title="run", scale=alt.Scale(domain=sorted(df["run"].dropna().unique())),
                       legend=alt.Legend(symbolOpacity=1))  # solid symbols, not the faint band's
@@ -182,7 +182,7 @@ def distance_lines(df: pd.DataFrame, *, title: str = "", y_title: str = "mean co
 
 def training_curves(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, log_y: bool = False,
                     columns: int = 3) -> alt.FacetChart:
-    """Training curves from `app.data.tidy_log`: a panel per quantity (own y scale), colour = run, dashed =
+    """Training curves from `app.data.frames.tidy_log`: a panel per quantity (own y scale), colour = run, dashed =
     validation. With `log_y`, non-positive values are dropped."""
     if log_y:
         df = df[df["value"] > 0]

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, ui
+from app import charts, ui
+from app.data import frames, store_tables
 from app.definitions import PageDef, describe, distance, is_bin, order_key
 
 
@@ -18,9 +19,9 @@ def render(page: PageDef) -> None:
 
 def _body(page: PageDef, ctx: ui.Context) -> None:
     assert ctx.db is not None
-    catalog = data.metric_catalog(ctx.db, ctx.stamp, ctx.probe_hash)
+    catalog = store_tables.metric_catalog(ctx.db, ctx.stamp, ctx.probe_hash)
     catalog = catalog[catalog["family"].isin(page.families)]
-    all_runs = list(data.store_runs(ctx.db, ctx.stamp, ctx.probe_hash)["run"])
+    all_runs = list(store_tables.store_runs(ctx.db, ctx.stamp, ctx.probe_hash)["run"])
     if catalog.empty:
         st.info(f"This store has no {page.title.lower()} results yet. Measure them with "
                 f"`python -m dynamics.probe RUN_DIR … --metrics {page.families[0]}` (a probe still running adds "
@@ -38,7 +39,7 @@ def _body(page: PageDef, ctx: ui.Context) -> None:
     if not runs:
         st.info("Pick at least one run.")
         return
-    df = data.metric_rows(ctx.db, ctx.stamp, metric, tuple(runs), ctx.probe_hash)
+    df = store_tables.metric_rows(ctx.db, ctx.stamp, metric, tuple(runs), ctx.probe_hash)
     if df.empty:
         st.info(f"No values of {mdef.label} for these runs yet.")
         return
@@ -46,7 +47,7 @@ def _body(page: PageDef, ctx: ui.Context) -> None:
     main = _main_variant(variants, page.key)
     layer = ui.layer_picker(df["layer"].unique(), key=f"{page.key}:layer")
     x = ui.x_field(ctx, df)
-    gaps = data.coverage(df[df["variant"] == main], data.measured(ctx.db, ctx.stamp, ctx.probe_hash),
+    gaps = frames.coverage(df[df["variant"] == main], store_tables.measured(ctx.db, ctx.stamp, ctx.probe_hash),
                          [family_of.get(metric, page.families[0])], runs)
     if gaps:
         st.caption("Missing values — " + "; ".join(gaps) + ".")
@@ -78,7 +79,7 @@ def _body(page: PageDef, ctx: ui.Context) -> None:
                      binned, f"{metric}-bins-layer{layer}", key=f"{page.key}:bins")
     if dists:
         with tabs["By distance"]:
-            curves = data.with_distance(df[df["layer"] == layer])
+            curves = frames.with_distance(df[df["layer"] == layer])
             st.caption("One line per snapshot (colour = step): similarity against the distance between the tokens.")
             ui.chart(charts.distance_lines(curves, title=f"{mdef.label}, layer {layer}"), curves,
                      f"{metric}-distance-layer{layer}", key=f"{page.key}:distance", stretch=False)
@@ -107,7 +108,7 @@ def _difference(page: PageDef, df: pd.DataFrame, runs: list[str], layer: int, x:
     if a == b:
         st.info("Pick two different runs.")
         return
-    diff = data.difference(df, a, b)
+    diff = frames.difference(df, a, b)
     if diff.empty:
         st.info(f"{a} and {b} have no measured step in common.")
         return

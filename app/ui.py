@@ -19,7 +19,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app import data
+from app.data import errors, stamps, store_tables
+from app.data.sources import DEFAULT_DIRS, Sources, discover
 from app.definitions import MetricDef
 
 LOG = logging.getLogger("app")
@@ -41,9 +42,9 @@ or do all of it in one command: `make demo`. To look elsewhere: `streamlit run a
 class Context:
     """What the sidebar selected: the results found, the store and probe set shown, and the x axis."""
 
-    sources: data.Sources
+    sources: Sources
     db: str | None
-    stamp: data.Stamp
+    stamp: stamps.Stamp
     probe_hash: str | None
     x: str
     log_x: bool
@@ -54,15 +55,15 @@ def parse_args(argv: Sequence[str] | None = None) -> list[str]:
     parser = argparse.ArgumentParser(prog="streamlit run app/main.py --", add_help=False)
     parser.add_argument("--runs", nargs="+", metavar="DIR", default=None)
     args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    return list(args.runs) if args.runs else list(data.DEFAULT_DIRS)
+    return list(args.runs) if args.runs else list(DEFAULT_DIRS)
 
 
 @st.cache_data(ttl=LIVE_SECONDS, show_spinner=False)
-def _discover(dirs: tuple[str, ...], cwd: str) -> data.Sources:
-    return data.discover([str(Path(cwd) / d) if not Path(d).is_absolute() else d for d in dirs])
+def _discover(dirs: tuple[str, ...], cwd: str) -> Sources:
+    return discover([str(Path(cwd) / d) if not Path(d).is_absolute() else d for d in dirs])
 
 
-def sources() -> data.Sources:
+def sources() -> Sources:
     """Runs and stores under the directories given on the command line (re-searched every few seconds)."""
     return _discover(tuple(parse_args()), str(Path.cwd()))
 
@@ -83,14 +84,14 @@ def sidebar() -> Context:
     """Render the shared sidebar (store, probe set, x axis, refresh) and remember the choice for the pages."""
     src = sources()
     db = probe_hash = None
-    stamp: data.Stamp = ()
+    stamp: stamps.Stamp = ()
     with st.sidebar:
         if src.stores:
             counts = {d: _run_count(d) for d in src.stores}
             options = sorted(src.stores, key=lambda d: -counts[d])
             db = st.selectbox("Results store", options, key="ctx:store",
                               format_func=lambda d: f"{short(str(Path(d).parent))} ({counts[d]} runs)")
-            stamp = data.stamp(db)
+            stamp = stamps.stamp(db)
             probe_hash = _probe_choice(db, stamp)
         x = st.radio("x axis", list(X_AXES), format_func=X_AXES.get, horizontal=True, key="ctx:x")
         log_x = st.toggle("Log-scale x axis", value=True, key="ctx:log_x")
@@ -115,15 +116,15 @@ def context() -> Context:
 
 def _run_count(db: str) -> int:
     try:
-        return len(data.store_runs(db, data.stamp(db)))
-    except data.DataError:
+        return len(store_tables.store_runs(db, stamps.stamp(db)))
+    except errors.DataError:
         return 0
 
 
-def _probe_choice(db: str, stamp: data.Stamp) -> str | None:
+def _probe_choice(db: str, stamp: stamps.Stamp) -> str | None:
     try:
-        sets = data.probe_sets(db, stamp)
-    except data.DataError:
+        sets = store_tables.probe_sets(db, stamp)
+    except errors.DataError:
         return None
     if len(sets) <= 1:
         return None if sets.empty else str(sets["hash"].iloc[0])
@@ -133,22 +134,22 @@ def _probe_choice(db: str, stamp: data.Stamp) -> str | None:
                         help="Runs are comparable only on one probe set; the most recently used comes first.")
 
 
-def _status(db: str, stamp: data.Stamp, probe_hash: str | None) -> None:
+def _status(db: str, stamp: stamps.Stamp, probe_hash: str | None) -> None:
     """When the store was last written and how many of its snapshots have results (a probe may be running)."""
     age = time.time() - max(stamp[0], stamp[2]) / 1e9
     when = f"{age:.0f} s" if age < 120 else f"{age / 60:.0f} min" if age < 7200 else f"{age / 3600:.0f} h"
     try:
-        runs = data.store_runs(db, stamp, probe_hash)
+        runs = store_tables.store_runs(db, stamp, probe_hash)
         progress = f" {int(runs['measured'].sum())} of {int(runs['snapshots'].sum())} snapshots measured."
-    except data.DataError:
+    except errors.DataError:
         progress = ""
     st.caption(f"Store last written {when} ago.{progress}")
 
 
 @st.fragment(run_every=LIVE_SECONDS)
-def _watch(db: str, seen: data.Stamp) -> None:
+def _watch(db: str, seen: stamps.Stamp) -> None:
     """Rerun the whole app when the store changed since this page was drawn (the probe wrote new results)."""
-    if data.stamp(db) != seen:
+    if stamps.stamp(db) != seen:
         st.rerun(scope="app")
 
 
@@ -178,7 +179,7 @@ def guard(what: str = "this page") -> Iterator[None]:
     """Show a data problem (or any unexpected failure) as a message instead of a traceback."""
     try:
         yield
-    except data.DataError as exc:
+    except errors.DataError as exc:
         st.warning(str(exc), icon=":material/warning:")
     except Exception as exc:  # noqa: BLE001 - a page must never show a traceback
         LOG.exception("while drawing %s", what)
@@ -201,7 +202,7 @@ def store_page(title: str, caption: str, what: str, body: Callable[[Context], No
 def store_run_names(ctx: Context) -> list[str]:
     """The runs of the selected store and probe set; says so on the page when there are none."""
     assert ctx.db is not None
-    runs = list(data.store_runs(ctx.db, ctx.stamp, ctx.probe_hash)["run"])
+    runs = list(store_tables.store_runs(ctx.db, ctx.stamp, ctx.probe_hash)["run"])
     if not runs:
         st.info("This store has no runs yet.")
     return runs
@@ -217,7 +218,7 @@ def show_problems(ctx: Context) -> None:
     """One line when the store lacks tables or columns (an older probe wrote it)."""
     if not ctx.db:
         return
-    problems = data.store_problems(ctx.db, ctx.stamp)
+    problems = store_tables.store_problems(ctx.db, ctx.stamp)
     if problems:
         st.info("This results store comes from an older probe: " + "; ".join(problems)
                 + ". Re-run `python -m dynamics.probe` on its runs for everything.", icon=":material/history:")
@@ -226,7 +227,7 @@ def show_problems(ctx: Context) -> None:
 def show_notes(ctx: Context, families: Sequence[str], runs: Sequence[str], source: str = "the probe") -> None:
     """The notes stored under the context's probe hash for these families and runs (written by `source`), in an
     expander."""
-    df = data.notes(ctx.db, ctx.stamp, ctx.probe_hash)
+    df = store_tables.notes(ctx.db, ctx.stamp, ctx.probe_hash)
     df = df[df["family"].isin(families) & df["run"].isin(runs)]
     if df.empty:
         return

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import charts, data, ui
+from app import charts, ui
+from app.data import store_arrays, store_tables
 from app.definitions import CKA_METRICS, describe
 
 VARIANTS = {"debiased": "debiased (unbiased HSIC)", "biased": "biased"}
@@ -32,7 +33,7 @@ def _body(ctx: ui.Context) -> None:
                 f"`{STEPS_POINTER}` (one pair: `dynamics.metrics.cka.linear_cka`).")
 
     st.subheader("Across snapshots (step × step)")
-    steps = data.cka_steps(ctx.db, ctx.stamp, run, variant, ctx.probe_hash)
+    steps = store_arrays.cka_steps(ctx.db, ctx.stamp, run, variant, ctx.probe_hash)
     if steps.empty:
         st.info(f"No step × step CKA for {run} yet: the probe computes it after measuring all of a run's snapshots.")
     else:
@@ -47,16 +48,16 @@ def _body(ctx: ui.Context) -> None:
                      steps, f"cka-steps-{run}", key="cka:steps-all", stretch=False)
 
     st.subheader("Across layers (layer × layer)")
-    snaps = data.array_steps(ctx.db, ctx.stamp, "cka_layers", run, ctx.probe_hash)
+    snaps = store_arrays.array_steps(ctx.db, ctx.stamp, "cka_layers", run, ctx.probe_hash)
     if not snaps:
         st.info(f"No layer × layer CKA stored for {run} (the geometry family writes it).")
     else:
         step = snaps[0] if len(snaps) == 1 else int(st.select_slider("Snapshot (step)", options=snaps,
                                                                         value=snaps[-1], key=f"cka:step:{run}"))
-        layers = data.cka_layers(ctx.db, ctx.stamp, run, step, variant, ctx.probe_hash)
+        layers = store_arrays.cka_layers(ctx.db, ctx.stamp, run, step, variant, ctx.probe_hash)
         shown = variant
         if layers.empty and variant != "debiased":
-            layers, shown = data.cka_layers(ctx.db, ctx.stamp, run, step, "debiased", ctx.probe_hash), "debiased"
+            layers, shown = store_arrays.cka_layers(ctx.db, ctx.stamp, run, step, "debiased", ctx.probe_hash), "debiased"
             if not layers.empty:
                 st.caption("The probe stores layer × layer CKA debiased only; showing that.")
         if layers.empty:
@@ -71,7 +72,7 @@ def _body(ctx: ui.Context) -> None:
 
 def _summaries(ctx: ui.Context, run: str) -> None:
     assert ctx.db is not None
-    catalog = data.metric_catalog(ctx.db, ctx.stamp, ctx.probe_hash)
+    catalog = store_tables.metric_catalog(ctx.db, ctx.stamp, ctx.probe_hash)
     present = [m for m in CKA_METRICS if m in set(catalog["metric"])]
     if not present:
         return
@@ -79,7 +80,7 @@ def _summaries(ctx: ui.Context, run: str) -> None:
     metric = st.selectbox("Summary", present, format_func=lambda m: describe(m).label, key="cka:summary")
     mdef = describe(metric)
     ui.definition(mdef)
-    df = data.metric_rows(ctx.db, ctx.stamp, metric, (run,), ctx.probe_hash)
+    df = store_tables.metric_rows(ctx.db, ctx.stamp, metric, (run,), ctx.probe_hash)
     df = df[df["variant"] == "all"]
     if df.empty:
         st.info(f"No {mdef.label} for {run} yet.")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import charts, data, ui
+from app import charts, ui
+from app.data import downstream, store_tables
 from app.definitions import (
     DOWNSTREAM_METRICS,
     DOWNSTREAM_MODES,
@@ -30,7 +31,7 @@ def main() -> None:
 
 def _body(ctx: ui.Context) -> None:
     assert ctx.db is not None
-    rows = data.downstream_rows(ctx.db, ctx.stamp)
+    rows = downstream.downstream_rows(ctx.db, ctx.stamp)
     if rows.empty:
         _empty(ctx)
         return
@@ -63,7 +64,7 @@ def _body(ctx: ui.Context) -> None:
     mdef = describe_downstream(name)
     ui.definition(mdef)
 
-    curves = data.downstream_series(rows, mode, task, name, layer)
+    curves = downstream.downstream_series(rows, mode, task, name, layer)
     if curves.empty:
         st.info(f"No {mdef.label.lower()} of {task_label(task)} for these runs.")
     else:
@@ -78,20 +79,20 @@ def _body(ctx: ui.Context) -> None:
                  key=f"{KEY}:chart")
 
     st.subheader("Final scores")
-    final = data.downstream_final(rows, mode, layer)
+    final = downstream.downstream_final(rows, mode, layer)
     where = f", layer {layer}" if layer >= 0 else ""
     st.caption(f"Each run's last evaluated snapshot ({_mode_label(mode).lower()}{where}): every task's headline "
                "score in percent, as mean ± sample std over seeds where there are several.")
-    st.dataframe(data.score_table(final), hide_index=True, key=f"{KEY}:final", width="stretch")
+    st.dataframe(downstream.score_table(final), hide_index=True, key=f"{KEY}:final", width="stretch")
     ui.csv_button(final, f"downstream-final-{mode}", key=f"{KEY}:final")
-    ui.show_notes(dataclasses.replace(ctx, probe_hash=data.DOWNSTREAM), [data.DOWNSTREAM], runs,
+    ui.show_notes(dataclasses.replace(ctx, probe_hash=downstream.DOWNSTREAM), [downstream.DOWNSTREAM], runs,
                   source="the evaluation")
 
 
 def _empty(ctx: ui.Context) -> None:
     """No downstream rows: say so, with the commands that write them into this store."""
     assert ctx.db is not None
-    paths = [ui.short(p) for p in data.store_runs(ctx.db, ctx.stamp, ctx.probe_hash)["path"] if isinstance(p, str)]
+    paths = [ui.short(p) for p in store_tables.store_runs(ctx.db, ctx.stamp, ctx.probe_hash)["path"] if isinstance(p, str)]
     dirs = " ".join(paths) or "RUN_DIR"
     out = ui.short(str(Path(ctx.db).parent))
     st.info("No downstream scores in this store: run `python -m experiments.evaluate RUN --mode linear …` with "

@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, ui
+from app import charts, ui
+from app.data import errors, frames, run_files, runs_table, stamps, store_tables
 
 QUANTITIES = {"loss": "Loss", "mlm_accuracy": "MLM accuracy", "tc_loss": "TC loss", "lr": "Learning rate",
               "tokens_per_s": "Tokens/s", "mlm_loss": "MLM loss", "grad_norm": "Gradient norm"}
@@ -41,7 +42,7 @@ def main() -> None:
     table: pd.DataFrame | None = None
     picked: list[int] = []
     with ui.guard("the runs table"):
-        table = data.runs_table(src)
+        table = runs_table.runs_table(src)
         shown = table.assign(results=table["results"].map(
             lambda p: ui.short(str(Path(p).parent)) if isinstance(p, str) else None))
         st.caption("Select rows to plot only those runs. Runs measured in several stores appear once per store.")
@@ -68,11 +69,15 @@ def _curves(ctx: ui.Context, table: pd.DataFrame, picked: list[int]) -> None:
                 "on the validation blocks at every snapshot (dashed). Written by `taco.train.train`.")
     rows = table.iloc[picked] if picked else table
     logs: dict[str, pd.DataFrame] = {}
+    notes: list[str] = []
     for r in rows.drop_duplicates("path").itertuples(index=False):
-        if not isinstance(r.path, str) or not (Path(r.path) / "log.jsonl").is_file():
+        if not isinstance(r.path, str) or not run_files.has_log(r.path):
             continue
         label = r.run if r.run not in logs else f"{r.run} ({ui.short(r.path)})"
-        logs[label] = data.training_log(r.path, data.run_stamp(r.path))
+        logs[label] = run_files.training_log(r.path, stamps.run_stamp(r.path))
+        notes += run_files.log_notes(r.path, stamps.run_stamp(r.path))
+    if notes:
+        st.caption("Left out of the curves: " + "; ".join(notes) + ".")
     if not logs:
         st.info("No `log.jsonl` found for these runs (runs measured elsewhere, or not in `taco.train`'s format).")
         return
@@ -80,7 +85,7 @@ def _curves(ctx: ui.Context, table: pd.DataFrame, picked: list[int]) -> None:
     quantities = cols[0].multiselect("Quantities", list(QUANTITIES), default=DEFAULT_QUANTITIES,
                                      format_func=QUANTITIES.get, key="overview:quantities")
     log_y = cols[1].toggle("Log-scale y", value=False, key="overview:log_y")
-    frame = data.tidy_log(logs, quantities)
+    frame = frames.tidy_log(logs, quantities)
     if frame.empty:
         st.info("These runs logged none of the chosen quantities yet.")
         return
@@ -98,12 +103,12 @@ def _stores(ctx: ui.Context) -> None:
     st.subheader("Results stores")
     rows = []
     for db in ctx.sources.stores:
-        stamp = data.stamp(db)
+        stamp = stamps.stamp(db)
         try:
-            runs = data.store_runs(db, stamp)
-            sets = data.probe_sets(db, stamp)
-            problems = data.store_problems(db, stamp)
-        except data.DataError as exc:
+            runs = store_tables.store_runs(db, stamp)
+            sets = store_tables.probe_sets(db, stamp)
+            problems = store_tables.store_problems(db, stamp)
+        except errors.DataError as exc:
             rows.append({"store": ui.short(db), "runs": None, "snapshots measured": None, "probe sets": None,
                          "status": str(exc)})
             continue

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, data, ui
+from app import charts, ui
+from app.data import store_arrays
 
 VIEWS = {"h": "h", "e": "e", "g": "g = h − e"}
 COLOUR = {"sequence": "sequence", "freq_bin": "token frequency"}
@@ -32,13 +33,13 @@ def _body(ctx: ui.Context) -> None:
     view = top[1].radio("Vectors", list(VIEWS), format_func=VIEWS.get, horizontal=True, key="tokens:view",
                         help="h: hidden state of a layer; e: embedding-layer output (layer 0); g = h − e: context vector")
     colour = top[2].radio("Colour by", list(COLOUR), format_func=COLOUR.get, horizontal=True, key="tokens:colour")
-    steps = data.array_steps(ctx.db, ctx.stamp, "projection", run, ctx.probe_hash)
+    steps = store_arrays.array_steps(ctx.db, ctx.stamp, "projection", run, ctx.probe_hash)
     if not steps:
         st.info(f"No projections stored for {run} (the geometry family writes them).")
         return
     step = steps[0] if len(steps) == 1 else int(st.select_slider("Snapshot (step)", options=steps, value=steps[-1],
                                                                   key=f"tokens:step:{run}"))
-    points = data.projection(ctx.db, ctx.stamp, run, step, ctx.probe_hash)
+    points = store_arrays.projection(ctx.db, ctx.stamp, run, step, ctx.probe_hash)
     mine = points[points["view"] == view]
     if mine.empty:
         if view == "g":
@@ -72,7 +73,7 @@ def _grid(ctx: ui.Context, run: str, steps: list[int], view: str, layer: int, co
     picks = [steps[int(i)] for i in np.unique(np.linspace(0, len(steps) - 1, GRID_STEPS).round().astype(int))]
     parts = []
     for s in picks:
-        p = data.projection(ctx.db, ctx.stamp, run, s, ctx.probe_hash)
+        p = store_arrays.projection(ctx.db, ctx.stamp, run, s, ctx.probe_hash)
         p = p[(p["view"] == view) & (p["layer"] == layer) & p["point"].isin(points)]
         parts.append(p.assign(step=s))
     frame = pd.concat(parts, ignore_index=True)

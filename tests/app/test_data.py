@@ -1,5 +1,5 @@
-"""Unit tests of `app.data`: finding results, reading stores (current, older, broken, being written) and run
-directories, and the pure transforms the pages use."""
+"""Unit tests of the `app.data` modules: finding results, reading stores (current, older, broken, being written)
+and run directories (damaged logs too), and the pure transforms the pages use."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import data
+from app.data import errors, frames, run_files, runs_table, sources, stamps, store_arrays, store_tables
 from tests.app.synthetic import PROBE_HASH, TOKENS_PER_STEP, specs, value_of, write_store
 
 STEPS = [0, 1, 2, 4, 8, 16]
@@ -23,69 +23,69 @@ def db(synthetic_root: Path) -> str:
     return str(synthetic_root / "dynamics" / "results.sqlite")
 
 
-def _stamp(db: str) -> data.Stamp:
-    return data.stamp(db)
+def _stamp(db: str) -> stamps.Stamp:
+    return stamps.stamp(db)
 
 
 # ---------------------------------------------------------------------------------------------------- finding
 
 def test_discover_finds_runs_and_stores_but_not_inside_snapshots(synthetic_root: Path, tmp_path: Path) -> None:
-    src = data.discover([synthetic_root, tmp_path / "absent"])
+    src = sources.discover([synthetic_root, tmp_path / "absent"])
     assert [Path(r).name for r in src.runs] == ["mlm-syn", "taco-syn"]
     assert src.stores == (str((synthetic_root / "dynamics" / "results.sqlite").resolve()),)
     assert src.missing == (str(tmp_path / "absent"),) and not src.empty
 
 
 def test_discover_a_store_alone_brings_its_run_directories(synthetic_root: Path) -> None:
-    src = data.discover([synthetic_root / "dynamics" / "results.sqlite"])
+    src = sources.discover([synthetic_root / "dynamics" / "results.sqlite"])
     assert len(src.stores) == 1 and [Path(r).name for r in src.runs] == ["mlm-syn", "taco-syn"]
 
 
 def test_discover_empty_and_depth(tmp_path: Path) -> None:
-    assert data.discover([tmp_path]).empty
+    assert sources.discover([tmp_path]).empty
     deep = tmp_path / "a" / "b" / "c" / "d" / "e" / "run"
     deep.mkdir(parents=True)
     (deep / "run.json").write_text("{}")
-    assert data.discover([tmp_path]).empty  # deeper than MAX_DEPTH
-    assert data.discover([tmp_path / "a" / "b"]).runs == (str(deep.resolve()),)
+    assert sources.discover([tmp_path]).empty  # deeper than MAX_DEPTH
+    assert sources.discover([tmp_path / "a" / "b"]).runs == (str(deep.resolve()),)
 
 
 def test_stamp_changes_when_the_probe_writes(tmp_path: Path) -> None:
     db = write_store(tmp_path, steps=[0, 1], n_metrics=3, projection_tokens=0)
-    before = data.stamp(db)
-    assert data.stamp(tmp_path / "nothing.sqlite") == (0, 0, 0, 0)
+    before = stamps.stamp(db)
+    assert stamps.stamp(tmp_path / "nothing.sqlite") == (0, 0, 0, 0)
     from dynamics import store as dstore
 
     with dstore.open(db) as s:
         s.write_family(run="mlm-syn", step=2, tokens_seen=2 * TOKENS_PER_STEP, family="geometry",
                        probe_hash=PROBE_HASH, params="x", result=dstore.FamilyResult([(0, "anisotropy", "all", 0.5)],
                                                                                   {}, []))
-        assert data.stamp(db) != before  # read while the writer is still open (WAL)
+        assert stamps.stamp(db) != before  # read while the writer is still open (WAL)
 
 
 # ---------------------------------------------------------------------------------------------- store loaders
 
 def test_metric_rows_hold_the_written_values(db: str) -> None:
-    df = data.metric_rows(db, _stamp(db), "anisotropy")
+    df = store_tables.metric_rows(db, _stamp(db), "anisotropy")
     index = [s.metric for s in specs(40, 3)].index("anisotropy")
     assert list(df.columns) == ["run", "step", "tokens_seen", "layer", "variant", "value"]
     assert len(df) == 2 * len(STEPS) * 3
     row = df[(df["run"] == "taco-syn") & (df["step"] == 8) & (df["layer"] == 2)].iloc[0]
     assert row["value"] == pytest.approx(value_of(1, 8, 2, index))
     assert row["tokens_seen"] == 8 * TOKENS_PER_STEP
-    only = data.metric_rows(db, _stamp(db), "anisotropy", ("mlm-syn",))
+    only = store_tables.metric_rows(db, _stamp(db), "anisotropy", ("mlm-syn",))
     assert set(only["run"]) == {"mlm-syn"}
-    assert data.metric_rows(db, _stamp(db), "no_such_metric").empty
+    assert store_tables.metric_rows(db, _stamp(db), "no_such_metric").empty
 
 
 def test_metric_catalog_lists_families_metrics_and_variants(db: str) -> None:
-    cat = data.metric_catalog(db, _stamp(db))
+    cat = store_tables.metric_catalog(db, _stamp(db))
     expected = {(s.family, s.metric, v) for s in specs(40, 3) for v in s.variants}
     assert set(map(tuple, cat[["family", "metric", "variant"]].to_numpy())) == expected
 
 
 def test_store_runs_counts_snapshots_and_results(db: str) -> None:
-    runs = data.store_runs(db, _stamp(db))
+    runs = store_tables.store_runs(db, _stamp(db))
     assert list(runs["run"]) == ["mlm-syn", "taco-syn"]
     assert list(runs["snapshots"]) == [6, 6] and list(runs["measured"]) == [6, 6]
     assert list(runs["objective"]) == ["mlm", "taco"] and list(runs["preset"]) == ["mini", "mini"]
@@ -93,29 +93,29 @@ def test_store_runs_counts_snapshots_and_results(db: str) -> None:
 
 
 def test_probe_sets_notes_and_measured(db: str) -> None:
-    assert data.probe_sets(db, _stamp(db))["hash"].tolist() == [PROBE_HASH]
-    notes = data.notes(db, _stamp(db))
+    assert store_tables.probe_sets(db, _stamp(db))["hash"].tolist() == [PROBE_HASH]
+    notes = store_tables.notes(db, _stamp(db))
     assert set(notes["family"]) == {"cka_steps"} and notes["step"].tolist() == [-1, -1]
-    done = data.measured(db, _stamp(db))
+    done = store_tables.measured(db, _stamp(db))
     assert set(done["family"]) == {"anchors", "drift", "context", "geometry", "cka_steps"}
 
 
 def test_cka_arrays_as_tidy_frames(db: str) -> None:
-    steps = data.cka_steps(db, _stamp(db), "mlm-syn")
+    steps = store_arrays.cka_steps(db, _stamp(db), "mlm-syn")
     assert len(steps) == 3 * len(STEPS) ** 2
     cell = steps[(steps["layer"] == 1) & (steps["step_a"] == 0) & (steps["step_b"] == 16)]
     assert cell["value"].iloc[0] == pytest.approx(1 - 0.01 * 5 * 2)
     assert cell["tokens_b"].iloc[0] == 16 * TOKENS_PER_STEP
-    assert data.cka_layers(db, _stamp(db), "mlm-syn", 4, "biased").empty  # the probe stores it debiased only
-    layers = data.cka_layers(db, _stamp(db), "mlm-syn", 4)
+    assert store_arrays.cka_layers(db, _stamp(db), "mlm-syn", 4, "biased").empty  # the probe stores it debiased only
+    layers = store_arrays.cka_layers(db, _stamp(db), "mlm-syn", 4)
     mat = layers.pivot(index="layer_a", columns="layer_b", values="value").to_numpy()
     assert mat.shape == (3, 3) and np.allclose(mat, mat.T) and np.allclose(np.diag(mat), 1)
-    assert data.cka_layers(db, _stamp(db), "mlm-syn", 3).empty  # no snapshot at step 3
-    assert data.array_steps(db, _stamp(db), "cka_layers", "taco-syn") == STEPS
+    assert store_arrays.cka_layers(db, _stamp(db), "mlm-syn", 3).empty  # no snapshot at step 3
+    assert store_arrays.array_steps(db, _stamp(db), "cka_layers", "taco-syn") == STEPS
 
 
 def test_projection_has_h_e_and_g(db: str) -> None:
-    p = data.projection(db, _stamp(db), "taco-syn", 2)
+    p = store_arrays.projection(db, _stamp(db), "taco-syn", 2)
     counts = p.groupby("view")["layer"].agg(lambda s: sorted(set(s))).to_dict()
     assert counts == {"e": [0], "g": [1, 2], "h": [0, 1, 2]}
     assert len(p[(p["view"] == "h") & (p["layer"] == 1)]) == 60
@@ -123,7 +123,7 @@ def test_projection_has_h_e_and_g(db: str) -> None:
     g = p[(p["view"] == "g") & (p["layer"] == 1)]["x"].to_numpy()
     h = p[(p["view"] == "h") & (p["layer"] == 1)]["x"].to_numpy()
     assert np.allclose(g, 0.5 * h, atol=1e-6)
-    assert data.projection(db, _stamp(db), "taco-syn", 5).empty
+    assert store_arrays.projection(db, _stamp(db), "taco-syn", 5).empty
 
 
 # -------------------------------------------------------------------------------- older, broken, being written
@@ -144,47 +144,62 @@ def _older_copy(db: str, tmp_path: Path) -> str:
 
 def test_older_store_is_read_with_what_it_has(db: str, tmp_path: Path) -> None:
     old = _older_copy(db, tmp_path)
-    st = data.stamp(old)
-    problems = data.store_problems(old, st)
+    st = stamps.stamp(old)
+    problems = store_tables.store_problems(old, st)
     assert any("`arrays`" in p for p in problems) and any("`family`" in p for p in problems)
-    cat = data.metric_catalog(old, st)
+    cat = store_tables.metric_catalog(old, st)
     assert set(cat[cat["metric"] == "anisotropy"]["family"]) == {"geometry"}  # inferred from the name
-    assert len(data.metric_rows(old, st, "anisotropy")) == 2 * len(STEPS) * 3
-    assert data.cka_steps(old, st, "mlm-syn").empty and data.projection(old, st, "mlm-syn", 0).empty
-    assert data.notes(old, st).empty and data.measured(old, st).empty
-    runs = data.store_runs(old, st)
+    assert len(store_tables.metric_rows(old, st, "anisotropy")) == 2 * len(STEPS) * 3
+    assert store_arrays.cka_steps(old, st, "mlm-syn").empty and store_arrays.projection(old, st, "mlm-syn", 0).empty
+    assert store_tables.notes(old, st).empty and store_tables.measured(old, st).empty
+    runs = store_tables.store_runs(old, st)
     assert list(runs["measured"]) == [0, 0] and list(runs["snapshots"]) == [6, 6]
+
+
+def test_store_without_the_metric_index_draws_the_same_catalog(db: str, tmp_path: Path) -> None:
+    """A store lacking `metrics_by_metric` (the catalogue used to fail with "no such index", so no charts) gives
+    the same catalogue and rows, read by `dynamics.store` without the index."""
+    root = tmp_path / "noindex"
+    shutil.copytree(Path(db).parent, root)
+    with sqlite3.connect(root / "results.sqlite") as conn:
+        conn.executescript("PRAGMA wal_checkpoint(TRUNCATE); DROP INDEX metrics_by_metric;")
+    new = str(root / "results.sqlite")
+    pd.testing.assert_frame_equal(store_tables.metric_catalog(new, stamps.stamp(new)),
+                                  store_tables.metric_catalog(db, stamps.stamp(db)))
+    pd.testing.assert_frame_equal(store_tables.metric_rows(new, stamps.stamp(new), "anisotropy"),
+                                  store_tables.metric_rows(db, stamps.stamp(db), "anisotropy"))
+    assert not store_tables.store_problems(new, stamps.stamp(new))  # an index is not a missing table or column
 
 
 def test_store_without_probe_sets_reads_every_row(db: str, tmp_path: Path) -> None:
     old = _older_copy(db, tmp_path)
     with sqlite3.connect(old) as conn:
         conn.execute("DROP TABLE probe_sets")
-    st = data.stamp(old)
-    assert len(data.metric_rows(old, st, "anisotropy")) == 2 * len(STEPS) * 3
-    assert "anisotropy" in set(data.metric_catalog(old, st)["metric"])
+    st = stamps.stamp(old)
+    assert len(store_tables.metric_rows(old, st, "anisotropy")) == 2 * len(STEPS) * 3
+    assert "anisotropy" in set(store_tables.metric_catalog(old, st)["metric"])
 
 
 def test_broken_or_missing_store_raises_data_error(tmp_path: Path) -> None:
     bad = tmp_path / "results.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(data.DataError, match="results.sqlite"):
-        data.metric_rows(str(bad), data.stamp(bad), "anisotropy")
-    with pytest.raises(data.DataError, match="no results store"):
-        data.probe_sets(str(tmp_path / "gone.sqlite"), (1, 2, 3, 4))
+    with pytest.raises(errors.DataError, match="results.sqlite"):
+        store_tables.metric_rows(str(bad), stamps.stamp(bad), "anisotropy")
+    with pytest.raises(errors.DataError, match="no results store"):
+        store_tables.probe_sets(str(tmp_path / "gone.sqlite"), (1, 2, 3, 4))
 
 
 def test_new_rows_appear_while_the_probe_is_writing(tmp_path: Path) -> None:
     from dynamics import store as dstore
 
     db = str(write_store(tmp_path, steps=[0, 1], n_metrics=20, projection_tokens=0))
-    first = data.metric_rows(db, data.stamp(db), "anisotropy")
+    first = store_tables.metric_rows(db, stamps.stamp(db), "anisotropy")
     assert sorted(first["step"].unique()) == [0, 1]
     with dstore.open(db) as writer:
         writer.write_family(run="mlm-syn", step=2, tokens_seen=2 * TOKENS_PER_STEP, family="geometry",
                             probe_hash=PROBE_HASH, params="x",
                             result=dstore.FamilyResult([(0, "anisotropy", "all", 0.75)], {}, []))
-        again = data.metric_rows(db, data.stamp(db), "anisotropy")
+        again = store_tables.metric_rows(db, stamps.stamp(db), "anisotropy")
     assert sorted(again["step"].unique()) == [0, 1, 2]
     assert again[again["step"] == 2]["value"].tolist() == [0.75]
 
@@ -196,23 +211,48 @@ def test_training_log_reads_rows_and_skips_a_partial_line(synthetic_root: Path, 
     shutil.copytree(synthetic_root / "taco-syn", run)
     with open(run / "log.jsonl", "a") as f:
         f.write('{"step": 99, "loss": 1.')  # the trainer is in the middle of writing this line
-    log = data.training_log(str(run), data.run_stamp(run))
+    log = run_files.training_log(str(run), stamps.run_stamp(run))
     assert set(log["split"]) == {"train", "validation"} and log["step"].max() == 16
     val = log[log["split"] == "validation"]
     assert sorted(val["step"]) == STEPS and val["lr"].isna().all() and val["tc_loss"].notna().all()
-    assert data.training_log(str(tmp_path / "nothing"), (0,)).empty
-    assert data.run_snapshot_steps(str(run), data.run_stamp(run)) == STEPS
+    assert run_files.training_log(str(tmp_path / "nothing"), (0,)).empty
+    assert run_files.run_snapshot_steps(str(run), stamps.run_stamp(run)) == STEPS
+
+
+def test_damaged_log_still_gives_the_runs_table(synthetic_root: Path, tmp_path: Path) -> None:
+    """A binary line in log.jsonl (it used to replace the Runs table by a UnicodeDecodeError) and non-finite
+    numbers (an OverflowError) are left out, with notes the page shows."""
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_root / "taco-syn", run)
+    clean = run_files.training_log(str(synthetic_root / "taco-syn"), stamps.run_stamp(synthetic_root / "taco-syn"))
+    with open(run / "log.jsonl", "ab") as f:
+        f.write(b"\x00\xff\xfe garbage \x80\n")
+        f.write(b'{"step": 17, "tokens_seen": Infinity, "loss": NaN, "lr": 1e999}\n')
+        f.write(b'{"step": Infinity, "loss": 1.0}\n')
+    st_ = stamps.run_stamp(run)
+    log = run_files.training_log(str(run), st_)
+    assert len(log) == len(clean) + 1 and log["step"].max() == 17
+    last = log[log["step"] == 17].iloc[0]
+    assert pd.isna(last["tokens_seen"]) and pd.isna(last["loss"]) and pd.isna(last["lr"])
+    notes = run_files.log_notes(str(run), st_)
+    assert len(notes) == 3 and all(str(run / "log.jsonl") in n for n in notes)
+    assert any("not UTF-8" in n for n in notes) and any("non-finite" in n for n in notes)
+    assert run_files.log_notes(str(synthetic_root / "taco-syn"), stamps.run_stamp(synthetic_root / "taco-syn")) == []
+    table = runs_table.runs_table(sources.discover([run]))
+    row = table.iloc[0]
+    assert row["run"] == "run" and row["steps"] == 17 and row["tokens_seen"] == 16 * TOKENS_PER_STEP
+    assert row["train_loss"] == pytest.approx(clean[clean["split"] == "train"]["loss"].iloc[-1])
 
 
 def test_runs_table_joins_stores_and_run_directories(synthetic_root: Path, tmp_path: Path) -> None:
     orphan = tmp_path / "orphan"
     shutil.copytree(synthetic_root / "mlm-syn", orphan)
     (orphan / "run.json").write_text(json.dumps({"objective": "mlm", "preset": "tiny"}))
-    table = data.runs_table(data.discover([synthetic_root, orphan]))
-    assert list(table.columns) == data.RUN_TABLE_COLUMNS
+    table = runs_table.runs_table(sources.discover([synthetic_root, orphan]))
+    assert list(table.columns) == runs_table.RUN_TABLE_COLUMNS
     assert list(table["run"]) == ["mlm-syn", "taco-syn", "orphan"]
     taco = table.iloc[1]
-    log = data.training_log(str(synthetic_root / "taco-syn"), data.run_stamp(synthetic_root / "taco-syn"))
+    log = run_files.training_log(str(synthetic_root / "taco-syn"), stamps.run_stamp(synthetic_root / "taco-syn"))
     assert taco["steps"] == 16 and taco["snapshots"] == 6 and taco["tokens_seen"] == 16 * TOKENS_PER_STEP
     assert taco["train_loss"] == pytest.approx(log[log["split"] == "train"]["loss"].iloc[-1])
     assert taco["val_loss"] == pytest.approx(log[log["split"] == "validation"]["loss"].iloc[-1])
@@ -226,31 +266,31 @@ def test_runs_table_joins_stores_and_run_directories(synthetic_root: Path, tmp_p
 def test_tidy_log_and_thin() -> None:
     log = pd.DataFrame({"step": range(1, 5001), "tokens_seen": range(0, 50000, 10), "split": "train",
                         "loss": np.linspace(9, 3, 5000), "lr": 1e-3, "tc_loss": np.nan})
-    long = data.tidy_log({"a": log}, ["loss", "lr", "tc_loss"], max_points=1000)
+    long = frames.tidy_log({"a": log}, ["loss", "lr", "tc_loss"], max_points=1000)
     assert set(long["quantity"]) == {"loss", "lr"}  # tc_loss never logged
     per = long.groupby("quantity").size()
     assert (per <= 1001).all() and (per >= 900).all()
     loss = long[long["quantity"] == "loss"]
     assert loss["step"].iloc[0] == 1 and loss["step"].iloc[-1] == 5000
-    assert data.tidy_log({}, ["loss"]).empty
+    assert frames.tidy_log({}, ["loss"]).empty
 
 
 def test_difference_uses_common_steps() -> None:
     df = pd.DataFrame({"run": ["a"] * 3 + ["b"] * 2, "step": [0, 1, 2, 0, 2], "tokens_seen": [0, 1, 2, 0, 2],
                        "layer": 0, "variant": "all", "value": [1.0, 2.0, 4.0, 0.5, 1.0]})
-    diff = data.difference(df, "a", "b")
+    diff = frames.difference(df, "a", "b")
     assert diff["step"].tolist() == [0, 2] and diff["value"].tolist() == [0.5, 3.0]
-    assert data.difference(df, "b", "a")["value"].tolist() == [-0.5, -3.0]
+    assert frames.difference(df, "b", "a")["value"].tolist() == [-0.5, -3.0]
 
 
 def test_coverage_names_the_missing_snapshots() -> None:
     df = pd.DataFrame({"run": ["a", "a", "b"], "step": [0, 2, 0], "value": [1.0, np.nan, 1.0]})
     done = pd.DataFrame({"run": ["a"] * 3 + ["b"], "step": [0, 1, 2, 0], "family": "geometry"})
-    gaps = data.coverage(df, done, ["geometry"], ["a", "b", "c"])
+    gaps = frames.coverage(df, done, ["geometry"], ["a", "b", "c"])
     assert gaps == ["a: no value at 2 of 3 measured snapshots (steps 1, 2)", "c: not measured for this metric yet"]
 
 
 def test_with_distance() -> None:
     df = pd.DataFrame({"variant": ["all", "d001", "d016"], "value": [1.0, 2.0, 3.0]})
-    out = data.with_distance(df)
+    out = frames.with_distance(df)
     assert out["distance"].tolist() == [1, 16] and out["value"].tolist() == [2.0, 3.0]

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import charts, data
+from app import charts
 from app import definitions as d
+from app.data import downstream, stamps, store_tables
 from tests.app.helpers import assert_clean, texts
 from tests.app.helpers import charts as drawn
 from tests.app.synthetic import SEEDS, TOKENS_PER_STEP, downstream_value, write_downstream, write_store
@@ -40,7 +41,7 @@ def db(root: Path) -> str:
 
 @pytest.fixture(scope="module")
 def rows(db: str) -> pd.DataFrame:
-    return data.downstream_rows(db, data.stamp(db))
+    return downstream.downstream_rows(db, stamps.stamp(db))
 
 
 def _mean(values: list[float]) -> float:
@@ -55,7 +56,7 @@ def _ft_score(run_index: int, step: int, task: str, names: tuple[str, ...]) -> f
 # -------------------------------------------------------------------------------------------------------- data
 
 def test_rows_are_the_stored_downstream_rows_split(rows: pd.DataFrame) -> None:
-    assert list(rows.columns) == data.DOWNSTREAM_COLUMNS
+    assert list(rows.columns) == downstream.DOWNSTREAM_COLUMNS
     assert set(rows["run"]) == set(RUNS) and set(rows["mode"]) == {"linear", "finetune"}
     assert set(rows["task"]) == {"sst2", "mrpc", "rotten_tomatoes", "glue"}
     assert set(rows[rows["task"] == "mrpc"]["name"]) == {"accuracy", "f1", "score"}
@@ -74,17 +75,17 @@ def test_rows_are_the_stored_downstream_rows_split(rows: pd.DataFrame) -> None:
 
 
 def test_rows_ignore_the_probe_and_the_probe_ignores_them(db: str, rows: pd.DataFrame) -> None:
-    catalog = data.metric_catalog(db, data.stamp(db))
+    catalog = store_tables.metric_catalog(db, stamps.stamp(db))
     assert "downstream" not in set(catalog["family"]) and not any("/" in m for m in catalog["metric"])
     assert not set(rows["name"]) & set(catalog["metric"])  # no probe metric read as a downstream one
 
 
 def test_no_rows_in_a_store_without_downstream_scores(synthetic_root: Path) -> None:
     db = str(synthetic_root / "dynamics" / "results.sqlite")
-    empty = data.downstream_rows(db, data.stamp(db))
-    assert empty.empty and list(empty.columns) == data.DOWNSTREAM_COLUMNS
-    assert data.downstream_series(empty, "linear", "sst2", "score", 2).empty
-    assert data.score_table(data.downstream_final(empty, "linear", 2)).columns.tolist() == ["run", "step"]
+    empty = downstream.downstream_rows(db, stamps.stamp(db))
+    assert empty.empty and list(empty.columns) == downstream.DOWNSTREAM_COLUMNS
+    assert downstream.downstream_series(empty, "linear", "sst2", "score", 2).empty
+    assert downstream.score_table(downstream.downstream_final(empty, "linear", 2)).columns.tolist() == ["run", "step"]
 
 
 def test_rows_of_an_older_store_without_the_family_column(db: str, rows: pd.DataFrame, tmp_path: Path) -> None:
@@ -92,20 +93,20 @@ def test_rows_of_an_older_store_without_the_family_column(db: str, rows: pd.Data
     shutil.copy(db, old)
     with sqlite3.connect(old) as conn:
         conn.executescript("DROP INDEX metrics_by_family; ALTER TABLE metrics DROP COLUMN family;")
-    again = data.downstream_rows(str(old), data.stamp(old))
+    again = downstream.downstream_rows(str(old), stamps.stamp(old))
     pd.testing.assert_frame_equal(again, rows)
 
 
 def test_rows_follow_the_store_when_the_evaluation_writes(tmp_path: Path) -> None:
     db = write_store(tmp_path, steps=[0, 4], n_metrics=3, projection_tokens=0)
-    assert data.downstream_rows(str(db), data.stamp(db)).empty
+    assert downstream.downstream_rows(str(db), stamps.stamp(db)).empty
     write_downstream(db, finetune_steps=lambda run, steps: [])
-    got = data.downstream_rows(str(db), data.stamp(db))
+    got = downstream.downstream_rows(str(db), stamps.stamp(db))
     assert set(got["mode"]) == {"linear"} and sorted(got["step"].unique()) == [0, 4]
 
 
 def test_series_is_the_mean_with_the_seeds_spread(rows: pd.DataFrame) -> None:
-    ft = data.downstream_series(rows, "finetune", "mrpc", "score", -1)
+    ft = downstream.downstream_series(rows, "finetune", "mrpc", "score", -1)
     assert list(ft.columns) == ["run", "step", "tokens_seen", "value", "std", "low", "high", "seeds"]
     assert ft[["run", "step"]].values.tolist() == [["mlm-syn", 8], ["mlm-syn", 16], ["taco-syn", 8], ["taco-syn", 16]]
     expect = [_ft_score(r, s, "mrpc", ("accuracy", "f1")) for r in (0, 1) for s in (8, 16)]
@@ -113,16 +114,16 @@ def test_series_is_the_mean_with_the_seeds_spread(rows: pd.DataFrame) -> None:
     assert ft["std"].tolist() == pytest.approx([0.5] * 4) and (ft["seeds"] == 3).all()
     assert (ft["low"] == ft["value"] - ft["std"]).all() and (ft["high"] == ft["value"] + ft["std"]).all()
     assert ft["tokens_seen"].tolist() == [s * TOKENS_PER_STEP for s in (8, 16, 8, 16)]
-    lin = data.downstream_series(rows, "linear", "sst2", "accuracy", 2)
+    lin = downstream.downstream_series(rows, "linear", "sst2", "accuracy", 2)
     assert len(lin) == 2 * len(STEPS) and lin["std"].isna().all() and lin["low"].isna().all()
     assert (lin["seeds"] == 0).all()
     assert lin[lin["run"] == "taco-syn"]["value"].tolist() == pytest.approx(
         [downstream_value(1, s, "sst2", "accuracy", layer=2) for s in STEPS])
-    assert data.downstream_series(rows, "linear", "sst2", "accuracy", 1)["value"].tolist() != lin["value"].tolist()
+    assert downstream.downstream_series(rows, "linear", "sst2", "accuracy", 1)["value"].tolist() != lin["value"].tolist()
 
 
 def test_final_scores_and_their_table(rows: pd.DataFrame) -> None:
-    final = data.downstream_final(rows, "finetune", -1)
+    final = downstream.downstream_final(rows, "finetune", -1)
     assert set(final["step"]) == {16} and (final["std"] == 0.5).all()
     assert final[final["run"] == "mlm-syn"]["task"].tolist() == ["sst2", "mrpc", "rotten_tomatoes", "glue"]
     sst2 = _ft_score(0, 16, "sst2", ("accuracy",))
@@ -130,18 +131,18 @@ def test_final_scores_and_their_table(rows: pd.DataFrame) -> None:
     got = final.set_index(["run", "task"])
     assert got.loc[("mlm-syn", "sst2"), "value"] == pytest.approx(sst2)
     assert got.loc[("mlm-syn", "glue"), "value"] == pytest.approx((sst2 + mrpc) / 2)  # the average covers GLUE tasks
-    table = data.score_table(final)
+    table = downstream.score_table(final)
     assert table.columns.tolist() == ["run", "step", "SST-2", "MRPC", "Rotten Tomatoes", "GLUE average"]
     assert table["run"].tolist() == RUNS and table["step"].tolist() == [16, 16]
     assert table.loc[0, "SST-2"] == f"{sst2:.1f} ± 0.5" and table.loc[0, "MRPC"] == f"{mrpc:.1f} ± 0.5"
-    linear = data.score_table(data.downstream_final(rows, "linear", 1))
+    linear = downstream.score_table(downstream.downstream_final(rows, "linear", 1))
     assert linear.loc[1, "SST-2"] == f"{downstream_value(1, 16, 'sst2', 'accuracy', layer=1):.1f}"  # no std
 
 
 def test_table_of_runs_evaluated_at_different_steps_and_tasks() -> None:
     final = pd.DataFrame({"run": ["a", "a", "b"], "step": [8, 8, 4], "task": ["sst2", "glue", "cola"],
                           "value": [81.25, 70.0, float("nan")], "std": [0.5, float("nan"), float("nan")]})
-    table = data.score_table(final, digits=2)
+    table = downstream.score_table(final, digits=2)
     assert table.columns.tolist() == ["run", "step", "CoLA", "SST-2", "GLUE average"]
     cells = [[None if pd.isna(v) else v for v in row] for row in table.values.tolist()]
     assert cells == [["a", 8, None, "81.25 ± 0.50", "70.00"], ["b", 4, None, None, None]]
@@ -155,7 +156,7 @@ def _layers(spec: dict) -> list[dict]:
 
 @pytest.mark.parametrize(("x", "log_x"), [("step", True), ("tokens_seen", False)])
 def test_score_lines_encode_runs_and_the_spread(rows: pd.DataFrame, x: str, log_x: bool) -> None:
-    df = data.downstream_series(rows, "finetune", "sst2", "score", -1)
+    df = downstream.downstream_series(rows, "finetune", "sst2", "score", -1)
     spec = charts.score_lines(df, x=x, log_x=log_x, title="SST-2", y_title="Score (%)").to_dict()
     assert spec["title"] == "SST-2"
     line, band, bars, points = _layers(spec)
@@ -174,7 +175,7 @@ def test_score_lines_encode_runs_and_the_spread(rows: pd.DataFrame, x: str, log_
 
 
 def test_score_lines_without_a_spread(rows: pd.DataFrame) -> None:
-    df = data.downstream_series(rows, "linear", "glue", "average", 2)
+    df = downstream.downstream_series(rows, "linear", "glue", "average", 2)
     spec = charts.score_lines(df).to_dict()
     values = next(iter(spec["datasets"].values()))
     assert len(values) == 2 * len(STEPS) and all(v["low"] is None for v in values)
@@ -186,7 +187,7 @@ def test_definitions_of_downstream_metrics_and_tasks() -> None:
     from experiments import results, scoring
     from experiments.tasks import GLUE_AVERAGE_TASKS, TASKS
 
-    assert data.DOWNSTREAM == results.FAMILY == results.PROBE_HASH
+    assert downstream.DOWNSTREAM == results.FAMILY == results.PROBE_HASH
     for name, m in d.DOWNSTREAM_METRICS.items():
         module, _, attr = m.pointer.rpartition(".")
         try:

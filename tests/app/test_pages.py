@@ -53,11 +53,11 @@ def test_overview_lists_runs_results_and_runs_without_results(make_app, probed_r
 
 
 def test_every_stored_metric_has_a_definition(probed_root: Path) -> None:
-    from app import data
+    from app.data import stamps, store_tables
     from app.definitions import METRICS
 
     db = str(probed_root / "dynamics" / "results.sqlite")
-    assert set(data.metric_catalog(db, data.stamp(db))["metric"]) <= set(METRICS)
+    assert set(store_tables.metric_catalog(db, stamps.stamp(db))["metric"]) <= set(METRICS)
 
 
 def test_metric_and_layer_selectors_change_the_chart(make_app, probed_root: Path) -> None:

@@ -1,0 +1,138 @@
+"""Cached loaders of a results store's tables: what an older store lacks, probe sets, runs, the metric catalogue,
+one metric's rows, measured snapshots and notes (each keyed on the store's path and `stamp`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app.data.stamps import Stamp
+from app.data.store_open import open_store
+from app.definitions import family_of
+
+# What the app reads from each table; a store lacking any of these was written by an older (or other) probe.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "runs": ("name", "path", "kind", "objective", "meta"),
+    "snapshots": ("run", "step", "tokens_seen"),
+    "probe_sets": ("hash", "source", "n_blocks", "n_tokens", "used"),
+    "metrics": ("run", "step", "tokens_seen", "layer", "metric", "variant", "value", "family", "probe_hash"),
+    "arrays": ("run", "step", "kind", "probe_hash", "family", "file"),
+    "completed": ("run", "step", "family", "probe_hash"),
+    "notes": ("run", "step", "probe_hash", "family", "note"),
+}
+_LOST = {"runs": "run names and paths", "snapshots": "the snapshot list", "probe_sets": "the probe set",
+         "metrics": "all metric curves", "arrays": "CKA heatmaps and token projections",
+         "completed": "progress (measured snapshots)", "notes": "notes"}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def store_problems(db: str, stamp: Stamp) -> list[str]:
+    """What an older (or foreign) store lacks, in words: missing tables and columns and what they cost."""
+    with open_store(db) as s:
+        out = []
+        for table, cols in REQUIRED.items():
+            have = s.columns(table)
+            if not have:
+                out.append(f"no `{table}` table, so no {_LOST[table]}")
+            elif missing := [c for c in cols if c not in have]:
+                out.append(f"table `{table}` lacks {', '.join(f'`{c}`' for c in missing)}")
+        return out
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def probe_sets(db: str, stamp: Stamp) -> pd.DataFrame:
+    """The store's probe sets, most recently used first: hash, source, n_blocks, n_tokens, used."""
+    with open_store(db) as s:
+        return s.probe_sets()[["hash", "source", "n_blocks", "n_tokens", "used"]]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def store_runs(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataFrame:
+    """One row per run of the store: run, path, kind, objective, preset, snapshots (known), measured (snapshots
+    with results under the probe set), last_step, last_tokens, probe_hash."""
+    with open_store(db) as s:
+        runs = s.runs()
+        snaps = s.snapshots()
+        h = probe_hash or s.latest_probe_hash()
+        done = s.completed(h)
+    names = sorted(set(runs["name"].dropna()) | set(snaps["run"].dropna()) | set(done["run"].dropna()))
+    rows = []
+    for name in names:
+        info = runs[runs["name"] == name]
+        meta = _json(info["meta"].iloc[0]) if len(info) else {}
+        sn = snaps[snaps["run"] == name].sort_values("step")
+        measured = done[(done["run"] == name) & (done["step"] >= 0)]["step"].nunique()
+        rows.append({
+            "run": name,
+            "path": info["path"].iloc[0] if len(info) else None,
+            "kind": info["kind"].iloc[0] if len(info) else None,
+            "objective": (info["objective"].iloc[0] if len(info) else None) or meta.get("objective"),
+            "preset": meta.get("preset"),
+            "snapshots": len(sn),
+            "measured": int(measured),
+            "last_step": int(sn["step"].iloc[-1]) if len(sn) else None,
+            "last_tokens": _int_or_none(sn["tokens_seen"].iloc[-1]) if len(sn) else None,
+            "probe_hash": h if measured else None,
+        })
+    return pd.DataFrame(rows, columns=["run", "path", "kind", "objective", "preset", "snapshots", "measured",
+                                       "last_step", "last_tokens", "probe_hash"])
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def metric_catalog(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataFrame:
+    """Distinct (family, metric, variant) stored under the probe set (`Store.metric_list`); where an older store
+    has no family the metric's registered family, else "unknown"; no variant reads as "all"."""
+    cols = ["family", "metric", "variant"]
+    with open_store(db) as s:
+        df = s.metric_list(probe_hash)
+    df["family"] = df["family"].fillna(df["metric"].map(family_of)).fillna("unknown")
+    df["variant"] = df["variant"].fillna("all")
+    return df[cols].drop_duplicates().sort_values(cols).reset_index(drop=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def metric_rows(db: str, stamp: Stamp, metric: str, runs: tuple[str, ...] | None = None,
+                probe_hash: str | None = None) -> pd.DataFrame:
+    """Tidy rows of one metric: run, step, tokens_seen, layer, variant, value (NaN where undefined)."""
+    with open_store(db) as s:
+        df = s.metrics(metric, run=None if runs is None else list(runs), probe_hash=probe_hash)
+    df = df[df["metric"] == metric] if len(df) else df
+    out = df[["run", "step", "tokens_seen", "layer", "variant", "value"]].copy()
+    out["variant"] = out["variant"].fillna("all")
+    out["value"] = pd.to_numeric(out["value"], errors="coerce").astype(float)
+    out["tokens_seen"] = pd.to_numeric(out["tokens_seen"], errors="coerce")
+    return out.sort_values(["run", "variant", "layer", "step"]).reset_index(drop=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def measured(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataFrame:
+    """Finished (run, step, family) units under the probe set (step −1 marks run-level families)."""
+    with open_store(db) as s:
+        return s.completed(probe_hash)[["run", "step", "family"]]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def notes(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataFrame:
+    """Notes recorded while measuring: run, step, family, note."""
+    with open_store(db) as s:
+        return s.notes(probe_hash)[["run", "step", "family", "note"]]
+
+
+def _json(text: Any) -> dict[str, Any]:
+    if isinstance(text, dict):
+        return text
+    try:
+        value = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return None if value is None or pd.isna(value) else int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
