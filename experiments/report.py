@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dynamics.run_dir import RunDir, RunDirError
 from experiments.errors import EvalError
 from experiments.paper import PAPER_AVERAGE, PAPER_SPEEDUP, PAPER_STEPS, PAPER_TACO_CURVE, PAPER_TASKS
 from experiments.spec import Experiment
@@ -81,17 +82,6 @@ def _last(s: pd.Series) -> float:
 
 # ------------------------------------------------------------------------------------------------ gathering
 
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill
-    return rows
-
-
 def gather_run(run_dir: Path, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Tidy rows and the settings of one run directory (nothing when it has not been trained)."""
     import dynamics.store as dstore
@@ -99,17 +89,20 @@ def gather_run(run_dir: Path, name: str) -> tuple[list[dict[str, Any]], dict[str
 
     rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {}
-    run_json = run_dir / "run.json"
-    if not run_json.is_file():
+    run = RunDir(run_dir)
+    if not run.is_run():
         return rows, info
-    meta = json.loads(run_json.read_text())
+    try:
+        meta = run.config
+    except RunDirError as exc:
+        raise EvalError(str(exc)) from None
     info["config"] = meta.get("config", {})
     info["layers"] = int(meta.get("model_config", {}).get("num_hidden_layers", 0))
     info["global_batch_tokens"] = meta.get("global_batch_tokens")
     exp_json = run_dir / "experiment.json"
     if exp_json.is_file():
         info["stages"] = json.loads(exp_json.read_text()).get("stages", {})
-    for r in _read_log(run_dir / "log.jsonl"):
+    for r in run.log().rows:  # lines cut by a kill or unreadable are left out; non-finite values read as None
         if r.get("split") == "validation":
             for key in ("mlm_loss", "tc_loss", "mlm_accuracy"):
                 if r.get(key) is not None:

@@ -76,16 +76,16 @@ def final_step(exp: Experiment, name: str, max_steps: int | None = None) -> int:
 
 def train_run(exp: Experiment, name: str, device: str, progress: bool, max_steps: int | None = None) -> bool:
     """Train (or resume, or skip when finished) one run; True when anything was trained."""
-    from taco.snapshots import snapshot_dir
+    from dynamics.run_dir import RunDir
     from taco.train import train
 
     cfg = _train_config(exp, name, device, progress, max_steps)
-    out = Path(cfg.output_dir)
-    if (out / "run.json").is_file() and (snapshot_dir(out, cfg.max_steps) / "model.safetensors").is_file():
+    run = RunDir(cfg.output_dir)
+    if run.is_run() and (run.snapshot_path(cfg.max_steps) / "model.safetensors").is_file():
         return False
-    if (out / "state").is_dir():
+    if run.state_dir.is_dir():
         cfg.resume = True
-    elif (out / "run.json").is_file():
+    elif run.is_run():
         cfg.overwrite = True  # started but killed before its first state save: nothing to keep
     train(cfg)
     return True

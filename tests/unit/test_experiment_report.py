@@ -19,6 +19,7 @@ from experiments.report import (
     COLUMNS,
     Results,
     Speedup,
+    gather_run,
     paired_difference,
     paired_runs,
     pooled_speedup,
@@ -177,3 +178,22 @@ def test_report_without_runs_or_curves_names_the_command(tmp_path: Path) -> None
     exp = load(REPO / "experiments" / "configs" / "mlm_vs_taco.yaml", runs_dir=tmp_path / "runs")
     with pytest.raises(EvalError, match=r"no trained runs under .* run `python -m experiments.run "):
         write_report(exp, tmp_path / "results")
+
+
+def test_gather_run_reads_a_damaged_log_and_names_a_broken_run_json(tmp_path: Path) -> None:
+    """`log.jsonl` with a binary line, a non-finite value and a line cut by a kill gives the readable rows (read
+    through `dynamics.run_dir`); an unreadable run.json is an EvalError naming it."""
+    run = tmp_path / "mlm"
+    run.mkdir()
+    (run / "run.json").write_text('{"config": {"seed": 1}, "model_config": {"num_hidden_layers": 2}}')
+    (run / "log.jsonl").write_bytes(
+        b'{"step": 10, "split": "validation", "mlm_loss": 5.0, "tc_loss": NaN}\n\xff\xfe\x00\n'
+        b'{"step": 20, "split": "validation", "mlm_loss": 4.0, "mlm_accuracy": 0.25}\n{"step": 30, "split": "val')
+    rows, info = gather_run(run, "mlm")
+    assert info["config"] == {"seed": 1} and info["layers"] == 2
+    assert [(r["step"], r["metric"], r["value"]) for r in rows] == [
+        (10, "val_mlm_loss", 5.0), (20, "val_mlm_loss", 4.0), (20, "val_mlm_accuracy", 0.25)]
+    assert gather_run(tmp_path / "absent", "x") == ([], {})
+    (run / "run.json").write_text("{cut")
+    with pytest.raises(EvalError, match="run.json"):
+        gather_run(run, "mlm")
