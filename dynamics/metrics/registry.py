@@ -158,8 +158,9 @@ def load() -> dict[str, Metric]:
     return REGISTRY
 
 
-def _family_order(name: str) -> int:
-    return FAMILIES.index(REGISTRY[name].family)
+def _family_order(name: str) -> tuple[int, int]:
+    """By family, then per-layer metrics before those of layer pairs and series (then as registered)."""
+    return FAMILIES.index(REGISTRY[name].family), SCOPES.index(REGISTRY[name].scope)
 
 
 def metrics(family: str | None = None, scope: str | None = None) -> list[Metric]:
@@ -185,6 +186,3 @@ def markdown_table() -> str:
                      f"`{m.pointer}` |")
     return "\n".join(lines) + "\n"
 
-
-if __name__ == "__main__":  # python -m dynamics.metrics.registry > table.md: the README's table
-    print(markdown_table(), end="")

@@ -17,7 +17,7 @@ EXPECT = {
     "anchors": ["Anchors", "Anchor similarity (word embedding), layer 2", "mlm-tiny", "taco-tiny",
                 "dynamics.metrics.anchors.anchor_similarity"],
     "context": ["Context alignment", "Context alignment, same sequence, layer 2",
-                "dynamics.metrics.context.same_vs_other_cosine"],
+                "dynamics.metrics.context.same_sequence_cosine"],
     "geometry": ["Geometry", "Anisotropy, layer 2", "dynamics.metrics.geometry.anisotropy"],
     "cka": ["CKA", "mlm-tiny: layer 2, step × step (debiased)", "mlm-tiny: step 4, layer × layer (debiased)"],
     "tokens": ["Token explorer", "mlm-tiny: h at layer 2, step 4"],

@@ -56,4 +56,4 @@ def test_readme_table_is_generated_from_the_registry() -> None:
     text = (REPO / "README.md").read_text(encoding="utf-8")
     found = re.search(r"<!-- metrics-table:start -->\n(.*?)<!-- metrics-table:end -->", text, re.S)
     assert found, "README.md lost its metrics-table markers"
-    assert found.group(1) == registry.markdown_table(), "regenerate it: python -m dynamics.metrics.registry"
+    assert found.group(1) == registry.markdown_table(), "regenerate it: python -m dynamics.metrics"
