@@ -115,7 +115,21 @@ class TrainConfig:
             raise TacoError(f"--mlm-probability must be in (0, 1) (got {self.mlm_probability})")
         if self.resume and self.overwrite:
             raise TacoError("--resume and --overwrite contradict each other; pass one")
-        self.model_overrides_dict()
+        for name in ("lr", "adam_eps"):
+            if not getattr(self, name) > 0:
+                raise TacoError(f"--{name.replace('_', '-')} must be > 0 (got {getattr(self, name)})")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise TacoError(f"--{name.replace('_', '-')} must be in [0, 1) (got {getattr(self, name)}); "
+                                "try 0.9 / 0.98")
+        for name in ("weight_decay", "max_grad_norm", "tc_weight"):
+            if not getattr(self, name) >= 0:
+                raise TacoError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(self, name)})")
+        if self.eval_blocks < 1:
+            raise TacoError(f"--eval-blocks must be >= 1 (got {self.eval_blocks})")
+        from taco.presets import build_config
+
+        build_config(self.preset, self.vocab_size, overrides=self.model_overrides_dict())  # overrides checked
         self.resolved_device()
 
     def resolved_device(self) -> str:

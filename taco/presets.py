@@ -17,6 +17,11 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 
 
+POSITIVE_INTS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                 "max_position_embeddings", "vocab_size", "type_vocab_size")
+PROBABILITIES = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
 def build_config(
     preset: str,
     vocab_size: int,
@@ -35,8 +40,17 @@ def build_config(
     for key, value in (overrides or {}).items():
         if not hasattr(BertConfig(), key):
             raise TacoError(f"model override {key!r} is not a BertConfig field; check --model-overrides")
+        if key in POSITIVE_INTS and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise TacoError(f"model override {key}={value!r}: must be a whole number >= 1; fix --model-overrides")
+        if key in PROBABILITIES and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                     or not 0 <= value < 1):
+            raise TacoError(f"model override {key}={value!r}: must be a number in [0, 1); fix --model-overrides")
         fields[key] = value
-    config = BertConfig(**fields)
+    try:
+        config = BertConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        raise TacoError(f"--model-overrides: BertConfig rejects them ({str(exc).splitlines()[0]}); fix the "
+                        "values") from None
     if config.hidden_size % config.num_attention_heads:
         raise TacoError(
             f"hidden_size {config.hidden_size} is not divisible by num_attention_heads "

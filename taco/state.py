@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from taco.errors import TacoError
 from taco.snapshots import replace_dir
 
 STATE_FILE = "training_state.pt"
@@ -47,4 +48,11 @@ def load_state(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / "state" / STATE_FILE
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails in many ways inside torch.load
+        raise TacoError(f"--resume: {path} cannot be read ({type(exc).__name__}: it is truncated or not a taco "
+                        "state); start again with --overwrite, or restore the file") from None
+    if not isinstance(state, dict) or not {"step", "model", "optimizer", "scheduler"} <= set(state):
+        raise TacoError(f"--resume: {path} is not a taco training state; start again with --overwrite")
+    return state

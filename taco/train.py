@@ -96,22 +96,62 @@ def check_output_dir(out: Path, cfg: TrainConfig) -> str:
     if cfg.resume:
         if not has_run:
             raise TacoError(f"--resume: {out} holds no run (no run.json); drop --resume to start one")
-        saved = json.loads((out / "run.json").read_text())["config"]
+        saved = read_run_json(out).get("config")
+        if not isinstance(saved, dict):
+            raise TacoError(f"--resume: {out}/run.json holds no config; it is not a taco run, use another "
+                            "--output-dir")
         now = dataclasses.asdict(cfg)
         defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # for fields newer than the run
-        diff = [k for k in now if k not in TrainConfig.RUNTIME_ONLY and k != "max_steps"
+        # the run's own folder may be spelled differently (relative, moved): it is not part of the trajectory
+        diff = [k for k in now if k not in TrainConfig.RUNTIME_ONLY and k not in ("max_steps", "output_dir")
                 and saved.get(k, defaults[k]) != now[k]]
         if diff:
             raise TacoError(f"--resume: {out} was trained with different {', '.join(diff)}; "
                             "pass the same options or use another --output-dir")
         return "resume"
     if has_run:
-        run = json.loads((out / "run.json").read_text())
+        run = read_run_json(out)
         raise TacoError(f"--output-dir {out} already holds a run ({run.get('objective')}, {run.get('preset')}); "
                         "pass --resume to continue it, --overwrite to replace it, or another --output-dir")
     if non_empty:
         raise TacoError(f"--output-dir {out} is not empty; choose an empty or new directory")
     return "fresh"
+
+
+def check_corpus(corpus: Any, cfg: TrainConfig) -> None:
+    """Both splits hold text (a corpus of a few words, or one whose split leaves a side empty, fails here with
+    the fix instead of deep inside tokenisation). Nothing has been written yet."""
+    for split in ("train", "validation"):
+        docs = getattr(corpus, split)
+        if not any(d.strip() for d in docs):
+            raise TacoError(f"--corpus {cfg.corpus}: the {split} split has no text ({len(corpus.train)} train and "
+                            f"{len(corpus.validation)} validation documents); give more documents (the "
+                            "validation split is drawn from them by document), or a directory with train.jsonl "
+                            "and validation.jsonl")
+
+
+def check_blocks(data: Any, cfg: TrainConfig, world: int) -> None:
+    """Enough packed blocks for one batch on every process and one validation block, before a run directory
+    exists (so a corpus that is too small leaves no half-made run behind)."""
+    need = cfg.batch_size * world
+    if len(data.train) < need:
+        raise TacoError(f"--corpus {cfg.corpus}: {len(data.train)} training block(s) of {cfg.block_size} tokens, "
+                        f"but one batch needs {need}; use a larger corpus, or lower --batch-size or --block-size")
+    if len(data.validation) < 1:
+        raise TacoError(f"--corpus {cfg.corpus}: the validation split gives no block of {cfg.block_size} tokens; "
+                        "use a larger corpus or a lower --block-size")
+
+
+def read_run_json(out: Path) -> dict:
+    """`out/run.json` as a mapping; `TacoError` when it is not valid JSON (truncated, edited, not ours)."""
+    try:
+        run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise TacoError(f"{out}/run.json is not valid JSON; the run cannot be resumed or replaced safely: "
+                        "restore it, or use another --output-dir") from None
+    if not isinstance(run, dict):
+        raise TacoError(f"{out}/run.json is not a taco run (not a JSON object); use another --output-dir")
+    return run
 
 
 def package_versions() -> dict[str, str]:
@@ -194,6 +234,7 @@ def train(cfg: TrainConfig) -> Path:
     for turn in (0, 1):
         if (turn == 0) == info.main:
             corpus = load_corpus(cfg.corpus, cache_dir=builtin_cache_dir(cache))
+            check_corpus(corpus, cfg)
             if cfg.tokenizer:
                 tok_dir = Path(cfg.tokenizer)
             else:
@@ -205,6 +246,7 @@ def train(cfg: TrainConfig) -> Path:
                                progress=cfg.progress and info.main)
         barrier(info)
     assert corpus is not None and tokenizer is not None and data is not None
+    check_blocks(data, cfg, info.world)
 
     model_config = build_config(cfg.preset, len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                 overrides=cfg.model_overrides_dict())
@@ -212,8 +254,8 @@ def train(cfg: TrainConfig) -> Path:
         raise TacoError(f"--block-size {cfg.block_size} exceeds max_position_embeddings "
                         f"{model_config.max_position_embeddings}; lower --block-size")
     if mode == "resume":
-        saved = json.loads((out / "run.json").read_text())
-        if saved["tokenizer"]["hash"] != tok_hash:
+        saved = read_run_json(out)
+        if saved.get("tokenizer", {}).get("hash") != tok_hash:
             raise TacoError(f"--resume: the tokenizer differs from the one {out} was trained with; "
                             f"pass --tokenizer {out / 'tokenizer'}")
 
@@ -234,7 +276,7 @@ def train(cfg: TrainConfig) -> Path:
         if state is None:
             raise TacoError(f"--resume: {out}/state is missing (killed before its first save); "
                             "start again with --overwrite")
-        if state["config_digest"] != digest:
+        if state.get("config_digest") != digest:
             raise TacoError(f"--resume: {out}/state was written under a different configuration; use --overwrite")
         mlm_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
