@@ -12,3 +12,7 @@ from taco.errors import UsageError
 class ProbeError(UsageError):
     """Bad input (missing or corrupt files, incompatible runs, too little text); the message is one line."""
 
+
+
+class StoreError(UsageError):
+    """A results store that cannot be written where asked (a file in the way, a database that is not ours)."""

@@ -167,9 +167,18 @@ def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: Snapsh
     """Check all input, then measure (see `run`)."""
     series_list = discover_all(dirs)
     selected = _selection(series_list, cfg)
-    # the final snapshot is read for anchor drift even when not selected: check its files too
-    checked = {s.name: sorted({*selected[s.name], s.final}, key=lambda x: x.step) for s in series_list}
-    validate(series_list, checked)
+    validate(series_list, selected)
+    # The final snapshot is read for anchor drift even when not selected: when it is unreadable and left out with
+    # --steps, the other families are still measured and drift is skipped with a note.
+    no_drift: dict[str, str] = {}
+    for s in series_list:
+        if s.final not in selected[s.name]:
+            try:
+                validate([s], {s.name: [s.final]})
+            except ProbeError as exc:
+                no_drift[s.name] = f"anchor drift not measured for {s.name}: its final snapshot is unreadable ({exc})"
+    out = output_dir(cfg, series_list)
+    st.check_ours(st.resolve(out))  # a file in the way, or a database that is not ours: refuse before any work
     first = series_list[0]
     tok = load_tokenizer(first.tokenizer_path)
     probe = build_probe(first, tok, cfg)
@@ -178,12 +187,13 @@ def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: Snapsh
         _check_positions({first.name: first.snapshots[:1]}, probe.block_size)
 
     device = resolved_device(cfg)
-    out = output_dir(cfg, series_list)
 
     # ---- nothing above writes; from here on the store is opened and results are added
     store = st.open(out)
     try:
         run = _start(store, series_list, tok, probe, cfg, device)
+        run.no_drift = no_drift
+        run.summary.notes += list(no_drift.values())
         _measure_all(run, series_list, selected, on_snapshot)
         return _finish(run, series_list)
     finally:
@@ -201,6 +211,7 @@ class ProbeRun:
     device: str
     summary: ProbeSummary
     done: dict[tuple[str, int, str], str]  # (run, step, family) → params of what the store already holds
+    no_drift: dict[str, str] = field(default_factory=dict)  # run → why its anchor drift cannot be measured
 
 
 @dataclass
@@ -264,11 +275,12 @@ def _measure_all(run: ProbeRun, series_list: list[Series], selected: dict[str, l
     try:
         for series in series_list:
             state = SeriesState(series, _family_params(series, run.cfg))
+            families = [f for f in wanted if not (f == "drift" and series.name in run.no_drift)]
             for snap in selected[series.name]:
                 bar.set_description(f"{series.name} step {snap.step}")
-                needed = [f for f in wanted
+                needed = [f for f in families
                           if run.cfg.force or run.done.get((series.name, snap.step, f)) != state.params[f]]
-                run.summary.reused += [(series.name, snap.step, f) for f in wanted if f not in needed]
+                run.summary.reused += [(series.name, snap.step, f) for f in families if f not in needed]
                 if needed:
                     _measure_snapshot(run, state, snap, needed)
                 bar.update(1)

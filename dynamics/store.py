@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dynamics.errors import StoreError
 from dynamics.probe_set import save_npz
 
 if TYPE_CHECKING:
@@ -117,6 +118,45 @@ def resolve(path: str | Path) -> Path:
     return p / DB_NAME
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_ours(db_path: str | Path) -> None:
+    """Refuse, touching nothing, to write where a results store cannot be: `StoreError` when the store's folder
+    (or a folder above it) is a file, when `results.sqlite` is a directory or not an SQLite database, or when it is
+    an SQLite database that is not one of ours (tables, but no `meta.schema_version`). A new or empty database
+    passes."""
+    path = Path(db_path)
+    for folder in [path.parent, *path.parent.parents]:
+        if folder.exists() and not folder.is_dir():
+            raise StoreError(f"{folder} is a file, not a folder for results; pass another --out")
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise StoreError(f"{path} is not a file; remove it or pass another --out")
+    with path.open("rb") as f:
+        head = f.read(len(SQLITE_HEADER))
+    if not head:
+        return  # an empty file is an empty database
+    if head != SQLITE_HEADER:
+        raise StoreError(f"{path} is not an SQLite database (not a results store); move it away or pass another "
+                         "--out")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            version = (conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                       if "meta" in tables else None)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} cannot be read as a results store ({exc}); move it away or pass another "
+                         "--out") from None
+    if tables and version is None:
+        raise StoreError(f"{path} is an SQLite database but not a taco-dynamics results store (tables: "
+                         f"{', '.join(sorted(tables)[:5])}); refusing to write into it: pass another --out")
+
+
 def open(path: str | Path, readonly: bool = False) -> Store:  # noqa: A001 - the documented API name
     """Open (creating unless `readonly`) the store at `path` (a store folder, its database, or a run folder)."""
     return Store(resolve(path), readonly=readonly)
@@ -135,6 +175,7 @@ class Store:
             self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None,
                                         check_same_thread=False)
         else:
+            check_ours(self.path)
             self.root.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
