@@ -142,7 +142,7 @@ def check_ours(db_path: str | Path) -> None:
         raise StoreError(f"{path} is not an SQLite database (not a results store); move it away or pass another "
                          "--out")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, timeout=30)  # no -wal/-shm files
         try:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             version = (conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
