@@ -3,6 +3,7 @@ snapshots have an array, step × step and layer × layer CKA, and the 2-D token 
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,7 +34,7 @@ def _load(s: dstore.Store, kind: str, run: str, step: int, probe_hash: str | Non
         return None
     try:
         return s.load_array(str(df["file"].iloc[0]))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # truncated .npz files are zip errors
         raise DataError(f"{s.root}: the {kind} array of {run} at step {step} cannot be read ({exc}); the probe may be "
                         "rewriting it, refresh in a moment") from exc
 

@@ -294,3 +294,17 @@ def test_with_distance() -> None:
     df = pd.DataFrame({"variant": ["all", "d001", "d016"], "value": [1.0, 2.0, 3.0]})
     out = frames.with_distance(df)
     assert out["distance"].tolist() == [1, 16] and out["value"].tolist() == [2.0, 3.0]
+
+
+def test_a_truncated_array_file_is_a_readable_message_not_a_zip_error(probed_root: Path, tmp_path: Path) -> None:
+    from dynamics import store as dstore
+
+    root = tmp_path / "copy"
+    shutil.copytree(probed_root, root)
+    db = next(root.rglob("results.sqlite"))
+    with dstore.open(db, readonly=True) as s:
+        row = s.arrays("projection").iloc[0]
+        path = db.parent / row["file"]
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        with pytest.raises(errors.DataError, match="cannot be read"):
+            store_arrays._load(s, "projection", row["run"], int(row["step"]), None)
