@@ -121,7 +121,7 @@ class Parser(HfArgumentParser):
         *outputs, remaining = self.parse_args_into_dataclasses(args=argv, return_remaining_strings=True,
                                                                 look_for_args_file=False)
         if remaining:
-            self.error(f"unrecognised arguments: {' '.join(remaining)}")
+            self.error(f"unrecognized arguments: {' '.join(remaining)}")
         if outputs and isinstance(outputs[-1], argparse.Namespace):
             extra = outputs.pop()
             vars(extra).pop("config", None)

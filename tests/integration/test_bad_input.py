@@ -61,7 +61,7 @@ CASES: list[tuple[str, str, list[str], str]] = [  # (id, program, argv, a fragme
     ("train-preset", "train", ["--preset", "huge"], "invalid choice"),
     ("train-device-gpu", "train", [*TRAIN, "--device", "gpu"], "unknown device"),
     ("train-device-cuda1", "train", [*TRAIN, "--device", "cuda:1"], "--device cuda:1"),
-    ("train-unknown-flag", "train", [*TRAIN, "--learning-rate", "1"], "unrecognised arguments"),
+    ("train-unknown-flag", "train", [*TRAIN, "--learning-rate", "1"], "unrecognized arguments"),
     ("train-resume-overwrite", "train", [*TRAIN, "--resume", "--overwrite"], "contradict"),
     # taco.train: the file system
     ("train-output-file", "train", [*TRAIN, "--output-dir", "{file}"], "is a file"),
@@ -95,7 +95,7 @@ CASES: list[tuple[str, str, list[str], str]] = [  # (id, program, argv, a fragme
     ("probe-text-missing", "probe", ["{run}", "--probe-text", "{missing}"], ""),
     ("probe-config-unknown", "probe", ["{run}", "--config", "{config_unknown}"], "unknown setting"),
     ("probe-truncated", "probe", ["{truncated}"], "truncated"),
-    ("probe-unknown-flag", "probe", ["{run}", "--fast"], "unrecognised arguments"),
+    ("probe-unknown-flag", "probe", ["{run}", "--fast"], "unrecognized arguments"),
     # experiments.evaluate
     ("evaluate-task", "evaluate", ["{run}", "--tasks", "squad"], "squad"),
     ("evaluate-no-glue-dir", "evaluate", ["{run}", "--tasks", "cola", "--max-length", "64"], "glue-dir"),
@@ -117,7 +117,7 @@ CASES: list[tuple[str, str, list[str], str]] = [  # (id, program, argv, a fragme
     ("run-unknown-run", "run", ["{experiment}", "--runs", "nobody"], "nobody"),
     # taco.prepare
     ("prepare-cache-file", "prepare", ["--cache-dir", "{file}"], ""),
-    ("prepare-unknown-flag", "prepare", ["--online"], "unrecognised arguments"),
+    ("prepare-unknown-flag", "prepare", ["--online"], "unrecognized arguments"),
 ]
 
 

@@ -73,7 +73,7 @@ def test_config_file_gives_defaults_that_flags_override(tmp_path: Path) -> None:
     (["--rate", "fast"], "--rate"),
     (["--kind", "z"], "invalid choice"),
     (["--steps", "1,x"], "--steps"),
-    (["--bogus"], "unrecognised arguments: --bogus"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_bad_flags_are_one_line_errors(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert needle in _error(argv, capsys)

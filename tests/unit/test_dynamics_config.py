@@ -89,4 +89,4 @@ def test_bad_config_files_and_flags_are_one_line_usage_errors(tmp_path: Path, ca
     assert "not valid JSON" in _usage_error(["--config", str(f)], capsys)
     assert "cannot read" in _usage_error(["--config", str(tmp_path / "missing.json")], capsys)
     assert "--batch-size" in _usage_error(["--batch-size", "x"], capsys)
-    assert "unrecognised arguments: --bogus" in _usage_error(["--bogus"], capsys)
+    assert "unrecognized arguments: --bogus" in _usage_error(["--bogus"], capsys)
