@@ -6,49 +6,42 @@ flags given on the command line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from dynamics.errors import ProbeError
-from taco.cli import DEVICES, resolve_device
+from taco.cli import DEVICES, option, resolve_device
 from taco.errors import UsageError
 
 FAMILIES = ("anchors", "context", "geometry")
-
-
-def _opt(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **extra})
-    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass
 class ProbeConfig:
     """Everything `dynamics.probe.run` needs besides the directories."""
 
-    out: str | None = _opt(None, "output folder for results.sqlite, arrays/, figures/ and report.md "
+    out: str | None = option(None, "output folder for results.sqlite, arrays/, figures/ and report.md "
                                  "(default: DIR/dynamics for one directory; ./dynamics-results for several)")
-    steps: list[int] | None = _opt(None, "measure only these steps, comma-separated, e.g. 0,100,1000")
-    every: int | None = _opt(None, "measure only steps that are multiples of K (the final snapshot is always kept)")
-    metrics: list[str] = _opt(list(FAMILIES), "metric families, comma-separated: anchors,context,geometry")
-    device: str = _opt("cpu", f"where the snapshots run: {DEVICES} (cuda when available, else mps, else cpu)")
-    batch_size: int = _opt(16, "probe blocks per forward pass")
-    max_tokens: int | None = _opt(None, "cap on the probe set's size in tokens (whole blocks are kept)")
-    probe_text: str | None = _opt(None, "measure on this UTF-8 text file (documents split at blank lines) instead "
+    steps: list[int] | None = option(None, "measure only these steps, comma-separated, e.g. 0,100,1000")
+    every: int | None = option(None, "measure only steps that are multiples of K (the final snapshot is always kept)")
+    metrics: list[str] = option(list(FAMILIES), "metric families, comma-separated: anchors,context,geometry")
+    device: str = option("cpu", f"where the snapshots run: {DEVICES} (cuda when available, else mps, else cpu)")
+    batch_size: int = option(16, "probe blocks per forward pass")
+    max_tokens: int | None = option(None, "cap on the probe set's size in tokens (whole blocks are kept)")
+    probe_text: str | None = option(None, "measure on this UTF-8 text file (documents split at blank lines) instead "
                                         "of the run's validation blocks; required when run.json names none")
-    probe_blocks: int = _opt(64, "number of probe blocks drawn (seeded) from the validation split or the text")
-    block_size: int | None = _opt(None, "block length for --probe-text (default: the run's block_size, else 128)")
-    seed: int = _opt(0, "seed for the probe set (blocks, masked positions, token samples) and TC-loss draws")
-    force: bool = _opt(False, "recompute results that are already stored")
-    figures: bool = _opt(True, "write figures/*.png")
-    progress: bool = _opt(True, "show a progress bar")
-    window: int = _opt(5, "odd window W for within-window context alignment and the TC loss")
-    tc_negatives: int = _opt(50, "negatives per anchor for the probe-set TC loss")
-    tc_temperature: float = _opt(0.07, "temperature for the probe-set TC loss")
-    max_distance: int = _opt(8, "largest distance for the context cosine-by-distance curve")
-    cka_tokens: int = _opt(1024, "tokens kept per layer and snapshot for CKA across layers and snapshots")
-    projection_tokens: int = _opt(2000, "tokens in the fixed sample projected to 2-D for the app")
-    neighbour_tokens: int = _opt(2048, "seeded subsample for the neighbour- and pair-based estimators (TwoNN, "
+    probe_blocks: int = option(64, "number of probe blocks drawn (seeded) from the validation split or the text")
+    block_size: int | None = option(None, "block length for --probe-text (default: the run's block_size, else 128)")
+    seed: int = option(0, "seed for the probe set (blocks, masked positions, token samples) and TC-loss draws")
+    force: bool = option(False, "recompute results that are already stored")
+    figures: bool = option(True, "write figures/*.png")
+    progress: bool = option(True, "show a progress bar")
+    window: int = option(5, "odd window W for within-window context alignment and the TC loss")
+    tc_negatives: int = option(50, "negatives per anchor for the probe-set TC loss")
+    tc_temperature: float = option(0.07, "temperature for the probe-set TC loss")
+    max_distance: int = option(8, "largest distance for the context cosine-by-distance curve")
+    cka_tokens: int = option(1024, "tokens kept per layer and snapshot for CKA across layers and snapshots")
+    projection_tokens: int = option(2000, "tokens in the fixed sample projected to 2-D for the app")
+    neighbour_tokens: int = option(2048, "seeded subsample for the neighbour- and pair-based estimators (TwoNN, "
                                        "uniformity)")
 
     def validate(self) -> ProbeConfig:

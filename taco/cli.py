@@ -33,6 +33,17 @@ from taco.errors import UsageError
 DEVICES = "cpu, cuda, cuda:N, mps or auto"
 
 
+def option(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002 - argparse's name
+    """A dataclass field with its `--help` text (and e.g. `choices`); list and dict defaults are copied per
+    instance."""
+    if isinstance(default, (list, tuple, dict)):
+        value = default
+
+        return dataclasses.field(default_factory=lambda: type(value)(value) if isinstance(value, dict)
+                                 else list(value), metadata={"help": help, **extra})
+    return dataclasses.field(default=default, metadata={"help": help, **extra})
+
+
 def comma_list(inner: Callable[[str], Any]) -> Callable[[Any], list[Any]]:
     """A converter of "a,b,c" (or an already split list, as YAML gives it) to a list of `inner` values."""
 

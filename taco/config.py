@@ -4,82 +4,78 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from taco.cli import Parser, resolve_device
+from taco.cli import Parser, option, resolve_device
 from taco.errors import TacoError, UsageError
 from taco.presets import PRESETS
-
-
-def _opt(default: Any, help: str, **extra: Any) -> Any:
-    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass
 class TrainConfig:
     """Everything a run depends on. Saved resolved into `run.json`."""
 
-    output_dir: str = _opt("", "Run directory. Default: runs/<objective>-<preset>.")
-    objective: str = _opt("mlm", "Pre-training objective: mlm, or taco (MLM + lambda * token-alignment loss).",
+    output_dir: str = option("", "Run directory. Default: runs/<objective>-<preset>.")
+    objective: str = option("mlm", "Pre-training objective: mlm, or taco (MLM + lambda * token-alignment loss).",
                           choices=["mlm", "taco"])
-    preset: str = _opt("mini", "Model size preset.", choices=list(PRESETS))
-    model_overrides: str = _opt("", "JSON object of BertConfig fields that override the preset, "
+    preset: str = option("mini", "Model size preset.", choices=list(PRESETS))
+    model_overrides: str = option("", "JSON object of BertConfig fields that override the preset, "
                                     "e.g. '{\"hidden_dropout_prob\": 0.0}'.")
-    corpus: str = _opt("builtin", "Training text: 'builtin' (prepared from package registries), a .txt file, "
+    corpus: str = option("builtin", "Training text: 'builtin' (prepared from package registries), a .txt file, "
                                   "a directory of .txt, a .jsonl with a 'text' field, or a saved datasets dataset.")
-    tokenizer: str = _opt("", "Path to a saved Hugging Face fast tokenizer. Default: train a WordPiece "
+    tokenizer: str = option("", "Path to a saved Hugging Face fast tokenizer. Default: train a WordPiece "
                               "tokenizer on the training split (cached).")
-    vocab_size: int = _opt(8192, "Vocabulary size of a newly trained tokenizer.")
-    block_size: int = _opt(128, "Tokens per training block, [CLS] and [SEP] included.")
-    batch_size: int = _opt(32, "Blocks per micro-batch on each process.")
-    grad_accum: int = _opt(1, "Micro-batches accumulated per optimizer step.")
-    max_steps: int = _opt(300, "Optimizer steps to train.")
-    lr: float = _opt(5e-4, "Peak learning rate of AdamW.")
-    warmup_fraction: float = _opt(0.06, "Fraction of max_steps spent in linear warm-up before linear decay to 0.")
-    warmup_steps: int = _opt(0, "Linear warm-up steps; when > 0 it overrides --warmup-fraction (the released "
+    vocab_size: int = option(8192, "Vocabulary size of a newly trained tokenizer.")
+    block_size: int = option(128, "Tokens per training block, [CLS] and [SEP] included.")
+    batch_size: int = option(32, "Blocks per micro-batch on each process.")
+    grad_accum: int = option(1, "Micro-batches accumulated per optimizer step.")
+    max_steps: int = option(300, "Optimizer steps to train.")
+    lr: float = option(5e-4, "Peak learning rate of AdamW.")
+    warmup_fraction: float = option(0.06, "Fraction of max_steps spent in linear warm-up before linear decay to 0.")
+    warmup_steps: int = option(0, "Linear warm-up steps; when > 0 it overrides --warmup-fraction (the released "
                                 "TACO scripts give 2500).")
-    weight_decay: float = _opt(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
-    adam_beta1: float = _opt(0.9, "AdamW beta1.")
-    adam_beta2: float = _opt(0.98, "AdamW beta2.")
-    adam_eps: float = _opt(1e-6, "AdamW epsilon.")
-    max_grad_norm: float = _opt(1.0, "Gradient clipping threshold on the global L2 norm (0 disables).")
-    mlm_probability: float = _opt(0.15, "Fraction of content tokens selected for MLM (80%% [MASK], 10%% random, 10%% kept).")
-    tc_window: int = _opt(5, "TACO window W (odd, >= 3): the positive lies within (W-1)/2 positions of the anchor.")
-    tc_negatives: int = _opt(50, "TACO negatives K per anchor, drawn from other sequences of the batch.")
-    tc_temperature: float = _opt(0.07, "TACO InfoNCE temperature tau.")
-    tc_weight: float = _opt(1.0, "TACO loss weight lambda in L = L_MLM + lambda * L_TC.")
-    tc_anchors: str = _opt("all", "Which positions are TACO anchors.", choices=["all", "masked", "unmasked"])
-    tc_global_negatives: bool = _opt(True, "Under multi-process training, draw negatives from all ranks' "
+    weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and LayerNorm weights).")
+    adam_beta1: float = option(0.9, "AdamW beta1.")
+    adam_beta2: float = option(0.98, "AdamW beta2.")
+    adam_eps: float = option(1e-6, "AdamW epsilon.")
+    max_grad_norm: float = option(1.0, "Gradient clipping threshold on the global L2 norm (0 disables).")
+    mlm_probability: float = option(0.15, "Fraction of content tokens selected for MLM (80%% [MASK], 10%% random, 10%% kept).")
+    tc_window: int = option(5, "TACO window W (odd, >= 3): the positive lies within (W-1)/2 positions of the anchor.")
+    tc_negatives: int = option(50, "TACO negatives K per anchor, drawn from other sequences of the batch.")
+    tc_temperature: float = option(0.07, "TACO InfoNCE temperature tau.")
+    tc_weight: float = option(1.0, "TACO loss weight lambda in L = L_MLM + lambda * L_TC.")
+    tc_anchors: str = option("all", "Which positions are TACO anchors.", choices=["all", "masked", "unmasked"])
+    tc_global_negatives: bool = option(True, "Under multi-process training, draw negatives from all ranks' "
                                            "(detached) context vectors.")
-    tc_negative_sharing: str = _opt("anchor", "TACO negatives: K draws per anchor (anchor, the released code), or "
+    tc_negative_sharing: str = option("anchor", "TACO negatives: K draws per anchor (anchor, the released code), or "
                                     "K draws per sequence shared by its anchors (sequence: the same expected loss "
                                     "and gradient, a batched product on GPUs, more variance over draws).",
                                     choices=["anchor", "sequence"])
-    tc_kernel: str = _opt("auto", "Kernel for the TACO negatives' cosines (same values, speed differs): auto "
+    tc_kernel: str = option("auto", "Kernel for the TACO negatives' cosines (same values, speed differs): auto "
                                   "(taco.objectives.AUTO_METHOD per device; batched for shared negatives), "
                                   "sparse, sparse_bag, gather, or batched (needs --tc-negative-sharing sequence).",
                           choices=["auto", "sparse", "sparse_bag", "gather", "batched"])
-    freeze_embeddings: bool = _opt(False, "Keep the word-embedding matrix (tied to the MLM output layer) fixed "
+    freeze_embeddings: bool = option(False, "Keep the word-embedding matrix (tied to the MLM output layer) fixed "
                                    "at its initial value (random, or --init-embeddings).")
-    init_embeddings: str = _opt("", "Snapshot or run directory whose word-embedding matrix initialises this "
+    init_embeddings: str = option("", "Snapshot or run directory whose word-embedding matrix initialises this "
                                 "model's (same preset and tokenizer: pass that run's --tokenizer).")
-    seed: int = _opt(42, "Seed for initialisation, data order, masking, sampling and dropout.")
-    snapshot_every: int = _opt(100, "Write a snapshot every N steps (plus step 0 and the final step).")
-    snapshot_log_spaced: bool = _opt(True, "Also snapshot at steps 1, 2, 4, 8, ... below snapshot_every.")
-    log_every: int = _opt(10, "Write a log.jsonl row every N steps.")
-    eval_blocks: int = _opt(64, "Validation blocks scored at each snapshot.")
-    data_cache: str = _opt("", "Cache root for the built-in corpus (corpus/builtin/), trained tokenizers "
+    seed: int = option(42, "Seed for initialisation, data order, masking, sampling and dropout.")
+    snapshot_every: int = option(100, "Write a snapshot every N steps (plus step 0 and the final step).")
+    snapshot_log_spaced: bool = option(True, "Also snapshot at steps 1, 2, 4, 8, ... below snapshot_every.")
+    log_every: int = option(10, "Write a log.jsonl row every N steps.")
+    eval_blocks: int = option(64, "Validation blocks scored at each snapshot.")
+    data_cache: str = option("", "Cache root for the built-in corpus (corpus/builtin/), trained tokenizers "
                                "(tokenizers/) and packed token blocks (blocks/). Default: $TACO_DYNAMICS_CACHE, else "
                                "$XDG_CACHE_HOME/taco-dynamics, else ~/.cache/taco-dynamics; the same from any "
                                "directory.")
-    device: str = _opt("auto", "Device: cpu, cuda, cuda:N, mps, or auto (cuda when available, else mps, else "
+    device: str = option("auto", "Device: cpu, cuda, cuda:N, mps, or auto (cuda when available, else mps, else "
                                "cpu). Under torchrun each process uses cuda:LOCAL_RANK.")
-    precision: str = _opt("fp32", "Compute precision; bf16 autocast is for GPUs.", choices=["fp32", "bf16"])
-    resume: bool = _opt(False, "Continue the run in output_dir from its state/ (same config required).")
-    overwrite: bool = _opt(False, "Delete whatever run output_dir holds and start again.")
-    dry_run: bool = _opt(False, "Run one optimizer step and one snapshot, then stop (checks the set-up).")
-    progress: bool = _opt(True, "Show a progress bar.")
+    precision: str = option("fp32", "Compute precision; bf16 autocast is for GPUs.", choices=["fp32", "bf16"])
+    resume: bool = option(False, "Continue the run in output_dir from its state/ (same config required).")
+    overwrite: bool = option(False, "Delete whatever run output_dir holds and start again.")
+    dry_run: bool = option(False, "Run one optimizer step and one snapshot, then stop (checks the set-up).")
+    progress: bool = option(True, "Show a progress bar.")
 
     def resolved(self) -> TrainConfig:
         out = dataclasses.replace(self)
