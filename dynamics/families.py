@@ -214,10 +214,10 @@ def measure(acts: Activations, prep: Prepared, families: Sequence[str]) -> dict[
     families = [f for f in PER_LAYER if f in families]
     last = acts.hidden.shape[0] - 1
     tasks: list[tuple[str, int]] = []
+    if "context" in families:
+        tasks += [("context", last)]  # the longest task: the last layer adds the TC loss
     if "geometry" in families:
         tasks += [("geometry", layer) for layer in range(last + 1)]
-    if "context" in families:
-        tasks += [("context", last)]  # the last layer adds the TC loss
     if "anchors" in families:
         tasks += [("anchors", last)]  # all layers in one task: they share E[x_i] and e
     if "context" in families:

@@ -315,18 +315,19 @@ def probe_tc_loss(g: Rows, tc_draws: TCDraws, tc_temperature: float) -> float:
 
     L = mean over anchors i of −log [exp(cos(g_i, g_p)/τ) / (exp(cos(g_i, g_p)/τ) + Σ_k exp(cos(g_i, g_nk)/τ))]
     with g = h_L − e, the positive p and negatives n_k from `draw_tc` (the same draws for every snapshot), no
-    dropout; cosines and logits in float64. Differs from a training batch only in the pool (all other probe
-    blocks). Returns nats; log(K + 1) when all cosines are equal.
+    dropout; the negatives' cosines by training's float32 kernel (unit rows: each within ≈ 1e-7), the positive's
+    cosine and the logits in float64. Differs from a training batch only in the pool (all other probe blocks).
+    Returns nats; log(K + 1) when all cosines are equal.
     """
     if tc_temperature <= 0:
         raise ValueError(f"temperature must be > 0; got {tc_temperature}")
     r = as_rows(g, "g")
-    u = r.unit.to(torch.float64)
+    u = r.unit
     draws = tc_draws.to(u.device)
     anchors = u[draws.anchors]
     with torch.no_grad():
-        neg = negative_cosine(anchors, u, draws.negatives)
-        return float(info_nce(anchors, u[draws.positives], neg, tc_temperature))
+        neg = negative_cosine(anchors, u, draws.negatives).to(torch.float64)
+        return float(info_nce(anchors.to(torch.float64), u[draws.positives].to(torch.float64), neg, tc_temperature))
 
 
 register("seq_id_accuracy", family="context", layers=CONTEXT_LAYERS, unit="fraction in [0, 1]",

@@ -12,7 +12,6 @@ is large.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .blas import eigvalsh, gram_matrix, single_thread
+from .blas import eigvalsh, gram_matrix
 from .checks import ArrayLike, as_labels
 from .grids import BlockLayout, shifted_pair_sums
 from .registry import ALL_LAYERS, CONTEXT_LAYERS, EMBEDDING_LAYER, register
@@ -192,7 +191,7 @@ def _type_top_shares(r: Rows, labels: Tensor) -> Tensor:
         # small matrices: LAPACK is as fast as the iteration's overhead
         top[types] = eigvalsh(gram)[:, -1] if size <= SMALL_EIGEN else top_eigenvalues(gram)
     if lay.big:
-        top[lay.big] = top_eigenvalues(torch.stack(centred_gram(r, lay.big_rows)[2]))
+        top[lay.big] = top_eigenvalues(torch.stack(block_grams(r, lay.big_rows)))
     return (top / totals)[ok]
 
 
@@ -289,15 +288,13 @@ def spectra(x: Matrix) -> dict[str, Tensor]:
     """Singular values of x (n, H) and of its column-centred form, and the eigenvalues of its sample
     covariance, from one (H × H) Gram matrix, descending.
 
-    The Gram matrix is formed on the rows minus a fixed vector a (their mean, rounded to the rows' dtype):
-    C = (X − a)ᵀ(X − a), and then, exactly, XᵀX = C + a sᵀ + s aᵀ + n a aᵀ (s = Σ(x_i − a)) and the centred
-    Gram matrix = C − n δδᵀ (δ = mean − a); so neither needs the cancellation-prone XᵀX − n m mᵀ and a float32
-    Rows loses nothing to a large shared offset. With float32 rows, an eigenvalue below `REFINE_BELOW` × the
-    largest is at the level of the product's rounding (LayerNorm outputs, e.g., have an exact null direction,
-    and RankMe's √ makes its noise visible): those are recomputed in float64 from the rows projected on their
-    eigenvectors (a Rayleigh–Ritz step). Returns {"singular_values", "singular_values_centred",
-    "covariance_eigenvalues"}, to pass to `effective_rank`, `explained_variance_pc1` and `isoscore` so that a
-    layer is decomposed once.
+    The centred Gram matrix C = Σ (x_i − m)(x_i − m)ᵀ (m: the rows' mean) is formed in float64, a chunk of
+    rows at a time, and the uncentred one is C + n m mᵀ, exactly. Float64 matters for float32 rows: a float32
+    product rounds every entry at ≈ 1e-7 × the largest, which turns an eigenvalue below that level (LayerNorm
+    outputs have an exact null direction) into noise of √(1e-7) × σ_max in the singular values that RankMe
+    (σ, not σ²) sees; centring first keeps a large shared offset from swamping the rest. Returns
+    {"singular_values", "singular_values_centred", "covariance_eigenvalues"}, to pass to `effective_rank`,
+    `explained_variance_pc1` and `isoscore` so that a layer is decomposed once.
     """
     r = as_rows(x, "x")
     if "spectra" not in r.cache:
@@ -313,110 +310,35 @@ def _spectra(r: Rows) -> dict[str, Tensor]:
         sv, svc = _singular_values(xm), _singular_values(c)
         cov = (svc * svc) / max(n - 1, 1)
         return {"singular_values": sv, "singular_values_centred": svc, "covariance_eigenvalues": cov}
-    a, gram_c, _ = centred_gram(r)
     mean = r.column_sums / n
-    a64 = a.to(torch.float64)
-    delta = mean - a64
-    s = n * delta  # Σ(x_i − a) = Σx_i − n·a
-    gram = gram_c + torch.outer(a64, s) + torch.outer(s, a64) + n * torch.outer(a64, a64)
-    centred = gram_c - n * torch.outer(delta, delta)
-    if r.dtype == torch.float64:
-        ev, evc = eigvalsh(gram), eigvalsh(centred)
-    else:
-        ev, evc = _refined_eigenvalues(r.x, [(gram, torch.zeros_like(mean)), (centred, -mean)])
-    ev, evc = ev.clamp_min(0).flip(0), evc.clamp_min(0).flip(0)
+    centred = torch.zeros(r.dim, r.dim, dtype=torch.float64, device=r.device)
+    step = chunk_rows(r.dim)
+    for start in range(0, n, step):
+        c = r.x[start : start + step].to(torch.float64) - mean  # not in place: float64 rows are not copied
+        centred.addmm_(c.T, c)
+    ev = eigvalsh(centred + n * torch.outer(mean, mean)).clamp_min(0).flip(0)
+    evc = eigvalsh(centred).clamp_min(0).flip(0)
     return {"singular_values": ev.sqrt(), "singular_values_centred": evc.sqrt(),
             "covariance_eigenvalues": evc / max(n - 1, 1)}
 
 
-def centred_gram(r: Rows, blocks: Sequence[Tensor] = ()) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """(a, C, grams): a, the rows' mean rounded to their dtype; C = Σ_i (x_i − a)(x_i − a)ᵀ, (H × H) float64
-    formed by matrix products in the rows' dtype; and for each index tensor in `blocks` (disjoint row sets) the
-    uncentred Gram matrix of those rows, X_bᵀX_b = C_b + a s_bᵀ + s_b aᵀ + n_b a aᵀ (C_b, s_b: the same sums over
-    the block), exact in float64 given C_b. With blocks, the rows are gathered block by block and C is the sum
-    of the blocks' C_b, so the blocks' Gram matrices cost nothing beyond C (MEV's large word types share
-    `spectra`'s product this way). C is kept in the `Rows` for the next caller.
-    """
-    mean = r.column_sums / r.n
-    a = mean.to(r.dtype)
-    held = r.cache.get("centred_gram")
-    if held is not None and not blocks:
-        return a, held, []
-    if not blocks:
-        c = torch.sub(r.x, a, out=r.scratch("centred"))
-        total = gram_matrix(c).to(torch.float64)
-        r.cache["centred_gram"] = total
-        return a, total, []
+def block_grams(r: Rows, blocks: Sequence[Tensor]) -> list[Tensor]:
+    """For each index tensor in `blocks`, the uncentred Gram matrix of those rows, (H × H) float64:
+    X_bᵀX_b = C_b + a s_bᵀ + s_b aᵀ + n_b a aᵀ, with C_b = Σ_b (x_i − a)(x_i − a)ᵀ formed by a product in the
+    rows' dtype, s_b = Σ_b (x_i − a) and a the rows' mean rounded to their dtype (exact in float64 given C_b;
+    centring first keeps a shared offset from costing precision)."""
+    a = (r.column_sums / r.n).to(r.dtype)
     a64 = a.to(torch.float64)
-    taken = torch.zeros(r.n, dtype=torch.bool, device=r.device)
-    for b in blocks:
-        taken[b] = True
-    rest = torch.nonzero(~taken).squeeze(1)
-    parts = list(blocks) + ([rest] if held is None and rest.numel() else [])
-    order = torch.cat(parts)
+    order = torch.cat(list(blocks))
     c = torch.index_select(r.x, 0, order, out=r.scratch("centred")[: order.numel()]).sub_(a)
-    grams, total, offset = [], torch.zeros(r.dim, r.dim, dtype=torch.float64, device=r.device), 0
-    for i, b in enumerate(parts):
+    grams, offset = [], 0
+    for b in blocks:
         cb = c[offset : offset + b.numel()]
         offset += b.numel()
-        gb = gram_matrix(cb).to(torch.float64)
-        total += gb
-        if i < len(blocks):
-            sb = sum_rows(cb)
-            grams.append(gb + torch.outer(a64, sb) + torch.outer(sb, a64) + b.numel() * torch.outer(a64, a64))
-    if held is None:
-        r.cache["centred_gram"] = total
-    return a, held if held is not None else total, grams
-
-
-REFINE_BELOW = 1e-4
-REFINE_MARGIN = 1000  # the refined subspace spans the eigenvalues below REFINE_MARGIN · REFINE_BELOW · λmax
-
-
-def _refined_eigenvalues(x: Tensor, grams: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
-    """Ascending eigenvalues of each Gram matrix (X + 1 bᵀ)ᵀ(X + 1 bᵀ) of the rows x shifted by b, given as
-    (float64 matrix from a low-precision product, b). The k eigenvalues below `REFINE_BELOW` × the largest are
-    replaced by the k smallest Ritz values of the exact Gram matrix on a basis V of their eigenspace, Vᵀ G V =
-    PᵀP with P = x V + 1 bᵀV formed in float64. V: the eigenvectors of the low-precision Gram matrix for its eigenvalues below a margin
-    (`_low_subspace`)."""
-    parts = []
-    for gram, shift in grams:
-        vals = eigvalsh(gram)
-        top = float(vals[-1].clamp_min(0))
-        k = int((vals < REFINE_BELOW * top).sum())
-        basis = _low_subspace(gram, vals, k, REFINE_MARGIN * REFINE_BELOW * top) if k and top > 0 else None
-        parts.append((vals, k, basis, shift))
-    bases = [b for _, _, b, _ in parts if b is not None]
-    proj = _project64(x, torch.cat(bases, 1)) if bases else None
-    out, col = [], 0
-    for vals, k, basis, shift in parts:
-        if basis is not None:
-            m = basis.shape[1]
-            p = proj[:, col : col + m] + shift @ basis  # the rows x + b on the basis
-            col += m
-            vals = torch.sort(torch.cat([vals[k:], eigvalsh(p.T @ p)[:k]])).values
-        out.append(vals)
-    return out
-
-
-def _project64(x: Tensor, basis: Tensor) -> Tensor:
-    """(n, m) float64 x @ basis, by row chunks (no float64 copy of x): the projections on the low eigenvectors
-    are far smaller than the rows, so a float32 product would round them relative to the rows."""
-    out = torch.empty(x.shape[0], basis.shape[1], dtype=torch.float64, device=x.device)
-    step = chunk_rows(x.shape[1])
-    for start in range(0, x.shape[0], step):
-        out[start : start + step] = x[start : start + step].to(torch.float64) @ basis
-    return out
-
-
-def _low_subspace(gram: Tensor, vals: Tensor, k: int, below: float) -> Tensor:
-    """(H, m) orthonormal eigenvectors of the symmetric `gram` for its m smallest eigenvalues: every eigenvalue
-    below `below` (a margin above the k to be refined, at least k + 1 of them). The margin matters: Ritz values
-    on a basis that only just spans the k smallest eigenvectors are too large wherever the basis is off, and
-    the eigenvectors of the low-precision Gram matrix are accurate as a subspace, not one by one."""
-    m = min(gram.shape[0], max(k + 1, int((vals < below).sum())))
-    with contextlib.nullcontext() if gram.device.type != "cpu" else single_thread():
-        return torch.linalg.eigh(gram)[1][:, :m]
+        sb = sum_rows(cb)
+        grams.append(gram_matrix(cb).to(torch.float64) + torch.outer(a64, sb) + torch.outer(sb, a64)
+                     + b.numel() * torch.outer(a64, a64))
+    return grams
 
 
 def _singular_values(x: Tensor) -> Tensor:

@@ -68,7 +68,8 @@ def test_every_kernel_gives_the_loop_loss_and_anchor_gradient_on_the_same_draws(
     for kernel in kernels:
         loss = tc_loss(hf, e.float(), index, 0.07, method=kernel)
         (grad,) = torch.autograd.grad(loss, hf)
-        assert math.isclose(float(loss.detach()), float(ref.detach()), rel_tol=1e-5), kernel
+        # float32 kernels: about 1e-7 of the logits, which is more than 1e-5 of a loss near 0
+        assert math.isclose(float(loss.detach()), float(ref.detach()), rel_tol=1e-5, abs_tol=1e-6), kernel
         assert torch.allclose(grad.double(), ref_grad, atol=1e-5, rtol=1e-4), kernel
 
 
