@@ -215,13 +215,17 @@ def definition(m: MetricDef) -> None:
 
 
 def show_problems(ctx: Context) -> None:
-    """One line when the store lacks tables or columns (an older probe wrote it)."""
+    """One line when the store lacks tables or columns (an older probe wrote it), and one when it holds what this
+    app leaves out (a newer schema, values that are not finite numbers)."""
     if not ctx.db:
         return
     problems = store_tables.store_problems(ctx.db, ctx.stamp)
     if problems:
         st.info("This results store comes from an older probe: " + "; ".join(problems)
                 + ". Re-run `python -m dynamics.probe` on its runs for everything.", icon=":material/history:")
+    warnings = store_tables.store_warnings(ctx.db, ctx.stamp)
+    if warnings:
+        st.warning(f"{short(ctx.db)}: " + "; ".join(warnings) + ".", icon=":material/warning:")
 
 
 def show_notes(ctx: Context, families: Sequence[str], runs: Sequence[str], source: str = "the probe") -> None:

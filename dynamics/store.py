@@ -326,6 +326,30 @@ class Store:
         return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='index' AND name=?", (name,)).fetchone() \
             is not None
 
+    def table_names(self) -> list[str]:
+        """The tables in the store's file (any, not only `TABLES`), sorted."""
+        return sorted(r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+
+    def schema_version(self) -> int | None:
+        """`meta.schema_version` (`SCHEMA_VERSION` for a store this code wrote); None when the file has none, i.e.
+        it is not a results store (or an empty database)."""
+        if "meta" not in self.table_names():
+            return None
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        try:
+            return None if row is None else int(row[0])
+        except (TypeError, ValueError):
+            return None
+
+    def value_problems(self) -> tuple[int, int]:
+        """(metric values that are not numbers, metric values that are ±inf): what a reader leaves out."""
+        if "value" not in self.columns("metrics"):
+            return 0, 0
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(typeof(value) NOT IN ('real', 'integer', 'null')), 0), "
+            "COALESCE(SUM(typeof(value) = 'real' AND abs(value) > 1.7976931348623157e308), 0) FROM metrics").fetchone()
+        return int(row[0]), int(row[1])
+
     def _df(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         import pandas as pd
 

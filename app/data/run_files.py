@@ -30,6 +30,16 @@ def run_json(run_dir: str, stamp: Stamp) -> dict[str, Any]:
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
+def run_json_problem(run_dir: str, stamp: Stamp) -> str | None:
+    """Why the run's `run.json` cannot be read (None when it can, or when there is none)."""
+    try:
+        _ = RunDir(run_dir).config
+    except RunDirError as exc:
+        return str(exc)
+    return None
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
 def _log(run_dir: str, stamp: Stamp) -> tuple[pd.DataFrame, list[str]]:
     log = RunDir(run_dir).log()
     cols = ["step", "tokens_seen", "split", *LOG_QUANTITIES]

@@ -22,8 +22,22 @@ def open_store(db: str | Path) -> Iterator[dstore.Store]:
     except sqlite3.Error as exc:
         raise DataError(f"{db}: cannot open the results store ({exc})") from exc
     try:
+        _check_ours(s, db)
         yield s
     except sqlite3.DatabaseError as exc:
         raise DataError(f"{db}: cannot read the results store ({exc})") from exc
     finally:
         s.close()
+
+
+def _check_ours(s: dstore.Store, db: str | Path) -> None:
+    """`DataError` unless `s` is a results store: an empty database, or one without `meta.schema_version`
+    (someone else's SQLite file), is named as such instead of being read as an older store with nothing in it."""
+    if s.schema_version() is not None:
+        return
+    tables = s.table_names()
+    if not tables:
+        raise DataError(f"{db}: an empty database, not a results store (a probe stopped before its first write?); "
+                        "run python -m dynamics.probe with --out set to its folder")
+    raise DataError(f"{db}: an SQLite database but not a results store (tables: {', '.join(tables[:5])}); the app "
+                    "reads stores written by python -m dynamics.probe and experiments.evaluate")

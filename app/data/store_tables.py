@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from app.data.stamps import Stamp
 from app.data.store_open import open_store
 from app.definitions import family_of
+from dynamics.store import SCHEMA_VERSION
 
 # What the app reads from each table; a store lacking any of these was written by an older (or other) probe.
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -40,6 +42,24 @@ def store_problems(db: str, stamp: Stamp) -> list[str]:
             elif missing := [c for c in cols if c not in have]:
                 out.append(f"table `{table}` lacks {', '.join(f'`{c}`' for c in missing)}")
         return out
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def store_warnings(db: str, stamp: Stamp) -> list[str]:
+    """What in a readable store is left out, in words: a newer schema than this code reads, metric values that
+    are not numbers or not finite."""
+    with open_store(db) as s:
+        version = s.schema_version()
+        text, infinite = s.value_problems()
+    out = []
+    if version is not None and version > SCHEMA_VERSION:
+        out.append(f"written by a newer taco-dynamics (store schema {version}, this app reads {SCHEMA_VERSION}): "
+                   "update taco-dynamics to read all of it")
+    if text:
+        out.append(f"{text} metric value(s) are not numbers (left out of the charts)")
+    if infinite:
+        out.append(f"{infinite} metric value(s) are not finite (left out of the charts)")
+    return out
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -102,7 +122,8 @@ def metric_rows(db: str, stamp: Stamp, metric: str, runs: tuple[str, ...] | None
     df = df[df["metric"] == metric] if len(df) else df
     out = df[["run", "step", "tokens_seen", "layer", "variant", "value"]].copy()
     out["variant"] = out["variant"].fillna("all")
-    out["value"] = pd.to_numeric(out["value"], errors="coerce").astype(float)
+    value = pd.to_numeric(out["value"], errors="coerce").astype(float)
+    out["value"] = value.where(np.isfinite(value))  # ±inf cannot be drawn; `store_warnings` counts them
     out["tokens_seen"] = pd.to_numeric(out["tokens_seen"], errors="coerce")
     return out.sort_values(["run", "variant", "layer", "step"]).reset_index(drop=True)
 

@@ -57,6 +57,10 @@ def main() -> None:
                     f"`python -m dynamics.probe {dirs} --out runs/dynamics`.", icon=":material/pending:")
     if table is None:
         return
+    for path in table["path"].dropna().unique():
+        if problem := run_files.run_json_problem(str(path), stamps.run_stamp(str(path))):
+            st.warning(f"{problem} (its objective and preset are unknown here; the rest of the run is shown)",
+                       icon=":material/warning:")
     with ui.guard("the training curves"):
         _curves(ctx, table, picked)
     with ui.guard("the stores"):
@@ -108,12 +112,15 @@ def _stores(ctx: ui.Context) -> None:
             runs = store_tables.store_runs(db, stamp)
             sets = store_tables.probe_sets(db, stamp)
             problems = store_tables.store_problems(db, stamp)
+            warnings = store_tables.store_warnings(db, stamp)
         except errors.DataError as exc:
             rows.append({"store": ui.short(db), "runs": None, "snapshots measured": None, "probe sets": None,
                          "status": str(exc)})
             continue
         rows.append({"store": ui.short(db), "runs": len(runs), "snapshots measured": int(runs["measured"].sum()),
-                     "probe sets": len(sets), "status": "older schema: " + "; ".join(problems) if problems else "ok"})
+                     "probe sets": len(sets),
+                     "status": "; ".join((["older schema: " + "; ".join(problems)] if problems else []) + warnings)
+                     or "ok"})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
