@@ -2,6 +2,7 @@
 and its time per snapshot. Prints one line per comparison; not part of the test suite.
 
     python benchmarks/bench_probe.py [--quick] [--device cpu|cuda] [--threads N] [--repeat N] [--only PART]
+                                     [--against REV]
 
 Models are random-initialised BERTs saved with `save_pretrained` (each snapshot a different seed), the probe set
 is Zipf-distributed token ids over a synthetic WordPiece vocabulary, packed in blocks of 128.
@@ -13,7 +14,10 @@ is Zipf-distributed token ids over a synthetic WordPiece vocabulary, packed in b
   forward passes as the probe runs them (its masked pass computes the last layer at the masked positions only),
   i.e. the cost of extraction and metrics alone. Figures and the report are timed separately. Measured
   --repeat times (default 3), forward passes and probe alternating; the median ratio is the figure.
-  Target ≤ 1.3×.
+  Target ≤ 1.3×. With `--against REV` (a git revision, e.g. the commit before a change), each repeat also times
+  the probe of this tree and of REV (checked out in a temporary worktree) on the same run, each in a fresh
+  process, alternating; their median ratio is the before/after figure, which the machine's load affects far
+  less than either time alone.
 * memory (`mini`, 30 snapshots, 8k probe tokens to keep it short, run in a fresh process): peak RSS after the
   last snapshot / after the first. Target ≤ 1.1.
 * time per snapshot (`small`: 4 layers, hidden 512, 8 heads, intermediate 2048, vocab 8192; 32k tokens;
@@ -153,6 +157,43 @@ def memory_child(run: str, out: str, n_blocks: int, batch_size: int, device: str
     print(json.dumps(peaks))
 
 
+def probe_child(root: str, run: str, out: str, n_blocks: int, batch_size: int, device: str) -> None:
+    """In a fresh process: seconds of `dynamics.probe.run` imported from the source tree `root`, printed."""
+    sys.path.insert(0, root)
+    from dynamics import probe as P
+
+    assert Path(P.__file__).resolve().is_relative_to(Path(root).resolve()), P.__file__
+    t0 = time.perf_counter()
+    P.run(run, out=out, probe_blocks=n_blocks, batch_size=batch_size, device=device, progress=False, figures=False)
+    print(time.perf_counter() - t0)
+
+
+def timed_child(root: Path, run: Path, out: Path, n_blocks: int, batch_size: int, device: str) -> float:
+    cmd = [sys.executable, __file__, "--probe-child", str(root), str(run), str(out), "--device", device,
+           "--batch-size", str(batch_size)]
+    res = subprocess.run(cmd + ["--blocks", str(n_blocks)], capture_output=True, text=True, check=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def against(rev: str, run: Path, root: Path, n_blocks: int, batch_size: int, device: str, repeat: int) -> None:
+    """Probe time of this tree / of `rev`, alternating in fresh processes; the median ratio is printed."""
+    tree = root / "against"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), rev], check=True)
+    try:
+        ratios = []
+        for r in range(repeat):
+            old = timed_child(tree, run, root / "out-old", n_blocks, batch_size, device)
+            new = timed_child(ROOT, run, root / "out-new", n_blocks, batch_size, device)
+            ratios.append(new / old)
+            print(f"against {rev} [{r + 1}/{repeat}]: probe {new:.1f}s here / {old:.1f}s at {rev} = {new / old:.2f}x",
+                  flush=True)
+        print(f"against {rev}: median {statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f})",
+              flush=True)
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="8k tokens, 4 snapshots (overhead), 10 (memory), 2 (small)")
@@ -163,7 +204,11 @@ def main() -> None:
                     help="run only this part (repeatable; default: all three)")
     ap.add_argument("--repeat", type=int, default=0,
                     help="overhead measurements, forward and probe alternating (default 3; 1 with --quick)")
+    ap.add_argument("--against", metavar="REV", help="also time the probe of git revision REV against this tree "
+                    "(overhead part; fresh processes, alternating)")
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--probe-child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--blocks", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     import torch
 
@@ -172,6 +217,9 @@ def main() -> None:
     tokens = 8192 if args.quick else 32768
     repeat = args.repeat or (1 if args.quick else 3)
     n_blocks = tokens // BLOCK
+    if args.probe_child:
+        probe_child(*args.probe_child, args.blocks, args.batch_size, args.device)
+        return
     if args.memory_child:
         memory_child(args.memory_child[0], args.memory_child[1], MEMORY_TOKENS // BLOCK, args.batch_size, args.device)
         return
@@ -202,6 +250,8 @@ def main() -> None:
             print(f"overhead mini: median {statistics.median(ratios):.2f}x over {repeat} run(s) "
                   f"(range {min(ratios):.2f}-{max(ratios):.2f}; target <= 1.3); vs the probe's own forward passes "
                   f"{statistics.median(own_ratios):.2f}x", flush=True)
+            if args.against:
+                against(args.against, run, root, n_blocks, args.batch_size, dev, repeat)
         if "memory" in only:
             n = 10 if args.quick else 30
             run = make_run(root, "mini", n, MEMORY_TOKENS)
