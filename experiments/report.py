@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dynamics.groups import t_interval
 from dynamics.run_dir import RunDir, RunDirError
 from experiments.errors import EvalError
 from experiments.paper import PAPER_AVERAGE, PAPER_SPEEDUP, PAPER_STEPS, PAPER_TACO_CURVE, PAPER_TASKS
@@ -224,9 +225,8 @@ def pooled_speedup(results: Results, mlm_runs: Sequence[str], taco_runs: Sequenc
 
 
 def paired_difference(results: Results, pairs: list[tuple[str, str]], metric: str, mode: str) -> dict[str, Any] | None:
-    """TACO − MLM final score per seed pair, its mean and a 95% t-interval (None with fewer than 2 pairs)."""
-    from scipy import stats
-
+    """TACO − MLM final score per seed pair, its mean and 95% Student-t interval (`dynamics.groups.t_interval`, the
+    app's interval too; None with fewer than 2 pairs)."""
     diffs = []
     for mlm, taco in pairs:
         m, t = results.downstream(mlm, metric, mode), results.downstream(taco, metric, mode)
@@ -234,10 +234,8 @@ def paired_difference(results: Results, pairs: list[tuple[str, str]], metric: st
             diffs.append(float(t.iloc[-1] - m.iloc[-1]))
     if len(diffs) < 2:
         return None
-    mean, sd = float(np.mean(diffs)), float(np.std(diffs, ddof=1))
-    half = float(stats.t.ppf(0.975, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
-    return {"mean": mean, "std": sd, "ci_low": mean - half, "ci_high": mean + half, "n": len(diffs),
-            "per_seed": diffs}
+    iv = t_interval(diffs)
+    return {"mean": iv.mean, "std": iv.std, "ci_low": iv.low, "ci_high": iv.high, "n": iv.n, "per_seed": diffs}
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
