@@ -2,16 +2,19 @@
 
 Conventions: colour = run unless a chart breaks a metric down (then colour = bin, layer or step and the stroke
 dash = run); the x axis is `step` or `tokens_seen`, on a symmetric-log scale when asked (step 0 stays on it).
+Run colours come from `dynamics.palette` (the probe's figures use the same): pass `colours`, the mapping of every
+run the app knows (`ui.run_colours`), so that a run has one colour on every page whatever is selected.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import altair as alt
 import pandas as pd
 
 from app.definitions import BIN_ORDER
+from dynamics import palette
 
 # Charts embed their data; the app's frames stay small (series are thinned), but a 13-layer grid of 4 runs ×
 # 100 snapshots exceeds Altair's default guard of 5,000 rows.
@@ -70,6 +73,17 @@ def _tooltip(df: pd.DataFrame, *extra: str, fmt: str = ".4f") -> list[alt.Toolti
     return out + [alt.Tooltip("value:Q", title="value", format=fmt)]
 
 
+def run_scale(df: pd.DataFrame, colours: Mapping[str, str] | None = None, field: str = "run") -> alt.Scale:
+    """The colour scale of the runs in `df[field]`: domain their names (sorted), range their `colours` (labels
+    without one get unused "other" shades, `palette.colours_for`). Without `colours`, the palette over the runs
+    in `df` (objective from an `objective` column where there is one): a fallback, stable only for that frame."""
+    domain = sorted(str(v) for v in df[field].dropna().unique()) if field in df else []
+    if colours is None:
+        pairs = df[[field, "objective"]].drop_duplicates() if "objective" in df else df[[field]].assign(objective=None)
+        colours = palette.run_colours(zip(pairs[field].astype(str), pairs["objective"], strict=True))
+    return alt.Scale(domain=domain, range=palette.colours_for(domain, colours))
+
+
 def _order(values: Sequence[str]) -> list[str]:
     """Frequency bins first in their natural order, anything else after, by name."""
     known = [b for b in BIN_ORDER if b in values]
@@ -77,13 +91,19 @@ def _order(values: Sequence[str]) -> list[str]:
 
 
 def metric_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "", y_title: str = "value",
-                 color: str = "run", dash: str | None = None, height: int = LINE_HEIGHT) -> alt.Chart:
-    """One metric against `x`, a line per `color` value (per `color` × `dash` when `dash` is given)."""
-    domain = _order(list(df[color].dropna().unique())) if color == "variant" else sorted(df[color].dropna().unique())
+                 color: str = "run", dash: str | None = None, height: int = LINE_HEIGHT,
+                 colours: Mapping[str, str] | None = None) -> alt.Chart:
+    """One metric against `x`, a line per `color` value (per `color` × `dash` when `dash` is given); runs in
+    their palette `colours` when `color` is "run"."""
+    if color == "run":
+        scale = run_scale(df, colours)
+    else:
+        scale = alt.Scale(domain=_order(list(df[color].dropna().unique())) if color == "variant"
+                          else sorted(df[color].dropna().unique()))
     enc: dict = {
         "x": _x(x, log_x, _high(df, x)),
         "y": _y(y_title, height),
-        "color": alt.Color(f"{color}:N", title=color, scale=alt.Scale(domain=domain)),
+        "color": alt.Color(f"{color}:N", title=color, scale=scale),
         "tooltip": _tooltip(df),
     }
     if dash:
@@ -94,10 +114,12 @@ def metric_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, titl
 
 
 def score_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "",
-                y_title: str = "score (%)", height: int = LINE_HEIGHT) -> alt.LayerChart:
-    """Downstream scores (`app.data.downstream.downstream_series`) against `x`, a line per run; where a row has a spread
-    (fine-tuning over 2 or more seeds: `low`, `high` = mean ∓ sample std) a band and an error bar show it."""
-    color = alt.Color("run:N", title="run", scale=alt.Scale(domain=sorted(df["run"].dropna().unique())),
+                y_title: str = "score (%)", height: int = LINE_HEIGHT,
+                colours: Mapping[str, str] | None = None) -> alt.LayerChart:
+    """Downstream scores (`app.data.downstream.downstream_series`) against `x`, a line per run (in its palette
+    colour); where a row has a spread (fine-tuning over 2 or more seeds: `low`, `high` = mean ∓ sample std) a band
+    and an error bar show it."""
+    color = alt.Color("run:N", title="run", scale=run_scale(df, colours),
                       legend=alt.Legend(symbolOpacity=1))  # solid symbols, not the faint band's
     base = alt.Chart(df).encode(x=_x(x, log_x, _high(df, x)), color=color)
     spread = base.transform_filter("isValid(datum.low) && isValid(datum.high)")
@@ -111,11 +133,13 @@ def score_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title
 
 
 def layer_grid(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "", columns: int = 4,
-               color: str = "run") -> alt.FacetChart:
-    """Small multiples: one panel per layer (shared y), a line per run; the title names the metric."""
+               color: str = "run", colours: Mapping[str, str] | None = None) -> alt.FacetChart:
+    """Small multiples: one panel per layer (shared y), a line per run (in its palette colour); the title names
+    the metric."""
+    scale = run_scale(df, colours, color) if color == "run" else alt.Undefined
     base = alt.Chart().encode(
         x=_x(x, log_x, _high(df, x)), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
-        color=alt.Color(f"{color}:N", title=color, sort=sorted(df[color].dropna().unique())),
+        color=alt.Color(f"{color}:N", title=color, sort=sorted(df[color].dropna().unique()), scale=scale),
         tooltip=_tooltip(df))
     layer = alt.layer(base.mark_line(strokeWidth=1.5), base.mark_point(size=10, filled=True)).properties(
         width=CELL[0], height=CELL[1])
@@ -181,9 +205,9 @@ def distance_lines(df: pd.DataFrame, *, title: str = "", y_title: str = "mean co
 
 
 def training_curves(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, log_y: bool = False,
-                    columns: int = 3) -> alt.FacetChart:
-    """Training curves from `app.data.frames.tidy_log`: a panel per quantity (own y scale), colour = run, dashed =
-    validation. With `log_y`, non-positive values are dropped."""
+                    columns: int = 3, colours: Mapping[str, str] | None = None) -> alt.FacetChart:
+    """Training curves from `app.data.frames.tidy_log`: a panel per quantity (own y scale), colour = run (its
+    palette colour), dashed = validation. With `log_y`, non-positive values are dropped."""
     if log_y:
         df = df[df["value"] > 0]
     df = df.assign(quantity_title=df["quantity"].map(lambda q: QUANTITY_TITLES.get(q, q)))
@@ -192,7 +216,7 @@ def training_curves(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, l
         x=_x(x, log_x, _high(df, x)),
         y=alt.Y("value:Q", title=None, scale=alt.Scale(type="log" if log_y else "linear", zero=False),
                 axis=alt.Axis(format="~g")),
-        color=alt.Color("run:N", title="run"),
+        color=alt.Color("run:N", title="run", scale=run_scale(df, colours)),
         strokeDash=alt.StrokeDash("split:N", title="split", sort=["train", "validation"]),
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("split:N"), alt.Tooltip("step:Q"), alt.Tooltip("tokens_seen:Q"),
                  alt.Tooltip("quantity_title:N", title="quantity"), alt.Tooltip("value:Q", format=".4g")])

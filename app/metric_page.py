@@ -63,10 +63,12 @@ def _body(page: PageDef, ctx: ui.Context) -> None:
     tabs = dict(zip(names, st.tabs(names), strict=True))
     with tabs["Runs"]:
         ui.chart(charts.metric_lines(shown, x=x, log_x=ctx.log_x, title=f"{mdef.label}{suffix}, layer {layer}",
-                                     y_title=mdef.label), shown, f"{metric}-layer{layer}", key=f"{page.key}:runs-chart")
+                                     y_title=mdef.label, colours=ui.run_colours(ctx.sources)),
+                 shown, f"{metric}-layer{layer}", key=f"{page.key}:runs-chart")
     with tabs["All layers"]:
         every = df[df["variant"] == main]
-        ui.chart(charts.layer_grid(every, x=x, log_x=ctx.log_x, title=f"{mdef.label}{suffix}, every layer"),
+        ui.chart(charts.layer_grid(every, x=x, log_x=ctx.log_x, title=f"{mdef.label}{suffix}, every layer",
+                                   colours=ui.run_colours(ctx.sources)),
                  every, f"{metric}-layers", key=f"{page.key}:grid", stretch=False)
     with tabs["Difference"]:
         _difference(page, df[df["variant"] == main], runs, layer, x, ctx, mdef.label, metric)

@@ -19,9 +19,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app.data import errors, stamps, store_tables
+from app.data import errors, run_files, stamps, store_tables
 from app.data.sources import DEFAULT_DIRS, Sources, discover
 from app.definitions import MetricDef
+from dynamics import palette
 
 LOG = logging.getLogger("app")
 LIVE_SECONDS = 5
@@ -66,6 +67,21 @@ def _discover(dirs: tuple[str, ...], cwd: str) -> Sources:
 def sources() -> Sources:
     """Runs and stores under the directories given on the command line (re-searched every few seconds)."""
     return _discover(tuple(parse_args()), str(Path.cwd()))
+
+
+def run_colours(src: Sources) -> dict[str, str]:
+    """One colour per run the app found — every store's runs and every run directory (`dynamics.palette`) — so a
+    run is drawn in the same colour on every page, whichever runs a page selects."""
+    pairs: list[tuple[str, object]] = []
+    for db in src.stores:
+        try:
+            runs = store_tables.store_runs(db, stamps.stamp(db))
+        except errors.DataError:
+            continue
+        pairs += zip(runs["run"].astype(str), runs["objective"], strict=True)
+    for path in src.runs:
+        pairs.append((Path(path).name, run_files.run_json(path, stamps.run_stamp(path)).get("objective")))
+    return palette.run_colours(pairs)
 
 
 def short(path: str | None) -> str:

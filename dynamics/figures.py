@@ -1,4 +1,6 @@
-"""Figures of a results store: one PNG per metric family, layers as coloured lines, runs overlaid by line style.
+"""Figures of a results store: one PNG per metric family, runs overlaid in their colours and line styles, layers as
+shades of the run's colour (layer 0 lightest). Run colours come from `dynamics.palette` over all of the store's
+runs, as in the app: MLM runs blue, TACO runs orange, others green.
 
 Written with matplotlib's object API on the Agg canvas (no pyplot state, safe in any process). Each family
 gets `FAMILY.png` with training steps on a symlog x axis (step 0 exists) and, where tokens seen are known,
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dynamics import palette
 
 LINESTYLES = ("-", "--", ":", "-.")
 FAMILY_TITLES = {"anchors": "Anchor-embedding similarity", "drift": "Anchor drift to the final snapshot",
@@ -47,9 +51,16 @@ def _grid(n: int, ncols: int = 4, size: tuple[float, float] = (3.4, 2.6)) -> tup
     return fig, axes[:n]
 
 
-def family_figure(df: Any, family: str, runs: Sequence[str], x: str, path: Path) -> Path | None:
-    """Small multiples (one panel per metric, variant "all") of one family; None when there is nothing to plot."""
-    from matplotlib import colormaps
+def _run_colours(runs: Sequence[str], colours: dict[str, str] | None) -> dict[str, str]:
+    """Each run's colour: from `colours` (the store's palette), else the palette over `runs` alone."""
+    known = colours if colours is not None else palette.run_colours((r, None) for r in runs)
+    return dict(zip(runs, palette.colours_for(list(runs), known), strict=True))
+
+
+def family_figure(df: Any, family: str, runs: Sequence[str], x: str, path: Path,
+                  colours: dict[str, str] | None = None) -> Path | None:
+    """Small multiples (one panel per metric, variant "all") of one family, runs in their `colours` (default: the
+    palette over `runs`); None when there is nothing to plot."""
     from matplotlib.lines import Line2D
 
     d = df[(df["family"] == family) & (df["variant"].isin(["all", "probe"]))]
@@ -59,47 +70,48 @@ def family_figure(df: Any, family: str, runs: Sequence[str], x: str, path: Path)
         return None
     metrics = sorted(d["metric"].unique())
     layers = sorted(int(v) for v in d["layer"].unique())
-    cmap = colormaps["viridis"]
-    colour = {layer: cmap(i / max(1, len(layers) - 1)) for i, layer in enumerate(layers)}
+    run_colour = _run_colours(runs, colours)
+    shades = {run: dict(zip(layers, palette.ramp(run_colour[run], len(layers)), strict=True)) for run in runs}
+    greys = dict(zip(layers, palette.ramp("#222222", len(layers)), strict=True))
     fig, axes = _grid(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
         m = d[d["metric"] == metric]
         for r, run in enumerate(runs):
             for layer, g in m[m["run"] == run].groupby("layer"):
                 g = g.sort_values(x)
-                ax.plot(g[x], g["value"], LINESTYLES[r % len(LINESTYLES)], color=colour[int(layer)], marker=".",
+                ax.plot(g[x], g["value"], LINESTYLES[r % len(LINESTYLES)], color=shades[run][int(layer)], marker=".",
                         markersize=3, linewidth=1.2)
         ax.set_title(metric if m["variant"].iloc[0] == "all" else f"{metric} ({m['variant'].iloc[0]})", fontsize=9)
         positive = m[x][m[x] > 0]
         ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1.0)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=colour[layer], label=f"layer {layer}") for layer in layers]
-    handles += [Line2D([], [], color="k", linestyle=LINESTYLES[r % len(LINESTYLES)], label=run)
+    handles = [Line2D([], [], color=greys[layer], label=f"layer {layer}") for layer in layers]
+    handles += [Line2D([], [], color=run_colour[run], linestyle=LINESTYLES[r % len(LINESTYLES)], label=run)
                 for r, run in enumerate(runs)]
     fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=8, frameon=False)
     fig.suptitle(f"{FAMILY_TITLES.get(family, family)} — x: {'tokens seen' if x == 'tokens_seen' else 'step'}")
     return _save(fig, path)
 
 
-def distance_figure(df: Any, runs: Sequence[str], path: Path) -> Path | None:
-    """Mean cosine of g vs distance at each run's final measured snapshot, one line per layer."""
-    from matplotlib import colormaps
-
+def distance_figure(df: Any, runs: Sequence[str], path: Path, colours: dict[str, str] | None = None) -> Path | None:
+    """Mean cosine of g vs distance at each run's final measured snapshot, one line per layer (shades of the run's
+    colour in `colours`, default: the palette over `runs`)."""
     d = df[df["metric"] == "ctx_cos_by_distance"]
     if d.empty:
         return None
     fig, axes = _grid(len(runs), ncols=len(runs))
-    cmap = colormaps["viridis"]
+    run_colour = _run_colours(runs, colours)
     for ax, run in zip(axes, runs, strict=True):
         m = d[d["run"] == run]
         if m.empty:
             continue
         last = m[m["step"] == m["step"].max()]
         layers = sorted(last["layer"].unique())
+        shades = palette.ramp(run_colour[run], len(layers))
         for i, (layer, g) in enumerate(last.groupby("layer")):
             g = g.sort_values("variant")
-            ax.plot([int(v[1:]) for v in g["variant"]], g["value"], color=cmap(i / max(1, len(layers) - 1)),
+            ax.plot([int(v[1:]) for v in g["variant"]], g["value"], color=shades[i],
                     label=f"layer {layer}", marker=".")
         ax.set_title(f"{run}, step {int(last['step'].iloc[0])}", fontsize=9)
         ax.set_xlabel("distance in block")
@@ -145,13 +157,15 @@ def write_all(store: Any, runs: Sequence[str], probe_hash: str, folder: Path) ->
     if df.empty:
         return []
     df = df.astype({"tokens_seen": "float64", "value": "float64"})
+    known = store.runs()  # every run of the store, so a run's colour does not depend on the runs drawn
+    colours = palette.run_colours(zip(known["name"].astype(str), known["objective"], strict=True))
     out: list[Path] = []
     for family in ("anchors", "drift", "context", "geometry", "cka_steps"):
         for x, suffix in (("step", ""), ("tokens_seen", "-tokens")):
-            p = family_figure(df, family, runs, x, folder / f"{family}{suffix}.png")
+            p = family_figure(df, family, runs, x, folder / f"{family}{suffix}.png", colours)
             if p is not None:
                 out.append(p)
-    for p in (distance_figure(df, runs, folder / "context-distance.png"),
+    for p in (distance_figure(df, runs, folder / "context-distance.png", colours),
               cka_figure(store, runs, probe_hash, folder / "cka.png")):
         if p is not None:
             out.append(p)

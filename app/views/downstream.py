@@ -74,7 +74,8 @@ def _body(ctx: ui.Context) -> None:
             st.caption("Mean over the fine-tuning seeds; " + ("band and bars: ± one sample standard deviation."
                                                                if spread else "one seed each, so no spread."))
         title = _title(task, mdef, mode, layer)
-        ui.chart(charts.score_lines(curves, x=x, log_x=ctx.log_x, title=title, y_title=f"{mdef.label} (%)"),
+        ui.chart(charts.score_lines(curves, x=x, log_x=ctx.log_x, title=title, y_title=f"{mdef.label} (%)",
+                                    colours=ui.run_colours(ctx.sources)),
                  curves, f"downstream-{mode}-{task}-{name}" + (f"-layer{layer}" if layer >= 0 else ""),
                  key=f"{KEY}:chart")
 

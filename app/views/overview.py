@@ -97,8 +97,8 @@ def _curves(ctx: ui.Context, table: pd.DataFrame, picked: list[int]) -> None:
     missing = [QUANTITIES[q] for q in quantities if q not in set(frame["quantity"])]
     if missing:
         st.caption("Not logged by these runs: " + ", ".join(missing) + ".")
-    ui.chart(charts.training_curves(frame, x=x, log_x=ctx.log_x, log_y=log_y), frame, "training-curves",
-             key="overview:curves", stretch=False)
+    ui.chart(charts.training_curves(frame, x=x, log_x=ctx.log_x, log_y=log_y, colours=ui.run_colours(ctx.sources)),
+             frame, "training-curves", key="overview:curves", stretch=False)
 
 
 def _stores(ctx: ui.Context) -> None:
