@@ -3,7 +3,10 @@
 For every selected snapshot of every run: load it (one model at a time), run the frozen probe set through it,
 compute the requested metric families per layer, and store tidy rows and arrays in the results store (one
 transaction per snapshot × family, so a kill loses at most the snapshot in progress and a rerun resumes).
-Afterwards: step × step CKA per run, figures/*.png and report.md.
+Afterwards: step × step CKA per run, figures/*.png and report.md. Before measuring, each series' snapshots are
+checked for integrity (`dynamics.integrity`: identical weights at two steps, a folder recording another step,
+tokens seen that do not increase); the flags are stored, reported and printed as `warning:` lines at the end
+(warnings, not errors: the exit status is unchanged).
 
 Several directories are measured on one probe set — built from the first run — and must share its tokenizer
 vocabulary. Results go to `DIR/dynamics/` for one directory and to `./dynamics-results/` for several, unless
@@ -29,6 +32,7 @@ import numpy as np
 
 from dynamics import extract as ex
 from dynamics import families as fam
+from dynamics import integrity
 from dynamics import probe_set as ps
 from dynamics import store as st
 from dynamics.config import FAMILIES, ProbeConfig, resolved_device
@@ -55,6 +59,7 @@ class ProbeSummary:
     computed: list[tuple[str, int, str]] = field(default_factory=list)
     reused: list[tuple[str, int, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    flags: list[integrity.Flag] = field(default_factory=list)  # snapshot-integrity problems of the runs
     figures: list[Path] = field(default_factory=list)
     report: Path | None = None
 
@@ -191,13 +196,18 @@ def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: Snapsh
     # ---- nothing above writes; from here on the store is opened and results are added
     store = st.open(out)
     try:
+        flags = _record_snapshots(store, series_list, selected)
         run = _start(store, series_list, tok, probe, cfg, device)
         run.no_drift = no_drift
         run.summary.notes += list(no_drift.values())
+        run.summary.flags = flags
         _measure_all(run, series_list, selected, on_snapshot)
-        return _finish(run, series_list)
+        summary = _finish(run, series_list)
     finally:
         store.close()
+    for flag in summary.flags:
+        print(flag.line, file=sys.stderr)
+    return summary
 
 
 @dataclass
@@ -225,9 +235,29 @@ class SeriesState:
     spare: ex.Activations | None = None
 
 
+def _record_snapshots(store: st.Store, series_list: list[Series], selected: dict[str, list[Snapshot]]
+                      ) -> list[integrity.Flag]:
+    """Record each series' snapshots in the store with the hash of their weights (the snapshots to be measured are
+    hashed unless the store holds a hash of their unchanged files), and store and return its integrity flags."""
+    flags = []
+    for s in series_list:
+        known = store.snapshots(s.name)
+        cached = integrity.cached_entries(zip(known["step"], known["info"], strict=True))
+        entries = integrity.hash_snapshots(s.snapshots, {x.path for x in selected[s.name]}, cached)
+        store.upsert_snapshots((s.name, x.step, x.tokens_seen, str(x.path),
+                                {**x.info, **({integrity.HASH_KEY: entries[x.step]} if x.step in entries else {})})
+                               for x in s.snapshots)
+        found = integrity.check_series(integrity.records(s, entries), integrity.zero_lr_steps(s))
+        store.replace_notes(run=s.name, family=integrity.FAMILY, probe_hash=integrity.PROBE_HASH,
+                            notes=integrity.note_rows(found))
+        flags += found
+    return flags
+
+
 def _start(store: st.Store, series_list: list[Series], tok: TokenizerView, probe: ps.ProbeSet, cfg: ProbeConfig,
            device: str) -> ProbeRun:
-    """Record the probe set, runs and snapshots in the store and prepare the probe set's tensors."""
+    """Record the probe set and runs in the store (`_record_snapshots` records the snapshots) and prepare the
+    probe set's tensors."""
     st.remove_stale_tmp(store.root)
     probe_file = f"arrays/probe-{probe.hash[:16]}.npz"
     if not (store.root / probe_file).is_file():
@@ -238,7 +268,6 @@ def _start(store: st.Store, series_list: list[Series], tok: TokenizerView, probe
                         notes=probe.notes)
     for s in series_list:
         store.upsert_run(s.name, s.run_dir, s.kind, s.meta.get("objective"), {**s.meta, "probe_device": device})
-        store.upsert_snapshots((s.name, x.step, x.tokens_seen, str(x.path), x.info) for x in s.snapshots)
     summary = ProbeSummary(store.root, store.path, probe.hash, notes=list(probe.notes))
     prep, prep_notes = fam.prepare(probe, device, window=cfg.window, tc_negatives=cfg.tc_negatives,
                                    tc_temperature=cfg.tc_temperature, max_distance=cfg.max_distance,

@@ -1,4 +1,5 @@
-"""`report.md`: a short account of a probe run — the probe set, the runs, headline numbers, notes, figures."""
+"""`report.md`: a short account of a probe run — the probe set, the runs, snapshot integrity, headline numbers,
+notes, figures."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dynamics import integrity
 from dynamics.metrics import registry
 
 HEADLINE = (  # (metric, variant, layer: "last" | int); labels and definitions from the metric registry
@@ -44,6 +46,20 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
+def _integrity(series_list: Sequence[Any], snaps: Any, flags: Sequence[integrity.Flag]) -> list[str]:
+    """The lines of the "Snapshot integrity" section: what was checked and the flags (`dynamics.integrity`)."""
+    runs = {s.name for s in series_list}
+    n = sum(len(s.snapshots) for s in series_list)
+    mine = snaps[snaps["run"].isin(runs)]
+    hashed = len(integrity.cached_entries(zip(range(len(mine)), mine["info"], strict=True)))
+    checked = (f"checked: identical weights at two steps among the {hashed} whose weights were hashed, each folder's "
+               "step against the step it records, tokens seen increasing with step")
+    if not flags:
+        return [f"No problems found in {n} snapshot(s) ({checked})."]
+    return [f"{len(flags)} problem(s) found in {n} snapshot(s) ({checked}); results of the snapshots named may not "
+            "be what their steps say:", ""] + [f"- **{f.run}** ({f.kind.replace('_', ' ')}): {f.message}" for f in flags]
+
+
 def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path: Path) -> Path:
     """Write `report.md` for the runs in `series_list` measured on `probe` (atomically); return its path."""
     runs = [s.name for s in series_list]
@@ -65,6 +81,7 @@ def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path
                      f"{measured[0]}–{measured[-1]}" if measured else "–",
                      _fmt(float(tokens.max())) if len(tokens) else "unknown"])
     lines += ["## Runs", ""] + _table(["run", "kind", "objective", "snapshots measured", "steps", "max tokens seen"], rows)
+    lines += ["", "## Snapshot integrity", ""] + _integrity(series_list, snaps, getattr(summary, "flags", []))
     if not df.empty:
         lines += ["", "## Headline numbers (last layer unless stated; first → final measured snapshot)", ""]
         rows = []

@@ -77,7 +77,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ProbeError(str(exc)) from None
 
 
-def _step_from_name(path: Path) -> int | None:
+def step_from_name(path: Path) -> int | None:
+    """The step in a folder name `step-N` or `checkpoint-N` (None for other names)."""
     m = _STEP_RE.search(path.name)
     return int(m.group(1)) if m else None
 
@@ -100,7 +101,7 @@ def _our_snapshot(path: Path, run_name: str) -> Snapshot:
         raise ProbeError(str(exc)) from None
     step = _int_or_none(info.get("step"))
     if step is None:
-        step = _step_from_name(path)
+        step = step_from_name(path)
     if step is None:
         raise ProbeError(f"{path}: cannot tell the training step (no snapshot.json, no step-N name); rename it step-N")
     return Snapshot(path, step, _int_or_none(info.get("tokens_seen")), run_name, info)
@@ -110,7 +111,7 @@ def _trainer_snapshot(path: Path, run_name: str) -> Snapshot:
     state = _read_json(path / "trainer_state.json") if (path / "trainer_state.json").is_file() else {}
     step = _int_or_none(state.get("global_step"))
     if step is None:
-        step = _step_from_name(path)
+        step = step_from_name(path)
     if step is None:
         raise ProbeError(f"{path}: cannot tell the training step; rename it checkpoint-N")
     tokens = _int_or_none(state.get("num_input_tokens_seen")) or None
@@ -130,7 +131,7 @@ def _model_snapshot(path: Path, run_name: str) -> Snapshot:
 def _children(directory: Path, prefix: str) -> list[Path]:
     if not directory.is_dir():
         return []
-    return [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(prefix) and _step_from_name(p) is not None]
+    return [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(prefix) and step_from_name(p) is not None]
 
 
 def _first_tokenizer(candidates: Iterable[Path]) -> Path | None:

@@ -9,7 +9,8 @@ Layout of a store folder (default `RUN/dynamics/`)::
 Tables:
 
 * `runs(name PK, path, kind, objective, meta JSON, updated)`
-* `snapshots(run, step, tokens_seen, path, info JSON)`, key (run, step)
+* `snapshots(run, step, tokens_seen, path, info JSON)`, key (run, step); `info` is the snapshot's own record
+  (`snapshot.json`) plus `info["weights_hash"]`, the hash of its weights (`dynamics.integrity`)
 * `probe_sets(hash PK, source, n_blocks, block_size, n_tokens, n_masked, n_word_types, freq_source,
   tokenizer_hash, file, notes JSON, created, used)`
 * `metrics(run, step, tokens_seen, layer, metric, variant, value, family, probe_hash)`, unique over
@@ -18,7 +19,8 @@ Tables:
   arrays (step × step CKA) use step −1
 * `completed(run, step, family, probe_hash, params, finished, seconds)`, key (probe_hash, run, step, family):
   a family counts as done for a snapshot only with matching `params` (settings that change its values)
-* `notes(run, step, probe_hash, family, note)` — e.g. "no MLM head: head metrics skipped"
+* `notes(run, step, probe_hash, family, note)` — e.g. "no MLM head: head metrics skipped"; snapshot-integrity
+  flags are notes of family and probe hash "integrity" (`dynamics.integrity`, `replace_notes`)
 
 Reading: the query methods (`runs`, `snapshots`, `probe_sets`, `metrics`, `metric_list`, `arrays`, `notes`,
 `completed`; open with `open(path, readonly=True)`) read a store written by an older probe with what its file
@@ -308,6 +310,13 @@ class Store:
             raise
         for rel in set(old) - {rel for _, rel, _ in written}:
             (self.root / rel).unlink(missing_ok=True)
+
+    def replace_notes(self, *, run: str, family: str, probe_hash: str, notes: Iterable[tuple[int, str]]) -> None:
+        """Replace every note of (run, family, probe_hash) by `notes` ((step, note) pairs), in one transaction."""
+        with self._transaction():
+            self.conn.execute("DELETE FROM notes WHERE probe_hash=? AND run=? AND family=?", (probe_hash, run, family))
+            self.conn.executemany("INSERT OR IGNORE INTO notes VALUES (?,?,?,?,?)",
+                                  [(run, int(step), probe_hash, family, note) for step, note in notes])
 
     # --------------------------------------------------------------------------------------------- queries
     # Every query reads a store as far as its file has the tables and columns of `TABLES` (one written by an older

@@ -1,5 +1,6 @@
 """Cached loaders of a results store's tables: what an older store lacks, probe sets, runs, the metric catalogue,
-one metric's rows, measured snapshots and notes (each keyed on the store's path and `stamp`)."""
+one metric's rows, measured snapshots, notes and snapshot-integrity flags (each keyed on the store's path and
+`stamp`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import streamlit as st
 from app.data.stamps import Stamp
 from app.data.store_open import open_store
 from app.definitions import family_of
+from dynamics import integrity
 from dynamics.store import SCHEMA_VERSION
 
 # What the app reads from each table; a store lacking any of these was written by an older (or other) probe.
@@ -140,6 +142,15 @@ def notes(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataFrame:
     """Notes recorded while measuring: run, step, family, note."""
     with open_store(db) as s:
         return s.notes(probe_hash)[["run", "step", "family", "note"]]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def integrity_flags(db: str, stamp: Stamp) -> pd.DataFrame:
+    """The probe's snapshot-integrity flags (`dynamics.integrity`: notes of family "integrity", kept apart from any
+    probe set): run, step, note. Empty when there are none, or the store predates the check."""
+    with open_store(db) as s:
+        df = s.notes(integrity.PROBE_HASH)
+    return df[df["family"] == integrity.FAMILY][["run", "step", "note"]].reset_index(drop=True)
 
 
 def _json(text: Any) -> dict[str, Any]:

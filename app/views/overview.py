@@ -1,4 +1,5 @@
-"""Runs: every run found with its final numbers and results, training curves from `log.jsonl`, and the stores."""
+"""Runs: every run found with its final numbers and results, training curves from `log.jsonl`, and the stores
+(with the probe's snapshot-integrity warnings)."""
 
 from __future__ import annotations
 
@@ -106,6 +107,7 @@ def _stores(ctx: ui.Context) -> None:
         return
     st.subheader("Results stores")
     rows = []
+    flagged: list[str] = []
     for db in ctx.sources.stores:
         stamp = stamps.stamp(db)
         try:
@@ -113,6 +115,7 @@ def _stores(ctx: ui.Context) -> None:
             sets = store_tables.probe_sets(db, stamp)
             problems = store_tables.store_problems(db, stamp)
             warnings = store_tables.store_warnings(db, stamp)
+            flags = store_tables.integrity_flags(db, stamp)
         except errors.DataError as exc:
             rows.append({"store": ui.short(db), "runs": None, "snapshots measured": None, "probe sets": None,
                          "status": str(exc)})
@@ -121,7 +124,10 @@ def _stores(ctx: ui.Context) -> None:
                      "probe sets": len(sets),
                      "status": "; ".join((["older schema: " + "; ".join(problems)] if problems else []) + warnings)
                      or "ok"})
+        flagged += [f"{ui.short(db)}, **{f.run}**: {f.note}" for f in flags.itertuples(index=False)]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    for line in flagged:
+        st.warning(f"Snapshot integrity — {line}", icon=":material/warning:")
 
 
 main()
