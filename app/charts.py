@@ -92,9 +92,10 @@ def _order(values: Sequence[str]) -> list[str]:
 
 def metric_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "", y_title: str = "value",
                  color: str = "run", dash: str | None = None, height: int = LINE_HEIGHT,
-                 colours: Mapping[str, str] | None = None) -> alt.Chart:
+                 colours: Mapping[str, str] | None = None, onsets: pd.DataFrame | None = None) -> alt.Chart:
     """One metric against `x`, a line per `color` value (per `color` × `dash` when `dash` is given); runs in
-    their palette `colours` when `color` is "run"."""
+    their palette `colours` when `color` is "run". `onsets` (run, step: `app.data.seed_groups.onset_rows` at the
+    drawn layer and variant) are drawn as diamonds on their run's line."""
     if color == "run":
         scale = run_scale(df, colours)
     else:
@@ -109,8 +110,47 @@ def metric_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, titl
     if dash:
         enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=dash)
     base = alt.Chart(df).encode(**enc)
-    return (base.mark_line(strokeWidth=2) + base.mark_point(size=28, filled=True)).properties(
-        title=title, height=height)
+    chart = base.mark_line(strokeWidth=2) + base.mark_point(size=28, filled=True)
+    if onsets is not None and len(onsets) and color == "run":
+        marks = onsets[["run", "step"]].merge(df, on=["run", "step"])
+        if len(marks):
+            chart += alt.Chart(marks).mark_point(shape="diamond", size=160, filled=True, stroke="black",
+                                                 strokeWidth=1).encode(
+                x=enc["x"], y=enc["y"], color=enc["color"],
+                tooltip=[alt.Tooltip("run:N"), alt.Tooltip("step:Q", title="onset step"),
+                         alt.Tooltip("value:Q", format=".4f")])
+    return chart.properties(title=title, height=height)
+
+
+def group_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "", y_title: str = "value",
+                height: int = LINE_HEIGHT, colours: Mapping[str, str] | None = None) -> alt.LayerChart:
+    """Seed groups (`app.data.seed_groups.group_frame`): each group's mean against `x` as a line in its colour, its
+    band (`low`–`high`) shaded."""
+    color = alt.Color("group:N", title="group", scale=run_scale(df, colours, "group"),
+                      legend=alt.Legend(symbolOpacity=1))
+    base = alt.Chart(df).encode(x=_x(x, log_x, _high(df, x)), color=color)
+    y = _y(y_title, height)
+    tip = [alt.Tooltip("group:N"), alt.Tooltip("step:Q"), alt.Tooltip("value:Q", title="mean", format=".4f"),
+           alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f"), alt.Tooltip("n:Q", title="runs")]
+    return alt.layer(
+        base.mark_area(opacity=0.2).encode(y=_y(y_title, height, field="low"), y2="high:Q"),
+        base.mark_line(strokeWidth=2).encode(y=y),
+        base.mark_point(size=28, filled=True).encode(y=y, tooltip=tip),
+    ).properties(title=title, height=height)
+
+
+def interval_lines(diff: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "",
+                   y_title: str = "a − b", height: int = 260) -> alt.LayerChart:
+    """A mean difference against `x` with its interval (`low`–`high`) shaded, and the zero line."""
+    base = alt.Chart(diff).encode(x=_x(x, log_x, _high(diff, x)))
+    tip = [alt.Tooltip("step:Q"), alt.Tooltip("value:Q", title="mean difference", format=".4f"),
+           alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f"), alt.Tooltip("n:Q", title="pairs")]
+    zero = alt.Chart(pd.DataFrame({"zero": [0.0]})).mark_rule(color="gray", strokeDash=[4, 4]).encode(y="zero:Q")
+    band = base.transform_filter("isValid(datum.low) && isValid(datum.high)").mark_area(opacity=0.25).encode(
+        y=_y(y_title, height, field="low"), y2="high:Q")
+    return alt.layer(zero, band, base.mark_line(strokeWidth=2).encode(y=_y(y_title, height)),
+                     base.mark_point(size=28, filled=True).encode(y=_y(y_title, height), tooltip=tip)
+                     ).properties(title=title, height=height)
 
 
 def score_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "",

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, ui
-from app.data import frames, store_tables
+from app.data import frames, seed_groups, store_tables
 from app.definitions import PageDef, describe, distance, is_bin, order_key
 
 
@@ -61,17 +61,29 @@ def _body(page: PageDef, ctx: ui.Context) -> None:
     if dists:
         names.append("By distance")
     tabs = dict(zip(names, st.tabs(names), strict=True))
+    groups = _groups(ctx, runs)
     with tabs["Runs"]:
-        ui.chart(charts.metric_lines(shown, x=x, log_x=ctx.log_x, title=f"{mdef.label}{suffix}, layer {layer}",
-                                     y_title=mdef.label, colours=ui.run_colours(ctx.sources)),
-                 shown, f"{metric}-layer{layer}", key=f"{page.key}:runs-chart")
+        if groups:
+            _group_chart(page, ctx, shown, groups, x, f"{mdef.label}{suffix}, layer {layer}", mdef.label, metric)
+        else:
+            onsets = seed_groups.onset_rows(ctx.db, ctx.stamp, metric, tuple(runs), ctx.probe_hash)
+            onsets = onsets[(onsets["layer"] == layer) & (onsets["variant"] == main)]
+            ui.chart(charts.metric_lines(shown, x=x, log_x=ctx.log_x, title=f"{mdef.label}{suffix}, layer {layer}",
+                                         y_title=mdef.label, colours=ui.run_colours(ctx.sources), onsets=onsets),
+                     shown, f"{metric}-layer{layer}", key=f"{page.key}:runs-chart")
+            if len(onsets):
+                st.caption("◆ onset: the first measured snapshot at which the curve has covered half of its change "
+                           "from the first to the last snapshot (`dynamics.onsets`).")
     with tabs["All layers"]:
         every = df[df["variant"] == main]
         ui.chart(charts.layer_grid(every, x=x, log_x=ctx.log_x, title=f"{mdef.label}{suffix}, every layer",
                                    colours=ui.run_colours(ctx.sources)),
                  every, f"{metric}-layers", key=f"{page.key}:grid", stretch=False)
     with tabs["Difference"]:
-        _difference(page, df[df["variant"] == main], runs, layer, x, ctx, mdef.label, metric)
+        if groups:
+            _group_difference(page, df[df["variant"] == main], groups, layer, x, ctx, mdef.label, metric)
+        else:
+            _difference(page, df[df["variant"] == main], runs, layer, x, ctx, mdef.label, metric)
     if bins:
         with tabs["Frequency bins"]:
             binned = df[df["variant"].isin(bins) & (df["layer"] == layer)]
@@ -122,3 +134,47 @@ def _difference(page: PageDef, df: pd.DataFrame, runs: list[str], layer: int, x:
     ui.chart(charts.heatmap(diff, x="step", y="layer", title=f"{a} − {b}, every layer", x_title="step",
                             y_title="layer", diverging=True),
              diff, f"{metric}-diff-layers", key=f"{page.key}:diff-map", stretch=False)
+
+
+def _groups(ctx: ui.Context, runs: list[str]) -> list[seed_groups.Group]:
+    """The seed groups of the selected runs when the sidebar asks for groups, else []."""
+    if not ctx.groups or ctx.db is None:
+        return []
+    return seed_groups.restrict(seed_groups.store_groups(ctx.db, ctx.stamp), runs)
+
+
+def _group_chart(page: PageDef, ctx: ui.Context, shown: pd.DataFrame, groups: list[seed_groups.Group], x: str,
+                 title: str, label: str, metric: str) -> None:
+    frame = seed_groups.group_frame(shown, groups, ctx.band)
+    ui.chart(charts.group_lines(frame, x=x, log_x=ctx.log_x, title=title, y_title=label,
+                                colours=ui.group_colours(groups)),
+             frame, f"{metric}-groups", key=f"{page.key}:groups-chart")
+    sizes = ", ".join(f"{g.label}: {g.size} run{'s' if g.size > 1 else ''}" for g in groups)
+    st.caption(f"Mean over each group's runs; band = {seed_groups.BANDS[ctx.band]}. {sizes}.")
+
+
+def _group_difference(page: PageDef, df: pd.DataFrame, groups: list[seed_groups.Group], layer: int, x: str,
+                      ctx: ui.Context, label: str, metric: str) -> None:
+    if len(groups) < 2:
+        st.info("Select runs of two seed groups to see their difference.")
+        return
+    labels = [g.label for g in groups]
+    by = {g.label: g for g in groups}
+    cols = st.columns(2)
+    a = cols[0].selectbox("Group a", labels, index=0, key=f"{page.key}:gdiff-a")
+    b = cols[1].selectbox("Group b", labels, index=1, key=f"{page.key}:gdiff-b")
+    if a == b:
+        st.info("Pick two different groups.")
+        return
+    diff, pairs = seed_groups.group_difference(df, by[a], by[b])
+    if diff.empty:
+        st.info(f"{a} and {b} have no seed in common with values at the same steps: nothing to pair.")
+        return
+    at_layer = diff[diff["layer"] == layer]
+    st.caption(f"{label}: {a} − {b} paired by seed ({pairs} pair{'s' if pairs != 1 else ''}), mean and Student-t 95% "
+               "interval over the pairs at each step."
+               + (f" With {pairs} seeds the interval is wide by design: it is honest about how little {pairs} "
+                  "seeds can tell." if pairs <= 5 else ""))
+    ui.chart(charts.interval_lines(at_layer, x=x, log_x=ctx.log_x, title=f"{a} − {b}, layer {layer}",
+                                   y_title=f"Δ {label}"), at_layer, f"{metric}-gdiff-layer{layer}",
+             key=f"{page.key}:gdiff-line")

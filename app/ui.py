@@ -19,7 +19,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app.data import errors, run_files, stamps, store_tables
+from app.data import errors, run_files, seed_groups, stamps, store_tables
 from app.data.sources import DEFAULT_DIRS, Sources, discover
 from app.definitions import MetricDef
 from dynamics import palette
@@ -35,7 +35,7 @@ python -m taco.train --objective mlm && python -m taco.train --objective taco
 python -m dynamics.probe runs/mlm-mini runs/taco-mini --out runs/dynamics
 ```
 
-or do all of it in one command: `make demo`. To look elsewhere: `streamlit run app/main.py -- --runs DIR [DIR …]`.
+or do all of it in one command: `make demo`. To look elsewhere: `python -m app --runs DIR [DIR …]`.
 """
 
 
@@ -49,6 +49,8 @@ class Context:
     probe_hash: str | None
     x: str
     log_x: bool
+    groups: bool = False  # draw seed groups (mean and band) instead of single runs
+    band: str = "minmax"  # the groups' band: a key of `seed_groups.BANDS`
 
 
 def parse_args(argv: Sequence[str] | None = None) -> list[str]:
@@ -111,6 +113,14 @@ def sidebar() -> Context:
             probe_hash = _probe_choice(db, stamp)
         x = st.radio("x axis", list(X_AXES), format_func=X_AXES.get, horizontal=True, key="ctx:x")
         log_x = st.toggle("Log-scale x axis", value=True, key="ctx:log_x")
+        by_group, band = False, "minmax"
+        if db and _has_seed_groups(db, stamp):
+            by_group = st.toggle("Seed groups", value=False, key="ctx:groups",
+                                 help="Draw runs that differ only by seed as one group (mean line and band); the "
+                                      "Difference tab then compares two groups paired by seed, with a Student-t "
+                                      "95% interval.")
+            if by_group:
+                band = st.radio("Band", list(seed_groups.BANDS), format_func=seed_groups.BANDS.get, key="ctx:band")
         if db:
             _status(db, stamp, probe_hash)
             live = st.toggle("Live updates", value=True, key="ctx:live",
@@ -119,7 +129,7 @@ def sidebar() -> Context:
                 _watch(db, stamp)
         if st.button("Refresh", key="ctx:refresh", icon=":material/refresh:"):
             st.cache_data.clear()
-    ctx = Context(src, db, stamp, probe_hash, x, log_x)
+    ctx = Context(src, db, stamp, probe_hash, x, log_x, by_group, band)
     st.session_state["ctx"] = ctx
     return ctx
 
@@ -128,6 +138,18 @@ def context() -> Context:
     """The sidebar's context of this run (rendering the sidebar when a page runs on its own)."""
     ctx = st.session_state.get("ctx")
     return ctx if isinstance(ctx, Context) else sidebar()
+
+
+def _has_seed_groups(db: str, stamp: stamps.Stamp) -> bool:
+    try:
+        return any(g.size > 1 for g in seed_groups.store_groups(db, stamp))
+    except errors.DataError:
+        return False
+
+
+def group_colours(groups: Sequence[seed_groups.Group]) -> dict[str, str]:
+    """One palette colour per seed group (by its objective), as `run_colours` gives runs."""
+    return palette.run_colours((g.label, g.objective) for g in groups)
 
 
 def _run_count(db: str) -> int:

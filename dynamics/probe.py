@@ -37,6 +37,7 @@ from dynamics import probe_set as ps
 from dynamics import store as st
 from dynamics.config import FAMILIES, ProbeConfig, resolved_device
 from dynamics.errors import ProbeError
+from dynamics.onsets import series_onsets
 from dynamics.series import Series, Snapshot, discover_all, select, validate
 from dynamics.tokens import TokenizerView, load_tokenizer
 from taco.cli import Parser
@@ -333,6 +334,8 @@ def _finish(run: ProbeRun, series_list: list[Series]) -> ProbeSummary:
     notes = store.notes(run.probe.hash)
     names = [s.name for s in series_list]
     summary.notes += sorted({n for r, n in zip(notes["run"], notes["note"], strict=True) if r in names})
+    for name in names:
+        _store_onsets(store, run.probe.hash, name)
     if run.cfg.figures:
         from dynamics import figures
 
@@ -341,6 +344,14 @@ def _finish(run: ProbeRun, series_list: list[Series]) -> ProbeSummary:
 
     summary.report = report.write(store, series_list, run.probe, summary, store.root / "report.md")
     return summary
+
+
+def _store_onsets(store: st.Store, probe_hash: str, name: str) -> None:
+    """Rewrite the run's onsets (`dynamics.onsets`) from all of its metric rows under the probe set."""
+    df = store.metrics(run=name, probe_hash=probe_hash)
+    rows = zip(df["run"], df["step"], df["tokens_seen"], df["layer"], df["metric"], df["variant"], df["value"],
+               strict=True)
+    store.write_onsets(probe_hash, name, series_onsets(list(rows)))
 
 
 def _measure_snapshot(run: ProbeRun, state: SeriesState, snap: Snapshot, needed: list[str]) -> None:

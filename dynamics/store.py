@@ -21,9 +21,12 @@ Tables:
   a family counts as done for a snapshot only with matching `params` (settings that change its values)
 * `notes(run, step, probe_hash, family, note)` — e.g. "no MLM head: head metrics skipped"; snapshot-integrity
   flags are notes of family and probe hash "integrity" (`dynamics.integrity`, `replace_notes`)
+* `onsets(run, metric, layer, variant, probe_hash, step, tokens_seen, change)`, key (probe_hash, run, metric,
+  layer, variant): the step at which each metric curve first covered half of its change (`dynamics.onsets`;
+  step NULL when it has none), rewritten after every probe run
 
 Reading: the query methods (`runs`, `snapshots`, `probe_sets`, `metrics`, `metric_list`, `arrays`, `notes`,
-`completed`; open with `open(path, readonly=True)`) read a store written by an older probe with what its file
+`completed`, `onsets`; open with `open(path, readonly=True)`) read a store written by an older probe with what its file
 has: a missing table reads as no rows, a missing column as None, a missing index as a slower scan. Nothing else
 needs SQL to read a store.
 
@@ -50,6 +53,8 @@ from dynamics.probe_set import save_npz
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from dynamics.onsets import Onset
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
@@ -80,6 +85,9 @@ CREATE TABLE IF NOT EXISTS completed (
 CREATE TABLE IF NOT EXISTS notes (
     run TEXT NOT NULL, step INTEGER NOT NULL, probe_hash TEXT NOT NULL, family TEXT NOT NULL, note TEXT NOT NULL,
     UNIQUE (probe_hash, run, step, family, note));
+CREATE TABLE IF NOT EXISTS onsets (
+    run TEXT NOT NULL, metric TEXT NOT NULL, layer INTEGER NOT NULL, variant TEXT NOT NULL, probe_hash TEXT NOT NULL,
+    step INTEGER, tokens_seen INTEGER, change REAL, PRIMARY KEY (probe_hash, run, metric, layer, variant));
 """
 
 # The tables and columns `_SCHEMA` creates (what the queries read; an older store may lack some).
@@ -93,6 +101,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "arrays": ("run", "step", "kind", "probe_hash", "family", "file", "meta"),
     "completed": ("run", "step", "family", "probe_hash", "params", "finished", "seconds"),
     "notes": ("run", "step", "probe_hash", "family", "note"),
+    "onsets": ("run", "metric", "layer", "variant", "probe_hash", "step", "tokens_seen", "change"),
 }
 _METRIC_COLUMNS = ("run", "step", "tokens_seen", "layer", "metric", "variant", "value", "family")
 
@@ -209,6 +218,15 @@ class Store:
                 "INSERT INTO runs VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET path=excluded.path, "
                 "kind=excluded.kind, objective=excluded.objective, meta=excluded.meta, updated=excluded.updated",
                 (name, str(path), kind, objective, json.dumps(meta, default=str), time.time()))
+
+    def write_onsets(self, probe_hash: str, run: str, onsets: Iterable[Onset]) -> None:
+        """Replace the onsets of `run` under `probe_hash` by `onsets`, in one transaction."""
+        rows = [(o.run, o.metric, o.layer, o.variant, probe_hash, o.step, o.tokens_seen, o.change) for o in onsets]
+        if any(r[0] != run for r in rows):
+            raise ValueError(f"onsets of another run than {run!r}")
+        with self._transaction():
+            self.conn.execute("DELETE FROM onsets WHERE probe_hash=? AND run=?", (probe_hash, run))
+            self.conn.executemany("INSERT INTO onsets VALUES (?,?,?,?,?,?,?,?)", rows)
 
     def upsert_snapshots(self, rows: Iterable[tuple[str, int, int | None, str, Mapping[str, Any]]]) -> None:
         """Rows (run, step, tokens_seen, path, info)."""
@@ -494,6 +512,14 @@ class Store:
         """Notes (run, step, family, note) recorded while measuring, e.g. skipped head metrics."""
         return self._select("notes", ["run", "step", "family", "note"], {"probe_hash": self._hash(probe_hash)},
                             order=["run", "step"])
+
+    def onsets(self, probe_hash: str | None = None, *, run: str | Sequence[str] | None = None,
+               metric: str | Sequence[str] | None = None) -> pd.DataFrame:
+        """Onset rows (run, metric, layer, variant, step, tokens_seen, change) of one probe set; step None where
+        the curve has no onset."""
+        return self._select("onsets", ["run", "metric", "layer", "variant", "step", "tokens_seen", "change"],
+                            {"probe_hash": self._hash(probe_hash), "run": run, "metric": metric},
+                            order=["run", "metric", "variant", "layer"])
 
     def completed(self, probe_hash: str | None = None) -> pd.DataFrame:
         """Finished (run, step, family) units with params, finish time and seconds spent."""

@@ -111,10 +111,12 @@ def write_store(
     projection_every: int = 1,
     skip: Callable[[str, int, str], bool] | None = None,
     run_dirs: bool = True,
+    seeds: Mapping[str, int] | None = None,
 ) -> Path:
     """Write run directories `root/NAME/` and their store `root/dynamics/results.sqlite`; return the database.
 
     `runs`: name → objective (a mapping or pairs). `skip(run, step, metric)` leaves a metric out at a snapshot.
+    `seeds`: name → seed, to record each run's config (equal but for the seed within an objective: seed groups).
     Arrays: layer × layer CKA at every snapshot, projections (h, and g as `xy_g`) every `projection_every`-th
     snapshot, step × step CKA per run.
     """
@@ -129,7 +131,11 @@ def write_store(
                         file="arrays/probe.npz", notes=[])
         for r_index, (name, objective) in enumerate(pairs):
             run_dir = write_run_dir(root / name, objective, steps) if run_dirs else root / name
-            s.upsert_run(name, run_dir, "run", objective, {"objective": objective, "preset": "mini"})
+            meta: dict = {"objective": objective, "preset": "mini"}
+            if seeds is not None:  # run.json's config, as taco.train writes it: runs differ by seed only
+                meta["config"] = {"objective": objective, "preset": "mini", "lr": 5e-4, "seed": seeds[name],
+                                  "output_dir": str(run_dir)}
+            s.upsert_run(name, run_dir, "run", objective, meta)
             s.upsert_snapshots((name, st, st * TOKENS_PER_STEP, str(run_dir / "snapshots" / f"step-{st:07d}"),
                                 {"step": st}) for st in steps)
             for k, step in enumerate(steps):
