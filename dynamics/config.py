@@ -41,6 +41,10 @@ class ProbeConfig:
     max_distance: int = option(8, "largest distance for the context cosine-by-distance curve")
     cka_tokens: int = option(1024, "tokens kept per layer and snapshot for CKA across layers and snapshots")
     projection_tokens: int = option(2000, "tokens in the fixed sample projected to 2-D for the app")
+    follow: bool = option(False, "keep measuring the runs' snapshots as taco.train writes them, and stop after "
+                          "each run's final step (run.json's max_steps); waits for a run that has not started yet")
+    follow_timeout: float = option(1800.0, "with --follow: stop after this many seconds without a new snapshot "
+                                   "(training killed and not resumed); 0 waits for ever")
     neighbour_tokens: int = option(2048, "seeded subsample for the neighbour- and pair-based estimators (TwoNN, "
                                        "uniformity)")
 
@@ -63,6 +67,10 @@ class ProbeConfig:
             raise ProbeError(f"--block-size {self.block_size}: must be at least 3 ([CLS] + text + [SEP])")
         if self.window < 3 or self.window % 2 == 0:
             raise ProbeError(f"--window {self.window}: must be an odd number ≥ 3")
+        if self.follow_timeout < 0:
+            raise ProbeError(f"--follow-timeout {self.follow_timeout}: must be ≥ 0 seconds (0 waits for ever)")
+        if self.follow and (self.steps is not None or self.every is not None):
+            raise ProbeError("--follow measures every snapshot as it arrives; drop --steps/--every")
         if self.tc_temperature <= 0:
             raise ProbeError(f"--tc-temperature {self.tc_temperature}: must be positive")
         if self.steps is not None and any(s < 0 for s in self.steps):

@@ -92,6 +92,10 @@ def run(
                       max_tokens=max_tokens, probe_text=None if probe_text is None else str(probe_text),
                       force=force, progress=progress, **settings)
     paths = [dirs] if isinstance(dirs, (str, Path)) else list(dirs)
+    if cfg.follow:
+        from dynamics.follow import follow
+
+        return follow(paths, cfg.validate(), on_snapshot=on_snapshot)
     return run_config(paths, cfg.validate(), on_snapshot=on_snapshot)
 
 
@@ -169,8 +173,11 @@ def _wanted(metrics: Sequence[str]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- running
 
-def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: SnapshotHook | None = None) -> ProbeSummary:
-    """Check all input, then measure (see `run`)."""
+def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: SnapshotHook | None = None, *,
+               defer_drift: bool = False, print_flags: bool = True) -> ProbeSummary:
+    """Check all input, then measure (see `run`). `defer_drift`: leave anchor drift (measured against the final
+    snapshot) for a later call, as `--follow` does until a run's final snapshot exists; `print_flags`: print the
+    snapshot-integrity flags to stderr."""
     series_list = discover_all(dirs)
     selected = _selection(series_list, cfg)
     validate(series_list, selected)
@@ -200,14 +207,16 @@ def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: Snapsh
         flags = _record_snapshots(store, series_list, selected)
         run = _start(store, series_list, tok, probe, cfg, device)
         run.no_drift = no_drift
+        run.defer_drift = defer_drift
         run.summary.notes += list(no_drift.values())
         run.summary.flags = flags
         _measure_all(run, series_list, selected, on_snapshot)
         summary = _finish(run, series_list)
     finally:
         store.close()
-    for flag in summary.flags:
-        print(flag.line, file=sys.stderr)
+    if print_flags:
+        for flag in summary.flags:
+            print(flag.line, file=sys.stderr)
     return summary
 
 
@@ -223,6 +232,7 @@ class ProbeRun:
     summary: ProbeSummary
     done: dict[tuple[str, int, str], str]  # (run, step, family) → params of what the store already holds
     no_drift: dict[str, str] = field(default_factory=dict)  # run → why its anchor drift cannot be measured
+    defer_drift: bool = False  # leave drift for a later run (`--follow` before the final snapshot)
 
 
 @dataclass
@@ -305,7 +315,7 @@ def _measure_all(run: ProbeRun, series_list: list[Series], selected: dict[str, l
     try:
         for series in series_list:
             state = SeriesState(series, _family_params(series, run.cfg))
-            families = [f for f in wanted if not (f == "drift" and series.name in run.no_drift)]
+            families = [f for f in wanted if not (f == "drift" and (series.name in run.no_drift or run.defer_drift))]
             for snap in selected[series.name]:
                 bar.set_description(f"{series.name} step {snap.step}")
                 needed = [f for f in families
@@ -444,7 +454,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[list[str], ProbeConfi
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         dirs, cfg = parse_args(argv)
-        summary = run_config(dirs, cfg)
+        if cfg.follow:
+            from dynamics.follow import follow
+
+            summary = follow(dirs, cfg)
+        else:
+            summary = run_config(dirs, cfg)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return UsageError.exit_code
@@ -454,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_new = len(summary.computed)
     print(f"probe {summary.probe_hash[:12]}: {n_new} result(s) computed, {len(summary.reused)} already stored; "
           f"report: {summary.report}", file=sys.stderr)
+    if hasattr(summary, "lag_line"):  # --follow
+        print(f"followed: {summary.lag_line()}", file=sys.stderr)
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
