@@ -73,3 +73,67 @@ def test_open_page_follows_a_probe_that_is_writing(chromium: str, tmp_path: Path
         browser.wait_drawn()
         assert "4" in browser.axis_labels()  # the new step is on the x axis (symmetric-log ticks 0, 1, 2, 4)
         print(f"screenshot: {browser.screenshot(tmp_path / 'live.png')}")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.integration.conftest import build_tiny_run
+
+    return build_tiny_run(tmp_path_factory.mktemp("live-source") / "run", steps=(0, 1, 2, 4))
+
+
+def test_page_follows_a_following_probe(chromium: str, tiny_run: Path, tmp_path: Path) -> None:
+    """`dynamics.probe RUN --follow` measures snapshots as they are renamed into place (as taco.train writes them),
+    and the open page shows each one as its results land, up to the final step."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    run = tmp_path / "runs" / "live-mlm"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("step-0000002", "step-0000004"))
+    meta = json.loads((run / "run.json").read_text())
+    meta["config"]["max_steps"] = 4
+    (run / "run.json").write_text(json.dumps(meta))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    follower = subprocess.Popen([sys.executable, "-m", "dynamics.probe", str(run), "--follow", "--probe-blocks", "16",
+                                 "--no-progress", "--no-figures", "--follow-timeout", "120"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def arrive(step: int) -> None:  # a snapshot completed by a rename, as taco.train writes it
+        src = tiny_run / "snapshots" / f"step-{step:07d}"
+        tmp = run / "snapshots" / f".tmp-step-{step:07d}-x"
+        shutil.copytree(src, tmp)
+        os.replace(tmp, run / "snapshots" / f"step-{step:07d}")
+
+    def wait_for(text: str, timeout: float = 90) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = browser.state()
+            if text in state["sidebar"]:
+                return state
+            assert time.monotonic() < deadline, f"the page never showed {text!r}: {state['sidebar'][-400:]}"
+            time.sleep(0.5)
+
+    try:
+        db = run / "dynamics" / "results.sqlite"
+        deadline = time.monotonic() + 120
+        while not db.is_file():
+            assert time.monotonic() < deadline and follower.poll() is None, follower.stderr.read()[-2000:]
+            time.sleep(0.2)
+        with serve([tmp_path / "runs"]) as url, Chromium(chromium, width=1400, height=1200) as browser:
+            browser.open(f"{url}/geometry", expect=["Anisotropy, layer 2"], min_charts=1, timeout=120)
+            wait_for("2 of 2 snapshots measured")
+            arrive(2)
+            wait_for("3 of 3 snapshots measured")
+            assert follower.poll() is None, "the probe must keep following until the final step"
+            arrive(4)
+            wait_for("4 of 4 snapshots measured")
+            browser.wait_drawn()
+            assert "4" in browser.axis_labels()
+            print(f"screenshot: {browser.screenshot(tmp_path / 'following.png')}")
+        assert follower.wait(timeout=120) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
