@@ -1,15 +1,17 @@
 """`report.md`: a short account of a probe run — the probe set, the runs, snapshot integrity, headline numbers,
-notes, figures."""
+onsets (with seed groups' mean ± std), notes, figures."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from dynamics import integrity
+from dynamics.groups import Group, seed_groups, t_interval
 from dynamics.metrics import registry
 
 HEADLINE = (  # (metric, variant, layer: "last" | int); labels and definitions from the metric registry
@@ -29,6 +31,8 @@ HEADLINE = (  # (metric, variant, layer: "last" | int); labels and definitions f
     ("uniformity", "all", "last"),
     ("cka_final", "all", "last"),
 )
+ONSET_METRICS = ("ctx_gap_window", "ctx_same_window", "anisotropy", "rankme", "masked_accuracy", "tc_loss")
+ONSET_VARIANT = "all"  # each at its last stored layer
 PER_LAYER = ("anchor_sim_word", "ctx_gap_all", "anisotropy", "self_similarity_adj", "rankme", "isoscore",
              "cka_prev_layer")
 
@@ -58,6 +62,71 @@ def _integrity(series_list: Sequence[Any], snaps: Any, flags: Sequence[integrity
         return [f"No problems found in {n} snapshot(s) ({checked})."]
     return [f"{len(flags)} problem(s) found in {n} snapshot(s) ({checked}); results of the snapshots named may not "
             "be what their steps say:", ""] + [f"- **{f.run}** ({f.kind.replace('_', ' ')}): {f.message}" for f in flags]
+
+
+def _step(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+
+
+def group_onset(steps: Sequence[int | None]) -> str:
+    """A seed group's onset cell: mean onset step ± sample std (ddof = 1) over the seeds whose curve has an onset
+    (`steps`: one per run of the group, None where the curve has no onset or was not measured), and n of them."""
+    found = [float(s) for s in steps if s is not None and math.isfinite(float(s))]
+    interval = t_interval(found)
+    tail = f"(n = {interval.n} of {len(steps)})"
+    if interval.n == 0:
+        return f"– {tail}"
+    if interval.n == 1:
+        return f"{_step(interval.mean)} {tail}"
+    return f"{_step(interval.mean)} ± {_step(interval.std)} {tail}"
+
+
+def run_groups(runs_table: Any, runs: Sequence[str]) -> list[Group]:
+    """The seed groups (`dynamics.groups.seed_groups`) of `runs`, from the `run.json` each run's row in the store's
+    `runs` table keeps (`meta`; its "config" is the training config)."""
+    configs: dict[str, Mapping[str, Any] | None] = {name: None for name in runs}
+    for name, meta in zip(runs_table["name"], runs_table["meta"], strict=True):
+        if name not in configs:
+            continue
+        try:
+            data = json.loads(meta) if isinstance(meta, str) else {}
+        except json.JSONDecodeError:
+            data = {}
+        config = data.get("config") if isinstance(data, dict) else None
+        configs[name] = config if isinstance(config, dict) else None
+    return seed_groups(configs)
+
+
+def onsets_section(onsets: Any, runs: Sequence[str], groups: Sequence[Group]) -> list[str]:
+    """The lines of the "Onsets" section: per `ONSET_METRICS` metric (variant all, its last stored layer in each
+    run) the stored onset step of each run — "–" where the curve has no onset, "not measured" where the run has no
+    onset row for the metric — and, per seed group of ≥ 2 runs, `group_onset` of its runs' steps. `onsets`: the
+    store's onset rows (run, metric, layer, variant, step, …)."""
+    multi = [g for g in groups if g.size > 1]
+    header = ["metric"] + list(runs) + [f"{g.label} (group of {g.size})" for g in multi]
+    rows = []
+    for metric in ONSET_METRICS:
+        m = onsets[(onsets["metric"] == metric) & (onsets["variant"] == ONSET_VARIANT)]
+        steps: dict[str, int | None] = {}
+        cells: list[Any] = [f"{registry.get(metric).label} (`{metric}`)"]
+        for run in runs:
+            r = m[m["run"] == run]
+            if r.empty:
+                cells.append("not measured")
+                continue
+            step = r[r["layer"] == r["layer"].max()]["step"].iloc[0]
+            known = step is not None and math.isfinite(float(step))
+            steps[run] = int(step) if known else None
+            cells.append(str(int(step)) if known else "–")
+        cells += [group_onset([steps.get(run) for run in g.runs]) for g in multi]
+        rows.append(cells)
+    lines = ["An onset is the first measured step at which a curve has covered half of its change from the first to "
+             "the last measured snapshot (`dynamics.onsets`; last layer, variant all); \"–\": the curve has none "
+             "(fewer than two values, or no change); \"not measured\": the run has no values of the metric."]
+    if multi:
+        lines[0] += (" A group's column (runs whose configs differ only by seed, `dynamics.groups`) is the mean onset "
+                     "step ± its sample standard deviation over the seeds with an onset, n of the group's runs.")
+    return lines + [""] + _table(header, rows)
 
 
 def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path: Path) -> Path:
@@ -117,6 +186,9 @@ def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path
             lines += ["", f"### {run}: per layer at step {last}", ""]
             lines += _table(["layer"] + cols, [[int(layer)] + [_fmt(table.loc[layer, c]) for c in cols]
                                                for layer in table.index])
+        lines += ["", "## Onsets", ""]
+        lines += onsets_section(store.onsets(probe.hash, run=runs, metric=list(ONSET_METRICS)), runs,
+                                run_groups(store.runs(), runs))
     notes = sorted(set(summary.notes))
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
