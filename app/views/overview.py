@@ -1,5 +1,5 @@
-"""Runs: every run found with its final numbers and results, training curves from `log.jsonl`, and the stores
-(with the probe's snapshot-integrity warnings)."""
+"""Runs: every run found with its final numbers and results, the seed groups they form, training curves from
+`log.jsonl`, and the stores (with the probe's snapshot-integrity warnings)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, ui
-from app.data import errors, frames, run_files, runs_table, stamps, store_tables
+from app.data import errors, frames, run_files, runs_table, seed_groups, stamps, store_tables
 
 QUANTITIES = {"loss": "Loss", "mlm_accuracy": "MLM accuracy", "tc_loss": "TC loss", "lr": "Learning rate",
               "tokens_per_s": "Tokens/s", "mlm_loss": "MLM loss", "grad_norm": "Gradient norm"}
@@ -58,6 +58,8 @@ def main() -> None:
                     f"`python -m dynamics.probe {dirs} --out runs/dynamics`.", icon=":material/pending:")
     if table is None:
         return
+    with ui.guard("the seed groups"):
+        _groups(ctx)
     for path in table["path"].dropna().unique():
         if problem := run_files.run_json_problem(str(path), stamps.run_stamp(str(path))):
             st.warning(f"{problem} (its objective and preset are unknown here; the rest of the run is shown)",
@@ -66,6 +68,32 @@ def main() -> None:
         _curves(ctx, table, picked)
     with ui.guard("the stores"):
         _stores(ctx)
+
+
+def _groups(ctx: ui.Context) -> None:
+    """The seed groups of every store's runs (`app.data.seed_groups.store_groups`), shown only when some group has
+    two runs or more; a store that cannot be read is left out here (the stores table below names its problem)."""
+    stores = list(ctx.sources.stores)
+    rows = []
+    for db in stores:
+        try:
+            groups = seed_groups.store_groups(db, stamps.stamp(db))
+        except errors.DataError:
+            continue
+        rows += [{"store": ui.short(str(Path(db).parent)), "group": g.label, "objective": g.objective,
+                  "runs": ", ".join(g.runs), "seeds": ", ".join("?" if s is None else str(s) for s in g.seeds),
+                  "n": g.size} for g in groups]
+    if not any(r["n"] > 1 for r in rows):
+        return
+    frame = pd.DataFrame(rows)
+    if len(stores) < 2:
+        frame = frame.drop(columns=["store"])
+    st.subheader("Seed groups")
+    st.caption("Runs whose configs are equal except for the seed (and where they are written) form a group "
+               "(`dynamics.groups`). The sidebar's *Seed groups* toggle draws each group as its mean with a band, "
+               "and compares two groups paired by seed.")
+    st.dataframe(frame, hide_index=True, key="overview:groups", width="stretch",
+                 column_config={"n": st.column_config.NumberColumn("n", help="Runs in the group")})
 
 
 def _curves(ctx: ui.Context, table: pd.DataFrame, picked: list[int]) -> None:
