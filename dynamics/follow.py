@@ -7,8 +7,9 @@ snapshot appears. Anchor drift compares a snapshot with the run's *final* one, s
 followed run has written the snapshot at its final step (`run.json`'s `config.max_steps`); that last pass also
 measures drift, step × step CKA, onsets, figures and the report, and the loop ends.
 
-A run that has not started yet (no `run.json` or no snapshot) is waited for; training that is killed and resumed
-meanwhile only pauses the stream of snapshots. After `follow_timeout` seconds without a new snapshot the loop
+A run that has not started yet (no `run.json` or no snapshot) is waited for, and several runs may start one after
+the other (each joins when it has a first snapshot; the first run given must be there first: the probe set is built
+from it); training that is killed and resumed meanwhile only pauses the stream of snapshots. After `follow_timeout` seconds without a new snapshot the loop
 stops with a note (run the same command again to continue); 0 waits for ever.
 
 The lag of each snapshot — seconds from the rename that completed it (its `snapshot.json`'s modification time,
@@ -60,22 +61,26 @@ def final_step(run_dir: str | Path) -> int | None:
     return steps if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0 else None
 
 
-def _state(dirs: Sequence[str | Path]) -> tuple[bool, set[tuple[str, int]], bool]:
-    """(every run has run.json and a snapshot, the complete snapshots seen, every run has its final snapshot)."""
-    ready, seen, finished = True, set(), True
+def _state(dirs: Sequence[str | Path]) -> tuple[list[str | Path], set[tuple[str, int]], bool]:
+    """(the runs to measure now, the complete snapshots seen, every run has its final snapshot). Runs join as they
+    write a first snapshot, but none is measured before the first run has one: the probe set is built from it."""
+    active, seen, finished = [], set(), True
     for d in dirs:
         rd = RunDir(d)
         snaps = rd.snapshots()
         if not rd.is_run() or not snaps:
-            ready = finished = False
+            finished = False
             continue
-        seen |= {(str(Path(d).resolve()), s.step) for s in snaps}
         last = final_step(d)
         if last is None:
             raise ProbeError(f"{d}: --follow needs a taco.train run whose run.json gives config.max_steps "
                              "(to know when it ends); probe it without --follow")
+        active.append(d)
+        seen |= {(str(Path(d).resolve()), s.step) for s in snaps}
         finished = finished and any(s.step == last for s in snaps)
-    return ready, seen, finished
+    if not active or active[0] != dirs[0]:
+        return [], set(), False
+    return active, seen, finished
 
 
 def follow(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: SnapshotHook | None = None, *,
@@ -97,17 +102,17 @@ def follow(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: SnapshotHo
     passes, last_new, said_waiting = 0, clock(), False
     computed: list[tuple[str, int, str]] = []
     while True:
-        ready, seen, finished = _state(dirs)
-        if ready and (seen - measured or finished):
+        active, seen, finished = _state(dirs)
+        if active and (seen - measured or finished):
             last_new = clock()
-            summary = run_config(dirs, cfg if finished else quiet, hook, defer_drift=not finished,
+            summary = run_config(active, cfg if finished else quiet, hook, defer_drift=not finished,
                                  print_flags=finished)
             passes += 1
             computed += summary.computed
             measured |= seen
             if finished:
                 return _summary(summary, computed, lags, passes, "final")
-        elif not ready and not said_waiting:
+        elif not said_waiting and len(active) < len(dirs):
             waiting = [str(d) for d in dirs if not RunDir(d).is_run() or not RunDir(d).snapshots()]
             print(f"waiting for {', '.join(waiting)} to write a first snapshot (Ctrl-C to stop)", file=sys.stderr)
             said_waiting = True
@@ -115,7 +120,7 @@ def follow(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: SnapshotHo
             if not passes:
                 raise ProbeError(f"--follow: no snapshot appeared in {', '.join(map(str, dirs))} within "
                                  f"{cfg.follow_timeout:g} s; check the path, or raise --follow-timeout")
-            summary = run_config(dirs, cfg, hook, defer_drift=True)
+            summary = run_config(active or dirs, cfg, hook, defer_drift=True)
             out = _summary(summary, computed + summary.computed, lags, passes + 1, "timeout")
             out.notes.append(f"--follow stopped: no new snapshot for {cfg.follow_timeout:g} s before the final step "
                              "(training stopped?); anchor drift waits for the final snapshot; run the same command "

@@ -204,8 +204,9 @@ def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: Snapsh
     # ---- nothing above writes; from here on the store is opened and results are added
     store = st.open(out)
     try:
-        flags = _record_snapshots(store, series_list, selected)
+        flags, changed = _record_snapshots(store, series_list, selected)
         run = _start(store, series_list, tok, probe, cfg, device)
+        _forget_stale(run, series_list, changed)
         run.no_drift = no_drift
         run.defer_drift = defer_drift
         run.summary.notes += list(no_drift.values())
@@ -247,14 +248,18 @@ class SeriesState:
 
 
 def _record_snapshots(store: st.Store, series_list: list[Series], selected: dict[str, list[Snapshot]]
-                      ) -> list[integrity.Flag]:
+                      ) -> tuple[list[integrity.Flag], dict[str, set[int]]]:
     """Record each series' snapshots in the store with the hash of their weights (the snapshots to be measured are
-    hashed unless the store holds a hash of their unchanged files), and store and return its integrity flags."""
-    flags = []
+    hashed unless the store holds a hash of their unchanged files), and store and return its integrity flags, with
+    the steps of each run whose weights differ from the hash recorded when they were last seen (a run trained
+    again under the same name: its stored results are stale)."""
+    flags, changed = [], {}
     for s in series_list:
         known = store.snapshots(s.name)
         cached = integrity.cached_entries(zip(known["step"], known["info"], strict=True))
         entries = integrity.hash_snapshots(s.snapshots, {x.path for x in selected[s.name]}, cached)
+        changed[s.name] = {step for step, e in entries.items()
+                           if step in cached and cached[step].get("sha256") not in (None, e.get("sha256"))}
         store.upsert_snapshots((s.name, x.step, x.tokens_seen, str(x.path),
                                 {**x.info, **({integrity.HASH_KEY: entries[x.step]} if x.step in entries else {})})
                                for x in s.snapshots)
@@ -262,7 +267,23 @@ def _record_snapshots(store: st.Store, series_list: list[Series], selected: dict
         store.replace_notes(run=s.name, family=integrity.FAMILY, probe_hash=integrity.PROBE_HASH,
                             notes=integrity.note_rows(found))
         flags += found
-    return flags
+    return flags, changed
+
+
+def _forget_stale(run: ProbeRun, series_list: list[Series], changed: dict[str, set[int]]) -> None:
+    """Drop what the store holds for snapshots whose weights changed (their families are measured again), and
+    with them the run-level step × step CKA; a changed final snapshot makes every snapshot's drift stale."""
+    for s in series_list:
+        steps = changed.get(s.name, set())
+        if not steps:
+            continue
+        run.summary.notes.append(f"{s.name}: the weights at step(s) {', '.join(map(str, sorted(steps)))} changed "
+                                 "since they were measured (trained again?); measured again")
+        final_changed = s.final.step in steps
+        for key in list(run.done):
+            name, step, family = key
+            if name == s.name and (step in steps or step == -1 or (final_changed and family == "drift")):
+                del run.done[key]
 
 
 def _start(store: st.Store, series_list: list[Series], tok: TokenizerView, probe: ps.ProbeSet, cfg: ProbeConfig,
@@ -407,7 +428,7 @@ def _cka_steps(run: ProbeRun, series: Series) -> None:
         return
     steps = [int(x) for x in rows["step"]]
     params = fam.family_params("cka_steps", steps=",".join(map(str, steps)))
-    if not run.cfg.force and store.completed_params(probe_hash).get((series.name, -1, "cka_steps")) == params:
+    if not run.cfg.force and run.done.get((series.name, -1, "cka_steps")) == params:
         run.summary.reused.append((series.name, -1, "cka_steps"))
         return
     files = list(rows["file"])
