@@ -23,7 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TESTS = ["tests/reference", "tests/unit/test_metrics_anchors.py", "tests/unit/test_metrics_context.py",
          "tests/unit/test_metrics_geometry.py", "tests/unit/test_metrics_cka.py", "tests/unit/test_metrics_projection.py",
-         "tests/unit/test_metrics_precision.py", "tests/unit/test_dynamics_families.py"]
+         "tests/unit/test_metrics_precision.py", "tests/unit/test_dynamics_families.py",
+         "tests/unit/test_metrics_rogue.py"]
 
 M = "dynamics/metrics/"
 MUTATIONS: list[tuple[str, str, str]] = [  # (file, old line fragment, new)
@@ -59,6 +60,10 @@ MUTATIONS: list[tuple[str, str, str]] = [  # (file, old line fragment, new)
     (M + "geometry.py", 'return max_explainable_variance(h, word_type, adjust=True, baseline="anisotropy")',
      'return max_explainable_variance(h, word_type, adjust=True, baseline="pc1")'),
     (M + "geometry.py", "p = s / s.sum() + 1e-7", "p = s / s.sum() + 1e-4"),
+    (M + "rogue.py", "(sums * sums - squares) / (r.n * (r.n - 1))", "(sums * sums + squares) / (r.n * (r.n - 1))"),
+    (M + "rogue.py", "torch.topk(c, min(k, c.numel()))", "torch.topk(c, min(k + 1, c.numel()))"),
+    (M + "rogue.py", "scale = torch.where(std > 0, 1 / std, torch.zeros_like(std))",
+     "scale = torch.where(std > 0, 1 / std.sqrt(), torch.zeros_like(std))"),
     (M + "geometry.py", "ev = eigvalsh(centred + n * torch.outer(mean, mean))",
      "ev = eigvalsh(centred + (n - 1) * torch.outer(mean, mean))"),
     (M + "geometry.py", "phi = (n - defect**2 * (n - math.sqrt(n))) ** 2 / n**2",

@@ -149,7 +149,7 @@ def register(name: str, *, family: str, layers: str, label: str, definition: str
 
 def load() -> dict[str, Metric]:
     """The complete registry (importing the modules that register metrics), in registration order."""
-    from . import anchors, cka, context, geometry  # noqa: F401  (registration happens on import)
+    from . import anchors, cka, context, geometry, rogue  # noqa: F401  (registration happens on import)
 
     if list(REGISTRY) != sorted(REGISTRY, key=_family_order):  # by family, then as registered
         ordered = sorted(REGISTRY.items(), key=lambda item: _family_order(item[0]))

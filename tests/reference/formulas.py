@@ -670,6 +670,44 @@ def cka_final(series: Sequence[SnapshotInputs], k: int) -> Values:
     return {(layer, "all"): linear_cka_debiased(_cka_sample(a, layer), _cka_sample(b, layer)) for layer in _layers(a)}
 
 
+# ------------------------------------------------------------------------------------- rogue dimensions
+
+def _contributions(x: np.ndarray) -> np.ndarray:
+    """Per dimension d, the mean over unordered pairs i < j of u_id·u_jd (unit rows), by an explicit pair loop."""
+    u = _unit(x)
+    n = u.shape[0]
+    total = np.zeros(u.shape[1])
+    for i in range(n - 1):
+        total += (u[i] * u[i + 1:]).sum(0)
+    return total / (n * (n - 1) / 2)
+
+
+def _rogue_share(x: np.ndarray, k: int) -> float | None:
+    c = _contributions(x)
+    return float(np.sort(c)[::-1][:k].sum() / c.sum()) if c.sum() > 0 else None
+
+
+def rogue_top1_share(s: SnapshotInputs) -> Values:
+    """Timkey & van Schijndel: the largest dimension's share of the mean pairwise cosine."""
+    return {(layer, "all"): _rogue_share(s.hidden[layer], 1) for layer in _layers(s)}
+
+
+def rogue_top3_share(s: SnapshotInputs) -> Values:
+    """The 3 largest dimensions' share of the mean pairwise cosine."""
+    return {(layer, "all"): _rogue_share(s.hidden[layer], 3) for layer in _layers(s)}
+
+
+def anisotropy_standardised(s: SnapshotInputs) -> Values:
+    """Mean pairwise cosine after z-scoring each dimension over the tokens (population std; σ = 0 → 0)."""
+    out: Values = {}
+    for layer in _layers(s):
+        x = _f64(s.hidden[layer])
+        std = x.std(0)
+        z = np.where(std > 0, (x - x.mean(0)) / np.where(std > 0, std, 1.0), 0.0)
+        out[(layer, "all")] = _anisotropy(z)
+    return out
+
+
 # ------------------------------------------------------------------------------------------- registry
 
 REFERENCES: dict[str, Callable[..., Values]] = {
@@ -681,7 +719,7 @@ REFERENCES: dict[str, Callable[..., Values]] = {
         tc_loss,
         anisotropy, self_similarity, self_similarity_adj, intra_similarity, intra_similarity_adj, mev, mev_adj,
         mev_adj_pc1, rankme, rankme_centred, isoscore, twonn, uniformity, alignment, norm_h, norm_e, norm_g,
-        cka_prev_layer, cka_prev_snapshot, cka_final,
+        cka_prev_layer, cka_prev_snapshot, cka_final, rogue_top1_share, rogue_top3_share, anisotropy_standardised,
     )
 }
 SERIES_METRICS = frozenset({"cka_prev_snapshot", "cka_final"})  # these take (series, index)

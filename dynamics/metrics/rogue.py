@@ -1,0 +1,82 @@
+"""Rogue dimensions (Timkey & van Schijndel, EMNLP 2021, "All bark and no bite"): how much of a layer's
+anisotropy a few dimensions carry, and what is left of it once every dimension is standardised.
+
+With unit rows u_i = x_i/‖x_i‖, the mean cosine over the n(n − 1)/2 unordered pairs of distinct tokens (the
+layer's `anisotropy`) is a sum over dimensions, Σ_d C_d, with each dimension's contribution
+
+    C_d = ((Σ_i u_id)² − Σ_i u_id²) / (n(n − 1)),
+
+the mean of u_id·u_jd over the pairs. A rogue dimension is one whose C_d is a large share of the sum.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .geometry import Matrix, anisotropy
+from .registry import ALL_LAYERS, register
+from .rows import Rows, as_rows, chunk_rows, sum_rows
+
+
+def dimension_contributions(h: Matrix) -> Tensor:
+    """(H,) float64 C_d, each dimension's contribution to the mean pairwise cosine (module docstring); they sum
+    to `anisotropy(h)`. Args: h (n, H), n ≥ 2."""
+    r = as_rows(h, "h", min_rows=2)
+    if "rogue_contributions" not in r.cache:
+        u = r.unit
+        sums = sum_rows(u)
+        squares = torch.zeros(r.dim, dtype=torch.float64, device=u.device)
+        step = chunk_rows(r.dim)
+        for start in range(0, r.n, step):
+            chunk = u[start : start + step].to(torch.float64)
+            squares += (chunk * chunk).sum(0)
+        r.cache["rogue_contributions"] = (sums * sums - squares) / (r.n * (r.n - 1))
+    return r.cache["rogue_contributions"]
+
+
+def _top_share(h: Matrix, k: int) -> float | None:
+    c = dimension_contributions(h)
+    total = float(c.sum())
+    if total <= 0:
+        return None  # no positive anisotropy to apportion
+    return float(torch.topk(c, min(k, c.numel())).values.sum()) / total
+
+
+@register("rogue_top1_share", family="geometry", layers=ALL_LAYERS, unit="share (> 1 when others are negative)",
+          label="Anisotropy share of the top dimension",
+          definition="Largest per-dimension contribution C_d to the mean pairwise cosine, over their sum "
+                     "(Timkey & van Schijndel 2021); undefined when the mean cosine is ≤ 0.")
+def rogue_top1_share(h: Matrix) -> float | None:
+    """max_d C_d / Σ_d C_d (module docstring): the share of the layer's mean pairwise cosine carried by its most
+    contributing dimension; None when Σ_d C_d ≤ 0."""
+    return _top_share(h, 1)
+
+
+@register("rogue_top3_share", family="geometry", layers=ALL_LAYERS, unit="share (> 1 when others are negative)",
+          label="Anisotropy share of the top 3 dimensions",
+          definition="Sum of the 3 largest per-dimension contributions C_d to the mean pairwise cosine, over their "
+                     "sum; undefined when the mean cosine is ≤ 0.")
+def rogue_top3_share(h: Matrix) -> float | None:
+    """(sum of the 3 largest C_d) / Σ_d C_d; None when Σ_d C_d ≤ 0."""
+    return _top_share(h, 3)
+
+
+@register("anisotropy_standardised", family="geometry", layers=ALL_LAYERS, unit="cosine in [−1, 1]",
+          label="Anisotropy after standardising dimensions",
+          definition="Mean pairwise cosine after z-scoring every dimension over the probe tokens (a dimension "
+                     "with no variance set to 0): what is left once no dimension dominates.")
+def anisotropy_standardised(h: Matrix) -> float:
+    """`anisotropy` of z_i = (x_i − μ) / σ, μ and σ the per-dimension mean and (population) standard deviation
+    over the n tokens; a dimension with σ = 0 becomes 0. Args: h (n, H), n ≥ 2."""
+    r = as_rows(h, "h", min_rows=2)
+    mean = r.column_sums / r.n
+    squares = torch.zeros(r.dim, dtype=torch.float64, device=r.device)
+    step = chunk_rows(r.dim)
+    for start in range(0, r.n, step):
+        chunk = r.x[start : start + step].to(torch.float64) - mean
+        squares += (chunk * chunk).sum(0)
+    std = (squares / r.n).sqrt()
+    scale = torch.where(std > 0, 1 / std, torch.zeros_like(std))
+    z = (r.x - mean.to(r.dtype)) * scale.to(r.dtype)
+    return anisotropy(Rows(z, r.dtype))
