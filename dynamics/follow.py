@@ -89,20 +89,26 @@ def follow(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: SnapshotHo
     """Measure `dirs`' snapshots as they are written until every run's final snapshot is measured (see the module
     docstring); `cfg` as for `run_config` (its figures are drawn once, at the end)."""
     lags: list[float] = []
+    timed: set[tuple[str, int]] = set()  # (run folder, step) with a recorded lag, or there before following began
 
     def hook(snap: Snapshot, families: list[str]) -> None:
         written = snap.path / "snapshot.json"
-        if written.is_file():
+        key = (str(Path(snap.path).resolve().parent.parent), snap.step)
+        if key not in timed and written.is_file():  # the first time only (drift comes again at the end)
             lags.append(max(0.0, time.time() - written.stat().st_mtime))
+        timed.add(key)
         if on_snapshot is not None:
             on_snapshot(snap, families)
 
     quiet = dataclasses.replace(cfg, figures=False)
     measured: set[tuple[str, int]] = set()
-    passes, last_new, said_waiting = 0, clock(), False
+    passes, last_new, said_waiting, first = 0, clock(), False, True
     computed: list[tuple[str, int, str]] = []
     while True:
         active, seen, finished = _state(dirs)
+        if first:  # already there when following began: no lag to speak of
+            timed |= seen
+            first = False
         if active and (seen - measured or finished):
             last_new = clock()
             summary = run_config(active, cfg if finished else quiet, hook, defer_drift=not finished,
