@@ -8,8 +8,12 @@ import pytest
 import torch
 
 from dynamics.metrics.geometry import anisotropy
-from dynamics.metrics.rogue import (anisotropy_standardised, dimension_contributions, rogue_top1_share,
-                                    rogue_top3_share)
+from dynamics.metrics.rogue import (
+    anisotropy_standardised,
+    dimension_contributions,
+    rogue_top1_share,
+    rogue_top3_share,
+)
 from dynamics.metrics.rows import Rows
 
 
