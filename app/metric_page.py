@@ -116,12 +116,10 @@ def _difference(page: PageDef, df: pd.DataFrame, runs: list[str], layer: int, x:
     if len(runs) < 2:
         st.info("Select two runs to see their difference.")
         return
-    cols = st.columns(2)
-    a = cols[0].selectbox("Run a", runs, index=0, key=f"{page.key}:diff-a")
-    b = cols[1].selectbox("Run b", runs, index=1, key=f"{page.key}:diff-b")
-    if a == b:
-        st.info("Pick two different runs.")
+    picked = _pick_two(runs, "Run", f"{page.key}:diff")
+    if picked is None:
         return
+    a, b = picked
     diff = frames.difference(df, a, b)
     if diff.empty:
         st.info(f"{a} and {b} have no measured step in common.")
@@ -160,12 +158,10 @@ def _group_difference(page: PageDef, df: pd.DataFrame, groups: list[seed_groups.
         return
     labels = [g.label for g in groups]
     by = {g.label: g for g in groups}
-    cols = st.columns(2)
-    a = cols[0].selectbox("Group a", labels, index=0, key=f"{page.key}:gdiff-a")
-    b = cols[1].selectbox("Group b", labels, index=1, key=f"{page.key}:gdiff-b")
-    if a == b:
-        st.info("Pick two different groups.")
+    picked = _pick_two(labels, "Group", f"{page.key}:gdiff")
+    if picked is None:
         return
+    a, b = picked
     diff, pairs = seed_groups.group_difference(df, by[a], by[b])
     if diff.empty:
         st.info(f"{a} and {b} have no seed in common with values at the same steps: nothing to pair.")
@@ -178,3 +174,14 @@ def _group_difference(page: PageDef, df: pd.DataFrame, groups: list[seed_groups.
     ui.chart(charts.interval_lines(at_layer, x=x, log_x=ctx.log_x, title=f"{a} − {b}, layer {layer}",
                                    y_title=f"Δ {label}"), at_layer, f"{metric}-gdiff-layer{layer}",
              key=f"{page.key}:gdiff-line")
+
+
+def _pick_two(options: list[str], what: str, key: str) -> tuple[str, str] | None:
+    """Two selectboxes side by side ("{what} a", "{what} b"); None (with a message) when the same is picked twice."""
+    cols = st.columns(2)
+    a = cols[0].selectbox(f"{what} a", options, index=0, key=f"{key}-a")
+    b = cols[1].selectbox(f"{what} b", options, index=1, key=f"{key}-b")
+    if a == b:
+        st.info(f"Pick two different {what.lower()}s.")
+        return None
+    return a, b
