@@ -16,7 +16,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,20 @@ class Group:
     @property
     def size(self) -> int:
         return len(self.runs)
+
+
+def stored_configs(names: Iterable[Any], metas: Iterable[Any]) -> dict[str, dict[str, Any] | None]:
+    """name → training config of each run row of a results store (`Store.runs()`: `name`, `meta`), read from the
+    `run.json` the row's `meta` JSON keeps (its "config"); None where the row has none or it cannot be read."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for name, meta in zip(names, metas, strict=True):
+        try:
+            data = json.loads(meta) if isinstance(meta, str) else {}
+        except json.JSONDecodeError:
+            data = {}
+        config = data.get("config") if isinstance(data, dict) else None
+        out[str(name)] = config if isinstance(config, dict) else None
+    return out
 
 
 def recipe(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,15 +3,14 @@ onsets (with seed groups' mean ± std), notes, figures."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dynamics import integrity
-from dynamics.groups import Group, seed_groups, t_interval
+from dynamics.groups import Group, seed_groups, stored_configs, t_interval
 from dynamics.metrics import registry
 
 HEADLINE = (  # (metric, variant, layer: "last" | int); labels and definitions from the metric registry
@@ -83,18 +82,9 @@ def group_onset(steps: Sequence[int | None]) -> str:
 
 def run_groups(runs_table: Any, runs: Sequence[str]) -> list[Group]:
     """The seed groups (`dynamics.groups.seed_groups`) of `runs`, from the `run.json` each run's row in the store's
-    `runs` table keeps (`meta`; its "config" is the training config)."""
-    configs: dict[str, Mapping[str, Any] | None] = {name: None for name in runs}
-    for name, meta in zip(runs_table["name"], runs_table["meta"], strict=True):
-        if name not in configs:
-            continue
-        try:
-            data = json.loads(meta) if isinstance(meta, str) else {}
-        except json.JSONDecodeError:
-            data = {}
-        config = data.get("config") if isinstance(data, dict) else None
-        configs[name] = config if isinstance(config, dict) else None
-    return seed_groups(configs)
+    `runs` table keeps (`dynamics.groups.stored_configs`)."""
+    stored = stored_configs(runs_table["name"], runs_table["meta"])
+    return seed_groups({name: stored.get(name) for name in runs})
 
 
 def onsets_section(onsets: Any, runs: Sequence[str], groups: Sequence[Group]) -> list[str]:

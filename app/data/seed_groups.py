@@ -3,7 +3,6 @@ difference of two groups paired by seed with its Student-t interval, and the sto
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,7 +11,7 @@ import streamlit as st
 
 from app.data.stamps import Stamp
 from app.data.store_open import open_store
-from dynamics.groups import LEVEL, Group, seed_groups, t_intervals
+from dynamics.groups import LEVEL, Group, seed_groups, stored_configs, t_intervals
 
 BANDS = {"minmax": "min – max over seeds", "std": "mean ± 1 std over seeds"}
 KEYS = ["step", "layer", "variant"]
@@ -23,15 +22,7 @@ def store_groups(db: str, stamp: Stamp) -> list[Group]:
     """The seed groups of the store's runs, from the `run.json` each run's row keeps (`runs.meta`)."""
     with open_store(db) as s:
         runs = s.runs()
-    configs = {}
-    for name, meta in zip(runs["name"], runs["meta"], strict=True):
-        try:
-            data = json.loads(meta) if isinstance(meta, str) else {}
-        except json.JSONDecodeError:
-            data = {}
-        config = data.get("config") if isinstance(data, dict) else None
-        configs[str(name)] = config if isinstance(config, dict) else None
-    return seed_groups(configs)
+    return seed_groups(stored_configs(runs["name"], runs["meta"]))
 
 
 def restrict(groups: Sequence[Group], runs: Sequence[str]) -> list[Group]:
