@@ -90,13 +90,18 @@ def serve(dirs: Sequence[str | Path], port: int | None = None, timeout: float = 
             time.sleep(0.3)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop(proc, log)
+
+
+def stop(proc: subprocess.Popen, log: Any) -> None:
+    """Stop a server process (terminate, then kill after 10 s) and close its log file."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
 
 
 class Chromium:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from app import __main__ as launcher
+from tests.app.browser import stop
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -169,10 +170,4 @@ def test_serves_on_loopback_only_from_another_folder(tmp_path: Path) -> None:
         assert f"http://127.0.0.1:{port}" in printed and "Network URL" not in printed
         assert "usage statistics" not in printed.lower()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        stop(proc, log)
