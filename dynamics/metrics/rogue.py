@@ -24,15 +24,22 @@ def dimension_contributions(h: Matrix) -> Tensor:
     to `anisotropy(h)`. Args: h (n, H), n ≥ 2."""
     r = as_rows(h, "h", min_rows=2)
     if "rogue_contributions" not in r.cache:
-        u = r.unit
-        sums = sum_rows(u)
-        squares = torch.zeros(r.dim, dtype=torch.float64, device=u.device)
-        step = chunk_rows(r.dim)
-        for start in range(0, r.n, step):
-            chunk = u[start : start + step].to(torch.float64)
-            squares += (chunk * chunk).sum(0)
+        sums = sum_rows(r.unit)
+        squares = _column_squares(r.unit)
         r.cache["rogue_contributions"] = (sums * sums - squares) / (r.n * (r.n - 1))
     return r.cache["rogue_contributions"]
+
+
+def _column_squares(x: Tensor, centre: Tensor | None = None) -> Tensor:
+    """(H,) float64 Σ_i (x_id − centre_d)², a chunk of rows at a time in float64 (no float64 copy of x)."""
+    squares = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    step = chunk_rows(x.shape[1])
+    for start in range(0, x.shape[0], step):
+        chunk = x[start : start + step].to(torch.float64)
+        if centre is not None:
+            chunk = chunk - centre
+        squares += (chunk * chunk).sum(0)
+    return squares
 
 
 def _top_share(h: Matrix, k: int) -> float | None:
@@ -71,12 +78,7 @@ def anisotropy_standardised(h: Matrix) -> float:
     over the n tokens; a dimension with σ = 0 becomes 0. Args: h (n, H), n ≥ 2."""
     r = as_rows(h, "h", min_rows=2)
     mean = r.column_sums / r.n
-    squares = torch.zeros(r.dim, dtype=torch.float64, device=r.device)
-    step = chunk_rows(r.dim)
-    for start in range(0, r.n, step):
-        chunk = r.x[start : start + step].to(torch.float64) - mean
-        squares += (chunk * chunk).sum(0)
-    std = (squares / r.n).sqrt()
+    std = (_column_squares(r.x, mean) / r.n).sqrt()
     scale = torch.where(std > 0, 1 / std, torch.zeros_like(std))
     z = (r.x - mean.to(r.dtype)) * scale.to(r.dtype)
     return anisotropy(Rows(z, r.dtype))
