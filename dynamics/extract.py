@@ -33,13 +33,14 @@ class MaskedOutputs:
     `transform`: (M, E) T(h_L) — the MLM head transform of the last layer, in word-embedding space;
     `hidden`: (M, H) h_L of the masked pass; `rank`: (M,) int64 rank of the true token among the head's logits
     (1 = top-1, `dynamics.metrics.anchors.token_rank`); `index`: (M,) int64 indices into the probe set's
-    content tokens.
+    content tokens; `surprisal`: (M,) float64 −ln p(true token) under the head's softmax (nats; `token_surprisal`).
     """
 
     transform: np.ndarray
     hidden: np.ndarray
     rank: np.ndarray
     index: np.ndarray
+    surprisal: np.ndarray
 
 
 @dataclass
@@ -242,13 +243,14 @@ def _reusable(array: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
 def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_size: int, device: str) -> MaskedOutputs:
     import torch
 
+    from dynamics.metrics.acquisition import token_surprisal
     from dynamics.metrics.anchors import token_rank
 
     transform, decoder = head
     masked_all = torch.from_numpy(probe.masked)
     content_index = np.full(probe.ids.shape, -1, dtype=np.int64)
     content_index[probe.content] = np.arange(probe.n_tokens)
-    t_parts, h_parts, r_parts, i_parts = [], [], [], []
+    t_parts, h_parts, r_parts, i_parts, s_parts = [], [], [], [], []
     for start in range(0, ids_all.shape[0], batch_size):
         ids = ids_all[start : start + batch_size]
         where = masked_all[start : start + batch_size]
@@ -260,13 +262,16 @@ def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_
         h_last = last_hidden_at(encoder, inputs, where.to(device))  # (m, H)
         t = transform(h_last)  # (m, E)
         logits = decoder(t)  # (m, V)
-        rank = token_rank(logits, ids[where].to(device))
+        true = ids[where].to(device)
+        rank = token_rank(logits, true)
+        s_parts.append(token_surprisal(logits, true).cpu().numpy())
         t_parts.append(t.float().cpu().numpy())
         h_parts.append(h_last.float().cpu().numpy())
         r_parts.append(rank.cpu().numpy().astype(np.int64))
         i_parts.append(content_index[start : start + batch_size][where.numpy()])
         del h_last, logits
-    return MaskedOutputs(np.concatenate(t_parts), np.concatenate(h_parts), np.concatenate(r_parts), np.concatenate(i_parts))
+    return MaskedOutputs(np.concatenate(t_parts), np.concatenate(h_parts), np.concatenate(r_parts), np.concatenate(i_parts),
+                         np.concatenate(s_parts))
 
 
 def last_hidden_at(encoder: Any, ids: Any, where: Any) -> Any:

@@ -36,7 +36,8 @@ def snapshot() -> tuple[ProbeSet, Activations]:
     where = np.flatnonzero(probe.is_masked)
     m = MaskedOutputs(rng.normal(size=(where.size, H)).astype(np.float32),
                       rng.normal(size=(where.size, H)).astype(np.float32),
-                      rng.integers(1, V, where.size).astype(np.int64), where.astype(np.int64))
+                      rng.integers(1, V, where.size).astype(np.int64), where.astype(np.int64),
+                      rng.uniform(0.0, np.log(V), where.size))
     return probe, Activations(hidden, emb[tokens], emb, m, True, "toy")
 
 
