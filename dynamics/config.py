@@ -20,7 +20,8 @@ class ProbeConfig:
     """Everything `dynamics.probe.run` needs besides the directories."""
 
     out: str | None = option(None, "output folder for results.sqlite, arrays/, figures/ and report.md "
-                                 "(default: DIR/dynamics for one directory; ./dynamics-results for several)")
+                                 "(default: DIR/dynamics for one directory; ./dynamics-results for several or "
+                                 "for a Hub model id)")
     steps: list[int] | None = option(None, "measure only these steps, comma-separated, e.g. 0,100,1000")
     every: int | None = option(None, "measure only steps that are multiples of K (the final snapshot is always kept)")
     metrics: list[str] = option(list(FAMILIES), "metric families, comma-separated: anchors,context,geometry")
@@ -45,6 +46,9 @@ class ProbeConfig:
                           "each run's final step (run.json's max_steps); waits for a run that has not started yet")
     follow_timeout: float = option(1800.0, "with --follow: stop after this many seconds without a new snapshot "
                                    "(training killed and not resumed); 0 waits for ever")
+    revisions: list[str] | None = option(None, "for a Hugging Face model id given as DIR (ORG/NAME, not a folder): "
+                                         "the revisions to read from the local Hub cache, e.g. step1000,step2000, "
+                                         "or all (every cached stepN revision); never downloads (default: main)")
     neighbour_tokens: int = option(2048, "seeded subsample for the neighbour- and pair-based estimators (TwoNN, "
                                        "uniformity)")
 
@@ -71,6 +75,15 @@ class ProbeConfig:
             raise ProbeError(f"--follow-timeout {self.follow_timeout}: must be ≥ 0 seconds (0 waits for ever)")
         if self.follow and (self.steps is not None or self.every is not None):
             raise ProbeError("--follow measures every snapshot as it arrives; drop --steps/--every")
+        if self.revisions is not None:
+            if not self.revisions or any(not r or r != r.strip() for r in self.revisions):
+                raise ProbeError(f"--revisions {','.join(self.revisions)}: name at least one revision, e.g. "
+                                 "step1000,step2000 (or all)")
+            if "all" in self.revisions and len(self.revisions) > 1:
+                raise ProbeError(f"--revisions {','.join(self.revisions)}: all already means every cached stepN "
+                                 "revision; pass all alone or name the revisions")
+            if self.follow:
+                raise ProbeError("--follow watches run directories as taco.train writes them; drop --revisions")
         if self.tc_temperature <= 0:
             raise ProbeError(f"--tc-temperature {self.tc_temperature}: must be positive")
         if self.steps is not None and any(s < 0 for s in self.steps):

@@ -158,10 +158,11 @@ def _check_positions(selected: dict[str, list[Snapshot]], block: int) -> None:
 
 
 def output_dir(cfg: ProbeConfig, series_list: list[Series]) -> Path:
-    """`--out`, else `DIR/dynamics` for one run, else `./dynamics-results`."""
+    """`--out`, else `DIR/dynamics` for one run, else `./dynamics-results` (also for a Hub model: its cache
+    folder is huggingface_hub's, not ours to write in)."""
     if cfg.out:
         return Path(cfg.out).expanduser()
-    if len(series_list) == 1:
+    if len(series_list) == 1 and series_list[0].kind != "hub":
         return series_list[0].run_dir / "dynamics"
     return Path.cwd() / MULTI_RUN_OUT
 
@@ -178,7 +179,7 @@ def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: Snapsh
     """Check all input, then measure (see `run`). `defer_drift`: leave anchor drift (measured against the final
     snapshot) for a later call, as `--follow` does until a run's final snapshot exists; `print_flags`: print the
     snapshot-integrity flags to stderr."""
-    series_list = discover_all(dirs)
+    series_list = discover_all(dirs, revisions=cfg.revisions)
     selected = _selection(series_list, cfg)
     validate(series_list, selected)
     # The final snapshot is read for anchor drift even when not selected: when it is unreadable and left out with
@@ -458,11 +459,14 @@ def build_parser() -> Parser:
         description="Measure anchor similarity, context alignment and geometry across the snapshots of one or "
                     "more runs (our runs/NAME, Hugging Face checkpoint-N folders, or single model folders) on one "
                     "frozen probe set, and store the results for the app.",
-        epilog=f"Output: with one DIR, results go to DIR/dynamics/; with several, to ./{MULTI_RUN_OUT}/ "
+        epilog="Output: with one DIR, results go to DIR/dynamics/; with several or a Hub model id, to "
+               f"./{MULTI_RUN_OUT}/ "
                "(all runs on the first run's probe set; they must share its tokenizer). --out overrides both. "
                "Reruns compute only what is missing for the same probe set; --force recomputes. "
                "Bad input exits with status 2 and leaves stored results untouched.")
-    parser.add_argument("dirs", nargs="+", metavar="DIR", help="run directory, Trainer output dir or model dir")
+    parser.add_argument("dirs", nargs="+", metavar="DIR",
+                        help="run directory, Trainer output dir, folder of NAME-step_N model folders, model dir, or "
+                             "a Hugging Face model id ORG/NAME read from the local Hub cache (see --revisions)")
     return parser
 
 

@@ -1,13 +1,18 @@
-"""Finding snapshot series on disk: our runs, Hugging Face Trainer outputs, and single model folders.
+"""Finding snapshot series: our runs, Hugging Face Trainer outputs, step-named model folders, single model
+folders on disk, and revisions in the local Hugging Face Hub cache (`dynamics.hub`).
 
-Three layouts are recognised (checked in this order):
+Four layouts on disk are recognised (checked in this order):
 
 * our run — `DIR/snapshots/step-NNNNNNN/` (+ `DIR/run.json`, `DIR/tokenizer/`); step and tokens seen come from
   each snapshot's `snapshot.json`, falling back to the folder name;
 * a Trainer output — `DIR/checkpoint-N/`; step from `trainer_state.json` (`global_step`) or the name, tokens
   seen from `num_input_tokens_seen` when the Trainer counted them;
+* step-named model folders (MultiBERTs' release) — `DIR/NAME-step_20k/`, `DIR/NAME-step_2000/`, … each with a
+  `config.json`, all sharing one `NAME`; step from the name (`k` = thousand, `m` = million), tokens seen unknown;
 * a single model folder — `DIR/config.json` + weights; step from `snapshot.json`, `trainer_state.json` or
   `config.json` (`step`/`global_step`), else 0. A `step-*` folder of our run is read with its run's tokenizer.
+
+An argument spelled `ORG/NAME` that is not an existing path is a Hub model id (`discover_all`, `dynamics.hub`).
 
 Nothing here loads a model: `validate` checks the files (safetensors headers against file sizes, configs,
 tokenizers) so that bad input fails before any result is written.
@@ -28,6 +33,9 @@ from dynamics.run_dir import SNAPSHOT_JSON, RunDir, RunDirError, read_json_objec
 from dynamics.tokens import has_tokenizer, load_tokenizer
 
 _STEP_RE = re.compile(r"(?:step|checkpoint)-(\d+)$")
+# MultiBERTs-style names: `multiberts-seed_0-step_20k`, `bert-step-2000`, `x_step_1m` (NAME, number, k/m).
+_NAMED_STEP_RE = re.compile(r"(.+?)[-_]step[-_](\d+)([km]?)", re.IGNORECASE)
+_STEP_UNITS = {"": 1, "k": 1_000, "m": 1_000_000}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
@@ -51,7 +59,7 @@ class Series:
     snapshots: list[Snapshot]
     tokenizer_path: Path
     meta: dict[str, Any] = field(default_factory=dict)
-    kind: str = "run"  # "run" | "trainer" | "model"
+    kind: str = "run"  # "run" | "trainer" | "steps" | "model" | "hub"
 
     @property
     def steps(self) -> list[int]:
@@ -81,6 +89,13 @@ def step_from_name(path: Path) -> int | None:
     """The step in a folder name `step-N` or `checkpoint-N` (None for other names)."""
     m = _STEP_RE.search(path.name)
     return int(m.group(1)) if m else None
+
+
+def named_step(path: Path) -> tuple[str, int] | None:
+    """(series name, step) of a MultiBERTs-style folder name: `multiberts-seed_0-step_20k` → ("multiberts-seed_0",
+    20000); `k` is a thousand steps and `m` a million, a plain number is the step (None for other names)."""
+    m = _NAMED_STEP_RE.fullmatch(path.name)
+    return (m.group(1), int(m.group(2)) * _STEP_UNITS[m.group(3).lower()]) if m else None
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -123,9 +138,33 @@ def _model_snapshot(path: Path, run_name: str) -> Snapshot:
         return _our_snapshot(path, run_name)
     if (path / "trainer_state.json").is_file():
         return _trainer_snapshot(path, run_name)
+    return Snapshot(path, config_step(path), None, run_name, {})
+
+
+def config_step(path: Path) -> int:
+    """The step a model folder's `config.json` records (`step`, else `global_step`), 0 when it records none."""
     config = _read_json(path / "config.json")
-    step = _int_or_none(config.get("step", config.get("global_step"))) or 0
-    return Snapshot(path, step, None, run_name, {})
+    return _int_or_none(config.get("step", config.get("global_step"))) or 0
+
+
+def _named_children(directory: Path) -> list[tuple[Path, str, int]]:
+    """(folder, series name, step) of the step-named model folders in `directory` (`named_step`, with a
+    config.json)."""
+    out = []
+    for p in sorted(directory.iterdir()):
+        parsed = named_step(p) if p.is_dir() and (p / "config.json").is_file() else None
+        if parsed is not None:
+            out.append((p, *parsed))
+    return out
+
+
+def _named_snapshots(directory: Path, children: list[tuple[Path, str, int]], run_name: str) -> list[Snapshot]:
+    """The snapshots of a folder of step-named model folders; `ProbeError` when they belong to several series."""
+    stems = sorted({stem for _, stem, _ in children})
+    if len(stems) > 1:
+        raise ProbeError(f"{directory}: holds the step folders of several series ({', '.join(stems[:4])}); "
+                         "move each series into a folder of its own and pass those")
+    return [Snapshot(path, step, None, run_name, {}) for path, _, step in children]
 
 
 def _children(directory: Path, prefix: str) -> list[Path]:
@@ -164,6 +203,11 @@ def discover(path: str | Path, name: str | None = None) -> Series:
         snaps = [_trainer_snapshot(s, run_name) for s in _children(p, "checkpoint-")]
         where = str(p)
         tok_candidates = [p] + [s.path for s in sorted(snaps, key=lambda s: -s.step)]
+    elif named := _named_children(p):
+        kind = "steps"
+        snaps = _named_snapshots(p, named, run_name)
+        where = str(p)
+        tok_candidates = [p] + [s.path for s in sorted(snaps, key=lambda s: -s.step)]
     elif (p / "config.json").is_file():
         kind = "model"
         parent_run = p.parent.parent if p.parent.name == "snapshots" else None
@@ -174,7 +218,8 @@ def discover(path: str | Path, name: str | None = None) -> Series:
         where = str(p)
         tok_candidates = [p] + ([parent_run / "tokenizer", parent_run] if parent_run is not None else [])
     else:
-        raise ProbeError(f"{p}: no snapshots found (expected snapshots/step-N/, checkpoint-N/ or a config.json); "
+        raise ProbeError(f"{p}: no snapshots found (expected snapshots/step-N/, checkpoint-N/, NAME-step_N/ "
+                         "or a config.json); "
                          "pass a run directory, a Trainer output dir or a model dir")
     if not snaps:
         raise ProbeError(f"{where}: no snapshots found; train first or pass a folder that holds them")
@@ -190,11 +235,19 @@ def discover(path: str | Path, name: str | None = None) -> Series:
     return Series(run_dir, run_name, snaps, tok, meta, kind)
 
 
-def discover_all(paths: Sequence[str | Path]) -> list[Series]:
-    """`discover` each path; run names are made unique by prefixing the parent folder's name where they clash."""
+def discover_all(paths: Sequence[str | Path], revisions: Sequence[str] | None = None) -> list[Series]:
+    """`discover` each path, or `dynamics.hub.discover_hub` each Hub model id (`ORG/NAME` that is not an existing
+    path) at `revisions`; run names are made unique by prefixing the parent folder's name where they clash.
+    `revisions` without a Hub id among `paths` is a `ProbeError` (it would silently mean nothing)."""
+    from dynamics import hub
+
     if not paths:
         raise ProbeError("no directories given; pass at least one run directory")
-    series = [discover(p) for p in paths]
+    is_hub = [hub.is_hub_id(p) for p in paths]
+    if revisions is not None and not any(is_hub):
+        raise ProbeError(f"--revisions {','.join(revisions)}: applies to a Hugging Face model id (ORG/NAME, read from "
+                         f"the local Hub cache), but {paths[0]} is a directory; drop --revisions")
+    series = [hub.discover_hub(str(p), revisions) if h else discover(p) for p, h in zip(paths, is_hub, strict=True)]
     seen_dirs: dict[Path, str] = {}
     for s in series:
         if s.run_dir in seen_dirs:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.hub_fixture import add_revision
 from tests.integration.conftest import build_tiny_run
 
 
@@ -96,6 +97,16 @@ CASES: list[tuple[str, str, list[str], str]] = [  # (id, program, argv, a fragme
     ("probe-config-unknown", "probe", ["{run}", "--config", "{config_unknown}"], "unknown setting"),
     ("probe-truncated", "probe", ["{truncated}"], "truncated"),
     ("probe-unknown-flag", "probe", ["{run}", "--fast"], "unrecognized arguments"),
+    # dynamics.probe on the Hub cache (HF_HUB_CACHE is props/hub: tiny-org/tiny-bert at step1 and main)
+    ("probe-hub-revision-missing", "probe", ["tiny-org/tiny-bert", "--revisions", "step1,step9"],
+     "no revision step9 in the Hugging Face cache"),
+    ("probe-hub-repo-missing", "probe", ["tiny-org/absent", "--revisions", "step1"],
+     "download it first with hf download tiny-org/absent --revision step1"),
+    ("probe-hub-main-missing", "probe", ["tiny-org/absent"], "hf download tiny-org/absent"),
+    ("probe-revisions-with-path", "probe", ["{run}", "--revisions", "step1"], "--revisions step1: applies to"),
+    ("probe-revisions-all-and-more", "probe", ["tiny-org/tiny-bert", "--revisions", "all,step1"], "all alone"),
+    ("probe-revisions-follow", "probe", ["tiny-org/tiny-bert", "--revisions", "step1", "--follow"],
+     "drop --revisions"),
     # experiments.evaluate
     ("evaluate-task", "evaluate", ["{run}", "--tasks", "squad"], "squad"),
     ("evaluate-no-glue-dir", "evaluate", ["{run}", "--tasks", "cola", "--max-length", "64"], "glue-dir"),
@@ -151,6 +162,11 @@ def props(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(run, trunc, ignore=shutil.ignore_patterns("dynamics"))
     weights = trunc / "snapshots" / "step-0000001" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    staged = tmp_path_factory.mktemp("hub-staging")
+    shutil.copytree(run / "snapshots" / "step-0000001", staged / "step1")
+    shutil.copytree(run / "tokenizer", staged / "step1", dirs_exist_ok=True)
+    for revision in ("step1", "main"):
+        add_revision(root / "hub", "tiny-org/tiny-bert", revision, staged / "step1")
     (root / "config_unknown.yaml").write_text("wings: 2\n")
     (root / "config_bad_value.yaml").write_text("batch_size: many\n")
     (root / "config_broken.yaml").write_text("a: [1, 2\n")
@@ -177,6 +193,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case: tuple[str, str, 
             a = a.replace("{" + key + "}", str(props / name))
         args.append(a)
     monkeypatch.delenv("GLUE_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(props / "hub"))
     if program == "train" and "--output-dir" not in args:
         args += ["--output-dir", str(props / "new-run")]
     monkeypatch.chdir(props)
