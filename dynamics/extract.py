@@ -1,12 +1,27 @@
 """Loading one snapshot and running the probe set through it: per-layer hidden states of the content tokens,
-the input word-embedding rows, and (masked variant) the MLM head transform and the true token's rank.
+the input word-embedding rows, and (masked variant) the head's input and the true token's rank and surprisal.
 
-Architectures: anything `AutoModelForMaskedLM`/`AutoModel` loads whose forward takes `output_hidden_states` and
-that has `get_input_embeddings()`. The MLM head transform `T` is known for BERT (`cls.predictions.transform`),
-RoBERTa-like (`lm_head.dense` → gelu → `lm_head.layer_norm`), ELECTRA generators (`generator_predictions`),
-DistilBERT (`vocab_transform` → activation → `vocab_layer_norm`) and ALBERT (`predictions.dense` → activation →
-`predictions.LayerNorm`). A checkpoint without MLM head weights (an encoder saved as `BertModel`, e.g. a
-sentence-embedding model) is read through its encoder alone; the head metrics are then skipped with a note.
+Architectures: anything `AutoModelForMaskedLM`, `AutoModelForCausalLM` or `AutoModel` loads (tried in that order)
+whose forward takes `output_hidden_states` and that has `get_input_embeddings()`.
+
+* Encoders (`architecture_kind` "encoder"). The MLM head transform `T` is known for BERT
+  (`cls.predictions.transform`), RoBERTa-like (`lm_head.dense` → gelu → `lm_head.layer_norm`), ELECTRA generators
+  (`generator_predictions`), DistilBERT (`vocab_transform` → activation → `vocab_layer_norm`) and ALBERT
+  (`predictions.dense` → activation → `predictions.LayerNorm`). The masked variant is a second pass with the
+  probe set's masked positions replaced by the mask token.
+* Causal LMs ("causal": GPT-2, GPT-NeoX/Pythia, Llama-style — any model type with a causal-LM class and no
+  masked-LM class). There is no MLM head, so the masked variant is the next-token head, computed from pass 1
+  (no second pass): for each of the probe set's masked positions i (the targets), the head input is the last
+  hidden state at i − 1 and the output embedding (`lm_head`/`embed_out`) gives the logits for x_i. The head input
+  is the base model's `last_hidden_state`, which for all three families already has the final norm applied
+  (GPT-2 `ln_f`, NeoX `final_layer_norm`, Llama `norm` RMSNorm) — it is what the model's own `lm_head` reads, so
+  the logits equal `model(input_ids).logits` — and so is layer L of `hidden_states` (layers 1 … L − 1 are the
+  un-normalised residual stream). A target at a block's first position has no context and is dropped (with a
+  note); where the tokenizer opens blocks with a BOS (`<s>`), position 0 is that special token and never a
+  target. Models whose logits are rescaled or soft-capped after the output embedding are not recognised.
+
+A checkpoint without head weights (an encoder saved as `BertModel`, e.g. a sentence-embedding model, or a decoder
+saved as `GPTNeoXModel`) is read through its base model alone; the head metrics are then skipped with a note.
 
 Memory: one model at a time; the caller drops the returned `Activations` before the next snapshot.
 """
@@ -34,6 +49,10 @@ class MaskedOutputs:
     `hidden`: (M, H) h_L of the masked pass; `rank`: (M,) int64 rank of the true token among the head's logits
     (1 = top-1, `dynamics.metrics.anchors.token_rank`); `index`: (M,) int64 indices into the probe set's
     content tokens; `surprisal`: (M,) float64 −ln p(true token) under the head's softmax (nats; `token_surprisal`).
+    `head`: "mlm", or "next_token" for a causal LM, where the row of target i holds the head input at i − 1
+    (`transform`: the final-normed last hidden state, which the output embedding maps to logits; `hidden`: layer
+    L of pass 1 there) and `index`/`rank`/`surprisal` are those of x_i; targets at a block's first position are
+    dropped, so M may be smaller than the probe set's masked count.
     """
 
     transform: np.ndarray
@@ -41,6 +60,7 @@ class MaskedOutputs:
     rank: np.ndarray
     index: np.ndarray
     surprisal: np.ndarray
+    head: str = "mlm"
 
 
 @dataclass
@@ -50,7 +70,8 @@ class Activations:
     `hidden`: (L+1, N, H) float32, `hidden[0]` = the embedding-layer output e, `hidden[l]` = layer l's output;
     `emb_rows`: (N, E) float32 rows E[x_i] of the input word-embedding matrix (E = embedding size, which is H
     except for ELECTRA-style factorised embeddings); `emb_matrix`: (V, E) float32 the whole matrix (for drift);
-    `masked`: the masked pass, or None when not run or there is no MLM head.
+    `masked`: the masked pass (for a causal LM the next-token head), or None when not run or there is no head;
+    `kind`: `architecture_kind` of the model, "encoder" or "causal".
     """
 
     hidden: np.ndarray
@@ -60,6 +81,7 @@ class Activations:
     has_head: bool
     architecture: str
     notes: list[str] = field(default_factory=list)
+    kind: str = "encoder"
 
     @property
     def n_layers(self) -> int:
@@ -93,6 +115,40 @@ def mlm_head(model: Any) -> Head | None:
     return None
 
 
+def architecture_kind(config: Any) -> str:
+    """"causal" for a model type that has a causal-LM class and no masked-LM class in transformers (GPT-2, GPT-NeoX,
+    Llama, …), else "encoder" (BERT, RoBERTa, ELECTRA, DistilBERT, … — BERT-likes have both classes and are
+    read as the encoders they are pretrained as)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    model_type = getattr(config, "model_type", None)
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "causal"
+    return "encoder"
+
+
+# Config attributes of causal LMs whose logits are rescaled or soft-capped after the output embedding (Gemma 2,
+# Cohere, Granite): there `output embedding(last_hidden_state)` is not the model's logits.
+_LOGIT_RESCALING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def causal_head(model: Any) -> Callable[[Any], Any] | None:
+    """The next-token head of a causal LM — its output embedding (`lm_head`, NeoX `embed_out`), mapping the final-
+    normed last hidden state (m, H) to logits (m, V) — or None when it has none or rescales its logits."""
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    config = getattr(model, "config", None)
+    if not isinstance(head, torch.nn.Linear):
+        return None
+    if any(getattr(config, a, None) not in (None, 1, 1.0) for a in _LOGIT_RESCALING):
+        return None
+    return head
+
+
 # -------------------------------------------------------------------------------------------------------- loading
 
 @contextlib.contextmanager
@@ -115,44 +171,59 @@ def quiet_transformers() -> Iterator[None]:
 def load_model(path: Path, device: str = "cpu") -> tuple[Any, bool, list[str]]:
     """Load the snapshot at `path` in eval mode and float32 → (model, has_head, notes).
 
-    `AutoModelForMaskedLM` first; the head counts as present only if its weights were in the checkpoint
-    (missing keys outside the encoder mean a headless checkpoint). Falls back to `AutoModel` when the
-    architecture has no masked-LM class. Any load failure becomes a `ProbeError` naming the folder.
+    `AutoModelForMaskedLM` first, then (for architectures without a masked-LM class) `AutoModelForCausalLM`, then
+    `AutoModel`. The head counts as present only if its weights were in the checkpoint (missing keys outside the
+    base model mean a headless checkpoint) and it is recognised (`mlm_head`, `causal_head`). Any load failure
+    becomes a `ProbeError` naming the folder.
     """
     import torch
-    from transformers import AutoModel, AutoModelForMaskedLM
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
     notes: list[str] = []
     fix = "re-save the snapshot with save_pretrained() or leave it out with --steps"
+
+    def load(auto: Any) -> tuple[Any, list[str], list[str]]:
+        model, info = auto.from_pretrained(str(path), output_loading_info=True, dtype=torch.float32)
+        keys = list(info.get("missing_keys", ()))
+        if auto is AutoModel:
+            return model, [], sorted(keys)
+        prefix = getattr(model, "base_model_prefix", "") + "."
+        return (model, sorted(k for k in keys if not k.startswith(prefix)),
+                sorted(k for k in keys if k.startswith(prefix)))
+
     with quiet_transformers():
-        try:
-            model, info = AutoModelForMaskedLM.from_pretrained(str(path), output_loading_info=True, dtype=torch.float32)
-            prefix = getattr(model, "base_model_prefix", "") + "."
-            missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(prefix))
-            base_missing = sorted(k for k in info.get("missing_keys", ()) if k.startswith(prefix))
-            has_head = not missing and mlm_head(model) is not None
-            if missing:
-                notes.append("no MLM head weights in the checkpoint: masked-variant and head metrics skipped")
-            elif mlm_head(model) is None:
-                notes.append(f"MLM head of {type(model).__name__} not recognised: head metrics skipped")
-        except ValueError as exc:
-            if "Unrecognized configuration class" not in str(exc) and "does not support" not in str(exc):
-                raise ProbeError(f"{path}: the model could not be loaded ({_short(exc)}); {fix}") from None
+        model, kind = None, None
+        for auto, label in ((AutoModelForMaskedLM, "MLM"), (AutoModelForCausalLM, "causal-LM"), (AutoModel, None)):
             try:
-                model, info = AutoModel.from_pretrained(str(path), output_loading_info=True, dtype=torch.float32)
-            except Exception as exc2:  # noqa: BLE001
-                raise ProbeError(f"{path}: the model could not be loaded ({_short(exc2)}); {fix}") from None
-            base_missing = sorted(info.get("missing_keys", ()))
-            has_head = False
-            notes.append(f"{type(model).__name__} has no masked-LM class: masked-variant and head metrics skipped")
-        except ProbeError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - corrupt weights, bad config, … are all the same user error
-            raise ProbeError(f"{path}: the model could not be loaded ({_short(exc)}); {fix}") from None
+                model, missing, base_missing = load(auto)
+            except ValueError as exc:
+                if auto is not AutoModel and _unsupported(exc):
+                    continue  # no class of this kind for the architecture: try the next
+                raise ProbeError(f"{path}: the model could not be loaded ({_short(exc)}); {fix}") from None
+            except Exception as exc:  # noqa: BLE001 - corrupt weights, bad config, … are all the same user error
+                raise ProbeError(f"{path}: the model could not be loaded ({_short(exc)}); {fix}") from None
+            kind = label
+            break
+        assert model is not None
+        head = None if kind is None else mlm_head(model) if kind == "MLM" else causal_head(model)
+        has_head = kind is not None and not missing and head is not None
+        what = "masked-variant" if kind == "MLM" else "next-token (masked-variant)"
+        if kind is None:
+            notes.append(f"{type(model).__name__} has no masked-LM or causal-LM class: masked-variant and head "
+                         "metrics skipped")
+        elif missing:
+            notes.append(f"no {kind} head weights in the checkpoint: {what} and head metrics skipped")
+        elif head is None:
+            notes.append(f"{kind} head of {type(model).__name__} not recognised: head metrics skipped")
     if base_missing:
         raise ProbeError(f"{path}: the checkpoint lacks encoder weights ({base_missing[0]}, …); {fix}")
     model.eval()
     return model.to(device), has_head, notes
+
+
+def _unsupported(exc: ValueError) -> bool:
+    """The error of an Auto class that has no class for the checkpoint's architecture."""
+    return "Unrecognized configuration class" in str(exc) or "does not support" in str(exc)
 
 
 def _short(exc: Exception) -> str:
@@ -179,11 +250,12 @@ def extract(
 ) -> Activations:
     """Run the probe set through `model` (already on `device`, eval mode) in batches of `batch_size` blocks.
 
-    Pass 1 (always): hidden states of every layer at the content positions, plus E[x_i].
-    Pass 2 (when `masked_pass` and the model has a recognised head): the masked positions replaced by the
-    mask token; at those positions T(h_L), h_L and the rank of the true token under the head's logits. Logits
-    are only computed at masked positions, never over the whole batch, and so is the last layer where the
-    architecture allows (`last_hidden_at`).
+    Pass 1 (always): hidden states of every layer at the content positions, plus E[x_i]. For a causal LM with a
+    recognised head and `masked_pass`, the next-token head is read off this pass too (module docstring).
+    Pass 2 (an encoder, when `masked_pass` and the model has a recognised head): the masked positions replaced by
+    the mask token; at those positions T(h_L), h_L and the rank of the true token under the head's logits. Logits
+    are only computed at masked (target) positions, never over the whole batch, and so is the last layer where
+    the architecture allows (`last_hidden_at`).
     `reuse`: activations no longer needed (the previous snapshot's): their `hidden` and `emb_rows` arrays are
     overwritten where the shapes match, instead of allocating new ones (fresh pages are slow to fault in).
     """
@@ -196,8 +268,15 @@ def extract(
     emb = model.get_input_embeddings().weight.detach()
     emb_matrix = emb.float().cpu().numpy().copy()
     n_layers = int(getattr(encoder.config, "num_hidden_layers", 0) or getattr(encoder.config, "n_layers", 0))
-    head = mlm_head(model) if has_head else None
+    kind = architecture_kind(encoder.config)
+    head = mlm_head(model) if has_head and kind == "encoder" else None
+    next_head = causal_head(model) if has_head and kind == "causal" else None
     run_masked = masked_pass and head is not None and probe.mask_id is not None
+    targets_all = next_token_targets(probe.masked) if masked_pass and next_head is not None else None
+    content_index = _content_index(probe)
+    next_parts: list[tuple[np.ndarray, ...]] = []
+    # A decoder's forward would otherwise build and return a key/value cache nobody reads.
+    extra = {"use_cache": False} if kind == "causal" else {}
 
     hidden: np.ndarray | None = None
     n_tok = probe.n_tokens
@@ -208,8 +287,13 @@ def extract(
             ids = ids_all[start : start + batch_size].to(device)
             content = content_all[start : start + batch_size]
             where = torch.nonzero(content.reshape(-1)).squeeze(1).to(device)  # content cells of the batch
-            out = encoder(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True)
+            out = encoder(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, **extra)
             states = out.hidden_states
+            if targets_all is not None:
+                chosen = targets_all[start : start + batch_size]
+                if chosen.any():
+                    next_parts.append(_next_token_rows(out.last_hidden_state, states[-1], next_head, ids, chosen,
+                                                       content_index[start : start + batch_size][chosen]))
             if hidden is None:
                 if n_layers and len(states) != n_layers + 1:
                     notes.append(f"model returned {len(states)} hidden states for {n_layers} layers")
@@ -227,9 +311,12 @@ def extract(
             del out, states
         assert hidden is not None and offset == n_tok
         masked = _masked_pass(encoder, head, probe, ids_all, batch_size, device) if run_masked else None
+        if targets_all is not None:
+            masked = _next_token_outputs(next_parts, probe, notes)
     emb_rows = np.take(emb_matrix, probe.tokens, axis=0,
                        out=_reusable(None if reuse is None else reuse.emb_rows, (n_tok, emb_matrix.shape[1])))
-    return Activations(hidden, emb_rows, emb_matrix, masked, head is not None, type(model).__name__, notes)
+    return Activations(hidden, emb_rows, emb_matrix, masked, head is not None or next_head is not None,
+                       type(model).__name__, notes, kind)
 
 
 def _reusable(array: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -240,6 +327,63 @@ def _reusable(array: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     return np.empty(shape, dtype=np.float32)
 
 
+def _content_index(probe: ProbeSet) -> np.ndarray:
+    """(n_blocks, block) int64: each content cell's index into the content tokens, −1 elsewhere."""
+    content_index = np.full(probe.ids.shape, -1, dtype=np.int64)
+    content_index[probe.content] = np.arange(probe.n_tokens)
+    return content_index
+
+
+def next_token_targets(masked: np.ndarray) -> np.ndarray:
+    """(n_blocks, block) bool: the probe set's masked positions that a causal LM's next-token head can predict —
+    all but those at a block's first position, which have no context."""
+    targets = masked.copy()
+    targets[:, 0] = False
+    return targets
+
+
+def _next_token_rows(last: Any, layer_l: Any, decoder: Any, ids: Any, chosen: np.ndarray,
+                     index: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One batch's next-token head at the targets `chosen` (bool (B, T), never at column 0): from the final-normed
+    last hidden state `last` (B, T, H) and layer L `layer_l` (B, T, H) at i − 1, the logits of x_i → (transform,
+    hidden, rank, index, surprisal) rows."""
+    import torch
+
+    from dynamics.metrics.acquisition import token_surprisal
+    from dynamics.metrics.anchors import token_rank
+
+    bi, ti = (torch.from_numpy(a).to(ids.device) for a in np.nonzero(chosen))
+    x = last[bi, ti - 1]  # (m, H) the head's input: what predicts position i
+    logits = decoder(x)  # (m, V)
+    true = ids[bi, ti]
+    return (x.float().cpu().numpy(), layer_l[bi, ti - 1].float().cpu().numpy(),
+            token_rank(logits, true).cpu().numpy().astype(np.int64), index,
+            token_surprisal(logits, true).cpu().numpy())
+
+
+def _next_token_outputs(parts: list[tuple[np.ndarray, ...]], probe: ProbeSet, notes: list[str]) -> MaskedOutputs | None:
+    """The batches' next-token rows as one `MaskedOutputs` (None without any target), noting dropped targets."""
+    dropped = int(probe.masked[:, 0].sum())
+    if dropped:
+        notes.append(f"next-token head: {dropped} of {int(probe.masked.sum())} target positions are a block's first "
+                     "token, with no context to predict it from: dropped")
+    if not parts:
+        notes.append("next-token head: no target position with context: masked variant not measured")
+        return None
+    t, h, r, i, sp = (np.concatenate(cols) for cols in zip(*parts, strict=True))
+    return MaskedOutputs(t, h, r, i, sp, head="next_token")
+
+
+def head_note(acts: Activations) -> str | None:
+    """The anchors family's note saying what its masked variant is, when it is not an MLM's: the architecture kind
+    and the next-token head (None for encoders)."""
+    if acts.masked is None or acts.masked.head != "next_token":
+        return None
+    return (f"architecture: causal ({acts.architecture}); masked_* metrics are its next-token head: at each of the "
+            "probe set's masked positions i, the output embedding applied to the final-normed h_L(i−1) predicts x_i "
+            "(no [MASK] input; the head transform T is the identity)")
+
+
 def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_size: int, device: str) -> MaskedOutputs:
     import torch
 
@@ -248,8 +392,7 @@ def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_
 
     transform, decoder = head
     masked_all = torch.from_numpy(probe.masked)
-    content_index = np.full(probe.ids.shape, -1, dtype=np.int64)
-    content_index[probe.content] = np.arange(probe.n_tokens)
+    content_index = _content_index(probe)
     t_parts, h_parts, r_parts, i_parts, s_parts = [], [], [], [], []
     for start in range(0, ids_all.shape[0], batch_size):
         ids = ids_all[start : start + batch_size]

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dynamics.extract import Activations
+from dynamics.extract import Activations, head_note
 from dynamics.metrics import cka as C
 from dynamics.metrics import registry
 from dynamics.metrics.anchors import MaskedPass
@@ -284,6 +284,8 @@ def _anchors_all(acts: Activations, prep: Prepared, last: int, workspace: Worksp
     masked = _masked_pass(acts, prep, word_emb)
     if masked is None and acts.masked is None and acts.has_head:  # a missing head is noted by the extraction
         out.note("masked variant not measured: the tokenizer has no mask token")
+    if (head := head_note(acts)) is not None:  # a causal LM: the masked variant is its next-token head
+        out.note(head)
     for layer in range(last + 1):
         inputs = _common_inputs(prep, layer)
         inputs.update(h=e if layer == 0 else _rows(_layer(acts, layer, dev), dev), e=e, word_emb=word_emb,

@@ -115,9 +115,10 @@ def _selection(series_list: list[Series], cfg: ProbeConfig) -> dict[str, list[Sn
 
 
 def _max_positions(snapshot: Snapshot) -> int | None:
-    """How many positions the model accepts, from its config.json (RoBERTa-likes reserve padding_idx + 1)."""
+    """How many positions the model accepts, from its config.json (RoBERTa-likes reserve padding_idx + 1; GPT-2
+    names it `n_positions`)."""
     config = json.loads((snapshot.path / "config.json").read_text())
-    n = config.get("max_position_embeddings")
+    n = config.get("max_position_embeddings", config.get("n_positions"))
     if not isinstance(n, int):
         return None
     if config.get("model_type") in ROBERTA_LIKE:

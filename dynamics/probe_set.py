@@ -2,12 +2,15 @@
 
 Built from a run's packed validation blocks (`run.json` → `validation_blocks_path`, int32 `(n, block)` arrays of
 `[CLS] … [SEP]` blocks) — `probe_blocks` of them chosen with `seed`, fewer when `max_tokens` caps the size — or
-from a text file tokenised and packed the same way (documents separated by blank lines, `[SEP]` between
-documents, `[CLS]`/`[SEP]` around each block, the incomplete tail dropped).
+from a text file tokenised and packed the same way (documents separated by blank lines, the incomplete tail
+dropped), framed as the tokenizer's style asks (`dynamics.tokens.Framing`): encoder tokenizers `[SEP]` between
+documents and `[CLS]`/`[SEP]` around each block; decoder tokenizers (GPT-2, GPT-NeoX/Pythia, Llama-style) EOS
+between documents, no CLS/SEP, and a BOS opening each block only where the tokenizer itself adds one (`<s>`).
 
 Derived, all seeded and frozen with the ids:
 * content tokens (N of them): every position that is not a special token, in row-major (block, position) order;
-* masked positions: 15% of the content positions (the masked variant replaces them by the mask token);
+* masked positions: 15% of the content positions (the masked variant replaces them by the mask token; for a
+  causal LM they are the next-token head's targets, `dynamics.extract`);
 * word types for Ethayarajh's metrics: whole words that are one wordpiece — the token does not start with
   `##` and the next token does not either (byte-BPE/SentencePiece tokenizers: the word-start marker rules
   instead) — and occur at least `min_word_count` (5) times among the content tokens;
@@ -131,8 +134,9 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
 # ----------------------------------------------------------------------------------------------------- sources
 
 def pack_text(path: Path, tok: TokenizerView, block_size: int) -> np.ndarray:
-    """Tokenise the text file at `path` (documents split at blank lines) and pack it into `[CLS] … [SEP]`
-    blocks of `block_size`; `ProbeError` when it is unreadable or gives less than one block."""
+    """Tokenise the text file at `path` (documents split at blank lines) and pack it into blocks of `block_size`
+    framed by `tok.framing` (`[CLS] … [SEP]` for encoders, see the module docstring); `ProbeError` when it is
+    unreadable or gives less than one block."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -141,22 +145,23 @@ def pack_text(path: Path, tok: TokenizerView, block_size: int) -> np.ndarray:
         raise ProbeError(f"{path}: unreadable as UTF-8 text ({type(exc).__name__}); pass a UTF-8 text file") from None
     docs = [d.strip() for d in text.replace("\r\n", "\n").split("\n\n")]
     docs = [d for d in docs if d]
-    cls_id, sep_id = tok.token_id("cls_token"), tok.token_id("sep_token")
-    assert cls_id is not None and sep_id is not None
+    frame = tok.framing
     stream: list[int] = []
     for ids in tok.encode_batch(docs) if docs else []:
         if ids:
             if stream:
-                stream.append(sep_id)
+                stream.extend(frame.separator)
             stream.extend(ids)
-    width = block_size - 2
-    n = len(stream) // width
+    width = block_size - len(frame.start) - len(frame.end)
+    n = len(stream) // width if width > 0 else 0
     if n == 0:
         raise ProbeError(f"{path}: gives {len(stream)} tokens, fewer than one probe block of {block_size} "
                          f"({width} text tokens); use a longer text")
     body = np.asarray(stream[: n * width], dtype=np.int32).reshape(n, width)
     out = np.empty((n, block_size), dtype=np.int32)
-    out[:, 0], out[:, -1], out[:, 1:-1] = cls_id, sep_id, body
+    out[:, : len(frame.start)] = frame.start
+    out[:, len(frame.start) : len(frame.start) + width] = body
+    out[:, len(frame.start) + width :] = frame.end
     return out
 
 
@@ -280,7 +285,8 @@ def build(
 
     notes: list[str] = []
     if mask_id is None:
-        notes.append("the tokenizer has no mask token: the masked variant is skipped")
+        notes.append("the tokenizer has no mask token: an MLM's masked variant is skipped (a causal LM's "
+                     "next-token head is measured at the masked positions instead)")
     tokens = ids[content].astype(np.int64)
     from dynamics.metrics.anchors import assign_frequency_bins, frequency_bin_names, frequency_bins
 

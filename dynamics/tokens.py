@@ -2,7 +2,12 @@
 
 Built on the `tokenizers` library straight from `tokenizer.json` (importing `transformers` costs seconds, which
 matters for a CLI whose bad-input errors should be instant); folders with only `vocab.txt` (older BERT
-checkpoints) fall back to `transformers.AutoTokenizer`.
+checkpoints, GPT-2's `vocab.json` + `merges.txt`) fall back to `transformers.AutoTokenizer`.
+
+Two tokenizer styles frame probe blocks differently (`Framing`): encoder tokenizers (they name a `[CLS]`, a
+`[SEP]` or a `[MASK]` token: BERT WordPiece, RoBERTa/ELECTRA/ALBERT) wrap each block in `[CLS] … [SEP]`; decoder
+tokenizers (none of the three: GPT-2 and GPT-NeoX/Pythia byte-level BPE, Llama-style SentencePiece BPE) are not
+wrapped, and get only what their model family puts there itself.
 """
 
 from __future__ import annotations
@@ -41,6 +46,23 @@ def _token_string(value: Any) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Framing:
+    """How packed text is framed by special tokens (ids): `start` opens every block, `end` closes it, `separator`
+    goes between two documents of the stream.
+
+    `style` "encoder": `[CLS]`, `[SEP]`, `[SEP]` (a BOS/EOS stands in for a tokenizer that names no CLS/SEP but
+    has a mask token). `style` "decoder": `start` = the special tokens the tokenizer itself puts in front of a text
+    (Llama-style `<s>`; nothing for GPT-2 and GPT-NeoX, which add no BOS), `end` = nothing (a block's end is not a
+    document's end), `separator` = the end-of-document token EOS where there is one (`<|endoftext|>`, `</s>`), as
+    these families are trained on concatenated documents."""
+
+    style: str
+    start: tuple[int, ...]
+    end: tuple[int, ...]
+    separator: tuple[int, ...]
+
+
 @dataclass
 class TokenizerView:
     """What the probe needs from a tokenizer: vocab (token → id), special tokens by role, and batch encoding."""
@@ -50,6 +72,7 @@ class TokenizerView:
     special: dict[str, str]  # role ("cls_token", …) → token string
     _backend: Any = field(default=None, repr=False)
     _hf: Any = field(default=None, repr=False)
+    framing: Framing = field(default_factory=lambda: Framing("encoder", (), (), ()))  # set by `load_tokenizer`
 
     @property
     def hash(self) -> str:
@@ -92,6 +115,23 @@ class TokenizerView:
         if self._backend is not None:
             return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
         return [self._hf(t, add_special_tokens=False, truncation=False)["input_ids"] for t in texts]
+
+    def leading_special(self) -> tuple[int, ...]:
+        """The special token ids the tokenizer itself puts in front of a text (its post-processor: Llama-style
+        `<s>`, BERT's `[CLS]`; none for GPT-2)."""
+        probe_text = "a"
+        if self._backend is not None:
+            enc = self._backend.encode(probe_text, add_special_tokens=True)
+            ids, mask = enc.ids, enc.special_tokens_mask
+        else:
+            enc = self._hf(probe_text, add_special_tokens=True, return_special_tokens_mask=True)
+            ids, mask = enc["input_ids"], enc["special_tokens_mask"]
+        lead: list[int] = []
+        for i, m in zip(ids, mask, strict=True):
+            if not m:
+                break
+            lead.append(int(i))
+        return tuple(lead)
 
 
 def load_tokenizer(path: str | Path) -> TokenizerView:
@@ -140,14 +180,29 @@ def load_tokenizer(path: str | Path) -> TokenizerView:
             if isinstance(tok, str):
                 special.setdefault(role, tok)
         view = TokenizerView(p, dict(hf.get_vocab()), special, _hf=hf)
-    for role in ("cls_token", "sep_token", "mask_token"):
+    view.framing = _framing(view)
+    return view
+
+
+def _framing(view: TokenizerView) -> Framing:
+    """The tokenizer's `Framing` (see there); `ProbeError` for an encoder tokenizer without a CLS or SEP."""
+    if all(view.token_id(role) is None for role in ("cls_token", "sep_token", "mask_token")):
+        start = view.leading_special()
+        for i in start:  # framing tokens are never content, whether or not the tokenizer names their role
+            tok = next((t for t, j in view.vocab.items() if j == i), None)
+            if tok is not None and tok not in view.special.values():
+                view.special[f"start:{tok}"] = tok
+        eos = view.token_id("eos_token")
+        return Framing("decoder", start, (), () if eos is None else (eos,))
+    for role in ("cls_token", "sep_token"):
         if view.token_id(role) is None:
             if role == "cls_token" and view.token_id("bos_token") is not None:
                 view.special["cls_token"] = view.special["bos_token"]
             elif role == "sep_token" and view.token_id("eos_token") is not None:
                 view.special["sep_token"] = view.special["eos_token"]
-            elif role == "mask_token":
-                continue  # only the masked variant needs it; probe_set reports the gap
             else:
-                raise ProbeError(f"{p}: the tokenizer has no {role}; use an encoder (BERT-style) tokenizer")
-    return view
+                raise ProbeError(f"{view.path}: the tokenizer has a [MASK] or [CLS]/[SEP] token but no {role}; "
+                                 "save it with both cls_token and sep_token set")
+    cls_id, sep_id = view.token_id("cls_token"), view.token_id("sep_token")
+    assert cls_id is not None and sep_id is not None
+    return Framing("encoder", (cls_id,), (sep_id,), (sep_id,))
