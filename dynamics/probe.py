@@ -13,13 +13,19 @@ vocabulary. Results go to `DIR/dynamics/` for one directory and to `./dynamics-r
 `--out` says otherwise. Bad input stops the program before anything is written: a one-line message naming the
 path and the fix, exit status 2.
 
+Several devices: `torchrun --nproc_per_node N -m dynamics.probe DIR …` deals the snapshots still to measure out to
+N processes, each on its own device, all writing one store; rank 0 checks the input first and does the run-level
+work last (`run_config`, `dynamics.shards`). `--follow` runs in one process.
+
 Python API: `dynamics.probe.run(dirs, out=None, steps=None, every=None, metrics=(...), device="cpu", ...)`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
+import io
 import json
 import sys
 import time
@@ -32,7 +38,7 @@ import numpy as np
 
 from dynamics import extract as ex
 from dynamics import families as fam
-from dynamics import integrity
+from dynamics import integrity, shards
 from dynamics import probe_set as ps
 from dynamics import store as st
 from dynamics.config import FAMILIES, ProbeConfig, resolved_device
@@ -175,11 +181,66 @@ def _wanted(metrics: Sequence[str]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- running
 
+FOLLOW_SHARDED = "--follow measures in one process: start it without torchrun (several processes share a series only)"
+
+
 def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: SnapshotHook | None = None, *,
                defer_drift: bool = False, print_flags: bool = True) -> ProbeSummary:
     """Check all input, then measure (see `run`). `defer_drift`: leave anchor drift (measured against the final
     snapshot) for a later call, as `--follow` does until a run's final snapshot exists; `print_flags`: print the
-    snapshot-integrity flags to stderr."""
+    snapshot-integrity flags to stderr.
+
+    Under `torchrun --nproc_per_node N` (`dynamics.shards`): rank 0 checks all input while the other processes wait
+    for its verdict (bad input stops every process before anything is written), then creates or opens the store
+    and records the probe set, runs and snapshots; the others then open the same store, every process measures
+    its share of the snapshots still to do on its own device, and once all shares are stored rank 0 alone does the
+    run-level work (`_finish`) and prints. Rank 0 returns the whole run's summary, the others their share's."""
+    shard = shards.current()
+    if shard.distributed and cfg.follow:
+        raise ProbeError(FOLLOW_SHARDED)
+
+    def step(work: Callable[[], Any]) -> Any:  # every process does its part; when one fails, all stop here
+        return shards.together(shard, work)
+
+    with shards.group(shard), contextlib.ExitStack() as stores:
+        device = step(lambda: shards.device(shard, resolved_device(cfg)))
+        checked = step(lambda: _check(dirs, cfg) if shard.main else None)
+        # ---- nothing above writes; from here on the store is opened and results are added
+        run = step(lambda: _open(checked, cfg, device, defer_drift, stores) if shard.main else None)
+        plan: Checked = shards.from_main(shard, dataclasses.replace(checked, tok=None, done=run.done)
+                                         if shard.main else None)
+        # The others open the store only now, while rank 0 waits: opening reads the database file directly
+        # (`store.check_ours`), which must not be written meanwhile.
+        run = step(lambda: run if shard.main else _join(plan, cfg, device, defer_drift, stores))
+        step(lambda: _measure_all(run, plan.series_list, plan.selected, on_snapshot, shard))
+        parts = shards.gather(shard, (run.summary.computed, device))
+        if shard.main and shard.distributed:
+            run.summary.computed = [unit for computed, _ in parts for unit in computed]
+            run.summary.notes.append(_shares_note(parts))
+        summary = step(lambda: _finish(run, plan.series_list) if shard.main else run.summary)
+    if print_flags and shard.main:
+        for flag in summary.flags:
+            print(flag.line, file=sys.stderr)
+    return summary
+
+
+@dataclass
+class Checked:
+    """What the input checks found, before anything is written; with `done` (what the store holds, less what is
+    stale) it is rank 0's plan for the other processes of a torchrun group (`tok` stays on rank 0)."""
+
+    series_list: list[Series]
+    selected: dict[str, list[Snapshot]]
+    no_drift: dict[str, str]  # run → why its anchor drift cannot be measured
+    out: Path
+    probe: ps.ProbeSet
+    id_to_token: list[str]
+    tok: TokenizerView | None = None
+    done: dict[tuple[str, int, str], str] = field(default_factory=dict)
+
+
+def _check(dirs: Sequence[str | Path], cfg: ProbeConfig) -> Checked:
+    """Every check of the input, and the probe set; writes nothing (`ProbeError` on bad input)."""
     series_list = discover_all(dirs, revisions=cfg.revisions)
     selected = _selection(series_list, cfg)
     validate(series_list, selected)
@@ -200,28 +261,44 @@ def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: Snapsh
     _check_positions(selected, probe.block_size)
     if cfg.probe_text is None and first.data_path("validation_blocks_path") is not None:
         _check_positions({first.name: first.snapshots[:1]}, probe.block_size)
+    return Checked(series_list, selected, no_drift, out, probe, tok.id_to_token(), tok)
 
-    device = resolved_device(cfg)
 
-    # ---- nothing above writes; from here on the store is opened and results are added
-    store = st.open(out)
-    try:
-        flags, changed = _record_snapshots(store, series_list, selected)
-        run = _start(store, series_list, tok, probe, cfg, device)
-        _forget_stale(run, series_list, changed)
-        run.no_drift = no_drift
-        run.defer_drift = defer_drift
-        run.summary.notes += list(no_drift.values())
-        run.summary.flags = flags
-        _measure_all(run, series_list, selected, on_snapshot)
-        summary = _finish(run, series_list)
-    finally:
-        store.close()
-    if print_flags:
-        for flag in summary.flags:
-            print(flag.line, file=sys.stderr)
-    return summary
+def _open(checked: Checked, cfg: ProbeConfig, device: str, defer_drift: bool, stores: contextlib.ExitStack
+          ) -> ProbeRun:
+    """Create or open the store (closed with `stores`), record the snapshots, probe set and runs, and forget what
+    is stale: the probe run of rank 0 (of the only process)."""
+    store = st.open(checked.out)
+    stores.callback(store.close)
+    series_list = checked.series_list
+    flags, changed = _record_snapshots(store, series_list, checked.selected)
+    assert checked.tok is not None
+    run = _start(store, series_list, checked.tok, checked.probe, cfg, device)
+    _forget_stale(run, series_list, changed)
+    run.no_drift = checked.no_drift
+    run.defer_drift = defer_drift
+    run.summary.notes += list(checked.no_drift.values())
+    run.summary.flags = flags
+    return run
 
+
+def _join(plan: Checked, cfg: ProbeConfig, device: str, defer_drift: bool, stores: contextlib.ExitStack
+          ) -> ProbeRun:
+    """The probe run of a process other than rank 0: the store rank 0 opened, rank 0's view of what it holds, and
+    the probe set's tensors on this process's device."""
+    store = st.open(plan.out)
+    stores.callback(store.close)
+    prep, _ = _prepare(plan.probe, cfg, device, plan.id_to_token)  # its notes are rank 0's to report
+    summary = ProbeSummary(store.root, store.path, plan.probe.hash)
+    return ProbeRun(store, plan.probe, prep, cfg, device, summary, dict(plan.done), no_drift=dict(plan.no_drift),
+                    defer_drift=defer_drift)
+
+
+def _shares_note(parts: list[tuple[list[tuple[str, int, str]], str]]) -> str:
+    """Which process measured how many snapshots, where (`parts`: each rank's computed units and device)."""
+    each = [f"rank {rank} {len({(r, s) for r, s, _ in computed})} on {device}"
+            for rank, (computed, device) in enumerate(parts)]
+    return f"snapshots measured by {len(parts)} processes: {', '.join(each)}"
 
 @dataclass
 class ProbeRun:
@@ -303,12 +380,18 @@ def _start(store: st.Store, series_list: list[Series], tok: TokenizerView, probe
     for s in series_list:
         store.upsert_run(s.name, s.run_dir, s.kind, s.meta.get("objective"), {**s.meta, "probe_device": device})
     summary = ProbeSummary(store.root, store.path, probe.hash, notes=list(probe.notes))
-    prep, prep_notes = fam.prepare(probe, device, window=cfg.window, tc_negatives=cfg.tc_negatives,
-                                   tc_temperature=cfg.tc_temperature, max_distance=cfg.max_distance,
-                                   neighbour_tokens=cfg.neighbour_tokens, seed=cfg.seed,
-                                   id_to_token=tok.id_to_token())
+    prep, prep_notes = _prepare(probe, cfg, device, tok.id_to_token())
     summary.notes += prep_notes
     return ProbeRun(store, probe, prep, cfg, device, summary, store.completed_params(probe.hash))
+
+
+def _prepare(probe: ps.ProbeSet, cfg: ProbeConfig, device: str, id_to_token: list[str]
+             ) -> tuple[fam.Prepared, list[str]]:
+    """The probe set's tensors and fixed draws on `device` (one call for every process, so that all measure on
+    the same draws)."""
+    return fam.prepare(probe, device, window=cfg.window, tc_negatives=cfg.tc_negatives,
+                       tc_temperature=cfg.tc_temperature, max_distance=cfg.max_distance,
+                       neighbour_tokens=cfg.neighbour_tokens, seed=cfg.seed, id_to_token=id_to_token)
 
 
 def _family_params(series: Series, cfg: ProbeConfig) -> dict[str, str]:
@@ -323,47 +406,61 @@ def _family_params(series: Series, cfg: ProbeConfig) -> dict[str, str]:
 
 
 def _measure_all(run: ProbeRun, series_list: list[Series], selected: dict[str, list[Snapshot]],
-                 on_snapshot: SnapshotHook | None) -> None:
-    """For each series, each selected snapshot: extract → registered metrics → store; then step × step CKA."""
+                 on_snapshot: SnapshotHook | None, shard: shards.Shard) -> None:
+    """This process's snapshots: of the selected snapshots with a family still to do (not stored with the same
+    params, or `--force`), all of them — or under torchrun its `shards.share`, the same split on every process —
+    each extracted once → registered metrics → store. The run-level work (step × step CKA) is `_finish`'s, once
+    every share is stored."""
     from tqdm.auto import tqdm
 
     wanted = _wanted(run.cfg.metrics)
-    total = sum(len(v) for v in selected.values())
-    bar = tqdm(total=total, disable=not run.cfg.progress, unit="snapshot", dynamic_ncols=True, desc="probe")
+    params = {series.name: _family_params(series, run.cfg) for series in series_list}
+    todo: list[tuple[Series, Snapshot, list[str]]] = []
+    for series in series_list:
+        families = [f for f in wanted if not (f == "drift" and (series.name in run.no_drift or run.defer_drift))]
+        for snap in selected[series.name]:
+            needed = [f for f in families
+                      if run.cfg.force or run.done.get((series.name, snap.step, f)) != params[series.name][f]]
+            run.summary.reused += [(series.name, snap.step, f) for f in families if f not in needed]
+            if needed:
+                todo.append((series, snap, needed))
+    mine = shards.share(todo, shard)
+    stored = sum(len(v) for v in selected.values()) - len(todo)
+    bar = tqdm(total=stored + len(mine), initial=stored, disable=not run.cfg.progress or not shard.main,
+               unit="snapshot", dynamic_ncols=True, desc="probe")
     # Each snapshot's model is freed with a gc pass (transformers models hold reference cycles). Freezing what
     # exists now (imported modules, the probe set) keeps those passes from rescanning it every time (without a
     # collection first: ≈ 0.2 s, and garbage frozen now is only collected after the run); after each snapshot
     # what the model load imported lazily (≈ 200k objects, 0.1 s per pass) is frozen too.
     gc.freeze()
     try:
-        for series in series_list:
-            state = SeriesState(series, _family_params(series, run.cfg))
-            families = [f for f in wanted if not (f == "drift" and (series.name in run.no_drift or run.defer_drift))]
-            for snap in selected[series.name]:
-                bar.set_description(f"{series.name} step {snap.step}")
-                needed = [f for f in families
-                          if run.cfg.force or run.done.get((series.name, snap.step, f)) != state.params[f]]
-                run.summary.reused += [(series.name, snap.step, f) for f in families if f not in needed]
-                if needed:
-                    _measure_snapshot(run, state, snap, needed)
-                bar.update(1)
-                if needed and on_snapshot is not None:
-                    on_snapshot(snap, needed)
-                if needed:
-                    gc.collect()
-                    gc.freeze()
-            del state
+        state: SeriesState | None = None
+        for series, snap, needed in mine:
+            if state is None or state.series is not series:
+                state = None  # the last series' activations and final embedding matrix go before the next's come
+                gc.collect()
+                state = SeriesState(series, params[series.name])
+            bar.set_description(f"{series.name} step {snap.step}" + (f" (rank 0 of {shard.world})"
+                                                                     if shard.distributed else ""))
+            _measure_snapshot(run, state, snap, needed)
+            bar.update(1)
+            if on_snapshot is not None:
+                on_snapshot(snap, needed)
             gc.collect()
-            if "geometry" in wanted:
-                _cka_steps(run, series)
+            gc.freeze()
+        del state
+        gc.collect()
     finally:
         gc.unfreeze()
         bar.close()
 
 
 def _finish(run: ProbeRun, series_list: list[Series]) -> ProbeSummary:
-    """Notes, figures and report.md."""
+    """Run-level analyses (step × step CKA, onsets), notes, figures and report.md."""
     summary, store = run.summary, run.store
+    if "geometry" in run.cfg.metrics:  # over every stored CKA sample, whichever process measured it
+        for series in series_list:
+            _cka_steps(run, series)
     notes = store.notes(run.probe.hash)
     names = [s.name for s in series_list]
     summary.notes += sorted({n for r, n in zip(notes["run"], notes["note"], strict=True) if r in names})
@@ -478,20 +575,39 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[list[str], ProbeConfi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    shard = shards.current()
     try:
-        dirs, cfg = parse_args(argv)
+        # Under torchrun every process parses the same arguments: rank 0 alone prints a usage error or --help.
+        with contextlib.ExitStack() as quiet:
+            if not shard.main:
+                quiet.enter_context(contextlib.redirect_stdout(io.StringIO()))
+                quiet.enter_context(contextlib.redirect_stderr(io.StringIO()))
+            dirs, cfg = parse_args(argv)
+            if shard.distributed and cfg.follow:
+                raise ProbeError(FOLLOW_SHARDED)
+    except UsageError as exc:
+        if shard.main:
+            print(f"error: {exc}", file=sys.stderr)
+        return UsageError.exit_code
+    try:
         if cfg.follow:
             from dynamics.follow import follow
 
             summary = follow(dirs, cfg)
         else:
             summary = run_config(dirs, cfg)
+    except shards.PeerFailed as exc:  # another process of the group failed and said why
+        return exc.exit_code
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return UsageError.exit_code
     except KeyboardInterrupt:
-        print("interrupted: finished snapshots are stored; run the same command again to resume", file=sys.stderr)
+        if shard.main:
+            print("interrupted: finished snapshots are stored; run the same command again to resume",
+                  file=sys.stderr)
         return 130
+    if not shard.main:  # rank 0 prints the summary of the whole run
+        return 0
     n_new = len(summary.computed)
     print(f"probe {summary.probe_hash[:12]}: {n_new} result(s) computed, {len(summary.reused)} already stored; "
           f"report: {summary.report}", file=sys.stderr)

@@ -58,6 +58,11 @@ if TYPE_CHECKING:
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
+# How long a connection waits for another's write lock before failing with "database is locked". Several probe
+# processes (`torchrun … -m dynamics.probe`, `dynamics.shards`) write one store; each holds the lock for one
+# (snapshot, family) transaction (`BEGIN IMMEDIATE`, so a writer waits at its start rather than failing on an
+# upgrade), milliseconds normally, but a loaded machine can stall a process with the lock for seconds.
+BUSY_TIMEOUT_S = 120.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -183,12 +188,13 @@ class Store:
         if readonly:
             if not self.path.is_file():
                 raise FileNotFoundError(f"{self.path}: no results store; run python -m dynamics.probe first")
-            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None,
-                                        check_same_thread=False)
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
+                                        isolation_level=None, check_same_thread=False)
         else:
             check_ours(self.path)
             self.root.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+            self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                        check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(_SCHEMA)
