@@ -48,7 +48,7 @@ PAGES: dict[str, PageDef] = {
                         "Shape of the representation space: anisotropy, Ethayarajh's measures, rank, dimension, norms."),
 }
 
-CKA_METRICS = tuple(name for name, m in registry.load().items() if m.scope in ("layer_pair", "series"))
+CKA_METRICS = tuple(name for name, m in registry.load().items() if m.scope == "layer_pair" or m.family == "cka_steps")
 
 # Downstream scores (`experiments.evaluate`, rows described in `experiments.results`): metric "{task}/{name}".
 _S = "experiments.scoring"
@@ -72,7 +72,7 @@ DOWNSTREAM_TASKS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "ST
 DOWNSTREAM_MODES = {"linear": "Linear probe", "finetune": "Fine-tuning"}
 FAMILY_POINTERS = {"anchors": "dynamics.metrics.anchors", "drift": "dynamics.metrics.anchors",
                    "context": "dynamics.metrics.context", "geometry": "dynamics.metrics.geometry",
-                   "cka_steps": "dynamics.metrics.cka"}
+                   "cka_steps": "dynamics.metrics.cka", "acquisition": "dynamics.metrics.acquisition"}
 BIN_ORDER = ("frequent", "medium", "rare")
 _DISTANCE = re.compile(r"^d(\d+)$")
 

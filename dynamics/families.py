@@ -36,6 +36,7 @@ import torch
 from dynamics.extract import Activations, head_note
 from dynamics.metrics import cka as C
 from dynamics.metrics import registry
+from dynamics.metrics.acquisition import word_surprisal
 from dynamics.metrics.anchors import MaskedPass
 from dynamics.metrics.blas import numpy_blas, single_thread
 from dynamics.metrics.context import TCDraws, draw_tc
@@ -253,7 +254,9 @@ def measure(acts: Activations, prep: Prepared, families: Sequence[str]) -> dict[
             merged.merge(out)
             extras[layer] = extra
         arrays = _geometry_arrays(prep, extras) if family == "geometry" and extras else None
-        if arrays is not None:  # metrics of two layers, from the layer × layer CKA
+        if family == "anchors" and extras.get(last):
+            arrays = extras[last]
+        if family == "geometry" and arrays is not None:  # metrics of two layers, from the layer × layer CKA
             deb = arrays["cka_layers"]["debiased"]
             for layer in range(1, deb.shape[0]):
                 for metric in _registered(family, layer, last, scope="layer_pair"):
@@ -275,8 +278,9 @@ def _workers(prep: Prepared) -> int:
     return max(1, torch.get_num_threads())
 
 
-def _anchors_all(acts: Activations, prep: Prepared, last: int, workspace: Workspace) -> tuple[_Rows, None]:
-    """The registered anchors metrics of every layer (the masked variant at the last layer)."""
+def _anchors_all(acts: Activations, prep: Prepared, last: int, workspace: Workspace) -> tuple[_Rows, dict | None]:
+    """The registered anchors metrics of every layer (the masked variant at the last layer), plus the array of
+    per-word-type surprisal the word-acquisition curves are made of (`word_surprisal`; None without a head)."""
     out = _Rows()
     dev = prep.device
     word_emb = _rows(acts.emb_rows, dev)
@@ -292,7 +296,11 @@ def _anchors_all(acts: Activations, prep: Prepared, last: int, workspace: Worksp
                       masked=masked if layer == last else None)
         for metric in _registered("anchors", layer, last):
             out.compute(metric, inputs, layer)
-    return out, None
+    if masked is None:
+        return out, None
+    means, counts = word_surprisal(masked.surprisal, masked.word_type, len(prep.probe.word_types))
+    return out, {"word_surprisal": {"mean": means, "count": counts, "word_types": prep.probe.word_types,
+                                    "vocab": np.array(acts.emb_matrix.shape[0], dtype=np.int64)}}
 
 
 def _masked_pass(acts: Activations, prep: Prepared, word_emb: Rows) -> MaskedPass | None:
@@ -303,7 +311,8 @@ def _masked_pass(acts: Activations, prep: Prepared, word_emb: Rows) -> MaskedPas
     dev = prep.device
     return MaskedPass(transform=_rows(m.transform, dev), hidden=_rows(m.hidden, dev),
                       targets=word_emb.subset(torch.from_numpy(m.index).to(dev)), rank=torch.from_numpy(m.rank),
-                      bins=prep.freq_bin[m.index])
+                      bins=prep.freq_bin[m.index], surprisal=torch.from_numpy(m.surprisal),
+                      word_type=prep.probe.word_type[m.index].astype(np.int64))
 
 
 def drift(emb_matrix: np.ndarray, final_matrix: np.ndarray | None, probe: ProbeSet, special_ids: np.ndarray) -> FamilyResult:

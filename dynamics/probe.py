@@ -38,7 +38,7 @@ import numpy as np
 
 from dynamics import extract as ex
 from dynamics import families as fam
-from dynamics import integrity, shards
+from dynamics import integrity, shards, word_curves
 from dynamics import probe_set as ps
 from dynamics import store as st
 from dynamics.config import FAMILIES, ProbeConfig, resolved_device
@@ -397,7 +397,7 @@ def _prepare(probe: ps.ProbeSet, cfg: ProbeConfig, device: str, id_to_token: lis
 def _family_params(series: Series, cfg: ProbeConfig) -> dict[str, str]:
     """Each family's settings string: a stored family whose string differs is measured again."""
     return {
-        "anchors": fam.family_params("anchors"),
+        "anchors": fam.family_params("anchors", surprisal="nats"),
         "drift": fam.family_params("drift", final=series.final.step),
         "context": fam.family_params("context", window=cfg.window, negatives=cfg.tc_negatives,
                                      temperature=cfg.tc_temperature, max_distance=cfg.max_distance, seed=cfg.seed),
@@ -456,11 +456,14 @@ def _measure_all(run: ProbeRun, series_list: list[Series], selected: dict[str, l
 
 
 def _finish(run: ProbeRun, series_list: list[Series]) -> ProbeSummary:
-    """Run-level analyses (step × step CKA, onsets), notes, figures and report.md."""
+    """Run-level analyses (step × step CKA, word acquisition, onsets), notes, figures and report.md."""
     summary, store = run.summary, run.store
     if "geometry" in run.cfg.metrics:  # over every stored CKA sample, whichever process measured it
         for series in series_list:
             _cka_steps(run, series)
+    if "anchors" in run.cfg.metrics:
+        for series in series_list:
+            _word_acquisition(run, series)
     notes = store.notes(run.probe.hash)
     names = [s.name for s in series_list]
     summary.notes += sorted({n for r, n in zip(notes["run"], notes["note"], strict=True) if r in names})
@@ -474,6 +477,19 @@ def _finish(run: ProbeRun, series_list: list[Series]) -> ProbeSummary:
 
     summary.report = report.write(store, series_list, run.probe, summary, store.root / "report.md")
     return summary
+
+
+def _word_acquisition(run: ProbeRun, series: Series) -> None:
+    """Fit the run's word-acquisition curves from its stored per-snapshot surprisal (`dynamics.word_curves`)."""
+    probe = run.probe
+    vocab = int(probe.ids.max()) + 1
+    words = word_curves.probe_word_strings(run.store.root, run.store.probe_sets().set_index("hash").loc[probe.hash, "file"])
+    computed = word_curves.measure_run(
+        run.store, series.name, probe.hash, word_types=probe.word_types, words=words,
+        train_counts=ps.load_counts(series.data_path("token_counts_path"), vocab),
+        probe_counts=np.bincount(probe.tokens, minlength=vocab), seed=run.cfg.seed,
+        done=run.done.get((series.name, -1, word_curves.FAMILY)), force=run.cfg.force)
+    (run.summary.computed if computed else run.summary.reused).append((series.name, -1, word_curves.FAMILY))
 
 
 def _store_onsets(store: st.Store, probe_hash: str, name: str) -> None:

@@ -1,16 +1,42 @@
 """Word acquisition (Chang & Bergen, TACL 2022, "Word acquisition in neural language models"): when, in training,
 each word type of the probe set is learned.
 
-Per snapshot, the surprisal of the true token under the model's head at the probe set's masked positions (MLM
-heads; next-token positions for causal heads); per word type, a sigmoid fitted to its mean surprisal against
-log10(step); its age of acquisition (AoA) is the log10 step at which the fitted curve is halfway between chance
-(ln V) and its minimum; per run, the Spearman correlation of AoA with log training frequency.
+* Per snapshot: the surprisal −ln p(x_i) of the true token under the model's head at the probe set's masked
+  positions (MLM heads; the next-token positions for causal heads), `masked_surprisal`; its mean per word type
+  is the snapshot's point of that type's learning curve (`word_surprisal`).
+* Per word type, over the series: a four-parameter sigmoid fitted by least squares to its mean surprisal against
+  x = log10(step) (snapshots with step ≥ 1),
+
+      f(x) = lo + (hi − lo) / (1 + exp(k (x − x0))),   k ≥ 0 (surprisal falls as training goes on);
+
+  its age of acquisition (AoA) is the x at which f reaches the midpoint m = (ln V + f(x_last)) / 2 between chance
+  surprisal (ln V, the uniform distribution over the head's V outputs) and the fitted curve's minimum over the
+  measured range (f is non-increasing, so that minimum is f at the last step):
+  AoA = x0 + ln((hi − lo) / (m − lo) − 1) / k. A type gets no AoA, with its reason (`STATUS`), when it has
+  fewer than `MIN_POINTS` points, the fit fails, the fitted curve never lies above the midpoint, or the midpoint
+  falls outside the measured range of x (no extrapolation).
+* Per run: the Spearman correlation of AoA with log10 training frequency over the types with an AoA, and its
+  percentile bootstrap interval over types (`BOOTSTRAP` resamples drawn with `numpy.random.default_rng(seed)
+  .integers(0, n, (BOOTSTRAP, n))`). Chang & Bergen's headline: frequency dominates (words seen more often are
+  learned earlier, a negative correlation).
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
 import torch
 from torch import Tensor
+
+from .anchors import Binned, MaskedPass, by_bin
+from .registry import LAST_LAYER, register
+
+MIN_POINTS = 5  # four parameters and at least one degree of freedom
+BOOTSTRAP = 1000
+STATUS = ("fitted", "too few points", "no fit", "starts below the midpoint", "midpoint outside the measured steps")
 
 
 def token_surprisal(logits: Tensor, targets: Tensor) -> Tensor:
@@ -21,3 +47,225 @@ def token_surprisal(logits: Tensor, targets: Tensor) -> Tensor:
         raise ValueError(f"logits must be (n, V) and targets (n,); got {tuple(logits.shape)}, {tuple(targets.shape)}")
     z = logits.to(torch.float64)
     return torch.logsumexp(z, dim=1) - z.gather(1, targets.long()[:, None]).squeeze(1)
+
+
+@register("masked_surprisal", family="anchors", layers=LAST_LAYER, variants=("all", "frequent", "medium", "rare"),
+          unit="nats ≥ 0", label="Masked-token surprisal",
+          definition="Mean −ln p(x_i) of the true token under the head at masked positions (the next-token "
+                     "prediction for causal heads); chance is ln V.")
+def masked_surprisal(masked: MaskedPass, bin_names: Sequence[str]) -> Binned:
+    """Mean over masked positions of the true token's surprisal (`token_surprisal`), overall and per bin."""
+    return by_bin(masked.surprisal, masked.bins, bin_names)
+
+
+def word_surprisal(surprisal: Tensor | np.ndarray, word_type: np.ndarray, n_types: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per word type t: (mean surprisal over its masked occurrences (NaN when it has none), their count).
+
+    Args: surprisal (M,) per masked position; word_type (M,) type index in [0, n_types) or −1 (not a word type).
+    Returns float64 (n_types,) means and int64 (n_types,) counts."""
+    s = np.asarray(torch.as_tensor(surprisal).cpu().numpy(), dtype=np.float64)
+    t = np.asarray(word_type, dtype=np.int64)
+    if s.shape != t.shape:
+        raise ValueError(f"surprisal {s.shape} and word_type {t.shape} must have one entry per masked position")
+    keep = t >= 0
+    counts = np.bincount(t[keep], minlength=n_types).astype(np.int64)
+    sums = np.bincount(t[keep], weights=s[keep], minlength=n_types)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return means, counts
+
+
+# ------------------------------------------------------------------------------------------ learning curves
+
+@dataclass(frozen=True)
+class SigmoidFit:
+    """One word type's fitted curve f(x) = lo + (hi − lo) / (1 + exp(k (x − x0))), x = log10 step, and its AoA
+    (log10 step; NaN unless `status` is 0, "fitted"). Parameters are NaN when there was no fit."""
+
+    hi: float
+    lo: float
+    k: float
+    x0: float
+    aoa: float
+    status: int
+
+    @property
+    def reason(self) -> str:
+        return STATUS[self.status]
+
+
+def sigmoid(x: np.ndarray, hi: float, lo: float, k: float, x0: float) -> np.ndarray:
+    """f(x) = lo + (hi − lo) / (1 + exp(k (x − x0))), computed without overflow."""
+    z = np.clip(k * (np.asarray(x, dtype=np.float64) - x0), -700.0, 700.0)
+    return lo + (hi - lo) / (1.0 + np.exp(z))
+
+
+_NO_FIT = (np.nan, np.nan, np.nan, np.nan)
+
+
+def fit_curve(x: np.ndarray, y: np.ndarray, chance: float) -> SigmoidFit:
+    """Least-squares sigmoid of one type's surprisal `y` against `x` = log10 step, and its AoA (module docstring).
+
+    Points with a non-finite x or y are left out. Bounds: 0 ≤ hi, lo ≤ 2·max(y, ln V) + 1, k ∈ [0, 100], x0 within
+    two decades of the measured range. The sum of squares has several local minima on short noisy curves, so the
+    start is the best point of a grid over (k, x0) — for fixed (k, x0) f is linear in (lo, hi), solved exactly —
+    refined by `scipy.optimize.curve_fit` (trust-region reflective) within the bounds."""
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < MIN_POINTS or np.ptp(x) == 0:
+        return SigmoidFit(*_NO_FIT, np.nan, 1)
+    top = 2.0 * float(max(y.max(), chance)) + 1.0
+    lower = (0.0, 0.0, 0.0, float(x.min()) - 2.0)
+    upper = (top, top, 100.0, float(x.max()) + 2.0)
+    start = tuple(min(max(v, a), b) for v, a, b in zip(_grid_start(x, y), lower, upper, strict=True))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)  # the covariance is not used
+            params, _ = curve_fit(sigmoid, x, y, p0=start, bounds=(lower, upper), method="trf", maxfev=20000,
+                                  xtol=1e-12, ftol=1e-12, gtol=1e-12)
+    except (RuntimeError, ValueError):
+        return SigmoidFit(*_NO_FIT, np.nan, 2)
+    hi, lo, k, x0 = (float(p) for p in params)
+    if not all(np.isfinite((hi, lo, k, x0))):
+        return SigmoidFit(*_NO_FIT, np.nan, 2)
+    return SigmoidFit(hi, lo, k, x0, *_age(hi, lo, k, x0, chance, float(x.min()), float(x.max())))
+
+
+_GRID_K = np.geomspace(0.1, 100.0, 40)
+
+
+def _grid_start(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """(hi, lo, k, x0) minimising the sum of squares over a (k, x0) grid, (lo, hi) by least squares at each point."""
+    x0s = np.linspace(x.min() - 1.0, x.max() + 1.0, 61)
+    s = 1.0 / (1.0 + np.exp(np.clip(_GRID_K[:, None, None] * (x[None, None, :] - x0s[None, :, None]), -700, 700)))
+    # f = lo·(1 − s) + hi·s: the normal equations of (lo, hi) per grid point, solved in closed form
+    a, b = 1.0 - s, s
+    aa, ab, bb = (a * a).sum(-1), (a * b).sum(-1), (b * b).sum(-1)
+    ay, by = (a * y).sum(-1), (b * y).sum(-1)
+    det = aa * bb - ab * ab
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo = np.where(det > 1e-12, (bb * ay - ab * by) / det, y.mean())
+        hi = np.where(det > 1e-12, (aa * by - ab * ay) / det, y.mean())
+    sse = ((lo[..., None] * a + hi[..., None] * b - y) ** 2).sum(-1)
+    i, j = np.unravel_index(int(np.argmin(sse)), sse.shape)
+    return float(hi[i, j]), float(lo[i, j]), float(_GRID_K[i]), float(x0s[j])
+
+
+def _age(hi: float, lo: float, k: float, x0: float, chance: float, x_min: float, x_max: float) -> tuple[float, int]:
+    """(AoA, status) of a fitted curve: where f crosses the midpoint between chance and f(x_max)."""
+    floor = float(sigmoid(np.array([x_max]), hi, lo, k, x0)[0])
+    mid = 0.5 * (chance + floor)
+    if k <= 0 or hi <= mid or mid <= lo:  # the curve never lies above (or never reaches) the midpoint
+        return np.nan, 3
+    aoa = x0 + float(np.log((hi - lo) / (mid - lo) - 1.0)) / k
+    if not np.isfinite(aoa) or aoa < x_min or aoa > x_max:
+        return np.nan, 4
+    return aoa, 0
+
+
+@dataclass
+class WordCurves:
+    """One run's learning curves: per word type (T) its mean surprisal at each measured snapshot (S), the number of
+    its masked occurrences, its training frequency, and the head's output size V (chance surprisal ln V).
+
+    `steps` (S,), `surprisal` (T, S) NaN where a type has no occurrence, `counts` (T,), `frequency` (T,) training
+    counts (0 = unknown), `vocab` V, `seed` for the bootstrap. `fits()` fits every type once."""
+
+    steps: np.ndarray
+    surprisal: np.ndarray
+    counts: np.ndarray
+    frequency: np.ndarray
+    vocab: int
+    seed: int = 0
+    _fits: list[SigmoidFit] | None = field(default=None, repr=False)
+
+    @property
+    def x(self) -> np.ndarray:
+        """log10 step per snapshot; NaN for step 0 (not on a log scale)."""
+        steps = np.asarray(self.steps, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            return np.where(steps >= 1, np.log10(np.maximum(steps, 1)), np.nan)
+
+    @property
+    def chance(self) -> float:
+        return float(np.log(self.vocab))
+
+    def fits(self) -> list[SigmoidFit]:
+        if self._fits is None:
+            x = self.x
+            self._fits = [fit_curve(x, row, self.chance) if c > 0 else SigmoidFit(*_NO_FIT, np.nan, 1)
+                          for row, c in zip(self.surprisal, self.counts, strict=True)]
+        return self._fits
+
+    @property
+    def aoa(self) -> np.ndarray:
+        return np.array([f.aoa for f in self.fits()], dtype=np.float64)
+
+    @property
+    def status(self) -> np.ndarray:
+        return np.array([f.status for f in self.fits()], dtype=np.int64)
+
+    def correlated(self) -> tuple[np.ndarray, np.ndarray]:
+        """(AoA, log10 training frequency) of the types that have both."""
+        aoa = self.aoa
+        ok = np.isfinite(aoa) & (self.frequency > 0)
+        return aoa[ok], np.log10(self.frequency[ok].astype(np.float64))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's ρ (Pearson correlation of average ranks); NaN when either side is constant or n < 3."""
+    from scipy.stats import rankdata
+
+    if a.size < 3:
+        return float("nan")
+    ra, rb = rankdata(a), rankdata(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+@register("aoa_freq_spearman", family="acquisition", layers=LAST_LAYER, variants=("all", "ci_low", "ci_high"),
+          scope="series", unit="correlation in [−1, 1]", label="AoA vs frequency (Spearman)",
+          definition="Spearman correlation of each word type's age of acquisition with its log training frequency, "
+                     "with a 95% bootstrap interval over types (Chang & Bergen 2022).")
+def aoa_frequency_spearman(word_curves: WordCurves) -> dict[str, float | None]:
+    """ρ(AoA, log10 frequency) over the types with an AoA and a known frequency; ci_low/ci_high are the 2.5th and
+    97.5th percentiles of ρ over `BOOTSTRAP` resamples of those types (module docstring). Undefined (ValueError)
+    with fewer than 3 such types."""
+    aoa, logf = word_curves.correlated()
+    if aoa.size < 3:
+        raise ValueError(f"{aoa.size} word types have an age of acquisition and a training frequency; need 3")
+    rho = spearman(aoa, logf)
+    draws = np.random.default_rng(word_curves.seed).integers(0, aoa.size, (BOOTSTRAP, aoa.size))
+    boot = np.array([spearman(aoa[i], logf[i]) for i in draws])
+    boot = boot[np.isfinite(boot)]
+    lo, hi = (float(v) for v in np.percentile(boot, [2.5, 97.5])) if boot.size else (None, None)
+    return {"all": None if not np.isfinite(rho) else rho, "ci_low": lo, "ci_high": hi}
+
+
+@register("aoa_fitted_share", family="acquisition", layers=LAST_LAYER, scope="series", unit="fraction in [0, 1]",
+          label="Word types with an AoA",
+          definition="Fraction of the word types with masked occurrences whose learning curve gives an age of "
+                     "acquisition.")
+def aoa_fitted_share(word_curves: WordCurves) -> float:
+    """#types with status "fitted" / #types with at least one masked occurrence."""
+    seen = word_curves.counts > 0
+    if not seen.any():
+        raise ValueError("no word type has a masked occurrence")
+    return float((word_curves.status[seen] == 0).mean())
+
+
+@register("aoa_median", family="acquisition", layers=LAST_LAYER, scope="series", unit="log10 step",
+          label="Median age of acquisition",
+          definition="Median age of acquisition over the word types that have one, as log10 of the training step.")
+def aoa_median(word_curves: WordCurves) -> float:
+    """Median of the defined AoA values (log10 step)."""
+    aoa = word_curves.aoa
+    aoa = aoa[np.isfinite(aoa)]
+    if aoa.size == 0:
+        raise ValueError("no word type has an age of acquisition")
+    return float(np.median(aoa))

@@ -200,13 +200,17 @@ class MaskedPass:
 
     transform (M, D): T(h_L(i)), the MLM head transform; hidden (M, H): h_L(i) of the masked pass; targets (M, D):
     E[x_i], the true token's input word embedding; rank (M,) int64: the true token's rank among the head's logits
-    (`token_rank`, 1 = best); bins (M,): frequency bin of each position."""
+    (`token_rank`, 1 = best); bins (M,): frequency bin of each position; surprisal (M,) float64: −ln p of the true
+    token under the head (`dynamics.metrics.acquisition.token_surprisal`); word_type (M,) int64: the position's
+    word type (index into the probe set's word types, −1 if not eligible)."""
 
     transform: Rows
     hidden: Rows
     targets: Rows
     rank: Tensor
     bins: np.ndarray
+    surprisal: Tensor
+    word_type: np.ndarray
 
 
 @register("anchor_sim_word", family="anchors", layers=ALL_LAYERS, variants=BINNED, unit="cosine in [−1, 1]",

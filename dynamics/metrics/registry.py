@@ -20,7 +20,8 @@ NULL with a note. The function returns a float (variant "all"), None (NULL), or 
 
 Scopes: "layer" metrics are computed per layer from that layer's inputs; "snapshot" metrics once per snapshot
 (stored at layer 0); "layer_pair" metrics per layer l ≥ 1 from the layer × layer CKA matrix; "series" metrics per
-run, after all snapshots, from the step × step CKA matrix of each layer.
+run, after all snapshots: from the step × step CKA matrix of each layer (`cka_steps`, a value per step), or from
+the run's word-acquisition curves (`acquisition`, one value per run, stored at its last measured step).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ LAST_LAYER = "L"
 EMBEDDING_LAYER = "0"
 
 SCOPES = ("layer", "snapshot", "layer_pair", "series")
-FAMILIES = ("anchors", "drift", "context", "geometry", "cka_steps")
+FAMILIES = ("anchors", "drift", "context", "geometry", "cka_steps", "acquisition")
 BINNED = ("all", "frequent", "medium", "rare")  # overall mean and per token-frequency bin (3 bins)
 DISTANCES = ("d001", "d002", "…")  # one variant per distance d = 1…max_distance
 
@@ -70,6 +71,7 @@ INPUTS: dict[str, str] = {
     # layer × layer, step × step (scopes "layer_pair", "series")
     "cka_layers": "ndarray (L+1, L+1): debiased linear CKA between the layers of one snapshot",
     "cka_steps": "ndarray (S, S): debiased linear CKA of one layer between the measured snapshots",
+    "word_curves": "WordCurves: a run's per-word-type surprisal curves over its snapshots (word acquisition)",
 }
 
 
@@ -149,7 +151,7 @@ def register(name: str, *, family: str, layers: str, label: str, definition: str
 
 def load() -> dict[str, Metric]:
     """The complete registry (importing the modules that register metrics), in registration order."""
-    from . import anchors, cka, context, geometry, rogue  # noqa: F401  (registration happens on import)
+    from . import acquisition, anchors, cka, context, geometry, rogue  # noqa: F401  (registration happens on import)
 
     if list(REGISTRY) != sorted(REGISTRY, key=_family_order):  # by family, then as registered
         ordered = sorted(REGISTRY.items(), key=lambda item: _family_order(item[0]))

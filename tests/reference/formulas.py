@@ -61,6 +61,7 @@ class ProbeInputs:
     tc_negatives: int = 50
     tc_temperature: float = 0.07
     seed: int = 0
+    train_counts: np.ndarray | None = None  # (V,) the run's training token counts, None when it has none
 
 
 @dataclass(frozen=True)
@@ -264,14 +265,33 @@ def masked_hidden_anchor_sim(s: SnapshotInputs) -> Values:
     return _binned(s.last, _cos_rows(s.masked.hidden, target), _masked_bins(s), s.probe.bin_names)
 
 
-def masked_ranks(s: SnapshotInputs) -> np.ndarray:
-    """(M,) rank of the true token among the whole vocabulary under the head's float64 logits:
-    1 + the number of tokens scoring strictly higher."""
+def _masked_logits(s: SnapshotInputs) -> tuple[np.ndarray, np.ndarray]:
+    """(M, V) float64 logits T(h_L) · Wᵀ + b of the head at the masked positions, and (M,) the true token's."""
     assert s.masked is not None
     logits = _f64(s.masked.transform) @ _f64(s.masked.decoder_weight).T + _f64(s.masked.decoder_bias)
     true = s.probe.tokens[s.probe.masked_index]
-    own = logits[np.arange(true.size), true]
+    return logits, logits[np.arange(true.size), true]
+
+
+def masked_ranks(s: SnapshotInputs) -> np.ndarray:
+    """(M,) rank of the true token among the whole vocabulary under the head's float64 logits:
+    1 + the number of tokens scoring strictly higher."""
+    logits, own = _masked_logits(s)
     return 1 + (logits > own[:, None]).sum(1)
+
+
+def masked_surprisals(s: SnapshotInputs) -> np.ndarray:
+    """(M,) −ln p(true token) under the softmax of the float64 logits: ln Σ_v exp(z_v − z_max) + z_max − z_true."""
+    logits, own = _masked_logits(s)
+    top = logits.max(1)
+    return np.log(np.exp(logits - top[:, None]).sum(1)) + top - own
+
+
+def masked_surprisal(s: SnapshotInputs) -> Values:
+    """Mean surprisal of the true token at the masked positions, overall and per bin."""
+    if s.masked is None:
+        return {}
+    return _binned(s.last, masked_surprisals(s), _masked_bins(s), s.probe.bin_names)
 
 
 def masked_accuracy(s: SnapshotInputs) -> Values:
@@ -708,26 +728,166 @@ def anisotropy_standardised(s: SnapshotInputs) -> Values:
     return out
 
 
+# --------------------------------------------------------------------------------------- word acquisition
+# Chang & Bergen (2022), as DESIGN.md and `dynamics.metrics.acquisition` define it: per word type, its mean surprisal
+# at the masked positions of each snapshot; a least-squares fit of f(x) = lo + (hi − lo)/(1 + exp(k(x − x0))) to
+# it against x = log10 step (steps ≥ 1; bounds 0 ≤ hi, lo ≤ 2·max(y, ln V) + 1, 0 ≤ k ≤ 100, x0 within two decades of
+# the measured x); AoA where f crosses the midpoint between ln V and f(x_last), inside the measured range.
+
+ACQUISITION_MIN_POINTS = 5
+BOOTSTRAP = 1000
+
+
+def word_curves(series: Sequence[SnapshotInputs]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(types (T,) token ids with a masked eligible occurrence, ascending; x (S,) log10 step, NaN for step 0;
+    curves (T, S) mean surprisal of each type's masked occurrences at each snapshot)."""
+    p = series[0].probe
+    typed = p.word_type[p.masked_index]
+    types = np.unique(typed[typed >= 0])
+    curves = np.empty((types.size, len(series)))
+    for k, snap in enumerate(series):
+        surprisal = masked_surprisals(snap)
+        for t, word in enumerate(types):
+            curves[t, k] = surprisal[typed == word].mean()
+    x = np.array([math.log10(s.step) if s.step >= 1 else np.nan for s in series])
+    return types, x, curves
+
+
+def _curve(x: np.ndarray, hi: float, lo: float, k: float, x0: float) -> np.ndarray:
+    return lo + (hi - lo) / (1.0 + np.exp(np.clip(k * (x - x0), -700, 700)))
+
+
+def age_of_acquisition(x: np.ndarray, y: np.ndarray, chance: float) -> float | None:
+    """The AoA of one curve (None when undefined): the bounded least-squares optimum found by L-BFGS-B on the
+    explicit sum of squares from a grid of starts, then the midpoint crossing solved by bisection on f."""
+    from scipy.optimize import minimize
+
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < ACQUISITION_MIN_POINTS:
+        return None
+    top = 2.0 * max(float(y.max()), chance) + 1.0
+    bounds = [(0.0, top), (0.0, top), (0.0, 100.0), (x.min() - 2.0, x.max() + 2.0)]
+
+    def sse(theta: np.ndarray) -> float:
+        return float(sum((_curve(np.array([xi]), *theta)[0] - yi) ** 2 for xi, yi in zip(x, y, strict=True)))
+
+    best = None
+    for x0 in np.linspace(x.min(), x.max(), 5):
+        for k in (1.0, 5.0, 20.0):
+            res = minimize(sse, np.array([y.max(), y.min(), k, x0]), method="L-BFGS-B", bounds=bounds,
+                           options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 20000})
+            if best is None or res.fun < best.fun:
+                best = res
+    hi, lo, k, x0 = best.x
+    floor = float(_curve(np.array([x.max()]), hi, lo, k, x0)[0])
+    mid = 0.5 * (chance + floor)
+
+    def f(v: float) -> float:
+        return float(_curve(np.array([v]), hi, lo, k, x0)[0]) - mid
+
+    a, b = float(x.min()), float(x.max())
+    if not f(a) > 0 >= f(b):  # f is non-increasing: a crossing inside the range needs f(x_first) above the midpoint
+        return None
+    for _ in range(200):
+        m = 0.5 * (a + b)
+        a, b = (m, b) if f(m) > 0 else (a, m)
+    return 0.5 * (a + b)
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    """Average ranks (1-based), ties sharing the mean of their positions, one value at a time."""
+    order = sorted(range(v.size), key=lambda i: v[i])
+    ranks = np.empty(v.size)
+    i = 0
+    while i < v.size:
+        j = i
+        while j + 1 < v.size and v[order[j + 1]] == v[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = math.sqrt(float((ra ** 2).sum() * (rb ** 2).sum()))
+    return float((ra * rb).sum() / den) if den > 0 and a.size >= 3 else None
+
+
+def _acquisition(series: Sequence[SnapshotInputs]) -> tuple[np.ndarray, list[float | None], np.ndarray]:
+    types, x, curves = word_curves(series)
+    chance = math.log(series[-1].emb_matrix.shape[0])
+    return types, [age_of_acquisition(x, c, chance) for c in curves], x
+
+
+def _at_last(series: Sequence[SnapshotInputs], values: dict[str, float | None]) -> dict[tuple[int, int, str], float | None]:
+    return {(series[-1].last, variant): v for variant, v in values.items()}
+
+
+def aoa_freq_spearman(series: Sequence[SnapshotInputs]) -> Values:
+    """ρ of AoA with log10 training frequency over the types with both, and the 2.5/97.5 percentiles of ρ over the
+    documented bootstrap draws (`numpy.random.default_rng(seed).integers(0, n, (1000, n))`)."""
+    p = series[0].probe
+    if series[0].masked is None:
+        return {}
+    # the run's training counts; without them the probe set's own (the probe's documented fallback)
+    counts = p.train_counts if p.train_counts is not None else np.bincount(p.tokens)
+    types, aoa, _ = _acquisition(series)
+    keep = [i for i, a in enumerate(aoa) if a is not None and types[i] < counts.size and counts[types[i]] > 0]
+    if len(keep) < 3:
+        return _at_last(series, {"all": None, "ci_low": None, "ci_high": None})
+    a = np.array([aoa[i] for i in keep])
+    f = np.log10(counts[types[keep]].astype(np.float64))
+    draws = np.random.default_rng(p.seed).integers(0, a.size, (BOOTSTRAP, a.size))
+    boot = [r for r in (_spearman(a[d], f[d]) for d in draws) if r is not None]
+    lo, hi = (float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))) if boot else (None, None)
+    return _at_last(series, {"all": _spearman(a, f), "ci_low": lo, "ci_high": hi})
+
+
+def aoa_fitted_share(series: Sequence[SnapshotInputs]) -> Values:
+    """Share of the types with a masked occurrence whose curve gives an AoA."""
+    if series[0].masked is None:
+        return {}
+    _, aoa, _ = _acquisition(series)
+    return _at_last(series, {"all": sum(a is not None for a in aoa) / len(aoa) if aoa else None})
+
+
+def aoa_median(series: Sequence[SnapshotInputs]) -> Values:
+    """Median of the defined AoA values."""
+    if series[0].masked is None:
+        return {}
+    _, aoa, _ = _acquisition(series)
+    defined = [a for a in aoa if a is not None]
+    return _at_last(series, {"all": float(np.median(defined)) if defined else None})
+
+
 # ------------------------------------------------------------------------------------------- registry
 
 REFERENCES: dict[str, Callable[..., Values]] = {
     f.__name__: f
     for f in (
         anchor_sim_word, anchor_sim_emb, masked_anchor_sim, masked_hidden_anchor_sim, masked_accuracy, masked_mrr,
-        masked_median_rank, anchor_drift, anchor_drift_probe,
+        masked_median_rank, masked_surprisal, anchor_drift, anchor_drift_probe,
         ctx_same_all, ctx_other, ctx_gap_all, ctx_same_window, ctx_gap_window, ctx_cos_by_distance, seq_id_accuracy,
         tc_loss,
         anisotropy, self_similarity, self_similarity_adj, intra_similarity, intra_similarity_adj, mev, mev_adj,
         mev_adj_pc1, rankme, rankme_centred, isoscore, twonn, uniformity, alignment, norm_h, norm_e, norm_g,
         cka_prev_layer, cka_prev_snapshot, cka_final, rogue_top1_share, rogue_top3_share, anisotropy_standardised,
+        aoa_freq_spearman, aoa_fitted_share, aoa_median,
     )
 }
 SERIES_METRICS = frozenset({"cka_prev_snapshot", "cka_final"})  # these take (series, index)
+RUN_METRICS = frozenset({"aoa_freq_spearman", "aoa_fitted_share", "aoa_median"})  # (series) → at the last step
 
 
 def reference_rows(metric: str, series: Sequence[SnapshotInputs]) -> dict[tuple[int, int, str], float | None]:
     """{(step, layer, variant): value} of `metric` over a measured series (snapshots in step order)."""
     fn = REFERENCES[metric]
+    if metric in RUN_METRICS:
+        return {(series[-1].step, layer, variant): v for (layer, variant), v in fn(series).items()}
     out: dict[tuple[int, int, str], float | None] = {}
     for k, snap in enumerate(series):
         values = fn(series, k) if metric in SERIES_METRICS else fn(snap)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.reference import formulas as F
-from tests.reference.conftest import Case, Rows, read_stored
+from tests.reference.conftest import CASES, Case, Rows, read_stored
 
 # Stored metrics without a reference yet (none: `tc_loss` is pinned on the probe's own draws).
 AWAITING_DRAWS: set[str] = set()
@@ -57,8 +57,20 @@ def mismatches(metric: str, stored: Rows, reference: Rows) -> dict[tuple[int, in
     return problems
 
 
-@pytest.mark.parametrize("metric", METRICS)
-def test_stored_values_match_reference(case: Case, metric: str, request: pytest.FixtureRequest) -> None:
+def _family(metric: str) -> str:
+    from dynamics.metrics import registry
+
+    return registry.get(metric).family
+
+
+# The acquisition case measures the anchors family (with drift and the run-level word acquisition) only.
+PAIRS = [(c, m) for c in CASES for m in METRICS
+         if c != "acquisition" or _family(m) in {"anchors", "drift", "acquisition"}]
+
+
+@pytest.mark.parametrize(("case_name", "metric"), PAIRS)
+def test_stored_values_match_reference(case_name: str, metric: str, request: pytest.FixtureRequest) -> None:
+    case = request.getfixturevalue(f"{case_name}_case")
     stored, reference = case.stored.get(metric, {}), case.reference(metric)
     if not stored and not reference:
         pytest.skip(f"{metric} is neither stored nor defined for {case.name} (e.g. no MLM head, one snapshot)")
@@ -76,15 +88,20 @@ def test_every_stored_metric_has_a_reference(case: Case) -> None:
     assert not missing, f"{case.name}: stored metrics without a reference: {sorted(missing)}"
 
 
-def test_every_registered_metric_is_stored_and_has_a_reference(tiny_case: Case, minilm_case: Case) -> None:
+def test_every_registered_metric_is_stored_and_has_a_reference(tiny_case: Case, minilm_case: Case,
+                                                              acquisition_case: Case) -> None:
     """The registry's names (`dynamics.metrics.registry`) all have a reference (or await the probe's draws), and
-    each is stored by at least one of the two series, so no reference goes unexercised."""
+    each is stored by at least one of the series, so no reference goes unexercised."""
     from dynamics.metrics import registry
 
     names = set(registry.load())
+    cases = (tiny_case, minilm_case, acquisition_case)
+    stored = set().union(*(set(c.stored) for c in cases))
     assert not names - set(F.REFERENCES) - AWAITING_DRAWS, "registered metrics without a reference"
-    assert not names - set(tiny_case.stored) - set(minilm_case.stored), "registered metrics stored by neither series"
-    unregistered = (set(tiny_case.stored) | set(minilm_case.stored)) - names
+    assert not names - stored, "registered metrics stored by no series"
+    defined = {m for c in cases for m, rows in c.stored.items() if any(v is not None for v in rows.values())}
+    assert not names - defined, f"registered metrics stored only as NULL: {sorted(names - defined)}"
+    unregistered = stored - names
     assert not unregistered, f"stored metric names that are not registered: {sorted(unregistered)}"
 
 
@@ -145,7 +162,8 @@ def test_a_corrupted_store_fails_every_comparison(case: Case, tmp_path: Path) ->
             con.commit()
         tried += 1
     con.close()
-    assert tried >= len(case.stored) - len(AWAITING_DRAWS) - len(
+    non_null = [m for m, rows in case.stored.items() if any(v is not None for v in rows.values())]
+    assert tried >= len(non_null) - len(AWAITING_DRAWS) - len(
         [m for (c, m) in KNOWN_DISAGREEMENTS if c == case.name]), "fewer metrics corrupted than stored"
     assert not undetected, f"{case.name}: corruptions the comparison missed: {undetected}"
 

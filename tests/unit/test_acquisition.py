@@ -1,0 +1,112 @@
+"""Word acquisition (`dynamics.metrics.acquisition`) on cases whose answers are known in closed form."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from dynamics.metrics import acquisition as A
+
+X = np.log10(np.array([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], dtype=np.float64))
+CHANCE = math.log(8192)
+
+
+def test_token_surprisal_is_minus_log_softmax() -> None:
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [2.0, 0.0, -1.0, 3.0]], dtype=torch.float32)
+    got = A.token_surprisal(logits, torch.tensor([1, 3]))
+    assert got.dtype == torch.float64
+    assert got[0].item() == pytest.approx(math.log(4), abs=1e-12)  # uniform over 4 tokens
+    z = [2.0, 0.0, -1.0, 3.0]
+    assert got[1].item() == pytest.approx(math.log(sum(math.exp(v) for v in z)) - 3.0, abs=1e-12)
+    with pytest.raises(ValueError):
+        A.token_surprisal(logits, torch.tensor([1]))
+
+
+def test_word_surprisal_means_over_each_types_occurrences() -> None:
+    means, counts = A.word_surprisal(np.array([1.0, 3.0, 5.0, 7.0, 9.0]), np.array([0, 0, -1, 2, 0]), 4)
+    assert counts.tolist() == [3, 0, 1, 0]
+    assert means[0] == pytest.approx(13.0 / 3) and means[2] == 7.0
+    assert np.isnan(means[1]) and np.isnan(means[3])
+
+
+def _expected_aoa(hi: float, lo: float, k: float, x0: float) -> float:
+    floor = lo + (hi - lo) / (1 + math.exp(k * (X[-1] - x0)))
+    mid = (CHANCE + floor) / 2
+    return x0 + math.log((hi - lo) / (mid - lo) - 1) / k  # solve f(x) = mid
+
+
+@pytest.mark.parametrize(("hi", "lo", "k", "x0"), [(9.0, 3.0, 3.0, 1.5), (8.5, 1.0, 8.0, 2.2), (9.2, 4.0, 1.5, 1.0)])
+def test_a_noiseless_sigmoid_is_recovered_with_its_age(hi: float, lo: float, k: float, x0: float) -> None:
+    fit = A.fit_curve(X, A.sigmoid(X, hi, lo, k, x0), CHANCE)
+    assert fit.status == 0, fit.reason
+    assert (fit.hi, fit.lo, fit.k, fit.x0) == pytest.approx((hi, lo, k, x0), rel=1e-6)
+    assert fit.aoa == pytest.approx(_expected_aoa(hi, lo, k, x0), abs=1e-6)
+    # AoA is where the fitted curve is halfway between chance and its minimum over the measured steps
+    floor = A.sigmoid(X[-1:], fit.hi, fit.lo, fit.k, fit.x0)[0]
+    assert A.sigmoid(np.array([fit.aoa]), fit.hi, fit.lo, fit.k, fit.x0)[0] == pytest.approx((CHANCE + floor) / 2)
+
+
+def test_noise_and_a_missing_point_still_fit() -> None:
+    y = A.sigmoid(X, 9.0, 3.0, 3.0, 1.5) + np.random.default_rng(0).normal(0, 0.05, X.size)
+    y[4] = np.nan
+    fit = A.fit_curve(X, y, CHANCE)
+    assert fit.status == 0 and abs(fit.aoa - _expected_aoa(9.0, 3.0, 3.0, 1.5)) < 0.1
+
+
+def test_curves_without_an_age_say_why() -> None:
+    assert A.fit_curve(X[:4], A.sigmoid(X[:4], 9, 3, 3, 0.3), CHANCE).reason == "too few points"
+    flat = A.fit_curve(X, np.full(X.size, 2.0), CHANCE)  # already far below chance at the first step
+    assert flat.status == 3 and np.isnan(flat.aoa)
+    rising = A.fit_curve(X, np.linspace(3.0, 8.0, X.size), CHANCE)  # k ≥ 0: a rising curve is fitted flat
+    assert np.isnan(rising.aoa) and rising.status in (3, 4)
+    early = A.fit_curve(X, A.sigmoid(X, 9.0, 2.0, 4.0, -0.8), CHANCE)  # crossed before step 1
+    assert np.isnan(early.aoa) and early.status in (3, 4)
+    assert [A.STATUS[i] for i in range(5)] == list(A.STATUS)
+
+
+def test_spearman_matches_scipy_with_ties() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 5, 40).astype(float), rng.normal(size=40)
+    assert A.spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+    assert np.isnan(A.spearman(np.ones(5), b[:5])) and np.isnan(A.spearman(a[:2], b[:2]))
+
+
+def _curves(aoa_x0: np.ndarray, frequency: np.ndarray, counts: np.ndarray | None = None) -> A.WordCurves:
+    steps = np.concatenate([[0], 10 ** X]).round().astype(np.int64)
+    x = np.concatenate([[np.nan], X])
+    surprisal = np.stack([A.sigmoid(x, 9.0, 3.0, 4.0, x0) for x0 in aoa_x0])
+    counts = np.ones(len(aoa_x0), np.int64) if counts is None else counts
+    return A.WordCurves(steps, surprisal, counts, frequency, 8192, seed=0)
+
+
+def test_frequent_words_learned_first_give_rho_minus_one() -> None:
+    x0 = np.linspace(0.8, 2.4, 12)
+    wc = _curves(x0, np.array([10 ** (6 - i) for i in range(12)]))  # the most frequent word has the earliest x0
+    out = A.aoa_frequency_spearman(wc)
+    assert out["all"] == pytest.approx(-1.0) and out["ci_low"] == pytest.approx(-1.0)
+    assert out["ci_high"] == pytest.approx(-1.0)
+    assert A.aoa_fitted_share(wc) == 1.0
+    assert A.aoa_median(wc) == pytest.approx(np.median(wc.aoa))
+    assert np.all(np.diff(wc.aoa) > 0)  # later x0, later age
+
+
+def test_bootstrap_interval_brackets_rho_and_is_seeded() -> None:
+    rng = np.random.default_rng(2)
+    x0 = rng.uniform(0.8, 2.4, 30)
+    freq = (10 ** (6 - 2 * x0 + rng.normal(0, 0.5, 30))).astype(np.int64) + 1
+    a, b = A.aoa_frequency_spearman(_curves(x0, freq)), A.aoa_frequency_spearman(_curves(x0, freq))
+    assert a == b and a["ci_low"] < a["all"] < a["ci_high"] < 0
+
+
+def test_types_without_occurrences_or_frequency_are_left_out() -> None:
+    x0 = np.linspace(0.8, 2.4, 6)
+    wc = _curves(x0, np.array([100, 0, 50, 40, 30, 20]), counts=np.array([1, 1, 1, 0, 1, 1]))
+    assert A.aoa_fitted_share(wc) == 1.0  # the type with no masked occurrence does not count
+    aoa, logf = wc.correlated()
+    assert aoa.size == 4 and np.allclose(logf, np.log10([100, 50, 30, 20]))  # frequency 0: unknown
+    with pytest.raises(ValueError, match="need 3"):
+        A.aoa_frequency_spearman(_curves(x0[:2], np.array([5, 4])))
