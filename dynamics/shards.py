@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from dynamics.errors import ProbeError
+from taco.distributed import shutdown_distributed
 from taco.errors import UsageError
 
 T = TypeVar("T")
@@ -79,16 +80,13 @@ def exit_code(error: BaseException) -> int:
 def group(shard: Shard) -> Iterator[None]:
     """The process group for the duration (nothing outside torchrun, or when one is already set up).
 
-    Left with `taco.train.shutdown_distributed` (its final barrier works around a gloo teardown deadlock) on success
-    and on an error raised by `together` — which every process raises at the same step, so all of them reach that
-    barrier. Not after Ctrl-C: the other processes are interrupted too, wherever they are, and a barrier could wait
-    for ever."""
+    Left with `taco.distributed.shutdown_distributed` (its final barrier works around a gloo teardown deadlock) on
+    success and on an error raised by `together` — which every process raises at the same step, so all of them
+    reach that barrier. Not after Ctrl-C: the other processes are interrupted too, wherever they are, and a barrier
+    could wait for ever."""
     if not shard.distributed or dist.is_initialized():
         yield
         return
-    # Imported here: a single-process probe never loads the trainer.
-    from taco.train import shutdown_distributed
-
     dist.init_process_group(backend="gloo")
     try:
         yield

@@ -7,8 +7,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from taco.distributed import shutdown_distributed
 from taco.objectives import gather_pool, sample_tc_indices
-from taco.train import shutdown_distributed
 
 
 def _worker(rank: int, world: int, init_file: str, results) -> None:  # noqa: ANN001
