@@ -44,7 +44,7 @@ PAGES: dict[str, PageDef] = {
                        "How far contextual vectors move away from their token's own (anchor) embedding."),
     "context": PageDef("context", "Context alignment", ("context",),
                        "Whether the context vectors g = h − e of one sequence align (TACO's target), per layer."),
-    "geometry": PageDef("geometry", "Geometry", ("geometry",),
+    "geometry": PageDef("geometry", "Geometry", ("geometry", "ln_outliers"),
                         "Shape of the representation space: anisotropy, Ethayarajh's measures, rank, dimension, norms."),
 }
 
@@ -72,7 +72,8 @@ DOWNSTREAM_TASKS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "ST
 DOWNSTREAM_MODES = {"linear": "Linear probe", "finetune": "Fine-tuning"}
 FAMILY_POINTERS = {"anchors": "dynamics.metrics.anchors", "drift": "dynamics.metrics.anchors",
                    "context": "dynamics.metrics.context", "geometry": "dynamics.metrics.geometry",
-                   "cka_steps": "dynamics.metrics.cka", "acquisition": "dynamics.metrics.acquisition"}
+                   "cka_steps": "dynamics.metrics.cka", "acquisition": "dynamics.metrics.acquisition",
+                   "ln_outliers": "dynamics.metrics.rogue"}
 BIN_ORDER = ("frequent", "medium", "rare")
 _DISTANCE = re.compile(r"^d(\d+)$")
 

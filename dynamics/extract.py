@@ -82,6 +82,7 @@ class Activations:
     architecture: str
     notes: list[str] = field(default_factory=list)
     kind: str = "encoder"
+    norm_weights: np.ndarray | None = None  # (L+1, H) γ of each layer's norm (`layer_norm_weights`), NaN: none
 
     @property
     def n_layers(self) -> int:
@@ -316,7 +317,44 @@ def extract(
     emb_rows = np.take(emb_matrix, probe.tokens, axis=0,
                        out=_reusable(None if reuse is None else reuse.emb_rows, (n_tok, emb_matrix.shape[1])))
     return Activations(hidden, emb_rows, emb_matrix, masked, head is not None or next_head is not None,
-                       type(model).__name__, notes, kind)
+                       type(model).__name__, notes, kind, layer_norm_weights(encoder, hidden.shape[0] - 1,
+                                                                             hidden.shape[2]))
+
+
+def _is_norm(module: Any, width: int) -> bool:
+    """A LayerNorm/RMSNorm-like module with a (width,) scale vector γ."""
+    import torch
+
+    name = type(module).__name__
+    weight = getattr(module, "weight", None)
+    return ((isinstance(module, torch.nn.LayerNorm) or name.endswith(("LayerNorm", "RMSNorm", "Norm")))
+            and isinstance(weight, torch.Tensor) and weight.dim() == 1 and weight.shape[0] == width)
+
+
+def layer_norm_weights(base: Any, n_layers: int, width: int) -> np.ndarray | None:
+    """(L+1, H) float32 γ of the normalisation that belongs to each layer, NaN where it has none; None when the
+    model's blocks cannot be found.
+
+    Layer 0: the embedding block's norm (BERT's `embeddings.LayerNorm`; decoders have none). Layer l ≥ 1: the last
+    norm, in module order, inside transformer block l − 1 — the output LayerNorm of a post-LN encoder (BERT's
+    `output.LayerNorm`, which produces h_l), the pre-MLP norm of a pre-LN decoder (GPT-2 `ln_2`, NeoX/Llama
+    `post_attention_layernorm`). Blocks: the first `ModuleList` of L modules under the base model."""
+    import torch
+
+    blocks = next((m for m in base.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers), None)
+    if blocks is None or n_layers == 0:
+        return None
+    out = np.full((n_layers + 1, width), np.nan, dtype=np.float32)
+    embeddings = getattr(base, "embeddings", None)
+    if embeddings is not None:
+        norms = [m for m in embeddings.modules() if _is_norm(m, width)]
+        if norms:
+            out[0] = norms[-1].weight.detach().float().cpu().numpy()
+    for layer, block in enumerate(blocks, start=1):
+        norms = [m for m in block.modules() if _is_norm(m, width)]
+        if norms:
+            out[layer] = norms[-1].weight.detach().float().cpu().numpy()
+    return out
 
 
 def _reusable(array: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:

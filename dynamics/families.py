@@ -42,6 +42,7 @@ from dynamics.metrics.blas import numpy_blas, single_thread
 from dynamics.metrics.context import TCDraws, draw_tc
 from dynamics.metrics.grids import BlockLayout
 from dynamics.metrics.projection import pca2
+from dynamics.metrics.rogue import outlier_dimensions
 from dynamics.metrics.rows import Rows, Workspace
 from dynamics.probe_set import ProbeSet
 from dynamics.store import FamilyResult, MetricRow
@@ -256,6 +257,8 @@ def measure(acts: Activations, prep: Prepared, families: Sequence[str]) -> dict[
         arrays = _geometry_arrays(prep, extras) if family == "geometry" and extras else None
         if family == "anchors" and extras.get(last):
             arrays = extras[last]
+        if family == "geometry" and arrays is not None and acts.norm_weights is not None:
+            arrays["ln_weights"] = _ln_weights(acts.norm_weights)
         if family == "geometry" and arrays is not None:  # metrics of two layers, from the layer × layer CKA
             deb = arrays["cka_layers"]["debiased"]
             for layer in range(1, deb.shape[0]):
@@ -354,7 +357,9 @@ def _geometry_layer(acts: Activations, prep: Prepared, layer: int, workspace: Wo
         sub.gram()
         return sub
 
-    inputs = _Inputs(_common_inputs(prep, layer) | {"h": h},
+    norm = None if acts.norm_weights is None or np.isnan(acts.norm_weights[layer]).any() else \
+        torch.from_numpy(acts.norm_weights[layer])
+    inputs = _Inputs(_common_inputs(prep, layer) | {"h": h, "norm_weight": norm},
                      {"neighbours": neighbours, "e": lambda: h if layer == 0 else _rows(e_raw, dev),
                       "g": lambda: None if layer == 0 else _rows(h.x - e_raw, dev)})
     for metric in _registered("geometry", layer, acts.hidden.shape[0] - 1):
@@ -388,6 +393,32 @@ def _geometry_arrays(prep: Prepared, extras: dict[int, dict[str, Any]]) -> dict[
         projection["xy_g"] = np.stack([extras[layer]["xy_g"] for layer in g_layers]).astype(np.float32)
         projection["explained_g"] = np.stack([extras[layer]["explained_g"] for layer in g_layers])
     return {"cka_layers": {"debiased": layers_deb}, "cka_sample": sample_arrays, "projection": projection}
+
+
+def _ln_weights(weights: np.ndarray) -> dict[str, np.ndarray]:
+    """The snapshot's LayerNorm scales (L+1, H) and their outlier dimensions (`rogue.outlier_dimensions`; all False
+    for a layer without a norm), for the run-level persistence of the outliers."""
+    outlier = np.zeros(weights.shape, dtype=bool)
+    for layer, w in enumerate(weights):
+        if np.isfinite(w).all():
+            outlier[layer] = outlier_dimensions(w)
+    return {"weight": weights.astype(np.float32), "outlier": outlier,
+            "has_norm": np.isfinite(weights).all(axis=1)}
+
+
+def ln_outliers(masks: Sequence[np.ndarray], has_norm: np.ndarray) -> dict[int, list[tuple[int, str, str, float | None]]]:
+    """Rows per snapshot index of the registered `ln_outliers` metrics: for each layer with a norm, from its (S, H)
+    outlier masks (`masks[k]`: snapshot k's (L+1, H))."""
+    stacked = np.stack(masks)  # (S, L+1, H)
+    rows: dict[int, list[tuple[int, str, str, float | None]]] = {k: [] for k in range(stacked.shape[0])}
+    last = stacked.shape[1] - 1
+    for layer in range(stacked.shape[1]):
+        if not has_norm[layer]:
+            continue
+        for metric in _registered("ln_outliers", layer, last, scope="series"):
+            for k, value in metric({"outlier_masks": stacked[:, layer]}).items():
+                rows[k].append((layer, metric.name, "all", value))
+    return rows
 
 
 def cka_steps(samples: Sequence[Callable[[int], np.ndarray]], steps: Sequence[int],

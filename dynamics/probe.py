@@ -401,7 +401,7 @@ def _family_params(series: Series, cfg: ProbeConfig) -> dict[str, str]:
         "drift": fam.family_params("drift", final=series.final.step),
         "context": fam.family_params("context", window=cfg.window, negatives=cfg.tc_negatives,
                                      temperature=cfg.tc_temperature, max_distance=cfg.max_distance, seed=cfg.seed),
-        "geometry": fam.family_params("geometry", neighbours=cfg.neighbour_tokens, seed=cfg.seed),
+        "geometry": fam.family_params("geometry", neighbours=cfg.neighbour_tokens, seed=cfg.seed, ln_outliers="3std"),
     }
 
 
@@ -456,13 +456,14 @@ def _measure_all(run: ProbeRun, series_list: list[Series], selected: dict[str, l
 
 
 def _finish(run: ProbeRun, series_list: list[Series]) -> ProbeSummary:
-    """Run-level analyses (step × step CKA, word acquisition, onsets), notes, figures and report.md."""
+    """Run-level analyses (step × step CKA, LayerNorm outlier persistence, word acquisition, onsets), notes,
+    figures and report.md."""
     summary, store = run.summary, run.store
-    if "geometry" in run.cfg.metrics:  # over every stored CKA sample, whichever process measured it
-        for series in series_list:
+    for series in series_list:  # over every stored snapshot result, whichever process measured it
+        if "geometry" in run.cfg.metrics:
             _cka_steps(run, series)
-    if "anchors" in run.cfg.metrics:
-        for series in series_list:
+            _ln_outliers(run, series)
+        if "anchors" in run.cfg.metrics:
             _word_acquisition(run, series)
     notes = store.notes(run.probe.hash)
     names = [s.name for s in series_list]
@@ -477,6 +478,31 @@ def _finish(run: ProbeRun, series_list: list[Series]) -> ProbeSummary:
 
     summary.report = report.write(store, series_list, run.probe, summary, store.root / "report.md")
     return summary
+
+
+def _ln_outliers(run: ProbeRun, series: Series) -> None:
+    """Persistence of the LayerNorm outlier dimensions over every snapshot whose LayerNorm scales are stored."""
+    store, probe_hash = run.store, run.probe.hash
+    rows = store.arrays("ln_weights", run=series.name, probe_hash=probe_hash)
+    rows = rows[rows["step"] >= 0].sort_values("step")
+    if rows.empty:
+        return
+    steps = [int(x) for x in rows["step"]]
+    params = fam.family_params("ln_outliers", steps=",".join(map(str, steps)))
+    if not run.cfg.force and run.done.get((series.name, -1, "ln_outliers")) == params:
+        run.summary.reused.append((series.name, -1, "ln_outliers"))
+        return
+    parts = [store.load_array(f) for f in rows["file"]]
+    if len({p["outlier"].shape for p in parts}) != 1:
+        return  # the architecture changed within the series; nothing to compare
+    per_step = fam.ln_outliers([p["outlier"] for p in parts], parts[-1]["has_norm"])
+    tokens = word_curves.tokens_seen(store, series.name, steps)
+    store.write_run_family(run=series.name, family="ln_outliers", probe_hash=probe_hash, params=params,
+                           step_rows={s: (t, per_step[k]) for k, (s, t) in enumerate(zip(steps, tokens, strict=True))},
+                           arrays={"ln_outliers": {"steps": np.asarray(steps, dtype=np.int64),
+                                                   "outlier": np.stack([p["outlier"] for p in parts]),
+                                                   "weight": np.stack([p["weight"] for p in parts])}})
+    run.summary.computed.append((series.name, -1, "ln_outliers"))
 
 
 def _word_acquisition(run: ProbeRun, series: Series) -> None:

@@ -76,7 +76,7 @@ def measure_run(store: st.Store, run: str, probe_hash: str, *, word_types: np.nd
     notes.append(f"word acquisition over {len(steps)} snapshots, {int(seen.sum())} word types with masked "
                  f"occurrences: {tally}")
     fits = wc.fits()
-    tokens = _tokens_seen(store, run, steps)
+    tokens = tokens_seen(store, run, steps)
     arrays = {KIND: {"word_types": np.asarray(word_types, dtype=np.int64), "words": np.asarray(list(words)),
                      "counts": wc.counts, "frequency": wc.frequency, "surprisal": wc.surprisal,
                      "hi": np.array([f.hi for f in fits]), "lo": np.array([f.lo for f in fits]),
@@ -95,7 +95,7 @@ def _layer(store: st.Store, run: str, probe_hash: str) -> int:
     return int(df["layer"].max()) if not df.empty else 0
 
 
-def _tokens_seen(store: st.Store, run: str, steps: Sequence[int]) -> list[int | None]:
+def tokens_seen(store: st.Store, run: str, steps: Sequence[int]) -> list[int | None]:
     snaps = store.snapshots(run)
     known = {int(s): t for s, t in zip(snaps["step"], snaps["tokens_seen"], strict=True)}
     return [None if known.get(s) is None or np.isnan(known[s]) else int(known[s]) for s in steps]

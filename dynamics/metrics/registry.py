@@ -21,7 +21,8 @@ NULL with a note. The function returns a float (variant "all"), None (NULL), or 
 Scopes: "layer" metrics are computed per layer from that layer's inputs; "snapshot" metrics once per snapshot
 (stored at layer 0); "layer_pair" metrics per layer l ≥ 1 from the layer × layer CKA matrix; "series" metrics per
 run, after all snapshots: from the step × step CKA matrix of each layer (`cka_steps`, a value per step), or from
-the run's word-acquisition curves (`acquisition`, one value per run, stored at its last measured step).
+the layer's LayerNorm outlier dimensions at every snapshot (`ln_outliers`, a value per step), or from the run's
+word-acquisition curves (`acquisition`, one value per run, stored at its last measured step).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ LAST_LAYER = "L"
 EMBEDDING_LAYER = "0"
 
 SCOPES = ("layer", "snapshot", "layer_pair", "series")
-FAMILIES = ("anchors", "drift", "context", "geometry", "cka_steps", "acquisition")
+FAMILIES = ("anchors", "drift", "context", "geometry", "cka_steps", "ln_outliers", "acquisition")
 BINNED = ("all", "frequent", "medium", "rare")  # overall mean and per token-frequency bin (3 bins)
 DISTANCES = ("d001", "d002", "…")  # one variant per distance d = 1…max_distance
 
@@ -71,6 +72,8 @@ INPUTS: dict[str, str] = {
     # layer × layer, step × step (scopes "layer_pair", "series")
     "cka_layers": "ndarray (L+1, L+1): debiased linear CKA between the layers of one snapshot",
     "cka_steps": "ndarray (S, S): debiased linear CKA of one layer between the measured snapshots",
+    "norm_weight": "Tensor (H,): the layer's LayerNorm scale γ (None when the layer has no norm)",
+    "outlier_masks": "ndarray (S, H) bool: a layer's LayerNorm outlier dimensions at each measured snapshot",
     "word_curves": "WordCurves: a run's per-word-type surprisal curves over its snapshots (word acquisition)",
 }
 

@@ -11,6 +11,7 @@ the mean of u_id·u_jd over the pairs. A rogue dimension is one whose C_d is a l
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -82,3 +83,43 @@ def anisotropy_standardised(h: Matrix) -> float:
     scale = torch.where(std > 0, 1 / std, torch.zeros_like(std))
     z = (r.x - mean.to(r.dtype)) * scale.to(r.dtype)
     return anisotropy(Rows(z, r.dtype))
+
+
+# ---------------------------------------------------------------------------- LayerNorm outlier dimensions
+# Kovaleva et al. (Findings of ACL 2021, "BERT Busters"): a few dimensions of the LayerNorm scale vectors γ are far
+# from the rest in every layer, and they line up with the rogue dimensions of the hidden states. Layer l's γ is
+# the last norm inside transformer block l − 1 (layer 0: the embedding block's), `dynamics.extract.layer_norm_weights`.
+
+OUTLIER_STD = 3.0
+
+
+def outlier_dimensions(weight: Tensor | np.ndarray) -> np.ndarray:
+    """(H,) bool: |γ_d − mean(γ)| > 3·std(γ), population std over the H dimensions, in float64 (none when std = 0)."""
+    w = np.asarray(torch.as_tensor(weight).detach().cpu().numpy(), dtype=np.float64)
+    if w.ndim != 1 or w.size < 2 or not np.isfinite(w).all():
+        raise ValueError(f"a LayerNorm weight must be a finite (H,) vector with H ≥ 2; got shape {w.shape}")
+    std = w.std()
+    return np.abs(w - w.mean()) > OUTLIER_STD * std if std > 0 else np.zeros(w.size, dtype=bool)
+
+
+@register("ln_outlier_dims", family="geometry", layers=ALL_LAYERS, unit="dimensions",
+          label="LayerNorm outlier dimensions",
+          definition="Number of dimensions whose LayerNorm scale γ_d is more than 3 standard deviations from the "
+                     "mean of γ (Kovaleva et al. 2021); layer l's norm is the last one inside block l − 1.")
+def ln_outlier_dims(norm_weight: Tensor) -> float:
+    """#{d : |γ_d − mean γ| > 3·std γ} (`outlier_dimensions`) of the layer's norm."""
+    return float(outlier_dimensions(norm_weight).sum())
+
+
+@register("ln_outlier_persistence", family="ln_outliers", layers=ALL_LAYERS, scope="series",
+          unit="fraction in [0, 1]", label="LayerNorm outliers already in place",
+          definition="Share of the last measured snapshot's LayerNorm outlier dimensions of a layer that are outlier "
+                     "dimensions at this snapshot already.")
+def ln_outlier_persistence(outlier_masks: np.ndarray) -> dict[int, float | None]:
+    """Per snapshot k: |O_k ∩ O_last| / |O_last| with O the outlier dimensions (`outlier_dimensions`); None for every
+    snapshot when the last has none. Args: outlier_masks (S, H) bool, one row per measured snapshot in step order."""
+    masks = np.asarray(outlier_masks, dtype=bool)
+    final = masks[-1]
+    if not final.any():
+        return {k: None for k in range(masks.shape[0])}
+    return {k: float((m & final).sum() / final.sum()) for k, m in enumerate(masks)}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,26 @@ def _decoder(snapshot: Path, emb_matrix: np.ndarray) -> tuple[np.ndarray, np.nda
     return weight, bias
 
 
+# Layer l's LayerNorm scale by checkpoint tensor name: the embedding block's norm at layer 0, at l ≥ 1 the last norm
+# inside block l − 1 — BERT's output.LayerNorm, GPT-2's ln_2, GPT-NeoX's and Llama's post_attention_layernorm.
+_NORM_NAMES = (re.compile(r"(?:^|\.)embeddings\.LayerNorm\.weight$"),
+               re.compile(r"(?:^|\.)(?:layer|h|layers)\.(\d+)\.(?:output\.LayerNorm|ln_2|post_attention_layernorm)"
+                          r"\.weight$"))
+
+
+def checkpoint_norm_weights(snapshot: Path) -> dict[int, np.ndarray]:
+    """{layer: γ} read by name from the checkpoint's safetensors (layers without such a tensor are absent)."""
+    from safetensors.numpy import load_file
+
+    out: dict[int, np.ndarray] = {}
+    for name, tensor in load_file(str(snapshot / "model.safetensors")).items():
+        if _NORM_NAMES[0].search(name):
+            out[0] = tensor.astype(np.float64)
+        elif (m := _NORM_NAMES[1].search(name)) is not None:
+            out[int(m.group(1)) + 1] = tensor.astype(np.float64)
+    return dict(sorted(out.items()))
+
+
 def derive_probe_inputs(probe: Any, tokenizer_dir: Path, counts: np.ndarray | None, cfg: Any) -> F.ProbeInputs:
     """The references' view of the probe set, from its frozen token ids and masked positions, the tokenizer and
     the training token counts (None: counts of the probe set itself), by the documented conventions."""
@@ -180,7 +201,8 @@ def probe_case(name: str, run_dir: Path, out: Path, **settings: Any) -> Case:
             masked = F.MaskedInputs(transform=a.masked.transform, hidden=a.masked.hidden, decoder_weight=weight,
                                     decoder_bias=bias)
         series.append(F.SnapshotInputs(step=step, hidden=a.hidden.astype(np.float64), emb_matrix=a.emb_matrix,
-                                       final_emb_matrix=final_emb, masked=masked, probe=derived))
+                                       final_emb_matrix=final_emb, masked=masked, probe=derived,
+                                       norm_weights=checkpoint_norm_weights(path)))
     series.sort(key=lambda s: s.step)
     return Case(name, summary.store_path, summary.probe_hash, run, stored, series, probe_set, derived)
 

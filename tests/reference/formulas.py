@@ -86,6 +86,7 @@ class SnapshotInputs:
     final_emb_matrix: np.ndarray
     masked: MaskedInputs | None
     probe: ProbeInputs
+    norm_weights: dict[int, np.ndarray] | None = None  # layer → its LayerNorm scale γ, read from the checkpoint
 
     @property
     def last(self) -> int:
@@ -864,6 +865,36 @@ def aoa_median(series: Sequence[SnapshotInputs]) -> Values:
     return _at_last(series, {"all": float(np.median(defined)) if defined else None})
 
 
+# ------------------------------------------------------------------------------ LayerNorm outlier dimensions
+# Kovaleva et al. (2021): a dimension d of a layer's LayerNorm scale γ is an outlier when |γ_d − mean γ| > 3·std γ
+# (population std). Layer l's γ is named per architecture in `conftest.checkpoint_norm_weights`.
+
+def _outlier_dims(w: np.ndarray) -> set[int]:
+    w = _f64(w)
+    mean = sum(w) / w.size
+    std = math.sqrt(sum((v - mean) ** 2 for v in w) / w.size)
+    return {d for d, v in enumerate(w) if abs(v - mean) > 3 * std} if std > 0 else set()
+
+
+def ln_outlier_dims(s: SnapshotInputs) -> Values:
+    """Number of outlier dimensions of each layer's LayerNorm scale."""
+    if s.norm_weights is None:
+        return {}
+    return {(layer, "all"): float(len(_outlier_dims(w))) for layer, w in s.norm_weights.items()}
+
+
+def ln_outlier_persistence(series: Sequence[SnapshotInputs], k: int) -> Values:
+    """|O_k ∩ O_last| / |O_last| per layer with a norm; None when the last snapshot's layer has no outlier."""
+    a, b = series[k], series[-1]
+    if a.norm_weights is None or b.norm_weights is None:
+        return {}
+    out: Values = {}
+    for layer, w in a.norm_weights.items():
+        last = _outlier_dims(b.norm_weights[layer])
+        out[(layer, "all")] = len(_outlier_dims(w) & last) / len(last) if last else None
+    return out
+
+
 # ------------------------------------------------------------------------------------------- registry
 
 REFERENCES: dict[str, Callable[..., Values]] = {
@@ -876,10 +907,10 @@ REFERENCES: dict[str, Callable[..., Values]] = {
         anisotropy, self_similarity, self_similarity_adj, intra_similarity, intra_similarity_adj, mev, mev_adj,
         mev_adj_pc1, rankme, rankme_centred, isoscore, twonn, uniformity, alignment, norm_h, norm_e, norm_g,
         cka_prev_layer, cka_prev_snapshot, cka_final, rogue_top1_share, rogue_top3_share, anisotropy_standardised,
-        aoa_freq_spearman, aoa_fitted_share, aoa_median,
+        ln_outlier_dims, ln_outlier_persistence, aoa_freq_spearman, aoa_fitted_share, aoa_median,
     )
 }
-SERIES_METRICS = frozenset({"cka_prev_snapshot", "cka_final"})  # these take (series, index)
+SERIES_METRICS = frozenset({"cka_prev_snapshot", "cka_final", "ln_outlier_persistence"})  # these take (series, index)
 RUN_METRICS = frozenset({"aoa_freq_spearman", "aoa_fitted_share", "aoa_median"})  # (series) → at the last step
 
 

@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from tests.causal_fixture import ARCHS, build_causal_series
 from tests.integration.conftest import english_docs, one_torch_thread, probe_text_file  # noqa: F401 - fixture
 from tests.reference import formulas as F
-from tests.reference.conftest import BIN_NAMES, QUIET, Rows, read_stored
+from tests.reference.conftest import BIN_NAMES, QUIET, Rows, checkpoint_norm_weights, read_stored
 from tests.reference.test_reference import mismatches
 
 STEPS = (0, 2, 6)
@@ -129,7 +129,8 @@ def probe_causal(arch: str, root: Path, text: Path) -> CausalCase:
             masked, error = next_token_inputs(path, probe_set.ids, targets)
             errors.append(error)
             series.append(F.SnapshotInputs(step=step, hidden=acts.hidden.astype(np.float64), emb_matrix=acts.emb_matrix,
-                                           final_emb_matrix=final, masked=masked, probe=derived))
+                                           final_emb_matrix=final, masked=masked, probe=derived,
+                                           norm_weights=checkpoint_norm_weights(path)))
     series.sort(key=lambda s: s.step)
     return CausalCase(arch, stored, series, max(errors))
 
