@@ -12,6 +12,11 @@ the other (each joins when it has a first snapshot; the first run given must be 
 from it); training that is killed and resumed meanwhile only pauses the stream of snapshots. After `follow_timeout` seconds without a new snapshot the loop
 stops with a note (run the same command again to continue); 0 waits for ever.
 
+A Hugging Face model id (`ORG/NAME` that is no path, as `dynamics.series.discover_all` reads it) is refused up front
+when it is a model in the Hub cache or its `ORG` folder does not exist either: a published series does not grow, and
+waiting for it would only end at the timeout. A run that `taco.train` has not created yet under a missing folder is
+spelled `./runs/NAME`.
+
 The lag of each snapshot — seconds from the rename that completed it (its `snapshot.json`'s modification time,
 written just before) to the commit of its results — is recorded in `FollowSummary.lags`.
 """
@@ -26,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dynamics import hub
 from dynamics.config import ProbeConfig
 from dynamics.errors import ProbeError
 from dynamics.probe import ProbeSummary, SnapshotHook, run_config
@@ -83,11 +89,28 @@ def _state(dirs: Sequence[str | Path]) -> tuple[list[str | Path], set[tuple[str,
     return active, seen, finished
 
 
+def refuse_hub_ids(dirs: Sequence[str | Path]) -> None:
+    """`ProbeError` for the first of `dirs` that names a Hugging Face model rather than a run yet to start: spelled
+    `ORG/NAME`, no such path, and either cached in the Hub cache or without an `ORG` folder (module docstring)."""
+    for d in dirs:
+        if not hub.is_hub_id(d):
+            continue
+        if hub.cached_refs(str(d)) is not None:
+            raise ProbeError(f"{d}: --follow watches run directories as taco.train writes them, and {d} is a model "
+                             "in the Hugging Face cache; probe it without --follow (--revisions picks its revisions)")
+        if not Path(d).parent.exists():
+            raise ProbeError(f"{d}: --follow watches run directories as taco.train writes them, and {d} is no path "
+                             f"but reads as a Hugging Face model id; probe a Hub model without --follow, or spell a "
+                             f"run that has not started yet ./{d}")
+
+
 def follow(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: SnapshotHook | None = None, *,
            poll: float = POLL_S, sleep: Callable[[float], None] = time.sleep,
            clock: Callable[[], float] = time.monotonic) -> FollowSummary:
     """Measure `dirs`' snapshots as they are written until every run's final snapshot is measured (see the module
-    docstring); `cfg` as for `run_config` (its figures are drawn once, at the end)."""
+    docstring); `cfg` as for `run_config` (its figures are drawn once, at the end). `ProbeError` at once for a
+    Hugging Face model id (`refuse_hub_ids`)."""
+    refuse_hub_ids(dirs)
     lags: list[float] = []
     timed: set[tuple[str, int]] = set()  # (run folder, step) with a recorded lag, or there before following began
 

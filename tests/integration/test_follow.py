@@ -19,7 +19,7 @@ import pytest
 from dynamics import probe
 from dynamics.config import ProbeConfig
 from dynamics.errors import ProbeError
-from dynamics.follow import final_step, follow
+from dynamics.follow import final_step, follow, refuse_hub_ids
 
 TINY = ["--preset", "tiny", "--model-overrides", '{"hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128}',
         "--vocab-size", "2000", "--block-size", "32", "--batch-size", "8", "--eval-blocks", "16", "--no-progress",
@@ -92,3 +92,15 @@ def test_follow_stops_after_a_quiet_spell_and_names_a_missing_run(tiny_run: Path
     with pytest.raises(ProbeError, match="no snapshot appeared"):
         follow([tmp_path / "not-yet"], cfg, sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
     assert probe.main([str(run), "--follow", "--steps", "0"]) == 2
+
+
+def test_a_hub_id_is_refused_and_a_run_yet_to_start_is_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORG/NAME with no ORG folder (or a model in the Hub cache) is a Hugging Face id; `runs/new` under an existing
+    runs/, or any ./-spelled path, is a run that has not started yet and is waited for."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    (tmp_path / "runs").mkdir()
+    refuse_hub_ids(["runs/new", "./later/new", tmp_path / "absent" / "new"])
+    with pytest.raises(ProbeError, match="^EleutherAI/pythia-70m: --follow .* spell a run that has not started yet "
+                                         r"\./EleutherAI/pythia-70m$"):
+        refuse_hub_ids(["runs/new", "EleutherAI/pythia-70m"])
