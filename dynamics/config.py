@@ -25,7 +25,9 @@ class ProbeConfig:
     steps: list[int] | None = option(None, "measure only these steps, comma-separated, e.g. 0,100,1000")
     every: int | None = option(None, "measure only steps that are multiples of K (the final snapshot is always kept)")
     metrics: list[str] = option(list(FAMILIES), "metric families, comma-separated: anchors,context,geometry")
-    device: str = option("cpu", f"where the snapshots run: {DEVICES} (cuda when available, else mps, else cpu)")
+    device: str = option("cpu", f"where the snapshots run: {DEVICES} (auto: cuda when available, else mps, else "
+                                "cpu); under torchrun each process takes cuda:LOCAL_RANK for cuda, or cores / N "
+                                "CPU threads for cpu")
     batch_size: int = option(16, "probe blocks per forward pass")
     max_tokens: int | None = option(None, "cap on the probe set's size in tokens (whole blocks are kept)")
     probe_text: str | None = option(None, "measure on this UTF-8 text file (documents split at blank lines) instead "

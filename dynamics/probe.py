@@ -9,8 +9,9 @@ tokens seen that do not increase); the flags are stored, reported and printed as
 (warnings, not errors: the exit status is unchanged).
 
 Several directories are measured on one probe set — built from the first run — and must share its tokenizer
-vocabulary. Results go to `DIR/dynamics/` for one directory and to `./dynamics-results/` for several, unless
-`--out` says otherwise. Bad input stops the program before anything is written: a one-line message naming the
+vocabulary. Results go to `DIR/dynamics/` for one directory and to `./dynamics-results/` for several or for a
+Hugging Face model id read from the Hub cache (the cache is huggingface_hub's and is never written), unless `--out`
+says otherwise. Bad input stops the program before anything is written: a one-line message naming the
 path and the fix, exit status 2.
 
 Several devices: `torchrun --nproc_per_node N -m dynamics.probe DIR …` deals the snapshots still to measure out to
@@ -32,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -130,6 +132,14 @@ def _max_positions(snapshot: Snapshot) -> int | None:
     if config.get("model_type") in ROBERTA_LIKE:
         n -= int(config.get("pad_token_id", 1) or 0) + 1
     return n
+
+
+def _architecture_kind(snapshot: Snapshot) -> str | None:
+    """`dynamics.extract.architecture_kind` ("encoder" | "causal") of the snapshot's model type, read off its
+    config.json without loading the model (the same answer extraction gives); None without a model type."""
+    config = snapshot.path / "config.json"
+    model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    return ex.architecture_kind(SimpleNamespace(model_type=model_type)) if isinstance(model_type, str) else None
 
 
 def _block_size(first: Series, cfg: ProbeConfig) -> int:
@@ -378,7 +388,8 @@ def _start(store: st.Store, series_list: list[Series], tok: TokenizerView, probe
                         freq_source=probe.freq_source, tokenizer_hash=probe.tokenizer_hash, file=probe_file,
                         notes=probe.notes)
     for s in series_list:
-        store.upsert_run(s.name, s.run_dir, s.kind, s.meta.get("objective"), {**s.meta, "probe_device": device})
+        meta = {**s.meta, "probe_device": device, "architecture_kind": _architecture_kind(s.final)}
+        store.upsert_run(s.name, s.run_dir, s.kind, s.meta.get("objective"), meta)
     summary = ProbeSummary(store.root, store.path, probe.hash, notes=list(probe.notes))
     prep, prep_notes = _prepare(probe, cfg, device, tok.id_to_token())
     summary.notes += prep_notes
@@ -603,6 +614,9 @@ def build_parser() -> Parser:
                f"./{MULTI_RUN_OUT}/ "
                "(all runs on the first run's probe set; they must share its tokenizer). --out overrides both. "
                "Reruns compute only what is missing for the same probe set; --force recomputes. "
+               "Several devices: torchrun --nproc_per_node N -m dynamics.probe DIR … shares the snapshots out "
+               "to N processes writing one store (--device cuda: one GPU each, cuda:LOCAL_RANK; cpu: cores / N "
+               "threads each); --follow runs in one process. "
                "Bad input exits with status 2 and leaves stored results untouched.")
     parser.add_argument("dirs", nargs="+", metavar="DIR",
                         help="run directory, Trainer output dir, folder of NAME-step_N model folders, model dir, or "

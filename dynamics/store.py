@@ -8,7 +8,8 @@ Layout of a store folder (default `RUN/dynamics/`)::
 
 Tables:
 
-* `runs(name PK, path, kind, objective, meta JSON, updated)`
+* `runs(name PK, path, kind, objective, meta JSON, updated)`; `kind` is the series layout: run | trainer | steps |
+  model | hub (`Store.runs`)
 * `snapshots(run, step, tokens_seen, path, info JSON)`, key (run, step); `info` is the snapshot's own record
   (`snapshot.json`) plus `info["weights_hash"]`, the hash of its weights (`dynamics.integrity`)
 * `probe_sets(hash PK, source, n_blocks, block_size, n_tokens, n_masked, n_word_types, freq_source,
@@ -433,7 +434,10 @@ class Store:
         return probe_hash or self.latest_probe_hash()
 
     def runs(self) -> pd.DataFrame:
-        """One row per run: name, path, kind ("run" | "trainer" | "model"), objective, meta (JSON), updated."""
+        """One row per run: name, path, kind (the series layout, `dynamics.series`: "run" for taco.train's,
+        "trainer" for Trainer `checkpoint-N/` folders, "steps" for `NAME-step_N/` folders, "model" for one model
+        folder, "hub" for revisions in the Hugging Face cache), objective, meta (JSON: the series' metadata plus
+        the probe's `probe_device` and `architecture_kind`, "encoder" | "causal"), updated."""
         return self._select("runs", TABLES["runs"], order=["name"])
 
     def snapshots(self, run: str | None = None) -> pd.DataFrame:

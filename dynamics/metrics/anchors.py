@@ -240,7 +240,8 @@ def embedding_output_similarity(h: Rows, e: Rows, freq_bin: np.ndarray, bin_name
 
 @register("masked_anchor_sim", family="anchors", layers=LAST_LAYER, variants=BINNED, unit="cosine in [−1, 1]",
           label="Masked anchor similarity (head)",
-          definition="cos(T(h_L(i)), E[x_i]) with x_i replaced by [MASK] and T the MLM head transform.")
+          definition="cos(T(h_L(i)), E[x_i]) with x_i replaced by [MASK] and T the MLM head transform (for a "
+                     "causal LM the next-token head: h_L(i−1) of the ordinary pass, no [MASK], T the identity).")
 def masked_anchor_similarity(masked: MaskedPass, bin_names: Sequence[str]) -> Binned:
     """Mean over the probe's masked positions i of cos(T(h_L(i)), E[x_i]): the model's reconstruction of the
     hidden token, through the MLM head transform T, against the true token's input embedding; per bin too."""
@@ -249,7 +250,8 @@ def masked_anchor_similarity(masked: MaskedPass, bin_names: Sequence[str]) -> Bi
 
 @register("masked_hidden_anchor_sim", family="anchors", layers=LAST_LAYER, variants=BINNED,
           unit="cosine in [−1, 1]", label="Masked anchor similarity (hidden)",
-          definition="cos(h_L(i), E[x_i]) at masked positions, without the head transform.")
+          definition="cos(h_L(i), E[x_i]) at masked positions, without the head transform (for a causal LM "
+                     "h_L(i−1), the next-token head's input).")
 def masked_hidden_anchor_similarity(masked: MaskedPass, bin_names: Sequence[str]) -> Binned:
     """Mean over masked positions of cos(h_L(i), E[x_i]), h_L of the masked pass (no head transform); not
     stored when the embedding width differs from H."""
@@ -260,7 +262,8 @@ def masked_hidden_anchor_similarity(masked: MaskedPass, bin_names: Sequence[str]
 
 @register("masked_accuracy", family="anchors", layers=LAST_LAYER, variants=BINNED, unit="fraction in [0, 1]",
           label="Masked-token accuracy",
-          definition="Fraction of masked positions whose true token is ranked first by the MLM head.")
+          definition="Fraction of masked positions whose true token is ranked first by the MLM head (for a "
+                     "causal LM the next-token head, predicting x_i from position i−1).")
 def masked_accuracy(masked: MaskedPass, bin_names: Sequence[str]) -> Binned:
     """Top-1 accuracy of the MLM head at the masked positions: mean of [rank_i = 1] (ties favour the true
     token, see `token_rank`), overall and per bin."""

@@ -38,6 +38,7 @@ def test_store_has_every_snapshot_layer_and_family(probed: probe.ProbeSummary) -
         df = s.metrics()
         assert s.latest_probe_hash() == probed.probe_hash
         assert all(json.loads(m)["probe_device"] == "cpu" for m in s.runs()["meta"])  # the resolved device
+        assert all(json.loads(m)["architecture_kind"] == "encoder" for m in s.runs()["meta"])
         for family, layers in (("anchors", {0, 1, 2}), ("geometry", {0, 1, 2}), ("context", {1, 2}), ("drift", {0}),
                                ("cka_steps", {0, 1, 2})):
             rows = df[df["family"] == family]

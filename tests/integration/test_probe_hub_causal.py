@@ -11,6 +11,7 @@ be left byte for byte as it was."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -81,7 +82,9 @@ def test_pythia_series_from_the_hub_cache(pythia_cache: dict[str, Path], tmp_pat
         rows = s.metrics().sort_values(KEY).reset_index(drop=True)
         snaps = s.snapshots()
         notes = s.notes()
+        runs = s.runs()
     assert set(rows["run"]) == {REPO_ID}
+    assert [json.loads(m)["architecture_kind"] for m in runs["meta"]] == ["causal"]
     assert dict(zip(snaps["step"], snaps["tokens_seen"], strict=True)) == {s: s * TOKENS_PER_STEP for s in STEPS}
     assert sorted(set(rows["step"])) == list(STEPS)
     assert all(Path(p).parent == repo_folder(cache, REPO_ID) / "snapshots" for p in snaps["path"])
