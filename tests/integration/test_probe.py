@@ -83,7 +83,8 @@ def test_rerun_computes_nothing(probed: probe.ProbeSummary, tiny_run: Path) -> N
 
 def test_force_recomputes(tiny_run: Path, tmp_path: Path) -> None:
     first = probe.run(tiny_run, out=tmp_path, steps=[0, 4], metrics=["geometry"], **FAST)
-    assert sorted(first.computed) == [("mlm", -1, "cka_steps"), ("mlm", 0, "geometry"), ("mlm", 4, "geometry")]
+    assert sorted(first.computed) == [("mlm", -1, "cka_steps"), ("mlm", -1, "ln_outliers"), ("mlm", 0, "geometry"),
+                                      ("mlm", 4, "geometry")]
     with store.open(tmp_path) as s:
         before = _finished(s)
     again = probe.run(tiny_run, out=tmp_path, steps=[0, 4], metrics=["geometry"], force=True, **FAST)
