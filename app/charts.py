@@ -295,3 +295,43 @@ def projection_grid(df: pd.DataFrame, *, facet: str = "step", color_by: str = "s
     cell = _projection(None, df, color_by, 10, None, None).properties(width=size, height=size)
     return cell.facet(facet=alt.Facet(f"{facet}:O", title=facet), columns=columns, data=df).resolve_scale(
         x="independent", y="independent").properties(title=title)
+
+
+def aoa_scatter(df: pd.DataFrame, *, title: str = "", height: int = 420,
+                colours: Mapping[str, str] | None = None) -> alt.Chart:
+    """Word acquisition: each word type's age of acquisition (`aoa_step`, the step, on a log axis) against its
+    log10 training frequency (`app.data.word_acquisition.scatter_frame`), a point per (run, word type) in the run's
+    palette colour; hover shows the word."""
+    return alt.Chart(df).mark_circle(size=60, opacity=0.8).encode(
+        x=alt.X("log10_frequency:Q", title="log10 training frequency", scale=alt.Scale(zero=False)),
+        y=alt.Y("aoa_step:Q", title="age of acquisition (step, log scale)", scale=alt.Scale(type="log"),
+                axis=alt.Axis(format="~s")),
+        color=alt.Color("run:N", title="run", scale=run_scale(df, colours)),
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("word:N"), alt.Tooltip("aoa_step:Q", title="AoA (step)",
+                                                                          format=".3~f"),
+                 alt.Tooltip("frequency:Q", title="training frequency"),
+                 alt.Tooltip("occurrences:Q", title="masked occurrences")],
+    ).properties(title=title, height=height)
+
+
+def word_curve(df: pd.DataFrame, *, title: str = "", height: int = LINE_HEIGHT,
+               colours: Mapping[str, str] | None = None) -> alt.LayerChart:
+    """One word's learning curve in each run (`app.data.word_acquisition.curve_frame`): the measured surprisal
+    (points) against step on a symmetric-log axis, the fitted sigmoid through them (line), the age of acquisition
+    (a dashed rule and a diamond on the curve) in the run's colour, and chance ln V (grey dashed line)."""
+    color = alt.Color("run:N", title="run", scale=run_scale(df, colours))
+    base = alt.Chart(df).encode(x=_x("step", True, _high(df[df["part"] == "measured"], "step")), color=color)
+    y = _y("surprisal (nats)", height, field="surprisal")
+    tip = [alt.Tooltip("run:N"), alt.Tooltip("part:N"), alt.Tooltip("step:Q", format=".4~f"),
+           alt.Tooltip("surprisal:Q", format=".3f")]
+    chance = alt.Chart(df).transform_filter("datum.part == 'chance'").mark_rule(
+        color="gray", strokeDash=[4, 4]).encode(y=y, tooltip=[alt.Tooltip("surprisal:Q", title="chance ln V",
+                                                                           format=".3f")])
+    return alt.layer(
+        chance,
+        base.transform_filter("datum.part == 'fitted'").mark_line(strokeWidth=2).encode(y=y, detail="run:N"),
+        base.transform_filter("datum.part == 'measured'").mark_point(size=40, filled=True).encode(y=y, tooltip=tip),
+        base.transform_filter("datum.part == 'aoa'").mark_rule(strokeDash=[2, 3]).encode(),
+        base.transform_filter("datum.part == 'aoa'").mark_point(shape="diamond", size=120, filled=True).encode(
+            y=y, tooltip=tip),
+    ).properties(title=title, height=height)

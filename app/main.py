@@ -27,6 +27,7 @@ PAGES = [
     st.Page("views/geometry.py", title="Geometry", icon=":material/scatter_plot:"),
     st.Page("views/cka.py", title="CKA", icon=":material/grid_on:"),
     st.Page("views/tokens.py", title="Token explorer", icon=":material/bubble_chart:"),
+    st.Page("views/acquisition.py", title="Word acquisition", icon=":material/school:"),
     st.Page("views/downstream.py", title="Downstream", icon=":material/leaderboard:"),
 ]
 

@@ -7,6 +7,8 @@
   on two cores).
 * `synthetic_root`: run directories and a store written through `dynamics.store`'s write API with known values,
   `g` projections and `taco.train`-shaped logs (`tests.app.synthetic`); a second of work.
+* `acquisition_root`: two tiny runs with log-spaced snapshots up to step 64 and a run without an MLM head, measured
+  (anchors family, so word acquisition) by the real probe (`tests.acquisition_fixture`); about 40 s.
 * `make_app`: an `AppTest` of `app/main.py` given `--runs DIR …`, optionally switched to a page.
 """
 
@@ -25,9 +27,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / "app" / "main.py"
-PAGES = ("overview", "anchors", "context", "geometry", "cka", "tokens", "downstream")
+PAGES = ("overview", "anchors", "context", "geometry", "cka", "tokens", "acquisition", "downstream")
 TITLES = {"overview": "Runs", "anchors": "Anchors", "context": "Context alignment", "geometry": "Geometry",
-          "cka": "CKA", "tokens": "Token explorer", "downstream": "Downstream"}
+          "cka": "CKA", "tokens": "Token explorer", "acquisition": "Word acquisition", "downstream": "Downstream"}
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +60,17 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("app-synthetic")
     write_store(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def acquisition_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ROOT/{mlm-acq, taco-acq, headless-acq} measured into ROOT/dynamics, word acquisition for the first two.
+    Read-only."""
+    from tests.acquisition_fixture import build
+
+    root = tmp_path_factory.mktemp("app-acquisition")
+    build(root, figures=False)
     return root
 
 
