@@ -491,23 +491,34 @@ def _finish(run: ProbeRun, series_list: list[Series]) -> ProbeSummary:
     return summary
 
 
+def _pending(run: ProbeRun, series: Series, kind: str, family: str) -> tuple[list[str], list[int], str] | None:
+    """The files and steps of the run's stored per-snapshot `kind` arrays (step order) and the params of the
+    run-level `family` made from them; None when there are none, or when the stored `family` already covers exactly
+    those steps (then recorded as reused)."""
+    rows = run.store.arrays(kind, run=series.name, probe_hash=run.probe.hash)
+    rows = rows[rows["step"] >= 0].sort_values("step")
+    if rows.empty:
+        return None
+    steps = [int(x) for x in rows["step"]]
+    params = fam.family_params(family, steps=",".join(map(str, steps)))
+    if not run.cfg.force and run.done.get((series.name, -1, family)) == params:
+        run.summary.reused.append((series.name, -1, family))
+        return None
+    return list(rows["file"]), steps, params
+
+
 def _ln_outliers(run: ProbeRun, series: Series) -> None:
     """Persistence of the LayerNorm outlier dimensions over every snapshot whose LayerNorm scales are stored."""
     store, probe_hash = run.store, run.probe.hash
-    rows = store.arrays("ln_weights", run=series.name, probe_hash=probe_hash)
-    rows = rows[rows["step"] >= 0].sort_values("step")
-    if rows.empty:
+    pending = _pending(run, series, "ln_weights", "ln_outliers")
+    if pending is None:
         return
-    steps = [int(x) for x in rows["step"]]
-    params = fam.family_params("ln_outliers", steps=",".join(map(str, steps)))
-    if not run.cfg.force and run.done.get((series.name, -1, "ln_outliers")) == params:
-        run.summary.reused.append((series.name, -1, "ln_outliers"))
-        return
-    parts = [store.load_array(f) for f in rows["file"]]
+    files, steps, params = pending
+    parts = [store.load_array(f) for f in files]
     if len({p["outlier"].shape for p in parts}) != 1:
         return  # the architecture changed within the series; nothing to compare
     per_step = fam.ln_outliers([p["outlier"] for p in parts], parts[-1]["has_norm"])
-    tokens = word_curves.tokens_seen(store, series.name, steps)
+    tokens = store.tokens_seen(series.name, steps)
     store.write_run_family(run=series.name, family="ln_outliers", probe_hash=probe_hash, params=params,
                            step_rows={s: (t, per_step[k]) for k, (s, t) in enumerate(zip(steps, tokens, strict=True))},
                            arrays={"ln_outliers": {"steps": np.asarray(steps, dtype=np.int64),
@@ -574,16 +585,10 @@ def _measure_snapshot(run: ProbeRun, state: SeriesState, snap: Snapshot, needed:
 def _cka_steps(run: ProbeRun, series: Series) -> None:
     """Step × step CKA per layer over every snapshot of the run whose CKA sample is stored."""
     store, probe_hash = run.store, run.probe.hash
-    rows = store.arrays("cka_sample", run=series.name, probe_hash=probe_hash)
-    rows = rows[rows["step"] >= 0].sort_values("step")
-    if len(rows) < 1:
+    pending = _pending(run, series, "cka_sample", "cka_steps")
+    if pending is None:
         return
-    steps = [int(x) for x in rows["step"]]
-    params = fam.family_params("cka_steps", steps=",".join(map(str, steps)))
-    if not run.cfg.force and run.done.get((series.name, -1, "cka_steps")) == params:
-        run.summary.reused.append((series.name, -1, "cka_steps"))
-        return
-    files = list(rows["file"])
+    files, steps, params = pending
     with np.load(store.root / files[0], allow_pickle=False) as first:
         n_layers = sum(1 for k in first.files if k.startswith("h") and k[1:].isdigit())
 
@@ -593,8 +598,7 @@ def _cka_steps(run: ProbeRun, series: Series) -> None:
                 return data[f"h{layer}"]
         return load
 
-    tokens = dict(zip(store.snapshots(series.name)["step"], store.snapshots(series.name)["tokens_seen"], strict=True))
-    tokens_seen = [None if tokens.get(s) is None or np.isnan(tokens.get(s)) else int(tokens[s]) for s in steps]
+    tokens_seen = store.tokens_seen(series.name, steps)
     per_step, arrays = fam.cka_steps([loader(f) for f in files], steps, tokens_seen, n_layers, run.device)
     store.write_run_family(run=series.name, family="cka_steps", probe_hash=probe_hash, params=params,
                            step_rows={s: (t, per_step[s]) for s, t in zip(steps, tokens_seen, strict=True)},

@@ -444,6 +444,12 @@ class Store:
         """Snapshots known to the store: run, step, tokens_seen, path, info (JSON)."""
         return self._select("snapshots", TABLES["snapshots"], {"run": run}, order=["run", "step"])
 
+    def tokens_seen(self, run: str, steps: Sequence[int]) -> list[int | None]:
+        """Tokens seen at each of the run's `steps` (None where the snapshot records none or is not stored)."""
+        snaps = self.snapshots(run)
+        known = {int(s): t for s, t in zip(snaps["step"], snaps["tokens_seen"], strict=True)}
+        return [None if known.get(s) is None or np.isnan(known[s]) else int(known[s]) for s in steps]
+
     def probe_sets(self) -> pd.DataFrame:
         """All probe sets (the columns of `TABLES["probe_sets"]`), most recently used first."""
         return self._select("probe_sets", TABLES["probe_sets"], order=["used DESC"])

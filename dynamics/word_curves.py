@@ -60,15 +60,16 @@ def measure_run(store: st.Store, run: str, probe_hash: str, *, word_types: np.nd
     rows = []
     notes = [] if train_counts is not None else ["word acquisition: no training token counts, so frequencies are "
                                                  "the probe set's own counts"]
+    layer = _layer(store, run, probe_hash)
     for metric in registry.metrics(FAMILY, "series"):
         try:
             value = metric({"word_curves": wc})
         except ValueError as exc:
-            rows += [(_layer(store, run, probe_hash), metric.name, v, None) for v in metric.variants]
+            rows += [(layer, metric.name, v, None) for v in metric.variants]
             notes.append(f"{metric.name} undefined: {exc}")
             continue
         values = value if isinstance(value, dict) else {"all": value}
-        rows += [(_layer(store, run, probe_hash), metric.name, v, x) for v, x in values.items()]
+        rows += [(layer, metric.name, v, x) for v, x in values.items()]
     status = wc.status
     seen = wc.counts > 0
     tally = ", ".join(f"{int((status[seen] == k).sum())} {name}" for k, name in enumerate(STATUS)
@@ -76,7 +77,7 @@ def measure_run(store: st.Store, run: str, probe_hash: str, *, word_types: np.nd
     notes.append(f"word acquisition over {len(steps)} snapshots, {int(seen.sum())} word types with masked "
                  f"occurrences: {tally}")
     fits = wc.fits()
-    tokens = tokens_seen(store, run, steps)
+    tokens = store.tokens_seen(run, steps)
     arrays = {KIND: {"word_types": np.asarray(word_types, dtype=np.int64), "words": np.asarray(list(words)),
                      "counts": wc.counts, "frequency": wc.frequency, "surprisal": wc.surprisal,
                      "hi": np.array([f.hi for f in fits]), "lo": np.array([f.lo for f in fits]),
@@ -93,12 +94,6 @@ def _layer(store: st.Store, run: str, probe_hash: str) -> int:
     """The last layer, where the head's metrics are stored (that of the run's masked_surprisal rows)."""
     df = store.metrics("masked_surprisal", run=run, probe_hash=probe_hash)
     return int(df["layer"].max()) if not df.empty else 0
-
-
-def tokens_seen(store: st.Store, run: str, steps: Sequence[int]) -> list[int | None]:
-    snaps = store.snapshots(run)
-    known = {int(s): t for s, t in zip(snaps["step"], snaps["tokens_seen"], strict=True)}
-    return [None if known.get(s) is None or np.isnan(known[s]) else int(known[s]) for s in steps]
 
 
 def stored(store: st.Store, run: str, probe_hash: str | None = None) -> dict[str, np.ndarray] | None:
