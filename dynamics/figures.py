@@ -4,8 +4,9 @@ runs, as in the app: MLM runs blue, TACO runs orange, others green.
 
 Written with matplotlib's object API on the Agg canvas (no pyplot state, safe in any process). Each family
 gets `FAMILY.png` with training steps on a symlog x axis (step 0 exists) and, where tokens seen are known,
-`FAMILY-tokens.png`; plus `context-distance.png` (cosine of g vs distance at the final snapshot) and
-`cka.png` (step × step CKA per layer, layer × layer CKA at the final snapshot).
+`FAMILY-tokens.png`; plus `context-distance.png` (cosine of g vs distance at the final snapshot),
+`cka.png` (step × step CKA per layer, layer × layer CKA at the final snapshot) and `aoa_frequency.png` (word
+acquisition: each word type's age of acquisition against its training frequency).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from dynamics import palette
+from dynamics import palette, word_curves
 
 LINESTYLES = ("-", "--", ":", "-.")
 FAMILY_TITLES = {"anchors": "Anchor-embedding similarity", "drift": "Anchor drift to the final snapshot",
                  "context": "Context-vector alignment (g = h − e)", "geometry": "Geometry",
                  "cka_steps": "CKA across snapshots"}
+AOA_FIGURE = "aoa_frequency.png"  # `acquisition_figure`
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -151,6 +153,38 @@ def cka_figure(store: Any, runs: Sequence[str], probe_hash: str, path: Path) -> 
     return _save(fig, path)
 
 
+def acquisition_figure(store: Any, df: Any, runs: Sequence[str], probe_hash: str, path: Path,
+                       colours: dict[str, str] | None = None) -> Path | None:
+    """Age of acquisition (log10 step) against log10 training frequency, one point per word type with both
+    (`word_curves.correlated_words` of the stored `word_acquisition` arrays) and one colour per run (`colours`,
+    default: the palette over `runs`), each run's stored Spearman ρ (`aoa_freq_spearman`, from the metric rows
+    `df`) in the legend; None when no run has a point to draw."""
+    from matplotlib.figure import Figure
+
+    summary = word_curves.summary_table(df, runs).set_index("run")
+    points = {}
+    for run in runs:
+        arr = word_curves.stored(store, run, probe_hash)
+        if arr is not None:
+            points[run] = word_curves.correlated_words(word_curves.word_table(arr, run))
+    points = {run: p for run, p in points.items() if len(p)}
+    if not points:
+        return None
+    run_colour = _run_colours(runs, colours)
+    fig = Figure(figsize=(6.4, 4.6))
+    ax = fig.subplots()
+    for run, p in points.items():
+        rho = summary["rho"].get(run, math.nan)
+        label = f"{run} (ρ = {rho:+.2f}, n = {len(p)})" if math.isfinite(rho) else f"{run} (ρ undefined, n = {len(p)})"
+        ax.scatter(p["log10_frequency"], p["aoa"], s=14, alpha=0.75, color=run_colour[run], label=label, linewidths=0)
+    ax.set_xlabel("log10 training frequency")
+    ax.set_ylabel("age of acquisition (log10 step)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="Spearman ρ(AoA, log10 frequency)", title_fontsize=8)
+    fig.suptitle("Word acquisition: age of acquisition against training frequency")
+    return _save(fig, path)
+
+
 def write_all(store: Any, runs: Sequence[str], probe_hash: str, folder: Path) -> list[Path]:
     """Every figure for `runs` under `probe_hash` into `folder`; returns the files written."""
     df = store.metrics(run=list(runs), probe_hash=probe_hash)
@@ -166,7 +200,8 @@ def write_all(store: Any, runs: Sequence[str], probe_hash: str, folder: Path) ->
             if p is not None:
                 out.append(p)
     for p in (distance_figure(df, runs, folder / "context-distance.png", colours),
-              cka_figure(store, runs, probe_hash, folder / "cka.png")):
+              cka_figure(store, runs, probe_hash, folder / "cka.png"),
+              acquisition_figure(store, df, runs, probe_hash, folder / AOA_FIGURE, colours)):
         if p is not None:
             out.append(p)
     return out

@@ -1,5 +1,5 @@
 """`report.md`: a short account of a probe run — the probe set, the runs, snapshot integrity, headline numbers,
-onsets (with seed groups' mean ± std), notes, figures."""
+onsets (with seed groups' mean ± std), word acquisition, notes, figures."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dynamics import integrity
+from dynamics import integrity, word_curves
+from dynamics.figures import AOA_FIGURE
 from dynamics.groups import Group, seed_groups, stored_configs, t_interval
 from dynamics.metrics import registry
 
@@ -32,6 +33,8 @@ HEADLINE = (  # (metric, variant, layer: "last" | int); labels and definitions f
 )
 ONSET_METRICS = ("ctx_gap_window", "ctx_same_window", "anisotropy", "rankme", "masked_accuracy", "tc_loss")
 ONSET_VARIANT = "all"  # each at its last stored layer
+ACQUISITION_METRICS = tuple(word_curves.SUMMARY_METRICS)
+EXTREME_WORDS = 5  # earliest and latest learned words listed per run
 PER_LAYER = ("anchor_sim_word", "ctx_gap_all", "anisotropy", "self_similarity_adj", "rankme", "isoscore",
              "cka_prev_layer")
 
@@ -119,6 +122,75 @@ def onsets_section(onsets: Any, runs: Sequence[str], groups: Sequence[Group]) ->
     return lines + [""] + _table(header, rows)
 
 
+def _interval(low: float, high: float) -> str:
+    return f"{_fmt(low)} to {_fmt(high)}" if math.isfinite(low) and math.isfinite(high) else "–"
+
+
+def _code(text: str) -> str:
+    """`text` as a markdown code span, whatever backticks it holds (word types include punctuation such as `)."""
+    longest = max((len(run) for run in "".join(c if c == "`" else " " for c in text).split()), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _words(table: Any) -> str:
+    return ", ".join(f"{_code(str(w))} ({_step(float(a))})" for w, a in zip(table["word"], table["aoa_step"],
+                                                                         strict=True))
+
+
+def acquisition_section(store: Any, rows: Any, runs: Sequence[str], probe_hash: str,
+                        figure: Path | None = None) -> list[str]:
+    """The lines of the "Word acquisition" section; [] when no run in `runs` has the family (`word_curves.FAMILY`).
+    Per run with it: the stored Spearman ρ(AoA, log10 training frequency), its 95% bootstrap interval, the share of
+    types fitted and the median AoA as a step (`word_curves.summary_table` of `rows`, the store's metric rows),
+    the word types by fit status and the `EXTREME_WORDS` earliest and latest learned words (the stored
+    `word_acquisition` array, `word_curves.word_table`); per run without it, one line saying why
+    (`word_curves.missing_reason`). `figure`: the AoA-against-frequency figure, linked when written."""
+    summary = word_curves.summary_table(rows, runs).set_index("run")
+    found = {run: word_curves.stored(store, run, probe_hash) for run in runs}
+    if summary.empty and not any(a is not None for a in found.values()):
+        return []
+    lines = ["Age of acquisition (AoA) of a word type of the probe set: the step at which a sigmoid fitted to its "
+             "mean surprisal at masked positions against log10 step crosses halfway from chance (ln V) to the "
+             "curve's value at the last measured step (`dynamics.metrics.acquisition.fit_curve`; Chang & Bergen "
+             "2022). ρ: Spearman correlation of AoA with log10 training frequency over the types with both, and its "
+             "95% bootstrap interval over types; words seen more often being learned earlier gives ρ < 0."]
+    if figure is not None:
+        lines[0] += f" Figure: [AoA against log10 training frequency](figures/{figure.name})."
+    table, learned, missing = [], [], []
+    for run in runs:
+        arr = found[run]
+        if run not in summary.index and arr is None:
+            missing.append(f"- **{run}**: no word acquisition: {word_curves.missing_reason(store, run, probe_hash)}.")
+            continue
+        s = summary.loc[run] if run in summary.index else None
+        words = word_curves.word_table(arr, run) if arr is not None else None
+        counts = word_curves.status_counts(words) if words is not None else {}
+        stored = (["–"] * 4 if s is None else
+                  [_fmt(s["rho"]), _interval(s["ci_low"], s["ci_high"]), _fmt(s["fitted_share"]),
+                   _step(s["median_step"]) if math.isfinite(s["median_step"]) else "–"])
+        table.append([run, *stored, ", ".join(f"{n} {name}" for name, n in counts.items()) or "–"])
+        if words is None:
+            continue
+        ends = word_curves.extremes(words, EXTREME_WORDS)
+        if ends.empty:
+            learned.append(f"- **{run}**: no word type has an age of acquisition.")
+            continue
+        early, late = ends[ends["learned"] == "earliest"], ends[ends["learned"] == "latest"]
+        learned.append(f"- **{run}**: earliest {_words(early)}" + (f"; latest {_words(late)}" if len(late) else ""))
+    lines += [""] + _table(["run", "Spearman ρ (AoA, log10 frequency)", "95% interval", "share of types fitted",
+                            "median AoA (step)", "word types by fit status"], table)
+    if learned:
+        lines += ["", f"Earliest and latest learned words (up to {EXTREME_WORDS} each; AoA as a step):", ""] + learned
+    if missing:
+        lines += [""] + missing
+    lines += ["", "Definitions (from the metric registry):", ""]
+    lines += [f"- `{name}`: {registry.get(name).definition} Unit: {registry.get(name).unit}. "
+              f"`{registry.get(name).pointer}`" for name in ACQUISITION_METRICS]
+    return lines
+
+
 def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path: Path) -> Path:
     """Write `report.md` for the runs in `series_list` measured on `probe` (atomically); return its path."""
     runs = [s.name for s in series_list]
@@ -179,10 +251,14 @@ def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path
         lines += ["", "## Onsets", ""]
         lines += onsets_section(store.onsets(probe.hash, run=runs, metric=list(ONSET_METRICS)), runs,
                                 run_groups(store.runs(), runs))
+    figures = [Path(f) for f in getattr(summary, "figures", [])]
+    aoa_figure = next((f for f in figures if f.name == AOA_FIGURE), None)
+    acquisition = acquisition_section(store, df, runs, probe.hash, aoa_figure)
+    if acquisition:
+        lines += ["", "## Word acquisition", ""] + acquisition
     notes = sorted(set(summary.notes))
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-    figures = [Path(f) for f in getattr(summary, "figures", [])]
     if figures:
         lines += ["", "## Figures", ""]
         lines += [f"![{f.stem}](figures/{f.name})" for f in figures]
