@@ -100,6 +100,13 @@ def sigmoid(x: np.ndarray, hi: float, lo: float, k: float, x0: float) -> np.ndar
     return lo + (hi - lo) / (1.0 + np.exp(z))
 
 
+def _sigmoid_jacobian(x: np.ndarray, hi: float, lo: float, k: float, x0: float) -> np.ndarray:
+    """(n, 4) ∂f/∂(hi, lo, k, x0) of `sigmoid`: with s = 1/(1 + exp(k(x − x0))), ∂s/∂z = −s(1 − s)."""
+    s = 1.0 / (1.0 + np.exp(np.clip(k * (x - x0), -700.0, 700.0)))
+    ds = -(hi - lo) * s * (1.0 - s)
+    return np.stack([s, 1.0 - s, ds * (x - x0), -ds * k], axis=1)
+
+
 _NO_FIT = (np.nan, np.nan, np.nan, np.nan)
 
 
@@ -109,7 +116,7 @@ def fit_curve(x: np.ndarray, y: np.ndarray, chance: float) -> SigmoidFit:
     Points with a non-finite x or y are left out. Bounds: 0 ≤ hi, lo ≤ 2·max(y, ln V) + 1, k ∈ [0, 100], x0 within
     two decades of the measured range. The sum of squares has several local minima on short noisy curves, so the
     start is the best point of a grid over (k, x0) — for fixed (k, x0) f is linear in (lo, hi), solved exactly —
-    refined by `scipy.optimize.curve_fit` (trust-region reflective) within the bounds."""
+    refined by `scipy.optimize.curve_fit` (trust-region reflective, analytic Jacobian) within the bounds."""
     from scipy.optimize import OptimizeWarning, curve_fit
 
     x = np.asarray(x, dtype=np.float64)
@@ -125,8 +132,8 @@ def fit_curve(x: np.ndarray, y: np.ndarray, chance: float) -> SigmoidFit:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)  # the covariance is not used
-            params, _ = curve_fit(sigmoid, x, y, p0=start, bounds=(lower, upper), method="trf", maxfev=20000,
-                                  xtol=1e-12, ftol=1e-12, gtol=1e-12)
+            params, _ = curve_fit(sigmoid, x, y, p0=start, bounds=(lower, upper), method="trf", jac=_sigmoid_jacobian,
+                                  maxfev=20000, xtol=1e-12, ftol=1e-12, gtol=1e-12)
     except (RuntimeError, ValueError):
         return SigmoidFit(*_NO_FIT, np.nan, 2)
     hi, lo, k, x0 = (float(p) for p in params)
@@ -216,16 +223,18 @@ class WordCurves:
         return aoa[ok], np.log10(self.frequency[ok].astype(np.float64))
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's ρ (Pearson correlation of average ranks); NaN when either side is constant or n < 3."""
+def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman's ρ (Pearson correlation of average ranks) along the last axis, so that one call ranks every
+    bootstrap resample: a, b (..., n) → (...) float64; NaN where either side is constant or n < 3."""
     from scipy.stats import rankdata
 
-    if a.size < 3:
-        return float("nan")
-    ra, rb = rankdata(a), rankdata(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+    if a.shape[-1] < 3:
+        return np.full(a.shape[:-1], np.nan)
+    ra, rb = rankdata(a, axis=-1), rankdata(b, axis=-1)
+    ra, rb = ra - ra.mean(-1, keepdims=True), rb - rb.mean(-1, keepdims=True)
+    den = np.sqrt((ra * ra).sum(-1) * (rb * rb).sum(-1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, (ra * rb).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
 
 
 @register("aoa_freq_spearman", family="acquisition", layers=LAST_LAYER, variants=("all", "ci_low", "ci_high"),
@@ -239,9 +248,9 @@ def aoa_frequency_spearman(word_curves: WordCurves) -> dict[str, float | None]:
     aoa, logf = word_curves.correlated()
     if aoa.size < 3:
         raise ValueError(f"{aoa.size} word types have an age of acquisition and a training frequency; need 3")
-    rho = spearman(aoa, logf)
+    rho = float(spearman(aoa, logf))
     draws = np.random.default_rng(word_curves.seed).integers(0, aoa.size, (BOOTSTRAP, aoa.size))
-    boot = np.array([spearman(aoa[i], logf[i]) for i in draws])
+    boot = spearman(aoa[draws], logf[draws])
     boot = boot[np.isfinite(boot)]
     lo, hi = (float(v) for v in np.percentile(boot, [2.5, 97.5])) if boot.size else (None, None)
     return {"all": None if not np.isfinite(rho) else rho, "ci_low": lo, "ci_high": hi}

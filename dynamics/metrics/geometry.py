@@ -311,15 +311,26 @@ def _spectra(r: Rows) -> dict[str, Tensor]:
         cov = (svc * svc) / max(n - 1, 1)
         return {"singular_values": sv, "singular_values_centred": svc, "covariance_eigenvalues": cov}
     mean = r.column_sums / n
-    centred = torch.zeros(r.dim, r.dim, dtype=torch.float64, device=r.device)
-    step = chunk_rows(r.dim)
-    for start in range(0, n, step):
-        c = r.x[start : start + step].to(torch.float64) - mean  # not in place: float64 rows are not copied
-        centred.addmm_(c.T, c)
+    centred = centred_gram(r)
     ev = eigvalsh(centred + n * torch.outer(mean, mean)).clamp_min(0).flip(0)
     evc = eigvalsh(centred).clamp_min(0).flip(0)
     return {"singular_values": ev.sqrt(), "singular_values_centred": evc.sqrt(),
             "covariance_eigenvalues": evc / max(n - 1, 1)}
+
+
+def centred_gram(r: Rows) -> Tensor:
+    """(H × H) float64 Σ_i (x_i − m)(x_i − m)ᵀ, m the rows' mean: a chunk of rows at a time converted to float64
+    (no float64 copy of x), each chunk's product symmetric (`gram_matrix`: syrk under `numpy_blas`). Kept on the
+    `Rows`: `spectra` decomposes it and `anisotropy_standardised` takes the per-dimension variances from its
+    diagonal."""
+    if "centred_gram" not in r.cache:
+        mean = r.column_sums / r.n
+        centred = torch.zeros(r.dim, r.dim, dtype=torch.float64, device=r.device)
+        step = chunk_rows(r.dim)
+        for start in range(0, r.n, step):
+            centred += gram_matrix(r.x[start : start + step].to(torch.float64) - mean)  # not in place: float64 rows
+        r.cache["centred_gram"] = centred
+    return r.cache["centred_gram"]
 
 
 def block_grams(r: Rows, blocks: Sequence[Tensor]) -> list[Tensor]:

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .geometry import Matrix, anisotropy
+from .geometry import Matrix, centred_gram
 from .registry import ALL_LAYERS, register
-from .rows import Rows, as_rows, chunk_rows, sum_rows
+from .rows import as_rows, chunk_rows, sum_rows
 
 
 def dimension_contributions(h: Matrix) -> Tensor:
@@ -31,14 +31,12 @@ def dimension_contributions(h: Matrix) -> Tensor:
     return r.cache["rogue_contributions"]
 
 
-def _column_squares(x: Tensor, centre: Tensor | None = None) -> Tensor:
-    """(H,) float64 Σ_i (x_id − centre_d)², a chunk of rows at a time in float64 (no float64 copy of x)."""
+def _column_squares(x: Tensor) -> Tensor:
+    """(H,) float64 Σ_i x_id², a chunk of rows at a time in float64 (no float64 copy of x)."""
     squares = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
     step = chunk_rows(x.shape[1])
     for start in range(0, x.shape[0], step):
         chunk = x[start : start + step].to(torch.float64)
-        if centre is not None:
-            chunk = chunk - centre
         squares += (chunk * chunk).sum(0)
     return squares
 
@@ -76,13 +74,25 @@ def rogue_top3_share(h: Matrix) -> float | None:
                      "with no variance set to 0): what is left once no dimension dominates.")
 def anisotropy_standardised(h: Matrix) -> float:
     """`anisotropy` of z_i = (x_i − μ) / σ, μ and σ the per-dimension mean and (population) standard deviation
-    over the n tokens; a dimension with σ = 0 becomes 0. Args: h (n, H), n ≥ 2."""
+    over the n tokens; a dimension with σ = 0 becomes 0. Args: h (n, H), n ≥ 2.
+
+    σ² is the diagonal of the centred Gram matrix the spectra decompose (`centred_gram`, float64); z and its unit
+    rows are formed a chunk of rows at a time in the rows' dtype, their sum accumulated in float64, so no (n, H)
+    temporary is made."""
     r = as_rows(h, "h", min_rows=2)
     mean = r.column_sums / r.n
-    std = (_column_squares(r.x, mean) / r.n).sqrt()
+    std = (torch.diagonal(centred_gram(r)) / r.n).sqrt()
     scale = torch.where(std > 0, 1 / std, torch.zeros_like(std))
-    z = (r.x - mean.to(r.dtype)) * scale.to(r.dtype)
-    return anisotropy(Rows(z, r.dtype))
+    m, s = mean.to(r.dtype), scale.to(r.dtype)
+    total = torch.zeros(r.dim, dtype=torch.float64, device=r.device)
+    nonzero = 0  # Σ‖u_i‖²: 1 per non-zero row
+    step = chunk_rows(r.dim)
+    for start in range(0, r.n, step):
+        z = (r.x[start : start + step] - m).mul_(s)
+        norms = torch.linalg.vector_norm(z, dim=1, keepdim=True)
+        nonzero += int((norms > 0).sum())
+        total += z.div_(torch.where(norms > 0, norms, torch.ones_like(norms))).sum(0).double()
+    return (float(total @ total) - nonzero) / (r.n * (r.n - 1))  # as `anisotropy`: pair sum / pairs
 
 
 # ---------------------------------------------------------------------------- LayerNorm outlier dimensions

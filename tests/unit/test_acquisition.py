@@ -68,11 +68,36 @@ def test_curves_without_an_age_say_why() -> None:
     assert [A.STATUS[i] for i in range(5)] == list(A.STATUS)
 
 
+def test_the_fit_s_jacobian_is_the_sigmoid_s_derivative() -> None:
+    """The analytic Jacobian handed to curve_fit against central differences of `sigmoid` (a wrong sign or factor
+    would steer the refinement off the least-squares optimum)."""
+    theta = np.array([9.0, 2.5, 3.0, 1.2])
+    jac = A._sigmoid_jacobian(X, *theta)
+    eps = 1e-6
+    for j in range(4):
+        up, down = theta.copy(), theta.copy()
+        up[j] += eps
+        down[j] -= eps
+        numeric = (A.sigmoid(X, *up) - A.sigmoid(X, *down)) / (2 * eps)
+        np.testing.assert_allclose(jac[:, j], numeric, rtol=1e-6, atol=1e-8)
+
+
 def test_spearman_matches_scipy_with_ties() -> None:
     rng = np.random.default_rng(1)
     a, b = rng.integers(0, 5, 40).astype(float), rng.normal(size=40)
     assert A.spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
     assert np.isnan(A.spearman(np.ones(5), b[:5])) and np.isnan(A.spearman(a[:2], b[:2]))
+
+
+def test_spearman_of_resamples_is_each_resample_s() -> None:
+    """The bootstrap ranks all resamples in one call: each row's ρ is scipy's for that row (constant → NaN)."""
+    rng = np.random.default_rng(2)
+    a, b = rng.integers(0, 6, (7, 30)).astype(float), rng.normal(size=(7, 30))
+    a[3] = 1.0
+    rows = A.spearman(a, b)
+    assert rows.shape == (7,) and np.isnan(rows[3])
+    for i in (0, 1, 2, 4, 5, 6):
+        assert rows[i] == pytest.approx(spearmanr(a[i], b[i]).statistic, abs=1e-12)
 
 
 def _curves(aoa_x0: np.ndarray, frequency: np.ndarray, counts: np.ndarray | None = None) -> A.WordCurves:
