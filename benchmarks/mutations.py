@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS = ["tests/reference", "tests/unit/test_metrics_anchors.py", "tests/unit/test_metrics_context.py",
          "tests/unit/test_metrics_geometry.py", "tests/unit/test_metrics_cka.py", "tests/unit/test_metrics_projection.py",
          "tests/unit/test_metrics_precision.py", "tests/unit/test_dynamics_families.py",
-         "tests/unit/test_metrics_rogue.py"]
+         "tests/unit/test_metrics_rogue.py", "tests/unit/test_acquisition.py"]
 
 M = "dynamics/metrics/"
 MUTATIONS: list[tuple[str, str, str]] = [  # (file, old line fragment, new)
@@ -76,6 +76,33 @@ MUTATIONS: list[tuple[str, str, str]] = [  # (file, old line fragment, new)
      "return float(r.norms.to(torch.float64).median())"),
     ("dynamics/families.py", '"g": lambda: None if layer == 0 else _rows(h.x - e_raw, dev)})',
      '"g": lambda: None if layer == 0 else _rows(h.x + e_raw, dev)})'),
+    # LayerNorm outliers
+    (M + "rogue.py", "return np.abs(w - w.mean()) > OUTLIER_STD * std if std > 0",
+     "return np.abs(w - w.mean()) > (OUTLIER_STD - 1) * std if std > 0"),
+    (M + "rogue.py", "std = w.std()\n", "std = w.std(ddof=1)\n"),
+    (M + "rogue.py", "return {k: float((m & final).sum() / final.sum()) for k, m in enumerate(masks)}",
+     "return {k: float((m & final).sum() / m.sum().clip(1)) for k, m in enumerate(masks)}"),
+    (M + "rogue.py", "std = (torch.diagonal(centred_gram(r)) / r.n).sqrt()",
+     "std = torch.diagonal(centred_gram(r)) / r.n"),
+    # word acquisition
+    (M + "acquisition.py", "return torch.logsumexp(z, dim=1) - z.gather(1, targets.long()[:, None]).squeeze(1)",
+     "return torch.logsumexp(z, dim=1) - z.amax(1)"),
+    (M + "acquisition.py", "means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)",
+     "means = np.where(counts > 0, sums / np.maximum(counts + 1, 1), np.nan)"),
+    (M + "acquisition.py", "mid = 0.5 * (chance + floor)", "mid = 0.5 * (chance + lo)"),
+    (M + "acquisition.py", "aoa = x0 + float(np.log((hi - lo) / (mid - lo) - 1.0)) / k",
+     "aoa = x0 - float(np.log((hi - lo) / (mid - lo) - 1.0)) / k"),
+    (M + "acquisition.py", "if not np.isfinite(aoa) or aoa < x_min or aoa > x_max:",
+     "if not np.isfinite(aoa) or aoa > x_max:"),
+    (M + "acquisition.py", "return np.stack([s, 1.0 - s, ds * (x - x0), -ds * k], axis=1)",
+     "return np.stack([s, 1.0 - s, ds * (x - x0), ds * k], axis=1)"),
+    (M + "acquisition.py", "lo, hi = (float(v) for v in np.percentile(boot, [2.5, 97.5]))",
+     "lo, hi = (float(v) for v in np.percentile(boot, [5, 95]))"),
+    (M + "acquisition.py", "return aoa[ok], np.log10(self.frequency[ok].astype(np.float64))",
+     "return aoa[ok], np.log10(self.counts[ok].astype(np.float64))"),
+    (M + "acquisition.py", "return float((word_curves.status[seen] == 0).mean())",
+     "return float((word_curves.status == 0).mean())"),
+    (M + "acquisition.py", "return float(np.median(aoa))", "return float(np.mean(aoa))"),
     # cka
     (M + "cka.py", "return _finite(cka_layers[layer, layer - 1])", "return _finite(cka_layers[layer, 0])"),
     (M + "cka.py", "last = cka_steps.shape[0] - 1", "last = max(0, cka_steps.shape[0] - 2)"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,8 @@ from dynamics.metrics.geometry import anisotropy
 from dynamics.metrics.rogue import (
     anisotropy_standardised,
     dimension_contributions,
+    ln_outlier_persistence,
+    outlier_dimensions,
     rogue_top1_share,
     rogue_top3_share,
 )
@@ -58,3 +61,23 @@ def test_standardising_removes_per_dimension_scale_and_offset() -> None:
     assert base == pytest.approx(anisotropy(z), rel=1e-12)
     const = torch.cat([x, torch.full((500, 1), 3.0, dtype=torch.float64)], 1)  # a dimension without variance
     assert anisotropy_standardised(const) == pytest.approx(base, rel=1e-12) and not math.isnan(base)
+
+
+def test_outliers_use_the_population_std_of_gamma() -> None:
+    """γ₀ is 3.03 population standard deviations from the mean but only 2.90 sample ones: an outlier by the
+    documented rule (population std over the H dimensions), not by the sample std."""
+    w = np.zeros(12)
+    w[0], w[1] = 10.0, -4.7
+    assert abs(w[0] - w.mean()) / w.std() > 3 > abs(w[0] - w.mean()) / w.std(ddof=1)
+    assert outlier_dimensions(w).tolist() == [True] + [False] * 11
+    assert not outlier_dimensions(np.ones(8)).any()  # no spread, no outliers
+
+
+def test_persistence_is_the_share_of_the_final_outliers_already_present() -> None:
+    """|O_k ∩ O_last| / |O_last|: an early outlier that does not last does not count, nor does it enlarge the
+    denominator."""
+    masks = np.zeros((3, 10), dtype=bool)
+    masks[0, [0, 5, 6]] = True  # one of the two final outliers, plus two that go away
+    masks[2, [0, 1]] = True
+    assert ln_outlier_persistence(masks) == {0: 0.5, 1: 0.0, 2: 1.0}
+    assert ln_outlier_persistence(masks[:, 2:4]) == {0: None, 1: None, 2: None}  # the last snapshot has none
