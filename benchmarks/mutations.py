@@ -48,8 +48,8 @@ MUTATIONS: list[tuple[str, str, str]] = [  # (file, old line fragment, new)
      'return window_cosine(g, seq_ids, positions, window, layout) + same_vs_other_cosine(g, seq_ids)["other"]'),
     (M + "context.py", "return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)",
      "return np.where(counts > 0, sums / (counts + 1), np.nan)"),
-    (M + "context.py", "u[draws.positives].to(torch.float64), neg, tc_temperature))",
-     "u[draws.positives].to(torch.float64), neg, 2 * tc_temperature))"),
+    (M + "context.py", "return float(info_nce_of_cosines(pos, neg, tc_temperature))",
+     "return float(info_nce_of_cosines(pos, neg, 2 * tc_temperature))"),
     (M + "context.py", "ok = (own > best_other) & eligible[start : start + chunk]",
      "ok = (own >= best_other - 0.05) & eligible[start : start + chunk]"),
     # geometry

@@ -264,8 +264,13 @@ def negative_cosine(
 
 def info_nce(anchor_unit: Tensor, positive_unit: Tensor, negative_cos: Tensor, temperature: float) -> Tensor:
     """Mean InfoNCE with the positive at index 0: logits = [cos(a, p), cos(a, n_1..K)] / τ."""
-    pos = (anchor_unit * positive_unit.detach()).sum(-1, keepdim=True)
-    logits = torch.cat([pos, negative_cos], dim=1) / temperature
+    return info_nce_of_cosines((anchor_unit * positive_unit.detach()).sum(-1), negative_cos, temperature)
+
+
+def info_nce_of_cosines(positive_cos: Tensor, negative_cos: Tensor, temperature: float) -> Tensor:
+    """`info_nce` from the cosines: (A,) with the positive, (A, K) with the negatives (the probe forms the
+    positives' cosines itself, in float64 without an (A, H) float64 copy)."""
+    logits = torch.cat([positive_cos[:, None], negative_cos], dim=1) / temperature
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     # at least float32 (bf16/fp16 training); float64 stays float64 (the probe's evaluation)
     return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), target)

@@ -59,6 +59,17 @@ def gram_matrix(x: Tensor, rows: bool = False) -> Tensor:
     return x @ x.T if rows else x.T @ x
 
 
+def add_gram(acc: Tensor, x: Tensor) -> None:
+    """acc += xᵀx in place, acc (dim, dim) in x's dtype: numpy's symmetric product under `numpy_blas`, else
+    torch's addmm_ (no temporary)."""
+    if _numpy_ok(x, acc) and acc.is_contiguous():
+        a = x.contiguous().numpy()
+        view = acc.numpy()
+        view += a.T @ a
+    else:
+        acc.addmm_(x.T, x)
+
+
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
     """Run small dense decompositions on one thread: LAPACK's threaded eigen-solvers gain nothing on

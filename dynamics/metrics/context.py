@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from taco.objectives import info_nce, negative_cosine, sample_tc_indices
+from taco.objectives import info_nce_of_cosines, negative_cosine, sample_tc_indices
 
 from .blas import matmul
 from .checks import ArrayLike, as_labels
@@ -327,7 +327,8 @@ def probe_tc_loss(g: Rows, tc_draws: TCDraws, tc_temperature: float) -> float:
     anchors = u[draws.anchors]
     with torch.no_grad():
         neg = negative_cosine(anchors, u, draws.negatives).to(torch.float64)
-        return float(info_nce(anchors.to(torch.float64), u[draws.positives].to(torch.float64), neg, tc_temperature))
+        pos = row_dots(anchors, u[draws.positives], dtype=torch.float64)
+        return float(info_nce_of_cosines(pos, neg, tc_temperature))
 
 
 register("seq_id_accuracy", family="context", layers=CONTEXT_LAYERS, unit="fraction in [0, 1]",

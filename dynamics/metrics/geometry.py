@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .blas import eigvalsh, gram_matrix
+from .blas import add_gram, eigvalsh, gram_matrix
 from .checks import ArrayLike, as_labels
 from .grids import BlockLayout, shifted_pair_sums
 from .registry import ALL_LAYERS, CONTEXT_LAYERS, EMBEDDING_LAYER, register
@@ -320,7 +320,7 @@ def _spectra(r: Rows) -> dict[str, Tensor]:
 
 def centred_gram(r: Rows) -> Tensor:
     """(H × H) float64 Σ_i (x_i − m)(x_i − m)ᵀ, m the rows' mean: a chunk of rows at a time converted to float64
-    (no float64 copy of x), each chunk's product symmetric (`gram_matrix`: syrk under `numpy_blas`). Kept on the
+    (no float64 copy of x), each chunk's product symmetric (`add_gram`: syrk under `numpy_blas`). Kept on the
     `Rows`: `spectra` decomposes it and `anisotropy_standardised` takes the per-dimension variances from its
     diagonal."""
     if "centred_gram" not in r.cache:
@@ -328,7 +328,7 @@ def centred_gram(r: Rows) -> Tensor:
         centred = torch.zeros(r.dim, r.dim, dtype=torch.float64, device=r.device)
         step = chunk_rows(r.dim)
         for start in range(0, r.n, step):
-            centred += gram_matrix(r.x[start : start + step].to(torch.float64) - mean)  # not in place: float64 rows
+            add_gram(centred, r.x[start : start + step].to(torch.float64) - mean)  # not in place: float64 rows
         r.cache["centred_gram"] = centred
     return r.cache["centred_gram"]
 

@@ -49,15 +49,19 @@ def sum_rows(x: Tensor) -> Tensor:
     return total
 
 
-def row_dots(a: Tensor, b: Tensor) -> Tensor:
-    """(a_i · b_i) for every row, (n,) float64; products and the per-row sums in the inputs' dtype, by chunks
-    so that no (n, dim) temporary is made."""
-    if a.dtype == torch.float64 and b.dtype == torch.float64 and a.shape[0] * a.shape[1] <= CHUNK_ELEMENTS:
+def row_dots(a: Tensor, b: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """(a_i · b_i) for every row, (n,) float64; products and the per-row sums in the inputs' dtype (or `dtype`,
+    each chunk converted), by chunks so that no (n, dim) temporary is made."""
+    if dtype is None and a.dtype == torch.float64 and b.dtype == torch.float64 \
+            and a.shape[0] * a.shape[1] <= CHUNK_ELEMENTS:
         return (a * b).sum(1)
     out = torch.empty(a.shape[0], dtype=torch.float64, device=a.device)
     step = chunk_rows(a.shape[1])
     for start in range(0, a.shape[0], step):
-        out[start : start + step] = (a[start : start + step] * b[start : start + step]).sum(1)
+        ca, cb = a[start : start + step], b[start : start + step]
+        if dtype is not None:
+            ca, cb = ca.to(dtype), cb.to(dtype)
+        out[start : start + step] = (ca * cb).sum(1)
     return out
 
 
