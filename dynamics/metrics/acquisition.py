@@ -23,7 +23,6 @@ each word type of the probe set is learned.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -100,66 +99,132 @@ def sigmoid(x: np.ndarray, hi: float, lo: float, k: float, x0: float) -> np.ndar
     return lo + (hi - lo) / (1.0 + np.exp(z))
 
 
-def _sigmoid_jacobian(x: np.ndarray, hi: float, lo: float, k: float, x0: float) -> np.ndarray:
-    """(n, 4) ∂f/∂(hi, lo, k, x0) of `sigmoid`: with s = 1/(1 + exp(k(x − x0))), ∂s/∂z = −s(1 − s)."""
+def _sigmoid_jacobian(x: np.ndarray, hi: np.ndarray, lo: np.ndarray, k: np.ndarray, x0: np.ndarray) -> np.ndarray:
+    """(..., 4) ∂f/∂(hi, lo, k, x0) of `sigmoid` (broadcasting): with s = 1/(1 + exp(k(x − x0))), ∂s/∂z = −s(1 − s)."""
     s = 1.0 / (1.0 + np.exp(np.clip(k * (x - x0), -700.0, 700.0)))
     ds = -(hi - lo) * s * (1.0 - s)
-    return np.stack([s, 1.0 - s, ds * (x - x0), -ds * k], axis=1)
+    return np.stack([s, 1.0 - s, ds * (x - x0), -ds * k], axis=-1)
 
 
 _NO_FIT = (np.nan, np.nan, np.nan, np.nan)
 
 
 def fit_curve(x: np.ndarray, y: np.ndarray, chance: float) -> SigmoidFit:
-    """Least-squares sigmoid of one type's surprisal `y` against `x` = log10 step, and its AoA (module docstring).
+    """Least-squares sigmoid of one type's surprisal `y` against `x` = log10 step, and its AoA (module docstring);
+    `fit_curves` of one curve."""
+    return fit_curves(x, np.asarray(y, dtype=np.float64)[None, :], chance)[0]
 
-    Points with a non-finite x or y are left out. Bounds: 0 ≤ hi, lo ≤ 2·max(y, ln V) + 1, k ∈ [0, 100], x0 within
-    two decades of the measured range. The sum of squares has several local minima on short noisy curves, so the
-    start is the best point of a grid over (k, x0) — for fixed (k, x0) f is linear in (lo, hi), solved exactly —
-    refined by `scipy.optimize.curve_fit` (trust-region reflective, analytic Jacobian) within the bounds."""
-    from scipy.optimize import OptimizeWarning, curve_fit
 
+def fit_curves(x: np.ndarray, y: np.ndarray, chance: float) -> list[SigmoidFit]:
+    """`fit_curve` of every row of y (T, S) against the shared x (S,), all rows at once.
+
+    Per row, points with a non-finite x or y are left out. Bounds: 0 ≤ hi, lo ≤ 2·max(y, ln V) + 1, k ∈ [0, 100],
+    x0 within two decades of the measured range. The sum of squares has several local minima on short noisy
+    curves, so the start is the best point of a grid over (k, x0) — for fixed (k, x0) f is linear in (lo, hi),
+    solved exactly — refined by Levenberg–Marquardt within the bounds (`_refine`)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if x.size < MIN_POINTS or np.ptp(x) == 0:
-        return SigmoidFit(*_NO_FIT, np.nan, 1)
-    top = 2.0 * float(max(y.max(), chance)) + 1.0
-    lower = (0.0, 0.0, 0.0, float(x.min()) - 2.0)
-    upper = (top, top, 100.0, float(x.max()) + 2.0)
-    start = tuple(min(max(v, a), b) for v, a, b in zip(_grid_start(x, y), lower, upper, strict=True))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", OptimizeWarning)  # the covariance is not used
-            params, _ = curve_fit(sigmoid, x, y, p0=start, bounds=(lower, upper), method="trf", jac=_sigmoid_jacobian,
-                                  maxfev=20000, xtol=1e-12, ftol=1e-12, gtol=1e-12)
-    except (RuntimeError, ValueError):
-        return SigmoidFit(*_NO_FIT, np.nan, 2)
-    hi, lo, k, x0 = (float(p) for p in params)
-    if not all(np.isfinite((hi, lo, k, x0))):
-        return SigmoidFit(*_NO_FIT, np.nan, 2)
-    return SigmoidFit(hi, lo, k, x0, *_age(hi, lo, k, x0, chance, float(x.min()), float(x.max())))
+    w = np.isfinite(y) & np.isfinite(x)[None, :]
+    xs = np.where(np.isfinite(x), x, 0.0)
+    ys = np.where(w, y, 0.0)
+    n = w.sum(1)
+    with np.errstate(invalid="ignore"):
+        x_min = np.where(w, xs, np.inf).min(1)
+        x_max = np.where(w, xs, -np.inf).max(1)
+    fits = [SigmoidFit(*_NO_FIT, np.nan, 1)] * y.shape[0]
+    rows = np.nonzero((n >= MIN_POINTS) & (x_max > x_min))[0]
+    if rows.size == 0:
+        return fits
+    wf = w[rows].astype(np.float64)
+    top = 2.0 * np.maximum(np.where(w[rows], ys[rows], -np.inf).max(1), chance) + 1.0
+    zero = np.zeros(rows.size)
+    lower = np.stack([zero, zero, zero, x_min[rows] - 2.0], axis=1)
+    upper = np.stack([top, top, zero + 100.0, x_max[rows] + 2.0], axis=1)
+    start = _grid_start(xs, ys[rows], wf, x_min[rows], x_max[rows])
+    params = _refine(xs, ys[rows], wf, np.clip(start, lower, upper), lower, upper)
+    for i, (hi, lo, k, x0) in zip(rows, params.tolist(), strict=True):
+        if not all(np.isfinite((hi, lo, k, x0))):
+            fits[i] = SigmoidFit(*_NO_FIT, np.nan, 2)
+        else:
+            fits[i] = SigmoidFit(hi, lo, k, x0, *_age(hi, lo, k, x0, chance, float(x_min[i]), float(x_max[i])))
+    return fits
 
 
 _GRID_K = np.geomspace(0.1, 100.0, 40)
+_GRID_ROWS = 32  # curves per block of the grid search: a (32, 40, 61, S) temporary
 
 
-def _grid_start(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
-    """(hi, lo, k, x0) minimising the sum of squares over a (k, x0) grid, (lo, hi) by least squares at each point."""
-    x0s = np.linspace(x.min() - 1.0, x.max() + 1.0, 61)
-    s = 1.0 / (1.0 + np.exp(np.clip(_GRID_K[:, None, None] * (x[None, None, :] - x0s[None, :, None]), -700, 700)))
-    # f = lo·(1 − s) + hi·s: the normal equations of (lo, hi) per grid point, solved in closed form
-    a, b = 1.0 - s, s
-    aa, ab, bb = (a * a).sum(-1), (a * b).sum(-1), (b * b).sum(-1)
-    ay, by = (a * y).sum(-1), (b * y).sum(-1)
-    det = aa * bb - ab * ab
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lo = np.where(det > 1e-12, (bb * ay - ab * by) / det, y.mean())
-        hi = np.where(det > 1e-12, (aa * by - ab * ay) / det, y.mean())
-    sse = ((lo[..., None] * a + hi[..., None] * b - y) ** 2).sum(-1)
-    i, j = np.unravel_index(int(np.argmin(sse)), sse.shape)
-    return float(hi[i, j]), float(lo[i, j]), float(_GRID_K[i]), float(x0s[j])
+def _grid_start(x: np.ndarray, y: np.ndarray, w: np.ndarray, x_min: np.ndarray, x_max: np.ndarray) -> np.ndarray:
+    """(T, 4) (hi, lo, k, x0) minimising each row's weighted sum of squares over a (k, x0) grid (x0 from
+    x_min − 1 to x_max + 1), (lo, hi) by least squares at each point; a point where (lo, hi) are not determined
+    (the sigmoid is flat over the row's points) is no start."""
+    out = np.empty((y.shape[0], 4))
+    for b in range(0, y.shape[0], _GRID_ROWS):
+        sl = slice(b, b + _GRID_ROWS)
+        x0s = np.linspace(x_min[sl] - 1.0, x_max[sl] + 1.0, 61, axis=1)  # (t, 61)
+        z = _GRID_K[None, :, None, None] * (x[None, None, None, :] - x0s[:, None, :, None])
+        s = 1.0 / (1.0 + np.exp(np.clip(z, -700.0, 700.0)))  # (t, K, 61, S)
+        ww, yy = w[sl][:, None, None, :], y[sl][:, None, None, :]
+        # f = lo·(1 − s) + hi·s: the normal equations of (lo, hi) per grid point, solved in closed form
+        a = 1.0 - s
+        aa, ab, bb = (ww * a * a).sum(-1), (ww * a * s).sum(-1), (ww * s * s).sum(-1)
+        ay, by = (ww * a * yy).sum(-1), (ww * s * yy).sum(-1)
+        det = aa * bb - ab * ab
+        ok = det > 1e-12
+        safe = np.where(ok, det, 1.0)
+        lo, hi = (bb * ay - ab * by) / safe, (aa * by - ab * ay) / safe
+        sse = np.where(ok, (ww * (lo[..., None] * a + hi[..., None] * s - yy) ** 2).sum(-1), np.inf)
+        flat = sse.reshape(sse.shape[0], -1).argmin(1)
+        i, j = np.unravel_index(flat, sse.shape[1:])
+        t = np.arange(sse.shape[0])
+        mean = (w[sl] * y[sl]).sum(1) / w[sl].sum(1)
+        none = ~np.isfinite(sse[t, i, j])  # no grid point determines (lo, hi): start flat at the mean
+        out[sl] = np.stack([np.where(none, mean, hi[t, i, j]), np.where(none, mean, lo[t, i, j]), _GRID_K[i],
+                            x0s[t, j]], axis=1)
+    return out
+
+
+def _refine(x: np.ndarray, y: np.ndarray, w: np.ndarray, theta: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+            max_iter: int = 500) -> np.ndarray:
+    """Levenberg–Marquardt on every row's Σ_s w (f(x_s) − y_s)² at once, within the bounds: a parameter at a
+    bound that its gradient pushes against is held there for the step, the step is clipped to the bounds and kept
+    only when it lowers the sum (else the damping grows). A row stops when a kept step lowers the sum by less than
+    1e-15 of it, the step is below 1e-12 (relative), or the damping exceeds 1e12."""
+    theta = theta.copy()
+    damping = np.full(theta.shape[0], 1e-3)
+
+    def residuals(t: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return w[rows] * (sigmoid(x[None, :], t[:, 0:1], t[:, 1:2], t[:, 2:3], t[:, 3:4]) - y[rows])
+
+    every = np.arange(theta.shape[0])
+    r = residuals(theta, every)
+    sse = (r * r).sum(1)
+    live = every
+    eye = np.eye(4)[None]
+    for _ in range(max_iter):
+        if live.size == 0:
+            break
+        t = theta[live]
+        jac = _sigmoid_jacobian(x[None, :], t[:, 0:1], t[:, 1:2], t[:, 2:3], t[:, 3:4]) * w[live][..., None]
+        grad = np.einsum("tsp,ts->tp", jac, r[live])
+        normal = np.einsum("tsp,tsq->tpq", jac, jac)
+        held = ((t <= lower[live]) & (grad > 0)) | ((t >= upper[live]) & (grad < 0))
+        scale = np.clip(np.diagonal(normal, axis1=1, axis2=2), 1e-12, None)
+        m = normal + damping[live, None, None] * eye * scale[:, None, :]
+        free = ~held
+        m = np.where(free[:, :, None] & free[:, None, :], m, 0.0) + eye * held[:, None, :]
+        step = -np.linalg.solve(m, np.where(free, grad, 0.0)[..., None])[..., 0]
+        trial = np.clip(t + step, lower[live], upper[live])
+        r_trial = residuals(trial, live)
+        sse_trial = (r_trial * r_trial).sum(1)
+        better = sse_trial < sse[live]
+        gain = sse[live] - sse_trial
+        kept = live[better]
+        tiny = (better & (gain <= 1e-15 * sse[live])) | (np.abs(trial - t).max(1) <= 1e-12 * (1 + np.abs(t).max(1)))
+        theta[kept], r[kept], sse[kept] = trial[better], r_trial[better], sse_trial[better]
+        damping[live] = np.where(better, damping[live] / 3.0, damping[live] * 4.0)
+        live = live[~(tiny | (~better & (damping[live] > 1e12)))]
+    return theta
 
 
 def _age(hi: float, lo: float, k: float, x0: float, chance: float, x_min: float, x_max: float) -> tuple[float, int]:
@@ -204,8 +269,9 @@ class WordCurves:
     def fits(self) -> list[SigmoidFit]:
         if self._fits is None:
             x = self.x
-            self._fits = [fit_curve(x, row, self.chance) if c > 0 else SigmoidFit(*_NO_FIT, np.nan, 1)
-                          for row, c in zip(self.surprisal, self.counts, strict=True)]
+            seen = np.asarray(self.counts) > 0
+            fitted = iter(fit_curves(x, np.asarray(self.surprisal)[seen], self.chance))
+            self._fits = [next(fitted) if c else SigmoidFit(*_NO_FIT, np.nan, 1) for c in seen]
         return self._fits
 
     @property

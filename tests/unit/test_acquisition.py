@@ -82,6 +82,66 @@ def test_the_fit_s_jacobian_is_the_sigmoid_s_derivative() -> None:
         np.testing.assert_allclose(jac[:, j], numeric, rtol=1e-6, atol=1e-8)
 
 
+def test_the_grid_start_recovers_a_sigmoid_on_its_grid_also_beyond_the_measured_steps() -> None:
+    """A noiseless curve whose (k, x0) is a grid point — x0 half a decade past the last step, inside the grid's
+    x_min − 1 … x_max + 1 — is the grid's start exactly, (lo, hi) from the closed-form normal equations."""
+    k = float(A._GRID_K[12])
+    x0 = float(np.linspace(X.min() - 1.0, X.max() + 1.0, 61)[55])
+    assert x0 > X.max()
+    y = A.sigmoid(X, 9.0, 2.0, k, x0)[None, :]
+    start = A._grid_start(X, y, np.ones_like(y), np.array([X.min()]), np.array([X.max()]))
+    np.testing.assert_allclose(start[0], [9.0, 2.0, k, x0], rtol=1e-9, atol=1e-9)
+
+
+def test_refinement_leaves_a_bound_it_starts_on_when_the_optimum_is_inside() -> None:
+    """Started with lo on its lower bound 0 (and hi on its upper bound), the bounded Levenberg–Marquardt steps
+    reach the interior optimum of a noiseless curve: a bound is held only while the gradient pushes against it."""
+    y = A.sigmoid(X, 9.0, 2.0, 3.0, 1.5)[None, :]
+    lower = np.array([[0.0, 0.0, 0.0, X.min() - 2]])
+    upper = np.array([[19.0, 19.0, 100.0, X.max() + 2]])
+    got = A._refine(X, y, np.ones_like(y), np.array([[19.0, 0.0, 2.0, 1.2]]), lower, upper)
+    np.testing.assert_allclose(got[0], [9.0, 2.0, 3.0, 1.5], rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("case", ["interior", "k at its bound", "lo at its bound"])
+def test_the_fit_reaches_scipy_s_bounded_least_squares_optimum(case: str) -> None:
+    """The sum of squares of the fit is no larger than scipy's trust-region reflective solver's from the same
+    grid start within the same bounds (an independent bounded solver), on noisy curves with and without an
+    active bound."""
+    from scipy.optimize import least_squares
+
+    rng = np.random.default_rng(7)
+    hi, lo, k, x0 = {"interior": (9.0, 3.0, 3.0, 1.5), "k at its bound": (9.0, 3.0, 400.0, 1.37),
+                     "lo at its bound": (9.0, -1.0, 2.0, 2.6)}[case]
+    y = A.sigmoid(X, hi, lo, k, x0) + rng.normal(0, 0.1, X.size)
+    fit = A.fit_curve(X, y, CHANCE)
+    top = 2 * max(y.max(), CHANCE) + 1
+    lower, upper = [0, 0, 0, X.min() - 2], [top, top, 100, X.max() + 2]
+    start = np.clip(A._grid_start(X, y[None], np.ones((1, X.size)), X[:1], X[-1:])[0], lower, upper)
+    ref = least_squares(lambda t: A.sigmoid(X, *t) - y, start, bounds=(lower, upper), method="trf",
+                        xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=20000)
+    ours = float(((A.sigmoid(X, fit.hi, fit.lo, fit.k, fit.x0) - y) ** 2).sum())
+    assert ours <= 2 * ref.cost + 1e-9
+    if case == "k at its bound":
+        assert fit.k == pytest.approx(100.0)
+    if case == "lo at its bound":
+        assert fit.lo == 0.0
+
+
+def test_curves_fitted_together_equal_curves_fitted_one_by_one() -> None:
+    """fit_curves on a (T, S) batch with gaps (NaN points) gives each row's fit_curve result."""
+    rng = np.random.default_rng(4)
+    y = np.stack([A.sigmoid(X, 9.0, lo, k, x0) + rng.normal(0, 0.2, X.size)
+                  for lo, k, x0 in ((2.0, 3.0, 1.5), (4.0, 6.0, 2.2), (1.0, 1.5, 0.8))])
+    y[1, [0, 4]] = np.nan
+    together = A.fit_curves(X, y, CHANCE)
+    for row, fit in zip(y, together, strict=True):
+        alone = A.fit_curve(X, row, CHANCE)
+        assert fit.status == alone.status == 0
+        np.testing.assert_allclose([fit.hi, fit.lo, fit.k, fit.x0, fit.aoa],
+                                   [alone.hi, alone.lo, alone.k, alone.x0, alone.aoa], rtol=1e-9)
+
+
 def test_spearman_matches_scipy_with_ties() -> None:
     rng = np.random.default_rng(1)
     a, b = rng.integers(0, 5, 40).astype(float), rng.normal(size=40)
