@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .geometry import Matrix, centred_gram
 from .registry import ALL_LAYERS, register
-from .rows import as_rows, chunk_rows, sum_rows
+from .rows import as_rows, chunk_rows, sum_rows, unit_rows
 
 
 def dimension_contributions(h: Matrix) -> Tensor:
@@ -88,10 +88,9 @@ def anisotropy_standardised(h: Matrix) -> float:
     nonzero = 0  # Σ‖u_i‖²: 1 per non-zero row
     step = chunk_rows(r.dim)
     for start in range(0, r.n, step):
-        z = (r.x[start : start + step] - m).mul_(s)
-        norms = torch.linalg.vector_norm(z, dim=1, keepdim=True)
-        nonzero += int((norms > 0).sum())
-        total += z.div_(torch.where(norms > 0, norms, torch.ones_like(norms))).sum(0).double()
+        u = unit_rows((r.x[start : start + step] - m).mul_(s))
+        nonzero += int(u.any(1).sum())
+        total += u.sum(0).double()
     return (float(total @ total) - nonzero) / (r.n * (r.n - 1))  # as `anisotropy`: pair sum / pairs
 
 
