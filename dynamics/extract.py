@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ import numpy as np
 
 from dynamics.errors import ProbeError
 from dynamics.probe_set import ProbeSet
+from dynamics.threads import cpu_workers, map_on_threads
 
 
 @dataclass
@@ -275,45 +277,56 @@ def extract(
     run_masked = masked_pass and head is not None and probe.mask_id is not None
     targets_all = next_token_targets(probe.masked) if masked_pass and next_head is not None else None
     content_index = _content_index(probe)
-    next_parts: list[tuple[np.ndarray, ...]] = []
     # A decoder's forward would otherwise build and return a key/value cache nobody reads.
     extra = {"use_cache": False} if kind == "causal" else {}
 
-    hidden: np.ndarray | None = None
     n_tok = probe.n_tokens
     notes: list[str] = []
-    with torch.inference_mode():
-        offset = 0
-        for start in range(0, n_blocks, batch_size):
-            ids = ids_all[start : start + batch_size].to(device)
-            content = content_all[start : start + batch_size]
-            where = torch.nonzero(content.reshape(-1)).squeeze(1).to(device)  # content cells of the batch
-            out = encoder(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, **extra)
-            states = out.hidden_states
-            if targets_all is not None:
-                chosen = targets_all[start : start + batch_size]
-                if chosen.any():
-                    next_parts.append(_next_token_rows(out.last_hidden_state, states[-1], next_head, ids, chosen,
-                                                       content_index[start : start + batch_size][chosen]))
-            if hidden is None:
-                if n_layers and len(states) != n_layers + 1:
-                    notes.append(f"model returned {len(states)} hidden states for {n_layers} layers")
+    starts = range(0, n_blocks, batch_size)
+    # Where each batch's content rows go: batches run on worker threads (`dynamics.threads`), in any order.
+    offsets = np.concatenate([[0], np.cumsum([int(probe.content[s : s + batch_size].sum()) for s in starts])])
+    workers = cpu_workers(device)
+    hidden: list[np.ndarray] = []  # the (L+1, N, H) array, made by the first batch to finish its pass
+    made = threading.Lock()
+
+    def unmasked(k: int) -> tuple[np.ndarray, ...] | None:
+        start = starts[k]
+        ids = ids_all[start : start + batch_size].to(device)
+        content = content_all[start : start + batch_size]
+        where = torch.nonzero(content.reshape(-1)).squeeze(1).to(device)  # content cells of the batch
+        out = encoder(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, **extra)
+        states = out.hidden_states
+        part = None
+        if targets_all is not None:
+            chosen = targets_all[start : start + batch_size]
+            if chosen.any():
+                part = _next_token_rows(out.last_hidden_state, states[-1], next_head, ids, chosen,
+                                        content_index[start : start + batch_size][chosen])
+        with made:
+            if not hidden:
                 shape = (len(states), n_tok, states[0].shape[-1])
-                hidden = _reusable(None if reuse is None else reuse.hidden, shape)
-            count = where.numel()
-            for layer, h in enumerate(states):
-                rows = h.reshape(-1, h.shape[-1])
-                dest = torch.from_numpy(hidden[layer, offset : offset + count])
-                if rows.device.type == "cpu" and rows.dtype == torch.float32:
-                    torch.index_select(rows, 0, where, out=dest)  # straight into the array, no temporary
-                else:
-                    dest.copy_(rows.index_select(0, where).float().cpu())
-            offset += count
-            del out, states
-        assert hidden is not None and offset == n_tok
+                hidden.append(_reusable(None if reuse is None else reuse.hidden, shape))
+        lo, hi = int(offsets[k]), int(offsets[k + 1])
+        for layer, h in enumerate(states):
+            rows = h.reshape(-1, h.shape[-1])
+            dest = torch.from_numpy(hidden[0][layer, lo:hi])
+            if rows.device.type == "cpu" and rows.dtype == torch.float32:
+                torch.index_select(rows, 0, where, out=dest)  # straight into the array, no temporary
+            else:
+                dest.copy_(rows.index_select(0, where).float().cpu())
+        return part
+
+    with torch.inference_mode():
+        next_parts = [p for p in map_on_threads(_inference(unmasked), range(len(starts)), workers, name="forward")
+                      if p is not None]
+        assert hidden and int(offsets[-1]) == n_tok
+        n_states = hidden[0].shape[0]
+        if n_layers and n_states != n_layers + 1:
+            notes.append(f"model returned {n_states} hidden states for {n_layers} layers")
         masked = _masked_pass(encoder, head, probe, ids_all, batch_size, device) if run_masked else None
         if targets_all is not None:
             masked = _next_token_outputs(next_parts, probe, notes)
+    hidden = hidden[0]
     emb_rows = np.take(emb_matrix, probe.tokens, axis=0,
                        out=_reusable(None if reuse is None else reuse.emb_rows, (n_tok, emb_matrix.shape[1])))
     return Activations(hidden, emb_rows, emb_matrix, masked, head is not None or next_head is not None,
@@ -431,28 +444,37 @@ def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_
     transform, decoder = head
     masked_all = torch.from_numpy(probe.masked)
     content_index = _content_index(probe)
-    t_parts, h_parts, r_parts, i_parts, s_parts = [], [], [], [], []
-    for start in range(0, ids_all.shape[0], batch_size):
+
+    def batch(start: int) -> tuple[np.ndarray, ...] | None:
         ids = ids_all[start : start + batch_size]
         where = masked_all[start : start + batch_size]
         if not bool(where.any()):
-            continue
+            return None
         inputs = ids.clone()
         inputs[where] = probe.mask_id
         inputs = inputs.to(device)
-        h_last = last_hidden_at(encoder, inputs, where.to(device))  # (m, H)
+        h_last = _hidden_at(encoder, last, inputs, where.to(device))  # (m, H)
         t = transform(h_last)  # (m, E)
         logits = decoder(t)  # (m, V)
         true = ids[where].to(device)
-        rank = token_rank(logits, true)
-        s_parts.append(token_surprisal(logits, true).cpu().numpy())
-        t_parts.append(t.float().cpu().numpy())
-        h_parts.append(h_last.float().cpu().numpy())
-        r_parts.append(rank.cpu().numpy().astype(np.int64))
-        i_parts.append(content_index[start : start + batch_size][where.numpy()])
-        del h_last, logits
-    return MaskedOutputs(np.concatenate(t_parts), np.concatenate(h_parts), np.concatenate(r_parts), np.concatenate(i_parts),
-                         np.concatenate(s_parts))
+        return (t.float().cpu().numpy(), h_last.float().cpu().numpy(),
+                token_rank(logits, true).cpu().numpy().astype(np.int64),
+                content_index[start : start + batch_size][where.numpy()], token_surprisal(logits, true).cpu().numpy())
+
+    with _last_layer_apart(encoder) as last:
+        parts = [p for p in map_on_threads(_inference(batch), range(0, ids_all.shape[0], batch_size),
+                                           cpu_workers(device), name="forward") if p is not None]
+    return MaskedOutputs(*(np.concatenate(cols) for cols in zip(*parts, strict=True)))
+
+
+def _inference(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`fn` under `torch.inference_mode` in whichever thread runs it (the mode is per thread)."""
+    import torch
+
+    def run(item: Any) -> Any:
+        with torch.inference_mode():
+            return fn(item)
+    return run
 
 
 def last_hidden_at(encoder: Any, ids: Any, where: Any) -> Any:
@@ -464,19 +486,35 @@ def last_hidden_at(encoder: Any, ids: Any, where: Any) -> Any:
     the full pass's, to rounding. That is most of the last layer's work when 15 % of the tokens are masked
     (about 8 % of a 4-layer masked pass). Other layouts run the whole encoder.
     """
+    with _last_layer_apart(encoder) as last:
+        return _hidden_at(encoder, last, ids, where)
+
+
+@contextlib.contextmanager
+def _last_layer_apart(encoder: Any) -> Iterator[Any]:
+    """Within: the encoder without its last layer, which is yielded — when `_trimmable_last_layer` finds one; else
+    None, the encoder whole. Set up once around all the batches: the encoder is changed in place, which threads
+    running batches at the same time must all see."""
     import torch
 
-    ones = torch.ones_like(ids)
     last = _trimmable_last_layer(encoder)
     if last is None:
-        return encoder(input_ids=ids, attention_mask=ones).last_hidden_state[where]
+        yield None
+        return
     layers = encoder.encoder.layer
     encoder.encoder.layer = torch.nn.ModuleList(list(layers)[:-1])
     try:
-        x = encoder(input_ids=ids, attention_mask=ones).last_hidden_state  # the last layer's input, (B, T, H)
+        yield last
     finally:
         encoder.encoder.layer = layers
-    return _layer_at(last, x, where)
+
+
+def _hidden_at(encoder: Any, last: Any, ids: Any, where: Any) -> Any:
+    """`last_hidden_at` inside `_last_layer_apart` (`last`: what it yielded)."""
+    import torch
+
+    x = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    return x[where] if last is None else _layer_at(last, x, where)  # x: the last layer's input, (B, T, H)
 
 
 def _trimmable_last_layer(encoder: Any) -> Any:

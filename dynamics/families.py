@@ -26,7 +26,6 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +37,6 @@ from dynamics.metrics import cka as C
 from dynamics.metrics import registry
 from dynamics.metrics.acquisition import word_surprisal
 from dynamics.metrics.anchors import MaskedPass
-from dynamics.metrics.blas import numpy_blas, single_thread
 from dynamics.metrics.context import TCDraws, draw_tc
 from dynamics.metrics.grids import BlockLayout
 from dynamics.metrics.projection import pca2
@@ -46,6 +44,7 @@ from dynamics.metrics.rogue import outlier_dimensions
 from dynamics.metrics.rows import Rows, Workspace
 from dynamics.probe_set import ProbeSet
 from dynamics.store import FamilyResult, MetricRow
+from dynamics.threads import cpu_workers, map_on_threads
 
 PARAMS_VERSION = "v1"
 METRIC_DTYPE = torch.float32  # arithmetic of the O(N·H) passes; see dynamics.metrics.rows "Precision"
@@ -225,12 +224,9 @@ def measure(acts: Activations, prep: Prepared, families: Sequence[str]) -> dict[
     if "context" in families:
         tasks += [("context", layer) for layer in range(last - 1, 0, -1)]
     work = {"geometry": _geometry_layer, "context": _context_layer, "anchors": _anchors_all}
-    workers = _workers(prep)
 
     def run(task: tuple[str, int]) -> tuple[_Rows, Any, float]:
         kind, layer = task
-        if workers > 1:
-            torch.set_num_threads(1)  # this thread's OpenMP and MKL settings (MKL's are per thread)
         workspace = prep.workspaces.get()
         try:
             t0 = time.perf_counter()
@@ -239,11 +235,7 @@ def measure(acts: Activations, prep: Prepared, families: Sequence[str]) -> dict[
         finally:
             prep.workspaces.put(workspace)
 
-    if workers <= 1:
-        done = [run(t) for t in tasks]
-    else:
-        with single_thread(), numpy_blas(), ThreadPoolExecutor(workers, thread_name_prefix="metrics") as pool:
-            done = list(pool.map(run, tasks))
+    done = map_on_threads(run, tasks, _workers(prep), numpy=True, name="metrics")
     parts: dict[str, list[tuple[int, _Rows, Any, float]]] = {f: [] for f in families}
     for (kind, layer), (out, extra, seconds) in zip(tasks, done, strict=True):
         parts[kind].append((layer, out, extra, seconds))
@@ -275,10 +267,8 @@ def measure(acts: Activations, prep: Prepared, families: Sequence[str]) -> dict[
 
 
 def _workers(prep: Prepared) -> int:
-    """How many metric worker threads: torch's intra-op thread count on the CPU, else 1."""
-    if prep.device.type != "cpu" or not prep.parallel:
-        return 1
-    return max(1, torch.get_num_threads())
+    """How many metric worker threads (`dynamics.threads.cpu_workers`; 1 unless `prep.parallel`)."""
+    return cpu_workers(prep.device) if prep.parallel else 1
 
 
 def _anchors_all(acts: Activations, prep: Prepared, last: int, workspace: Workspace) -> tuple[_Rows, dict | None]:
