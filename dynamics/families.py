@@ -15,10 +15,10 @@ to ~3e-8). A metric that is undefined for the input (e.g. no word type occurs tw
 note.
 
 Threads: on the CPU, measure() runs the per-layer work of all requested families on as many worker threads
-as torch has intra-op threads, each with one torch thread and numpy's BLAS on one thread (`metrics.blas
-.numpy_blas`), largest tasks first. Measured on 2 cores this is 15–20% faster than running each operation on
-both threads one layer at a time, and it cannot spin-wait against a busy machine's other work the way
-OpenMP worker threads do; results are assembled in layer order and do not depend on the schedule.
+as torch has intra-op threads (`dynamics.threads`, as extraction runs its forward batches), each with one torch
+thread and numpy's BLAS on one thread (`metrics.blas.numpy_blas`), largest tasks first. Measured on 2 cores
+this is 15–20% faster than running each operation on both threads one layer at a time; results are assembled
+in layer order and do not depend on the schedule.
 """
 
 from __future__ import annotations
@@ -351,7 +351,9 @@ def _geometry_layer(acts: Activations, prep: Prepared, layer: int, workspace: Wo
         torch.from_numpy(acts.norm_weights[layer])
     inputs = _Inputs(_common_inputs(prep, layer) | {"h": h, "norm_weight": norm},
                      {"neighbours": neighbours, "e": lambda: h if layer == 0 else _rows(e_raw, dev),
-                      "g": lambda: None if layer == 0 else _rows(h.x - e_raw, dev)})
+                      "g": lambda: None if layer == 0 else _rows(
+                          torch.sub(h.x, e_raw, out=workspace.get("g", tuple(h.x.shape), h.x.dtype, h.x.device)),
+                          dev, overwrite=True)})  # g: for its norms only
     for metric in _registered("geometry", layer, acts.hidden.shape[0] - 1):
         out.compute(metric, inputs, layer)
     extra: dict[str, Any] = {"sample": h.x[torch.from_numpy(probe.cka_index).to(dev)].float()}
