@@ -71,15 +71,20 @@ def add_gram(acc: Tensor, x: Tensor) -> None:
 
 
 @contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run small dense decompositions on one thread: LAPACK's threaded eigen-solvers gain nothing on
-    (≤ a few hundred)² matrices and, on a busy machine, can spin for seconds per call."""
+def torch_threads(n: int) -> Iterator[None]:
+    """Within: torch on `n` intra-op threads (this thread's setting; the previous count is restored)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def single_thread() -> contextlib.AbstractContextManager[None]:
+    """Run small dense decompositions on one thread: LAPACK's threaded eigen-solvers gain nothing on
+    (≤ a few hundred)² matrices and, on a busy machine, can spin for seconds per call."""
+    return torch_threads(1)
 
 
 def eigvalsh(a: Tensor) -> Tensor:

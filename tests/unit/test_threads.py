@@ -4,12 +4,14 @@ bits on 2 workers as on one thread, whichever worker runs which batch."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 
 from dynamics import extract as ex
+from dynamics.metrics.blas import torch_threads
 from dynamics.threads import cpu_workers, map_on_threads
 from tests.causal_fixture import tiny_causal
 from tests.integration.conftest import tiny_mlm
@@ -18,13 +20,9 @@ from tests.unit.test_dynamics_extract_causal import toy_decoder_probe
 
 
 @pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+def two_threads() -> Iterator[None]:
+    with torch_threads(2):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_results_in_order_on_workers_with_one_torch_thread_each(two_threads) -> None:
