@@ -451,7 +451,7 @@ def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_
     masked_all = torch.from_numpy(probe.masked)
     content_index = _content_index(probe)
 
-    def batch(start: int) -> tuple[np.ndarray, ...] | None:
+    def batch(start: int, last: Any) -> tuple[np.ndarray, ...] | None:  # last: what _last_layer_apart yields
         ids = ids_all[start : start + batch_size]
         where = masked_all[start : start + batch_size]
         if not bool(where.any()):
@@ -468,8 +468,9 @@ def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_
                 content_index[start : start + batch_size][where.numpy()], token_surprisal(logits, true).cpu().numpy())
 
     with _last_layer_apart(encoder) as last:
-        parts = [p for p in map_on_threads(_inference(batch), range(0, ids_all.shape[0], batch_size),
-                                           cpu_workers(device), name="forward") if p is not None]
+        done = map_on_threads(_inference(lambda start: batch(start, last)), range(0, ids_all.shape[0], batch_size),
+                              cpu_workers(device), name="forward")
+    parts = [p for p in done if p is not None]
     return MaskedOutputs(*(np.concatenate(cols) for cols in zip(*parts, strict=True)))
 
 

@@ -13,7 +13,7 @@ T-threaded product may round differently from a one-threaded one).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -43,11 +43,6 @@ def map_on_threads(fn: Callable[[T], R], items: Iterable[T], workers: int, *, nu
         torch.set_num_threads(1)  # this thread's OpenMP and MKL settings (MKL's are per thread)
         return fn(item)
 
-    with _pool_context(numpy), ThreadPoolExecutor(workers, thread_name_prefix=name) as pool:
+    with single_thread(), numpy_blas() if numpy else contextlib.nullcontext(), \
+            ThreadPoolExecutor(workers, thread_name_prefix=name) as pool:
         return list(pool.map(one, items))
-
-
-@contextlib.contextmanager
-def _pool_context(numpy: bool) -> Iterator[None]:
-    with single_thread(), numpy_blas() if numpy else contextlib.nullcontext():
-        yield
