@@ -17,7 +17,8 @@ is Zipf-distributed token ids over a synthetic WordPiece vocabulary, packed in b
   Target ≤ 1.3×. With `--against REV` (a git revision, e.g. the commit before a change), each repeat also times
   the probe of this tree and of REV (checked out in a temporary worktree) on the same run, each in a fresh
   process, alternating; their median ratio is the before/after figure, which the machine's load affects far
-  less than either time alone.
+  less than either time alone. Each repeat also prints the CPU time the hypervisor gave to other guests (steal)
+  meanwhile: on a shared virtual machine a repeat with seconds of steal is slowed by other tenants, not the code.
 * memory (`mini`, 30 snapshots, 8k probe tokens to keep it short, run in a fresh process): peak RSS after the
   last snapshot / after the first. Target ≤ 1.1.
 * time per snapshot (`small`: 4 layers, hidden 512, 8 heads, intermediate 2048, vocab 8192; 32k tokens;
@@ -87,6 +88,16 @@ def make_run(root: Path, preset: str, n_snapshots: int, n_tokens: int, seed: int
         BertForMaskedLM(config).save_pretrained(str(folder))
         (folder / "snapshot.json").write_text(json.dumps({"step": step, "tokens_seen": step * 4096}))
     return run
+
+
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to other guests so far, all CPUs (the `steal` column of /proc/stat; 0 where
+    there is none). Printed beside each timing: a repeat with seconds of steal was slowed by other tenants."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def forward_only(run: Path, n_blocks: int, batch_size: int, device: str, masked: bool = True,
@@ -237,16 +248,21 @@ def main() -> None:
             ratios: list[float] = []
             own_ratios: list[float] = []
             for r in range(repeat):
+                s0 = steal_seconds()
                 both = forward_only(run, n_blocks, args.batch_size, dev)
+                s1 = steal_seconds()
                 own = forward_only(run, n_blocks, args.batch_size, dev, trimmed=True)
                 single = forward_only(run, n_blocks, args.batch_size, dev, masked=False)
+                s2 = steal_seconds()
                 measure, extras = probe_cost(run, root / f"out-mini-{r}", n_blocks, args.batch_size, dev)
+                s3 = steal_seconds()
                 ratios.append(measure / both)
                 own_ratios.append(measure / own)
                 print(f"overhead mini ({n} snapshots, all metrics) [{r + 1}/{repeat}]: probe {measure:.1f}s / forward "
                       f"passes {both:.1f}s = {measure / both:.2f}x; vs the probe's own forward passes (last layer "
                       f"at masked positions) {own:.1f}s = {measure / own:.2f}x; vs the unmasked pass alone "
-                      f"{single:.1f}s = {measure / single:.2f}x; figures+report {extras:.1f}s", flush=True)
+                      f"{single:.1f}s = {measure / single:.2f}x; figures+report {extras:.1f}s; CPU time stolen by other "
+                      f"guests: {s1 - s0:.1f}s during the forward passes, {s3 - s2:.1f}s during the probe", flush=True)
             print(f"overhead mini: median {statistics.median(ratios):.2f}x over {repeat} run(s) "
                   f"(range {min(ratios):.2f}-{max(ratios):.2f}; target <= 1.3); vs the probe's own forward passes "
                   f"{statistics.median(own_ratios):.2f}x", flush=True)
