@@ -346,7 +346,7 @@ def _is_norm(module: Any, width: int) -> bool:
 
     name = type(module).__name__
     weight = getattr(module, "weight", None)
-    return ((isinstance(module, torch.nn.LayerNorm) or name.endswith(("LayerNorm", "RMSNorm", "Norm")))
+    return ((isinstance(module, torch.nn.LayerNorm) or name.endswith("Norm"))
             and isinstance(weight, torch.Tensor) and weight.dim() == 1 and weight.shape[0] == width)
 
 
