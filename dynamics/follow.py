@@ -12,10 +12,10 @@ the other (each joins when it has a first snapshot; the first run given must be 
 from it); training that is killed and resumed meanwhile only pauses the stream of snapshots. After `follow_timeout` seconds without a new snapshot the loop
 stops with a note (run the same command again to continue); 0 waits for ever.
 
-A Hugging Face model id (`ORG/NAME` that is no path, as `dynamics.series.discover_all` reads it) is refused up front
-when it is a model in the Hub cache or its `ORG` folder does not exist either: a published series does not grow, and
-waiting for it would only end at the timeout. A run that `taco.train` has not created yet under a missing folder is
-spelled `./runs/NAME`.
+Every argument that is not a model in the local Hub cache is a run directory to wait for, whether its parent
+folders exist yet or not (`runs/NAME` on a fresh clone, `/abs/new/dir/NAME`). A cached Hub model (`ORG/NAME` with no
+such path, as `dynamics.series.discover_all` reads it) is refused up front: a published series does not grow, and
+waiting for it would only end at the timeout.
 
 The lag of each snapshot — seconds from the rename that completed it (its `snapshot.json`'s modification time,
 written just before) to the commit of its results — is recorded in `FollowSummary.lags`.
@@ -90,18 +90,12 @@ def _state(dirs: Sequence[str | Path]) -> tuple[list[str | Path], set[tuple[str,
 
 
 def refuse_hub_ids(dirs: Sequence[str | Path]) -> None:
-    """`ProbeError` for the first of `dirs` that names a Hugging Face model rather than a run yet to start: spelled
-    `ORG/NAME`, no such path, and either cached in the Hub cache or without an `ORG` folder (module docstring)."""
+    """`ProbeError` for the first of `dirs` that is a model in the local Hugging Face cache (spelled `ORG/NAME`, no
+    such path). Anything else is a run that may not have started yet, and is waited for (module docstring)."""
     for d in dirs:
-        if not hub.is_hub_id(d):
-            continue
-        if hub.cached_refs(str(d)) is not None:
+        if hub.is_hub_id(d) and hub.cached_refs(str(d)) is not None:
             raise ProbeError(f"{d}: --follow watches run directories as taco.train writes them, and {d} is a model "
                              "in the Hugging Face cache; probe it without --follow (--revisions picks its revisions)")
-        if not Path(d).parent.exists():
-            raise ProbeError(f"{d}: --follow watches run directories as taco.train writes them, and {d} is no path "
-                             f"but reads as a Hugging Face model id; probe a Hub model without --follow, or spell a "
-                             f"run that has not started yet ./{d}")
 
 
 def follow(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: SnapshotHook | None = None, *,

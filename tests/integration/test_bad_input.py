@@ -108,7 +108,6 @@ CASES: list[tuple[str, str, list[str], str]] = [  # (id, program, argv, a fragme
     ("probe-revisions-follow", "probe", ["tiny-org/tiny-bert", "--revisions", "step1", "--follow"],
      "drop --revisions"),
     ("probe-hub-follow", "probe", ["tiny-org/tiny-bert", "--follow"], "is a model in the Hugging Face cache"),
-    ("probe-hub-follow-uncached", "probe", ["tiny-org/absent", "--follow"], "spell a run that has not started yet"),
     # experiments.evaluate
     ("evaluate-task", "evaluate", ["{run}", "--tasks", "squad"], "squad"),
     ("evaluate-no-glue-dir", "evaluate", ["{run}", "--tasks", "cola", "--max-length", "64"], "glue-dir"),

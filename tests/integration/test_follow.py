@@ -94,13 +94,39 @@ def test_follow_stops_after_a_quiet_spell_and_names_a_missing_run(tiny_run: Path
     assert probe.main([str(run), "--follow", "--steps", "0"]) == 2
 
 
-def test_a_hub_id_is_refused_and_a_run_yet_to_start_is_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """ORG/NAME with no ORG folder (or a model in the Hub cache) is a Hugging Face id; `runs/new` under an existing
-    runs/, or any ./-spelled path, is a run that has not started yet and is waited for."""
+def test_a_cached_hub_model_is_refused_and_any_run_yet_to_start_is_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every argument that is not a model in the local Hub cache is a run to wait for, whether its folders exist
+    yet or not: `runs/NAME` on a fresh clone (no runs/), a missing nested folder, an absolute path, and an `ORG/NAME`
+    that is not cached. A cached model is refused: a published series does not grow."""
+    from tests.hub_fixture import add_revision
+
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "config.json").write_text("{}")
+    add_revision(cache, "tiny-org/tiny-bert", "main", weights)
+    waited = ["runs/mlm-mini", "runs/deeper/still/new", "./later/new", tmp_path / "absent" / "new",
+              "tiny-org/absent"]
+    refuse_hub_ids(waited)
+    assert not (tmp_path / "runs").exists(), "checking must not create the run's folders"
+    with pytest.raises(ProbeError, match="^tiny-org/tiny-bert: --follow .* is a model in the Hugging Face cache"):
+        refuse_hub_ids([*waited, "tiny-org/tiny-bert"])
+
+
+def test_follow_waits_for_a_run_under_a_runs_folder_that_does_not_exist_yet(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make demo` on a fresh clone: `dynamics.probe runs/NAME --follow` starts before `runs/` exists, waits, and
+    (here, with no training to come) stops at its timeout with the error that names the path."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    (tmp_path / "runs").mkdir()
-    refuse_hub_ids(["runs/new", "./later/new", tmp_path / "absent" / "new"])
-    with pytest.raises(ProbeError, match="^EleutherAI/pythia-70m: --follow .* spell a run that has not started yet "
-                                         r"\./EleutherAI/pythia-70m$"):
-        refuse_hub_ids(["runs/new", "EleutherAI/pythia-70m"])
+    now = [0.0]
+    cfg = ProbeConfig(out=str(tmp_path / "out"), probe_blocks=16, progress=False, figures=False, follow=True,
+                      follow_timeout=5).validate()
+    for run in ("runs/mlm-mini", "runs/a/b/mlm-mini"):
+        with pytest.raises(ProbeError, match=f"no snapshot appeared in {run} within 5 s"):
+            follow([run], cfg, sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
+        now[0] = 0.0
+    assert not (tmp_path / "runs").exists()
