@@ -30,6 +30,7 @@ from websockets.sync.client import connect
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 INSTALL = Path(__file__).with_name("install_chromium.sh")
+INSTALL_COMMAND = "sudo apt-get install -y chromium"
 PAGES = {"": "Runs", "anchors": "Anchors", "context": "Context alignment", "geometry": "Geometry", "cka": "CKA",
          "tokens": "Token explorer", "downstream": "Downstream"}
 
@@ -55,13 +56,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def on_ci() -> bool:
+    """True when the environment says CI (`CI` set to anything but empty, 0, false or no), as install_chromium.sh
+    reads it."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def ensure_chromium() -> str | None:
     """Path of Debian's Chromium, installing it (as root) when missing; None when it cannot be had."""
     if Path(CHROMIUM).is_file():
         return CHROMIUM
-    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+    if _is_root() and shutil.which("apt-get"):
         subprocess.run(["bash", str(INSTALL)], check=False, timeout=900)
     return CHROMIUM if Path(CHROMIUM).is_file() else None
+
+
+def chromium_or_skip() -> str:
+    """Chromium's path for a browser test. Without it: a skip naming the install command on a developer's machine
+    (not root, not CI), a failure on CI or as root (where it is installed for the tests), so that CI never passes
+    with its browser tests skipped."""
+    import pytest
+
+    binary = ensure_chromium()
+    if binary is not None:
+        return binary
+    if on_ci() or _is_root():
+        who = "CI is set" if on_ci() else "this is root"
+        pytest.fail(f"no {CHROMIUM} and {who}, so the browser tests must run; install it: bash {INSTALL.relative_to(REPO)}"
+                    f" (as root) or {INSTALL_COMMAND}", pytrace=False)
+    pytest.skip(f"no {CHROMIUM} (not root, so it was not installed); to run the browser tests: {INSTALL_COMMAND}")
 
 
 @contextlib.contextmanager

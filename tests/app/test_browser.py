@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.browser import Chromium, ensure_chromium, serve
+from tests.app.browser import Chromium, chromium_or_skip, serve
 
 # page URL path → texts the drawn page must show (chart titles are SVG text, so they are in the page text)
 EXPECT = {
@@ -29,10 +29,7 @@ SIDEBAR = ["Runs", "Anchors", "Context alignment", "Geometry", "CKA", "Token exp
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    binary = ensure_chromium()
-    if binary is None:
-        pytest.skip("no /usr/bin/chromium and not root to install it: run tests/app/install_chromium.sh")
-    return binary
+    return chromium_or_skip()  # skipped on a developer's machine without it; a failure on CI and as root
 
 
 def test_every_page_in_chromium(chromium: str, probed_root: Path, tmp_path: Path) -> None:
