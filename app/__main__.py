@@ -1,8 +1,9 @@
 """`python -m app --runs DIR [DIR …]`: start the results browser (`app/main.py`) from any folder, safe by default.
 
-It runs Streamlit's own `streamlit run` with the settings of the repository's `.streamlit/config.toml` passed as
-flags (`SAFE_SETTINGS`; a config file is only read from the folder Streamlit starts in): listening on the loopback
-interface only, no usage statistics, the viewer's toolbar. `--host ADDRESS` (e.g. 0.0.0.0) is the explicit
+It runs Streamlit's own `streamlit run` with the settings of the repository's `.streamlit/config.toml` (and its
+script-level twin `app/.streamlit/config.toml`) passed as flags (`SAFE_SETTINGS`; flags win over every config file
+and need no Streamlit version that reads script-level files): listening on the loopback interface only, no usage
+statistics, the viewer's toolbar. `--host ADDRESS` (e.g. 0.0.0.0) is the explicit
 opt-in to serve the network. Relative `--runs` folders are taken from the folder the command is run in, and the
 app runs there (so its defaults, ./runs and ./experiments/results, are found there too).
 """
@@ -23,7 +24,8 @@ PROG = "python -m app"
 MAIN = Path(__file__).resolve().parent / "main.py"
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 8501
-# The settings of .streamlit/config.toml, as `streamlit run` flags (the tests check the two agree).
+# The settings of .streamlit/config.toml and app/.streamlit/config.toml, as `streamlit run` flags (the tests
+# check the three agree).
 SAFE_SETTINGS = {
     "server.address": LOOPBACK,
     "server.showEmailPrompt": "false",

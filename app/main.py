@@ -2,7 +2,8 @@
 
 With no `--runs`, it looks under `./runs` and `./experiments/results`. It only reads run directories
 (`run.json`, `log.jsonl`, `snapshots/`) and results stores (`dynamics/results.sqlite`); nothing is trained,
-extracted or measured here.
+extracted or measured here. Results are shown only by a server that listens on this machine or was told where to
+listen (`app.serving`); usage statistics are off unless a setting turns them on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ if _ROOT not in sys.path:  # `streamlit run` puts only app/ on the path
 
 import streamlit as st  # noqa: E402
 
-from app import ui  # noqa: E402
+from app import serving, ui  # noqa: E402
 
 # One module per page in app/views/ (not app/pages/: a folder of that name switches Streamlit, and AppTest on every
 # rerun, to its legacy pages-directory mode, which runs a page without this script).
@@ -31,7 +32,11 @@ PAGES = [
     st.Page("views/downstream.py", title="Downstream", icon=":material/leaderboard:"),
 ]
 
+serving.quiet_usage_stats()
 st.set_page_config(page_title="taco-dynamics", page_icon=":material/monitoring:", layout="wide")
 navigation = st.navigation(PAGES)
+if (problem := serving.check()) is not None:  # listening on every interface without being asked to
+    st.error(problem, icon=":material/lan:")
+    st.stop()
 ui.sidebar()
 navigation.run()

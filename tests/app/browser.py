@@ -92,15 +92,23 @@ def chromium_or_skip() -> str:
 
 
 @contextlib.contextmanager
-def serve(dirs: Sequence[str | Path], port: int | None = None, timeout: float = 60) -> Iterator[str]:
-    """`streamlit run app/main.py -- --runs DIRS` on a free loopback port; yields its URL, stops it after."""
+def serve(dirs: Sequence[str | Path], port: int | None = None, timeout: float = 60, *,
+          script: Path = REPO / "app" / "main.py", address: str | None = "127.0.0.1",
+          cwd: Path = REPO) -> Iterator[str]:
+    """`streamlit run SCRIPT -- --runs DIRS` on a free port, started in `cwd`; yields its URL (127.0.0.1), stops it
+    after. `address` is passed as `--server.address`; None passes none and takes away every STREAMLIT_* variable,
+    so the address is whatever the config files say (set nowhere: every interface)."""
     port = port or free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"), "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
-           "--", "--runs", *map(str, dirs)]
+    flags = ["--server.headless", "true", "--server.port", str(port), "--server.fileWatcherType", "none"]
+    if address is not None:
+        flags += ["--server.address", address]
+    else:
+        env = {k: v for k, v in env.items() if not k.startswith("STREAMLIT_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script), *flags, "--", "--runs", *map(str, dirs)]
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

@@ -9,7 +9,10 @@
   `g` projections and `taco.train`-shaped logs (`tests.app.synthetic`); a second of work.
 * `acquisition_root`: two tiny runs with log-spaced snapshots up to step 64 and a run without an MLM head, measured
   (anchors family, so word acquisition) by the real probe (`tests.acquisition_fixture`); about 40 s.
-* `make_app`: an `AppTest` of `app/main.py` given `--runs DIR …`, optionally switched to a page.
+* `make_app`: an `AppTest` of `app/main.py` given `--runs DIR …`, optionally switched to a page. An AppTest serves
+  nothing, so when no Streamlit setting names `server.address` (pytest started outside the repository root, where
+  `.streamlit/config.toml` is not read) it is set to loopback for the test; otherwise the app would show only its
+  warning about listening on every interface (`app.serving`, tested in tests/app/test_serving.py).
 """
 
 from __future__ import annotations
@@ -80,9 +83,16 @@ def _components() -> dict[str, object]:
 
 
 @pytest.fixture
-def make_app(monkeypatch: pytest.MonkeyPatch, _components: dict[str, object]) -> Callable[..., object]:
+def make_app(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+             _components: dict[str, object]) -> Callable[..., object]:
     """`make_app(DIR, …, page="geometry")`: the app run once with `--runs DIR …` (then switched to `page`)."""
+    from streamlit import config
     from streamlit.testing.v1 import AppTest
+
+    if not config.is_manually_set("server.address"):
+        saved = config.get_option("server.address"), config.get_where_defined("server.address")
+        config.set_option("server.address", "127.0.0.1", where_defined="tests/app/conftest.py")
+        request.addfinalizer(lambda: config.set_option("server.address", saved[0], where_defined=saved[1]))
 
     def make(*dirs: Path | str, page: str | None = None) -> AppTest:
         monkeypatch.setattr(sys, "argv", ["app/main.py", "--runs", *map(str, dirs)])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.browser import Chromium, chromium_or_skip, serve
+from tests.app.browser import REPO, Chromium, chromium_or_skip, serve
 
 # page URL path → texts the drawn page must show (chart titles are SVG text, so they are in the page text)
 EXPECT = {
@@ -134,3 +134,27 @@ def test_page_follows_a_following_probe(chromium: str, tiny_run: Path, tmp_path:
     finally:
         if follower.poll() is None:
             follower.kill()
+
+
+def test_a_server_listening_everywhere_shows_only_its_warning(chromium: str, synthetic_root: Path,
+                                                              tmp_path: Path) -> None:
+    """A copy of the app without its script-level config (app/.streamlit/, as an older Streamlit ignores it),
+    started from another folder with `server.address` set nowhere, so the server listens on every interface:
+    every page shows the warning (app/serving.py) and none of the results."""
+    import shutil
+
+    from app.serving import exposure
+
+    copy = tmp_path / "copy"
+    shutil.copytree(REPO / "app", copy / "app", ignore=shutil.ignore_patterns(".streamlit", "__pycache__"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    warning = str(exposure(None, False)).split(":")[0]  # "Results are not shown"
+    with serve([synthetic_root], script=copy / "app" / "main.py", address=None, cwd=elsewhere) as url, \
+            Chromium(chromium, width=1400, height=1000) as browser:
+        for path in ("", "geometry", "downstream"):
+            state = browser.open(f"{url}/{path}", expect=[warning, "listens on every network interface"])
+            assert "mlm-syn" not in state["text"] + state["sidebar"] and state["charts"] == 0
+            assert "Results store" not in state["sidebar"]
+            shot = browser.screenshot(tmp_path / f"exposed-{path or 'runs'}.png")
+            print(f"screenshot: {shot}")
