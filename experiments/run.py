@@ -236,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bad = sorted(set(stages) - set(STAGES))
         if bad or not stages:
             raise EvalError(f"--stages {','.join(stages) or '(none)'}: choose from {','.join(STAGES)}")
+        exp.check_stages(stages)
         try:
             args.device = resolve_device(args.device)
         except UsageError as exc:

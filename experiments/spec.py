@@ -19,15 +19,19 @@ A YAML (or JSON) mapping::
     options: {...}                    # free-form settings read by the report
 
 Option values may name another run's directory as `{run:NAME}` (e.g. `init_embeddings: "{run:mlm}"`); such a
-run is trained after the run it names. Unknown keys and unknown options fail with an `EvalError` naming them.
+run is trained after the run it names. Every option is read as its program's flag reads it (`taco.cli.Parser.typed`:
+`max_steps: lots` or `resume: maybe` is refused, not passed on) and each section's values are checked by its
+program's own `validate`, all before anything runs; options `experiments.run` sets itself (the device, the output
+folders) are refused. Unknown keys and options, wrong types and values out of range fail with an `EvalError` naming
+the file, the section and the option.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,17 @@ from experiments.errors import EvalError
 
 KEYS = {"name", "description", "report", "runs_dir", "train", "grid", "name_format", "runs", "probe", "linear",
         "finetune", "options"}
+# Options of each section that `experiments.run` passes itself (a second value would be a TypeError there, or be
+# silently replaced): option → where it comes from instead.
+RUNNER_SET = {
+    "train": {"output_dir": "from runs_dir and the run's name", "device": "from its --device",
+              "progress": "from its --no-progress", "resume": "a run cut off resumes by itself",
+              "overwrite": "a run killed before its first save starts again by itself"},
+    "probe": {"out": "each run's RUN/dynamics", "device": "from its --device", "progress": "from its --no-progress"},
+    "eval": {"mode": "the section's name, linear or finetune", "out": "each run's RUN/dynamics",
+             "device": "from its --device", "progress": "from its --no-progress"},
+}
+SECTION_STAGES = ("linear", "finetune")  # stages that run only when the file has their section
 RUN_REF = re.compile(r"\{run:([A-Za-z0-9_.-]+)\}")
 NAME_OK = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -91,6 +106,19 @@ class Experiment:
             left = [r for r in left if r.name not in done]
         return waves
 
+    def check_stages(self, stages: Sequence[str]) -> None:
+        """`EvalError` when `stages` names linear or finetune and the file has no such section (it would be skipped,
+        silently). Asking for every per-run stage (the default, and what `--jobs` hands its child processes) means
+        "whatever this experiment has", so sections may be missing then."""
+        if {"train", "probe", *SECTION_STAGES} <= set(stages):
+            return
+        for stage in SECTION_STAGES:
+            if stage in stages and getattr(self, stage) is None:
+                where = self.source or self.name
+                raise EvalError(f"--stages {','.join(stages)}: {where} has no {stage}: section, so the {stage} stage "
+                                f"has nothing to do; add one (e.g. {stage}: {{tasks: [rotten_tomatoes]}}) or leave "
+                                f"{stage} out of --stages")
+
     def train_options(self, name: str) -> dict[str, Any]:
         """The run's taco.train options with `{run:NAME}` resolved and its output_dir set."""
         out = {}
@@ -117,6 +145,57 @@ def _check_fields(options: dict[str, Any], cls: type, what: str, path: Path, ext
         raise EvalError(f"{path}: unknown {what} option(s) {', '.join(unknown)}; see its --help")
 
 
+def _typed(options: dict[str, Any], parser: Any, what: str, path: Path, runner_set: dict[str, str]
+           ) -> dict[str, Any]:
+    """The section's options read as its program's flags read them (`taco.cli.Parser.typed`); `EvalError` for an
+    option the runner sets itself, a wrongly typed value or one its flag refuses."""
+    from taco.errors import UsageError
+
+    for key in options:
+        if key in runner_set:
+            raise EvalError(f"{path}: {what} option {key} is set by experiments.run ({runner_set[key]}); "
+                            "remove it from the file")
+    try:
+        return parser.typed(options, f"{path}: {what}")
+    except UsageError as exc:
+        raise EvalError(str(exc).replace("; the settings are the flags of --help", "; see its --help")) from None
+
+
+def _checked(make: Callable[[], Any], what: str, path: Path) -> None:
+    """Run a section's own `validate` (ranges, choices, task names) now, before anything is trained."""
+    from taco.errors import UsageError
+
+    try:
+        make()
+    except UsageError as exc:
+        raise EvalError(f"{path}: {what}: {exc}") from None
+
+
+def _eval_steps(options: dict[str, Any], what: str, path: Path) -> None:
+    """`steps` of a linear/finetune section: snapshot steps (whole numbers ≥ 0) or "final" (the last one)."""
+    steps = options.get("steps")
+    if steps is None:
+        return
+    items = steps if isinstance(steps, list) else [steps]
+    ok = all(s == "final" or (isinstance(s, int) and not isinstance(s, bool) and s >= 0) for s in items)
+    if not ok or not items:
+        raise EvalError(f"{path}: {what} option steps {steps!r}: expected a list of snapshot steps (whole numbers "
+                        "≥ 0) or final, e.g. [500, final]")
+    options["steps"] = list(items)
+
+
+def _parsers() -> dict[str, Any]:
+    """One `taco.cli.Parser` per program whose options an experiment file holds (train, probe, evaluate)."""
+    from dynamics.config import ProbeConfig
+    from experiments.evaluate import EvalConfig
+    from taco.cli import Parser
+    from taco.config import TrainConfig
+
+    return {"train": Parser(TrainConfig, prog="python -m taco.train", description="", config_file=False),
+            "probe": Parser(ProbeConfig, prog="python -m dynamics.probe", description="", config_file=False),
+            "eval": Parser(EvalConfig, prog="python -m experiments.evaluate", description="", config_file=False)}
+
+
 def load(path: str | Path, runs_dir: str | Path | None = None) -> Experiment:
     """Read and check an experiment file (see the module docstring)."""
     from dynamics.config import ProbeConfig
@@ -132,6 +211,7 @@ def load(path: str | Path, runs_dir: str | Path | None = None) -> Experiment:
         data = read_mapping(p, "experiment file")
     except UsageError as exc:
         raise EvalError(str(exc)) from None
+    parsers = _parsers()
     unknown = sorted(set(data) - KEYS)
     if unknown:
         raise EvalError(f"{p}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(KEYS))}")
@@ -167,20 +247,30 @@ def load(path: str | Path, runs_dir: str | Path | None = None) -> Experiment:
         if r.name in seen:
             raise EvalError(f"{p}: run name {r.name!r} appears twice")
         seen.add(r.name)
-        _check_fields(r.options, TrainConfig, f"train (run {r.name})", p)
-        if isinstance(r.options.get("model_overrides"), dict):  # taco.train takes it as a JSON string
-            r.options["model_overrides"] = json.dumps(r.options["model_overrides"])
+        what = f"train (run {r.name})"
+        _check_fields(r.options, TrainConfig, what, p)
+        r.options = _typed(r.options, parsers["train"], what, p, RUNNER_SET["train"])  # a mapping → JSON, too
         missing = r.depends_on() - {x.name for x in runs}
         if missing:
             raise EvalError(f"{p}: run {r.name} refers to unknown run(s) {', '.join(sorted(missing))}")
+        _checked(lambda o=r.options: TrainConfig(**o).resolved().validate(), what, p)
 
     probe = _mapping(data.get("probe"), "probe", p)
     _check_fields(probe, ProbeConfig, "probe", p)
+    probe = _typed(probe, parsers["probe"], "probe", p, RUNNER_SET["probe"])
+    _checked(lambda: ProbeConfig(**probe).validate(), "probe", p)
     linear = None if data.get("linear") is None else _mapping(data["linear"], "linear", p)
     finetune = None if data.get("finetune") is None else _mapping(data["finetune"], "finetune", p)
-    for what, opts in (("linear", linear), ("finetune", finetune)):
+    sections = {"linear": linear, "finetune": finetune}
+    for what, opts in sections.items():
         if opts is not None:
             _check_fields(opts, EvalConfig, what, p)
+            _eval_steps(opts, what, p)
+            steps = opts.pop("steps", None)  # "final" is the runner's word; the rest are EvalConfig's flags
+            opts = _typed(opts, parsers["eval"], what, p, RUNNER_SET["eval"])
+            _checked(lambda o=opts, m=what: EvalConfig(**o, mode=m).validate(), what, p)
+            sections[what] = opts if steps is None else {**opts, "steps": steps}
+    linear, finetune = sections["linear"], sections["finetune"]
     exp = Experiment(name=name, description=str(data.get("description") or "").strip(),
                      report=str(data.get("report") or name),
                      runs_dir=Path(runs_dir or data.get("runs_dir") or f"runs/experiments/{name}"),

@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import re
 import sys
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -49,10 +50,22 @@ def comma_list(inner: Callable[[str], Any]) -> Callable[[Any], list[Any]]:
 
     def parse(value: Any) -> list[Any]:
         items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        if any(isinstance(x, (list, tuple, dict)) for x in items):
+            raise ValueError(value)  # a nested list or mapping is no list of values
         return [inner(str(x).strip()) for x in items if str(x).strip()]
 
     parse.__name__ = f"comma-separated {getattr(inner, '__name__', 'value')}s"
+    parse.item = inner  # type: ignore[attr-defined]  # what `_expected` names
     return parse
+
+
+def number(text: str) -> float:
+    """A finite float: "nan" and "inf" parse as floats but no setting of these programs can use them (a NaN
+    temperature passes every `<= 0` check and poisons the run instead)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
 
 
 def _comma_help(text: str) -> str:
@@ -97,18 +110,23 @@ class Parser(HfArgumentParser):
 
     @staticmethod
     def _parse_dataclass_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+        nullable = type(None) in typing.get_args(field.type)  # before HF narrows `X | None` to X in place
         item = _list_item_type(field.type)
         if item is not None:
             names = [f"--{field.name}"] + ([f"--{field.name.replace('_', '-')}"] if "_" in field.name else [])
             default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-            parser.add_argument(*names, dest=field.name, type=comma_list(item), default=default,
-                                metavar=field.name.upper().rsplit("_", 1)[-1],
-                                help=_comma_help(field.metadata.get("help", "")))
+            action = parser.add_argument(*names, dest=field.name, type=comma_list(number if item is float else item),
+                                         default=default, metavar=field.name.upper().rsplit("_", 1)[-1],
+                                         help=_comma_help(field.metadata.get("help", "")))
+            action.nullable = nullable  # type: ignore[attr-defined]
             return
         before = len(parser._actions)
         HfArgumentParser._parse_dataclass_field(parser, field)
         for action in parser._actions[before:]:  # the dashed spelling first: it is the one usage lines show
             action.option_strings.sort(key=lambda o: "_" in o)
+            action.nullable = nullable  # type: ignore[attr-defined]  # whether a config file may say null
+            if action.type is float:
+                action.type = number
         if field.default is True and field.type is bool:  # HF copies the positive help onto the negative flag
             negative = parser._actions[-1]
             negative.help, negative.default = f"turn off --{field.name.replace('_', '-')}", argparse.SUPPRESS
@@ -141,9 +159,15 @@ class Parser(HfArgumentParser):
         return tuple(outputs)
 
     def file_defaults(self, path: str | Path) -> dict[str, Any]:
-        """Settings from a JSON or YAML file as parser defaults: keys normalised to field names, values checked
-        with the flag's own converter. `UsageError` for an unreadable file, an unknown key or a bad value."""
-        data = read_mapping(path, "--config")
+        """Settings from a JSON or YAML file as parser defaults (`typed`). `UsageError` for an unreadable file,
+        an unknown key or a bad value."""
+        return self.typed(read_mapping(path, "--config"), str(path))
+
+    def typed(self, data: Mapping[Any, Any], where: str) -> dict[str, Any]:
+        """Settings given as a mapping (a `--config` file, a section of an experiment file) as parser defaults:
+        keys normalised to field names (`no-x: true` is `x: false`), each value converted and checked by its
+        flag's own converter and choices, so that every program reads every source of settings with the flags'
+        types. `UsageError` naming `where`, the key and the type expected for an unknown key or a bad value."""
         actions: dict[str, argparse.Action] = {}
         for a in self._actions:  # the first action of a dest is the positive flag (`--no-x` comes after `--x`)
             if a.dest not in ("help", "config"):
@@ -155,33 +179,64 @@ class Parser(HfArgumentParser):
             if negated:
                 name = name[3:]
             if name not in actions:
-                raise UsageError(f"{path}: unknown setting {key!r}; the settings are the flags of --help")
+                raise UsageError(f"{where}: unknown setting {key!r}; the settings are the flags of --help")
             try:
                 out[name] = _coerce(actions[name], value)
-            except (TypeError, ValueError):
-                raise UsageError(f"{path}: bad value {value!r} for {key!r}") from None
+            except (TypeError, ValueError, argparse.ArgumentTypeError):
+                shown = json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
+                raise UsageError(f"{where}: bad value {shown} for {key!r}; expected {_expected(actions[name])}"
+                                 ) from None
             if negated:
                 out[name] = not out[name]
         return out
 
 
 def _coerce(action: argparse.Action, value: Any) -> Any:
-    """A config-file value as the flag would parse it (argparse only converts string defaults itself)."""
-    if value is None:
-        return None
+    """A setting's value as the flag would parse it (argparse only converts string defaults itself): a YAML or
+    JSON scalar of the right kind, or text the flag's converter accepts. ValueError (or the converter's own
+    error) for anything else, e.g. a list where one value belongs or `true` for a number."""
     convert = action.type
-    if isinstance(value, (dict, list)) and convert is str:
+    if value is None:
+        if getattr(action, "nullable", False):
+            return None
+        raise ValueError(value)
+    if convert is string_to_bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (list, tuple, dict, float)):
+            raise ValueError(value)
+        return string_to_bool(str(value))
+    if isinstance(value, bool):  # YAML reads yes/no/on/off as booleans: never a number, a list or a name
+        raise ValueError(value)
+    if isinstance(value, dict) and convert is str:
         return json.dumps(value)  # e.g. a JSON-object flag written as a YAML mapping
+    if isinstance(value, dict) or (isinstance(value, (list, tuple)) and not hasattr(convert, "item")):
+        raise ValueError(value)
     if convert is None:
         return value
-    if convert is string_to_bool and isinstance(value, bool):
-        return value
-    if isinstance(value, float) and convert is int and not value.is_integer():
-        raise ValueError(value)
+    if isinstance(value, float) and convert is int:
+        if not value.is_integer():
+            raise ValueError(value)
+        value = int(value)
     out = convert(value if isinstance(value, (list, tuple)) else str(value))
     if action.choices is not None and out not in action.choices:
         raise ValueError(value)
     return out
+
+
+def _expected(action: argparse.Action) -> str:
+    """What a setting's value must be, in words, for the message about a bad one."""
+    kinds = {int: "a whole number", float: "a number", number: "a finite number", str: "text",
+             string_to_bool: "true or false"}
+    if action.choices is not None:
+        what = "one of " + ", ".join(map(str, action.choices))
+    elif hasattr(action.type, "item"):
+        item = kinds.get(action.type.item, "value")  # type: ignore[union-attr]
+        what = f"a list of {item.removeprefix('a ').removeprefix('an ')}s (or one comma-separated string)"
+        what = what.replace("texts", "names")
+    else:
+        what = kinds.get(action.type, "a value")  # type: ignore[arg-type]
+    return what + (" (or null)" if getattr(action, "nullable", False) else "")
 
 
 def read_mapping(path: str | Path, what: str) -> dict[str, Any]:

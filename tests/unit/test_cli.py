@@ -84,13 +84,42 @@ def test_bad_flags_are_one_line_errors(argv: list[str], needle: str, capsys: pyt
     ("[1, 2]", "expected a mapping"),
     ('{"bogus": 1}', "unknown setting 'bogus'"),
     ('{"rate": "fast"}', "bad value 'fast' for 'rate'"),
-    ('{"kind": "z"}', "bad value 'z' for 'kind'"),
+    ('{"kind": "z"}', "bad value 'z' for 'kind'; expected one of x, y"),
+    # every value typed as its flag types it (a converter's own error type included)
+    ('{"force": "maybe"}', "bad value 'maybe' for 'force'; expected true or false"),
+    ('{"no-progress": "perhaps"}', "bad value 'perhaps' for 'no-progress'; expected true or false"),
+    ('{"force": [true]}', "bad value [True] for 'force'; expected true or false"),
+    ('{"force": 0.5}', "bad value 0.5 for 'force'"),
+    ('{"rate": null}', "bad value null for 'rate'; expected a finite number"),
+    ('{"rate": NaN}', "bad value nan for 'rate'; expected a finite number"),
+    ('{"rate": Infinity}', "bad value inf for 'rate'"),
+    ('{"rate": true}', "bad value true for 'rate'"),
+    ('{"output_dir": ["a", "b"]}', "bad value ['a', 'b'] for 'output_dir'; expected text"),
+    ('{"output_dir": false}', "bad value false for 'output_dir'"),
+    ('{"steps": {"a": 1}}', "bad value {'a': 1} for 'steps'; expected a list of whole numbers"),
+    ('{"steps": [[1, 2]]}', "bad value [[1, 2]] for 'steps'"),
+    ('{"steps": [1, "x"]}', "bad value [1, 'x'] for 'steps'; expected a list of whole numbers (or "),
+    ('{"names": null}', "bad value null for 'names'; expected a list of names"),
 ])
 def test_bad_config_files_are_one_line_errors(text: str, needle: str, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "c.json"
     path.write_text(text)
     assert needle in _error(["--config", str(path)], capsys)
+
+
+def test_config_values_of_the_right_kind_are_typed(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("rate: '0.75'\nsteps: 5\nforce: 'yes'\nprogress: off\noutput_dir: 12\n")
+    toy = _parse(["--config", str(path)])
+    assert (toy.rate, toy.steps, toy.force, toy.progress, toy.output_dir) == (0.75, [5], True, False, "12")
+    path.write_text("steps: null\nrate: 2.0\n")  # null where the field may be None; a whole float for an int
+    assert _parse(["--config", str(path)]).steps is None
+
+
+@pytest.mark.parametrize("argv", [["--rate", "nan"], ["--rate", "inf"]])
+def test_non_finite_numbers_are_refused_as_flags_too(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert "--rate" in _error(argv, capsys)
 
 
 def test_a_missing_config_file_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

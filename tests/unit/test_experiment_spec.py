@@ -129,6 +129,35 @@ def test_json_files_load_too(tmp_path: Path) -> None:
     ("- just\n- a list\n", "expected a mapping"),
     ("runs: [{name: a}\n", "not valid YAML (ParserError); fix its syntax"),
     ("runs:\n  - {name: a}\n\tprobe: {}\n", "not valid YAML (ScannerError)"),
+    # every option typed as its program's flag types it, before anything runs
+    ("train: {max_steps: lots}\nruns: [{name: a}]\n",
+     "train (run a): bad value 'lots' for 'max_steps'; expected a whole number"),
+    ("runs: [{name: a, freeze_embeddings: maybe}]\n", "bad value 'maybe' for 'freeze_embeddings'; expected true or"),
+    ("runs: [{name: a, lr: [0.1]}]\n", "bad value [0.1] for 'lr'; expected a finite number"),
+    ("runs: [{name: a, lr: .nan}]\n", "bad value nan for 'lr'"),
+    ("runs: [{name: a, objective: gpt}]\n", "bad value 'gpt' for 'objective'; expected one of mlm, taco"),
+    ("runs: [{name: a, seed: null}]\n", "bad value null for 'seed'"),
+    ("grid: {seed: [1, two]}\nname_format: s{seed}\n", "train (run stwo): bad value 'two' for 'seed'"),
+    ("runs: [{name: a}]\nprobe: {probe_blocks: many}\n", "probe: bad value 'many' for 'probe_blocks'"),
+    ("runs: [{name: a}]\nprobe: {metrics: {anchors: 1}}\n", "probe: bad value {'anchors': 1} for 'metrics'"),
+    ("runs: [{name: a}]\nlinear: {every: soon}\n", "linear: bad value 'soon' for 'every'"),
+    ("runs: [{name: a}]\nfinetune: {seeds: [1, x]}\n", "finetune: bad value [1, 'x'] for 'seeds'"),
+    ("runs: [{name: a}]\nfinetune: {steps: [500, last]}\n", "finetune option steps [500, 'last']: expected"),
+    ("runs: [{name: a}]\nlinear: {steps: [-1]}\n", "linear option steps [-1]: expected"),
+    # values each program's own checks refuse, before anything runs
+    ("runs: [{name: a, max_steps: 0}]\n", "train (run a): --max-steps must be >= 1 (got 0)"),
+    ("runs: [{name: a, tc_window: 4}]\n", "train (run a): --tc-window must be odd"),
+    ("runs: [{name: a}]\nprobe: {window: 4}\n", "probe: --window 4: must be an odd number"),
+    ("runs: [{name: a}]\nlinear: {tasks: [squad]}\n", "linear: --tasks squad: unknown task"),
+    ("runs: [{name: a}]\nfinetune: {epochs: 0}\n", "finetune: --epochs 0: must be at least 1"),
+    # options experiments.run sets itself (a second value would be a TypeError there, or silently replaced)
+    ("runs: [{name: a, device: cpu}]\n", "train (run a) option device is set by experiments.run (from its --device)"),
+    ("train: {output_dir: x}\nruns: [{name: a}]\n", "train (run a) option output_dir is set by experiments.run"),
+    ("runs: [{name: a, resume: true}]\n", "option resume is set by experiments.run"),
+    ("runs: [{name: a}]\nprobe: {out: x}\n", "probe option out is set by experiments.run"),
+    ("runs: [{name: a}]\nprobe: {progress: false}\n", "probe option progress is set by experiments.run"),
+    ("runs: [{name: a}]\nlinear: {mode: finetune}\n", "linear option mode is set by experiments.run"),
+    ("runs: [{name: a}]\nfinetune: {device: cpu}\n", "finetune option device is set by experiments.run"),
 ])
 def test_bad_files_raise_one_line_eval_errors(tmp_path: Path, text: str, fragment: str) -> None:
     path = _write(tmp_path, text)
@@ -136,6 +165,47 @@ def test_bad_files_raise_one_line_eval_errors(tmp_path: Path, text: str, fragmen
         load(path)
     message = str(info.value)
     assert fragment in message and "\n" not in message, message
+
+
+def test_options_are_typed_once_for_every_program(tmp_path: Path) -> None:
+    exp = load(_write(tmp_path, """
+        train: {max_steps: '12', lr: '1e-3', freeze_embeddings: 'yes', model_overrides: {num_hidden_layers: 2}}
+        runs: [{name: a}]
+        probe: {metrics: 'anchors,context', every: 2}
+        linear: {tasks: sst2, steps: [4, final]}
+        """))
+    assert exp.run("a").options == {"max_steps": 12, "lr": 1e-3, "freeze_embeddings": True,
+                                     "model_overrides": '{"num_hidden_layers": 2}'}
+    assert exp.probe == {"metrics": ["anchors", "context"], "every": 2}
+    assert exp.linear == {"tasks": ["sst2"], "steps": [4, "final"]}
+
+
+@pytest.mark.parametrize("stages, has, fragment", [
+    (["linear"], "finetune: {epochs: 1}\n", "has no linear: section, so the linear stage has nothing to do"),
+    (["train", "finetune", "report"], "linear: {every: 2}\n", "has no finetune: section"),
+    (["probe", "linear", "finetune"], "linear: {every: 2}\n", "has no finetune: section"),
+])
+def test_a_stage_asked_for_without_its_section_is_refused(tmp_path: Path, stages: list[str], has: str,
+                                                          fragment: str) -> None:
+    exp = load(_write(tmp_path, "runs: [{name: a}]\n" + has))
+    with pytest.raises(EvalError) as info:
+        exp.check_stages(stages)
+    assert fragment in str(info.value) and str(exp.source) in str(info.value)
+
+
+def test_stages_with_their_sections_or_every_stage_pass(tmp_path: Path) -> None:
+    exp = load(_write(tmp_path, "runs: [{name: a}]\nlinear: {every: 2}\n"))
+    for stages in (["linear"], ["train", "probe", "report"], ["train", "probe", "linear", "finetune", "report"],
+                   ["train", "probe", "linear", "finetune"]):  # everything = whatever the file has (as --jobs asks)
+        exp.check_stages(stages)
+
+
+def test_the_runner_refuses_a_stage_without_its_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, "runs: [{name: a, preset: tiny}]\n")
+    assert main([str(path), "--runs-dir", str(tmp_path / "runs"), "--stages", "linear"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --stages linear: {path} has no linear: section") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
 
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
