@@ -13,7 +13,9 @@ caches under `~/.cache/huggingface` are shared).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 from taco.errors import TacoError
@@ -30,39 +32,61 @@ def cache_root() -> Path:
     values); else `~/.cache/taco-dynamics`. `~` is expanded; a relative `$TACO_DYNAMICS_CACHE` is taken
     relative to the current directory and returned absolute.
     """
+    return _chosen_root()[0]
+
+
+def _chosen_root() -> tuple[Path, str]:
+    """(`cache_root()`, the setting that chose it, in words)."""
     explicit = os.environ.get(ENV_VAR, "")
     if explicit:
-        return Path(explicit).expanduser().absolute()
+        root = Path(explicit).expanduser().absolute()
+        return root, f"${ENV_VAR}" + ("" if explicit == str(root) else f"={explicit}")
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     if xdg and Path(xdg).expanduser().is_absolute():
-        return Path(xdg).expanduser() / APP_NAME
-    return Path.home() / ".cache" / APP_NAME
+        return Path(xdg).expanduser() / APP_NAME, f"$XDG_CACHE_HOME={xdg}"
+    return Path.home() / ".cache" / APP_NAME, "the default"
+
+
+def cache_setting(value: str | Path | None = None, flag: str = "--data-cache") -> tuple[Path, str, str]:
+    """(the cache root a program uses, the setting that chose it as the message names it, the fix): `value` (the
+    program's `flag`) when given, else `cache_root()`'s choice — `$TACO_DYNAMICS_CACHE`, `$XDG_CACHE_HOME` or the
+    default under `~/.cache` — named by the variable that chose it, so an error never blames a flag not given."""
+    if value is not None and str(value):
+        path = Path(value).expanduser()
+        return path, f"{flag} {value}", f"pass a writable directory (created if missing), or omit {flag}"
+    root, source = _chosen_root()
+    return root, f"the cache root {root} ({source})", f"set {ENV_VAR} to a writable directory, or pass {flag} DIR"
 
 
 def check_directory(path: Path, what: str, fix: str) -> Path:
-    """`path` if it is a directory or can be created as one; `TacoError` when it, or a parent, is a file.
-
-    `what` names the setting in the message (e.g. "--data-cache /x"), `fix` says what to do instead.
-    """
+    """`path` if it is a directory where files can be written, created (with its parents) when missing: the one
+    check of every cache folder before anything is built in it. `TacoError` — one line naming `what` (the setting
+    that chose the path), the reason and `fix` — when it or a parent is a file, or it cannot be created or
+    written (no permission, a read-only or virtual file system such as /proc). On failure nothing is left behind:
+    folders it created are removed again."""
     for part in (path, *path.parents):
-        if part.exists():
+        if part.exists() or part.is_symlink():
             if not part.is_dir():
-                where = "" if part == path else f" ({part} is a file)"
+                kind = "a broken link" if not part.exists() else "a file"
+                where = f" (it is {kind})" if part == path else f" ({part} is {kind})"
                 raise TacoError(f"{what} is not a directory{where}; {fix}")
-            return path
+            break
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        # A file made and removed again: mkdir alone does not prove that files can be written there.
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        for p in created:  # deepest first: only the folders this check made, and only while empty
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        reason = exc.strerror or type(exc).__name__
+        raise TacoError(f"{what}: cannot write there ({reason}); {fix}") from None
     return path
 
 
 def data_cache_dir(value: str | Path | None = None, flag: str = "--data-cache") -> Path:
-    """The cache root a run uses: `value` (the `--data-cache` setting) when given, else `cache_root()`.
-
-    `TacoError` (one line naming the path and the fix) when that path is an existing file.
-    """
-    if value is not None and str(value):
-        path = Path(value).expanduser()
-        fix = f"pass a directory (created if missing), or omit {flag} to use the cache root {cache_root()}"
-        return check_directory(path, f"{flag} {path}", fix)
-    root = cache_root()
-    source = f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "the default"
-    return check_directory(root, f"the cache root {root} ({source})",
-                           f"set {ENV_VAR} to a directory, or pass {flag} DIR")
+    """The cache root a run uses (`cache_setting`), checked by `check_directory`."""
+    return check_directory(*cache_setting(value, flag))

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from taco.cache import check_directory
+from taco.cache import cache_setting, check_directory
 from taco.cli import Parser
 from taco.corpus import CorpusError, builtin_cache_dir, human_count, prepare_builtin
 from taco.errors import TacoError
@@ -41,11 +41,20 @@ def build_parser() -> Parser:
 
 
 def parse_args(argv: list[str] | None = None) -> PrepareArgs:
-    """The settings, from defaults < `--config FILE` < flags (exits 2 with one line on a usage error)."""
+    """The settings, from defaults < `--config FILE` < flags (exits 2 with one line on a usage error); an empty
+    `cache_dir` stands for corpus/builtin in the cache root (`corpus_dir`)."""
     (args,) = build_parser().parse(argv)
-    if not args.cache_dir:
-        args.cache_dir = str(builtin_cache_dir())
     return args
+
+
+def corpus_dir(cache_dir: str) -> Path:
+    """Where the corpus goes, checked writable by `taco.cache.check_directory`: `--cache-dir` when given, else
+    corpus/builtin in the cache root, an error then naming the setting that chose the root ($TACO_DYNAMICS_CACHE,
+    $XDG_CACHE_HOME or the default), not a --cache-dir that was never given. `TacoError` when unusable."""
+    if cache_dir:
+        return check_directory(*cache_setting(cache_dir, "--cache-dir"))
+    root, what, fix = cache_setting(None, "--cache-dir")
+    return check_directory(builtin_cache_dir(check_directory(root, what, fix)), what, fix)
 
 
 def summary(cache: Path) -> str:
@@ -69,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
     try:
-        cache_dir = check_directory(Path(args.cache_dir).expanduser(), f"--cache-dir {args.cache_dir}",
-                                    "pass a directory (created if missing), or omit --cache-dir")
-        cache = prepare_builtin(cache_dir, progress=not args.quiet, force=args.force)
+        cache = prepare_builtin(corpus_dir(args.cache_dir), progress=not args.quiet, force=args.force)
     except (CorpusError, TacoError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -51,10 +51,74 @@ def test_cache_path_that_is_a_file_is_a_one_line_error(tmp_path, monkeypatch):
             data_cache_dir(str(path))
         message = str(info.value)
         assert message.startswith(f"--data-cache {path} is not a directory") and "\n" not in message
-        assert "pass a directory" in message
+        assert "pass a writable directory" in message
     monkeypatch.setenv("TACO_DYNAMICS_CACHE", str(file))
     with pytest.raises(TacoError, match=r"cache root .*notes\.txt \(\$TACO_DYNAMICS_CACHE\).*set TACO_DYNAMICS_CACHE"):
         data_cache_dir("")
+
+
+# Root may write anywhere a permission bit forbids, so these paths are unwritable for every user: /proc is a
+# virtual file system where no folder can be made, and a name longer than any file system allows.
+UNWRITABLE = ["/proc/taco-dynamics-cache", "/proc/taco-dynamics-cache/below"]
+
+
+@pytest.mark.parametrize("path", UNWRITABLE)
+def test_an_unwritable_cache_root_is_one_line_naming_the_setting(path, monkeypatch):
+    monkeypatch.setenv("TACO_DYNAMICS_CACHE", path)
+    with pytest.raises(TacoError) as info:
+        data_cache_dir("")
+    message = str(info.value)
+    assert message.startswith(f"the cache root {path} ($TACO_DYNAMICS_CACHE): cannot write there (")
+    assert message.endswith("set TACO_DYNAMICS_CACHE to a writable directory, or pass --data-cache DIR")
+    with pytest.raises(TacoError, match=f"^--data-cache {path}: cannot write there"):
+        data_cache_dir(path)
+
+
+def test_the_setting_that_chose_the_root_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("TACO_DYNAMICS_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "/proc/xdg")
+    with pytest.raises(TacoError, match=r"^the cache root /proc/xdg/taco-dynamics \(\$XDG_CACHE_HOME=/proc/xdg\)"):
+        data_cache_dir(None)
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", "/proc")
+    with pytest.raises(TacoError, match=r"^the cache root /proc/\.cache/taco-dynamics \(the default\)"):
+        data_cache_dir(None)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("TACO_DYNAMICS_CACHE", "file/rel")  # a relative spelling is shown as given, too
+    with pytest.raises(TacoError, match=r"\(\$TACO_DYNAMICS_CACHE=file/rel\) is not a directory \(.*file is a file\)"):
+        data_cache_dir(None)
+
+
+def test_a_failed_check_leaves_no_folder_behind_and_a_good_one_a_usable_root(tmp_path):
+    too_long = tmp_path / "a" / "b" / ("x" * 300)  # a and b can be made, the last name cannot
+    with pytest.raises(TacoError, match="cannot write there"):
+        data_cache_dir(too_long)
+    assert list(tmp_path.iterdir()) == []
+    assert data_cache_dir(tmp_path / "c" / "d") == tmp_path / "c" / "d"
+    assert (tmp_path / "c" / "d").is_dir() and list((tmp_path / "c" / "d").iterdir()) == []  # the test file went
+
+
+@pytest.mark.parametrize("path", UNWRITABLE)
+def test_prepare_blames_the_variable_not_a_flag_never_given(path, monkeypatch, capsys):
+    monkeypatch.setenv("TACO_DYNAMICS_CACHE", path)
+    assert prepare.main(["--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the cache root {path} ($TACO_DYNAMICS_CACHE): cannot write there") and \
+        err.count("\n") == 1 and "--cache-dir DIR" in err, err
+    assert prepare.main(["--quiet", "--cache-dir", path]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --cache-dir {path}: cannot write there")
+
+
+def test_prepare_with_the_root_a_file_names_the_variable(tmp_path, monkeypatch, capsys):
+    file = tmp_path / "cache"
+    file.write_text("mine\n")
+    monkeypatch.setenv("TACO_DYNAMICS_CACHE", str(file))
+    assert prepare.main(["--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the cache root {file} ($TACO_DYNAMICS_CACHE) is not a directory") and \
+        "--cache-dir " + str(file) not in err, err
+    assert file.read_text() == "mine\n"
 
 
 def test_train_with_data_cache_a_file_exits_2(tmp_path, capsys):
