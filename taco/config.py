@@ -153,12 +153,40 @@ class TrainConfig:
     # Fields that may differ between a run and its resumption without changing its trajectory (the TC kernel
     # changes the cosines' rounding only).
     RUNTIME_ONLY = ("resume", "overwrite", "progress", "device", "dry_run", "data_cache", "tc_kernel")
+    # Where things are, not what they are: a run's folder, and the paths of its corpus, tokenizer and initial
+    # embeddings, may be spelled differently when it resumes (relative to another folder, after a move or copy).
+    # What they hold is checked instead: the corpus by its fingerprint, the tokenizer by its hash (run.json), the
+    # initial embeddings by the state (they are part of its weights); only whether embeddings were given counts.
+    LOCATIONS = ("output_dir", "corpus", "tokenizer", "init_embeddings")
     # Fields added after runs were written: at their default they are left out of the state digest, and a
     # run.json without them reads as their default, so those runs still resume.
     ADDED_LATER = ("warmup_steps", "tc_negative_sharing", "tc_kernel")
 
+    def identity(self) -> dict[str, Any]:
+        """What makes a run this run (`identity_of` this config): what its state digest hashes."""
+        return self.identity_of(dataclasses.asdict(self))
+
+    @classmethod
+    def identity_of(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The fields of a config (a run.json's, or this one's) that determine the trajectory: runtime switches,
+        `max_steps` (a run may be extended) and the `LOCATIONS` left out — except whether initial embeddings were
+        given — and later-added fields at their default left out (a field a run.json lacks reads as its default).
+        The same for a run wherever it lives and however its paths are spelled."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        full = {name: config.get(name, default) for name, default in defaults.items()}
+        out = {k: v for k, v in full.items() if k not in cls.RUNTIME_ONLY + ("max_steps",) + cls.LOCATIONS
+               and not (k in cls.ADDED_LATER and v == defaults[k])}
+        out["init_embeddings"] = bool(full["init_embeddings"])
+        return out
+
+    def legacy_digest_fields(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """The fields the state digest of a run written before `identity` hashed — all but the runtime switches and
+        max_steps, its paths spelled as its run.json `saved` records them — so that such a state still resumes."""
+        return {k: v for k, v in {**self.digest_fields(), **{k: saved[k] for k in self.LOCATIONS if k in saved}}.items()
+                if k not in self.RUNTIME_ONLY + ("max_steps",)}
+
     def digest_fields(self) -> dict[str, Any]:
-        """The config as `config_digest` hashes it (later-added fields at their default left out)."""
+        """The config with later-added fields at their default left out."""
         defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
         return {k: v for k, v in dataclasses.asdict(self).items()
                 if not (k in self.ADDED_LATER and v == defaults[k])}

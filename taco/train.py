@@ -50,11 +50,9 @@ def check_output_dir(out: Path, cfg: TrainConfig) -> str:
         if not isinstance(saved, dict):
             raise TacoError(f"--resume: {out}/run.json holds no config; it is not a taco run, use another "
                             "--output-dir")
-        now = dataclasses.asdict(cfg)
-        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # for fields newer than the run
-        # the run's own folder may be spelled differently (relative, moved): it is not part of the trajectory
-        diff = [k for k in now if k not in TrainConfig.RUNTIME_ONLY and k not in ("max_steps", "output_dir")
-                and saved.get(k, defaults[k]) != now[k]]
+        # a run's identity leaves out where it and its inputs live (a run moved, or resumed from another folder)
+        before, now = TrainConfig.identity_of(saved), cfg.identity()
+        diff = [k for k in dict.fromkeys([*now, *before]) if before.get(k) != now.get(k)]
         if diff:
             raise TacoError(f"--resume: {out} was trained with different {', '.join(diff)}; "
                             "pass the same options or use another --output-dir")
@@ -205,7 +203,11 @@ def train(cfg: TrainConfig) -> Path:
                         f"{model_config.max_position_embeddings}; lower --block-size")
     if mode == "resume":
         saved = read_run_json(out)
-        if saved.get("tokenizer", {}).get("hash") != tok_hash:
+        # the corpus is checked by what it holds, as its path may be spelled differently now (`identity_of`)
+        if _recorded(saved, "corpus", "fingerprint") not in (None, corpus.fingerprint):
+            raise TacoError(f"--resume: --corpus {cfg.corpus} holds other text than the corpus {out} was trained on "
+                            "(its fingerprint differs); pass that corpus, or start a new run in another --output-dir")
+        if _recorded(saved, "tokenizer", "hash") != tok_hash:
             raise TacoError(f"--resume: the tokenizer differs from the one {out} was trained with; "
                             f"pass --tokenizer {out / 'tokenizer'}")
 
@@ -213,7 +215,7 @@ def train(cfg: TrainConfig) -> Path:
     mlm_model = BertForMaskedLM(model_config)
     set_up_embeddings(mlm_model, init_from=cfg.init_embeddings, freeze=cfg.freeze_embeddings, tok_hash=tok_hash)
     mlm_model.to(device)
-    digest = config_digest(cfg.digest_fields(), TrainConfig.RUNTIME_ONLY + ("max_steps",))
+    digest = config_digest(cfg.identity(), ())
     wrapper = PretrainingModel(mlm_model, cfg.objective, TCConfig(cfg.tc_window, cfg.tc_negatives,
                                cfg.tc_temperature, cfg.tc_weight, cfg.tc_anchors, cfg.tc_global_negatives,
                                negative_sharing=cfg.tc_negative_sharing, method=cfg.tc_kernel))
@@ -226,7 +228,8 @@ def train(cfg: TrainConfig) -> Path:
         if state is None:
             raise TacoError(f"--resume: {out}/state is missing (killed before its first save); "
                             "start again with --overwrite")
-        if state.get("config_digest") != digest:
+        legacy = config_digest(cfg.legacy_digest_fields(saved.get("config") or {}), ())  # states saved before
+        if state.get("config_digest") not in (digest, legacy):
             raise TacoError(f"--resume: {out}/state was written under a different configuration; use --overwrite")
         mlm_model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -340,6 +343,12 @@ def train(cfg: TrainConfig) -> Path:
     if info.world > 1:
         shutdown_distributed()
     return out
+
+
+def _recorded(run: dict[str, Any], section: str, key: str) -> Any:
+    """`run[section][key]` of a run.json, None where it is absent or not a mapping."""
+    part = run.get(section)
+    return part.get(key) if isinstance(part, dict) else None
 
 
 def _mean_over_ranks(values: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:

@@ -145,3 +145,66 @@ def test_runs_written_before_the_later_fields_still_resume(tmp_path):
     assert check_output_dir(tmp_path, dataclasses.replace(cfg, resume=True)) == "resume"
     with pytest.raises(TacoError, match="tc_negative_sharing"):
         check_output_dir(tmp_path, dataclasses.replace(changed, resume=True))
+
+
+def test_identity_leaves_out_where_a_run_and_its_inputs_live():
+    a = TrainConfig(output_dir="out/run", corpus="corpus.txt", tokenizer="", init_embeddings="")
+    moved = TrainConfig(output_dir="/elsewhere/run", corpus="../corpus.txt", tokenizer="out/run/tokenizer",
+                        init_embeddings="", device="cpu", max_steps=900)
+    assert a.identity() == moved.identity()
+    assert "output_dir" not in a.identity() and "corpus" not in a.identity()
+    assert TrainConfig(init_embeddings="runs/mlm").identity() != a.identity()  # given or not still counts
+    assert TrainConfig(init_embeddings="runs/mlm").identity() == TrainConfig(init_embeddings="../mlm").identity()
+    assert TrainConfig(seed=7).identity() != a.identity()
+
+
+def test_a_run_resumes_wherever_it_lives(tmp_path, monkeypatch, capsys):
+    """Trained as out/run from one folder, resumed as ../a/out/run from another and after a move, from a corpus
+    spelled differently each time; a state saved before the identity left paths out still resumes; another
+    corpus under the same name is refused."""
+    import dataclasses
+    import shutil
+
+    import torch
+
+    from taco.state import STATE_FILE, config_digest
+    from taco.train import main
+    from tests.integration.conftest import english_docs
+
+    (tmp_path / "corpus.txt").write_text("\n\n".join(english_docs(120_000)))
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    common = ["--preset", "tiny", "--vocab-size", "600", "--block-size", "32", "--batch-size", "8",
+              "--eval-blocks", "8", "--snapshot-every", "1", "--no-snapshot-log-spaced", "--no-progress",
+              "--device", "cpu", "--data-cache", str(tmp_path / "cache")]
+    monkeypatch.chdir(tmp_path / "a")
+    assert main([*common, "--output-dir", "out/run", "--corpus", "../corpus.txt", "--max-steps", "1"]) == 0
+    monkeypatch.chdir(tmp_path / "b")
+    assert main([*common, "--output-dir", "../a/out/run", "--corpus", str(tmp_path / "corpus.txt"),
+                 "--max-steps", "2", "--resume"]) == 0, capsys.readouterr().err
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "a" / "out" / "run", moved)
+    assert main([*common, "--output-dir", str(moved), "--corpus", "../corpus.txt", "--max-steps", "3",
+                 "--resume"]) == 0, capsys.readouterr().err
+    assert (moved / "snapshots" / "step-0000003" / "model.safetensors").is_file()
+
+    # a state saved by the code before: its digest hashed the paths as run.json records them
+    saved = json.loads((moved / "run.json").read_text())["config"]
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    old = {k: v for k, v in saved.items() if not (k in TrainConfig.ADDED_LATER and v == defaults[k])}
+    path = moved / "state" / STATE_FILE
+    state = torch.load(path, weights_only=False)
+    for digest, resumes in ((config_digest(old, TrainConfig.RUNTIME_ONLY + ("max_steps",)), True),
+                            ("0" * 64, False)):
+        torch.save({**state, "config_digest": digest}, path)
+        code = main([*common, "--output-dir", str(moved), "--corpus", "../corpus.txt", "--max-steps", "3",
+                     "--resume"])
+        err = capsys.readouterr().err
+        assert code == (0 if resumes else 2), err
+        assert resumes or "state was written under a different configuration" in err
+
+    (tmp_path / "other.txt").write_text("\n\n".join(english_docs(120_000)[::-1]))
+    code = main([*common, "--output-dir", str(moved), "--corpus", "../other.txt", "--max-steps", "4", "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds other text than the corpus" in err and err.count("\n") == 1, err
+    assert not (moved / "snapshots" / "step-0000004").exists()
