@@ -6,9 +6,12 @@ hashes the weights of every snapshot it measures and flags, per series:
 * `duplicate_weights` — two or more steps hold identical weights (a copied folder, a snapshot saved from the
   wrong model), or part of them: tensors identical at two steps but different at a hashed step between them
   (a weight shard of one step published under another; tensors that never change, e.g. frozen embeddings, are
-  not flagged). Whole duplicates are not flagged where the training log shows learning rate 0 for every update
+  not flagged). Whole duplicates are not flagged where the run's records show learning rate 0 for every update
   between them: linear warm-up from 0 (taco.train's default) makes the update at step 1 a no-op, so steps 0 and
-  1 are equal by design;
+  1 are equal by design. The records are the training log's `lr` and the schedule run.json's config describes
+  (`LearningRates`). A flag is raised only on evidence: where the log is damaged (`run_dir.Log.complete` is
+  False) and no readable record shows an update with learning rate > 0 between two equal snapshots, they are not
+  flagged; a note names the log and says the check could not be made (`evidence_notes`);
 * `step_order` — a folder named for one step (`step-N`, `checkpoint-N`) records another in its `snapshot.json`
   or `trainer_state.json` (a renamed folder, or another step's files);
 * `tokens_not_increasing` — tokens seen do not increase from one snapshot to the next in step order.
@@ -124,26 +127,77 @@ def _tensor_names(records: Sequence[SnapshotRecord], step: int) -> list[str]:
     return [n for r in records if r.step == step for n in (r.tensor_hashes or {})]
 
 
-def check_series(snapshots: Sequence[SnapshotRecord], zero_lr_steps: Collection[int] = ()) -> list[Flag]:
-    """The integrity flags of one run's snapshots (any order; they are checked in step order).
+@dataclass(frozen=True)
+class LearningRates:
+    """What a run's own records say about the learning rate of its optimizer updates (update s takes the weights
+    of step s−1 to step s): updates known to have used rate 0 (`zero`) or a rate > 0 (`positive`, and every
+    update from `positive_from` on where a recorded schedule says so), and what of the records could not be read
+    (`unreadable`, naming the file; None when nothing was lost)."""
 
-    `zero_lr_steps`: steps whose optimizer update used learning rate 0 (from the training log); identical weights
-    at steps a < b are expected, and not flagged, when every step a+1 … b is among them. Flags come whole
-    duplicates first, then partial ones, step/name disagreements and tokens, each in step order."""
-    snaps = sorted(snapshots, key=lambda r: r.step)
-    if len({r.run for r in snaps}) > 1:
-        raise ValueError(f"check_series checks one run at a time (got {sorted({r.run for r in snaps})})")
-    zero = frozenset(zero_lr_steps)
+    zero: frozenset[int] = frozenset()
+    positive: frozenset[int] = frozenset()
+    positive_from: int | None = None
+    unreadable: str | None = None
+
+    def updated(self, a: int, b: int) -> bool:
+        """Whether a record shows an update with learning rate > 0 among updates a+1 … b."""
+        if self.positive_from is not None and b >= max(a + 1, self.positive_from):
+            return True
+        return any(a < s <= b for s in self.positive)
+
+
+def _duplicates(snaps: Sequence[SnapshotRecord], zero: frozenset[int], rates: LearningRates | None
+                ) -> tuple[list[Flag], list[str]]:
+    """(flags, notes) for groups of steps with identical weights: flagged when an update between them is not
+    explained by learning rate 0, unless the records that could explain it are damaged and none shows an update
+    with rate > 0 between them — then a note says the group could not be checked."""
     flags: list[Flag] = []
+    notes: list[str] = []
     groups: dict[str, list[int]] = {}
     for r in snaps:
         if r.weights_hash is not None:
             groups.setdefault(r.weights_hash, []).append(r.step)
     for digest, steps in groups.items():
-        if len(steps) > 1 and not all(_no_update(a, b, zero) for a, b in zip(steps, steps[1:], strict=False)):
-            flags.append(Flag(snaps[0].run, "duplicate_weights", tuple(steps),
-                              f"steps {_and(steps)} hold identical weights (sha256 {digest[:12]}): a snapshot was "
-                              "copied or saved from the wrong step"))
+        unexplained = [(a, b) for a, b in zip(steps, steps[1:], strict=False) if not _no_update(a, b, zero)]
+        if len(steps) < 2 or not unexplained:
+            continue
+        if rates is not None and rates.unreadable and not any(rates.updated(a, b) for a, b in unexplained):
+            notes.append(f"{snaps[0].run}: steps {_and(steps)} hold identical weights, which is expected only where "
+                         f"the learning rate was 0 between them, but {rates.unreadable}; they were not checked for "
+                         "duplicate weights")
+            continue
+        flags.append(Flag(snaps[0].run, "duplicate_weights", tuple(steps),
+                          f"steps {_and(steps)} hold identical weights (sha256 {digest[:12]}): a snapshot was "
+                          "copied or saved from the wrong step"))
+    return flags, notes
+
+
+def evidence_notes(snapshots: Sequence[SnapshotRecord], rates: LearningRates | None = None,
+                   zero_lr_steps: Collection[int] = ()) -> list[str]:
+    """What the check could not read, for the probe's notes: one note per identical-weight group `check_series`
+    leaves unflagged for want of readable records, else one naming the damaged log ([] when nothing was lost)."""
+    if rates is None or not rates.unreadable or not snapshots:
+        return []
+    snaps = sorted(snapshots, key=lambda r: r.step)
+    notes = _duplicates(snaps, frozenset(zero_lr_steps) | rates.zero, rates)[1]
+    return notes or [f"{snaps[0].run}: the integrity check read the learning rates without the damaged part of its "
+                     f"training log ({rates.unreadable})"]
+
+
+def check_series(snapshots: Sequence[SnapshotRecord], zero_lr_steps: Collection[int] = (),
+                 rates: LearningRates | None = None) -> list[Flag]:
+    """The integrity flags of one run's snapshots (any order; they are checked in step order).
+
+    `zero_lr_steps` (and `rates.zero`): steps whose optimizer update used learning rate 0; identical weights at
+    steps a < b are expected, and not flagged, when every step a+1 … b is among them. `rates`: the run's records
+    (`learning_rates`); where they are damaged, identical weights are flagged only when a readable record shows an
+    update with rate > 0 between them (`evidence_notes` notes the others). Flags come whole duplicates first, then
+    partial ones, step/name disagreements and tokens, each in step order."""
+    snaps = sorted(snapshots, key=lambda r: r.step)
+    if len({r.run for r in snaps}) > 1:
+        raise ValueError(f"check_series checks one run at a time (got {sorted({r.run for r in snaps})})")
+    zero = frozenset(zero_lr_steps) | (rates.zero if rates is not None else frozenset())
+    flags, _ = _duplicates(snaps, zero, rates)
     flags += _recurring_tensors(snaps)
     for r in snaps:
         if r.name_step is not None and r.name_step != r.step:
@@ -310,9 +364,44 @@ def hash_snapshots(snapshots: Sequence[Snapshot], measured: Collection[Path],
 
 def zero_lr_steps(series: Series) -> set[int]:
     """Steps whose logged learning rate (`log.jsonl`'s `lr`, the rate the update at that step used) is 0."""
-    return {int(r["step"]) for r in RunDir(series.run_dir).log().rows
-            if r.get("split", "train") == "train" and isinstance(r.get("lr"), (int, float))
-            and not isinstance(r.get("lr"), bool) and r["lr"] == 0 and math.isfinite(r["step"])}
+    return set(learning_rates(series).zero)
+
+
+def learning_rates(series: Series) -> LearningRates:
+    """What the run's records say about its learning rates: the training log's `lr` of each training row, and
+    the schedule of `taco.train` that run.json's config describes (linear warm-up from 0 over `warmup_steps`, else
+    `warmup_fraction` × `max_steps`, then linear decay: the update at step 1 has rate 0 exactly when there is a
+    warm-up, every later one a rate > 0). `unreadable` names the log when part of it could not be read."""
+    log = RunDir(series.run_dir).log()
+    zero: set[int] = set()
+    positive: set[int] = set()
+    for r in log.rows:
+        lr = r.get("lr")
+        if r.get("split", "train") != "train" or not _number(lr) or not math.isfinite(r["step"]):
+            continue
+        (zero if lr == 0 else positive).add(int(r["step"]))
+    first = _schedule_start(series.meta.get("config") if isinstance(series.meta, dict) else None)
+    if first is not None:
+        zero |= set(range(1, first))
+    unreadable = None if log.complete else "; ".join(log.notes)
+    return LearningRates(frozenset(zero), frozenset(positive), first, unreadable)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _schedule_start(config: Any) -> int | None:
+    """The first update with a learning rate > 0 under `taco.train`'s schedule (1 without warm-up, else 2), when
+    `config` (run.json's) records the schedule — a rate > 0, max_steps and the warm-up — else None."""
+    if not isinstance(config, dict):
+        return None
+    lr, steps = config.get("lr"), config.get("max_steps")
+    warmup_steps, fraction = config.get("warmup_steps", 0), config.get("warmup_fraction")
+    if not all(_number(v) and math.isfinite(v) for v in (lr, steps, warmup_steps, fraction)) or lr <= 0:
+        return None
+    warmup = warmup_steps if warmup_steps > 0 else int(round(fraction * steps))
+    return 2 if warmup > 0 else 1
 
 
 def _records_step(snapshot: Snapshot) -> bool:

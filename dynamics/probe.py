@@ -46,7 +46,7 @@ from dynamics import store as st
 from dynamics.config import FAMILIES, ProbeConfig, resolved_device
 from dynamics.errors import ProbeError
 from dynamics.onsets import series_onsets
-from dynamics.series import Series, Snapshot, discover_all, select, validate
+from dynamics.series import Series, Snapshot, discover_all, missing_step_error, select, validate
 from dynamics.tokens import TokenizerView, load_tokenizer
 from taco.cli import Parser
 from taco.errors import UsageError
@@ -114,11 +114,8 @@ def _selection(series_list: list[Series], cfg: ProbeConfig) -> dict[str, list[Sn
     if cfg.steps is not None:
         found = {snap.step for snaps in selected.values() for snap in snaps}
         missing = sorted(set(cfg.steps) - found)
-        if missing:
-            avail = sorted({st for s in series_list for st in s.steps})
-            shown = ",".join(map(str, avail[:20])) + (",…" if len(avail) > 20 else "")
-            raise ProbeError(f"{series_list[0].run_dir}: no snapshot at step {missing[0]} "
-                             f"(available: {shown}); fix --steps")
+        if missing:  # names a folder that records another step rather than calling the step absent
+            raise missing_step_error(series_list, missing[0])
     return selected
 
 
@@ -281,7 +278,7 @@ def _open(checked: Checked, cfg: ProbeConfig, device: str, defer_drift: bool, st
     store = st.open(checked.out)
     stores.callback(store.close)
     series_list = checked.series_list
-    flags, changed = _record_snapshots(store, series_list, checked.selected)
+    flags, changed, unverified = _record_snapshots(store, series_list, checked.selected)
     assert checked.tok is not None
     run = _start(store, series_list, checked.tok, checked.probe, cfg, device)
     _forget_stale(run, series_list, changed)
@@ -289,6 +286,7 @@ def _open(checked: Checked, cfg: ProbeConfig, device: str, defer_drift: bool, st
     run.defer_drift = defer_drift
     run.summary.notes += list(checked.no_drift.values())
     run.summary.flags = flags
+    run.summary.notes += unverified
     return run
 
 
@@ -337,12 +335,13 @@ class SeriesState:
 
 
 def _record_snapshots(store: st.Store, series_list: list[Series], selected: dict[str, list[Snapshot]]
-                      ) -> tuple[list[integrity.Flag], dict[str, set[int]]]:
+                      ) -> tuple[list[integrity.Flag], dict[str, set[int]], list[str]]:
     """Record each series' snapshots in the store with the hash of their weights (the snapshots to be measured are
     hashed unless the store holds a hash of their unchanged files), and store and return its integrity flags, with
     the steps of each run whose weights differ from the hash recorded when they were last seen (a run trained
-    again under the same name: its stored results are stale)."""
-    flags, changed = [], {}
+    again under the same name: its stored results are stale) and notes on what could not be checked (a damaged
+    training log, named)."""
+    flags, changed, unverified = [], {}, []
     for s in series_list:
         known = store.snapshots(s.name)
         cached = integrity.cached_entries(zip(known["step"], known["info"], strict=True))
@@ -352,11 +351,13 @@ def _record_snapshots(store: st.Store, series_list: list[Series], selected: dict
         store.upsert_snapshots((s.name, x.step, x.tokens_seen, str(x.path),
                                 {**x.info, **({integrity.HASH_KEY: entries[x.step]} if x.step in entries else {})})
                                for x in s.snapshots)
-        found = integrity.check_series(integrity.records(s, entries), integrity.zero_lr_steps(s))
+        records, rates = integrity.records(s, entries), integrity.learning_rates(s)
+        found = integrity.check_series(records, rates=rates)  # flags only on evidence read (a damaged log: a note)
         store.replace_notes(run=s.name, family=integrity.FAMILY, probe_hash=integrity.PROBE_HASH,
                             notes=integrity.note_rows(found))
         flags += found
-    return flags, changed
+        unverified += integrity.evidence_notes(records, rates)
+    return flags, changed, unverified
 
 
 def _forget_stale(run: ProbeRun, series_list: list[Series], changed: dict[str, set[int]]) -> None:

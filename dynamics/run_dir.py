@@ -32,6 +32,7 @@ TOKENIZER = "tokenizer"
 STATE = "state"
 _SNAPSHOT_NAME = re.compile(r"step-(\d+)")
 _SHOWN_LINES = 5  # line numbers listed per note
+_BEING_WRITTEN = "incomplete (being written?), skipped"  # the last line, while the trainer appends it
 
 
 class RunDirError(ValueError):
@@ -71,10 +72,13 @@ class SnapshotDir:
 @dataclass(frozen=True)
 class Log:
     """The rows of `log.jsonl` in file order (dicts with a finite numeric `step`; other non-finite numbers read
-    as None) and one note per kind of line that was skipped or changed, naming the line numbers."""
+    as None) and one note per kind of line that was skipped or changed, naming the line numbers. `complete`: every
+    line was read as written — False when the file is unreadable or a line other than the one being written was
+    skipped or changed (what the log would say there is unknown, so nothing may be concluded from its absence)."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    complete: bool = True
 
 
 class RunDir:
@@ -151,7 +155,7 @@ class RunDir:
         except FileNotFoundError:
             return Log()
         except OSError as exc:
-            return Log([], [f"{self.log_path}: unreadable ({exc.strerror or exc}); no log rows"])
+            return Log([], [f"{self.log_path}: unreadable ({exc.strerror or exc}); no log rows"], complete=False)
         return parse_log(raw, str(self.log_path))
 
 
@@ -172,8 +176,7 @@ def parse_log(raw: bytes, where: str = LOG_JSONL) -> Log:
         try:
             row = json.loads(text)
         except (ValueError, RecursionError):  # JSONDecodeError; an integer too long to convert
-            kind = ("incomplete (being written?), skipped" if cut and number == len(lines)
-                    else "not valid JSON, skipped")
+            kind = _BEING_WRITTEN if cut and number == len(lines) else "not valid JSON, skipped"
             problems.setdefault(kind, []).append(number)
             continue
         if not isinstance(row, dict):
@@ -187,7 +190,8 @@ def parse_log(raw: bytes, where: str = LOG_JSONL) -> Log:
             problems.setdefault("no numeric step, skipped", []).append(number)
             continue
         rows.append(row)
-    return Log(rows, [_note(where, kind, numbers) for kind, numbers in problems.items()])
+    return Log(rows, [_note(where, kind, numbers) for kind, numbers in problems.items()],
+               complete=set(problems) <= {_BEING_WRITTEN})
 
 
 def _note(where: str, kind: str, numbers: list[int]) -> str:

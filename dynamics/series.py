@@ -277,6 +277,29 @@ def select(series: Series, steps: Sequence[int] | None = None, every: int | None
     return snaps
 
 
+def misnamed(series_list: Sequence[Series], step: int) -> Snapshot | None:
+    """A snapshot whose folder is named for `step` (`step-N`, `checkpoint-N`) while its own files record another
+    step (None when there is none): why `--steps N` finds no snapshot at N although step-N/ exists."""
+    for series in series_list:
+        for snap in series.snapshots:
+            if snap.step != step and step_from_name(snap.path) == step:
+                return snap
+    return None
+
+
+def missing_step_error(series_list: Sequence[Series], step: int, flag: str = "--steps") -> ProbeError:
+    """The error for a requested step no snapshot has: the folder named for it that records another step, when
+    there is one (a renamed folder, or another step's files), else the steps there are."""
+    snap = misnamed(series_list, step)
+    if snap is not None:
+        record = "trainer_state.json" if "trainer_state" in snap.info else SNAPSHOT_JSON
+        return ProbeError(f"{snap.path}: named for step {step} but its {record} records step {snap.step} (renamed, or "
+                          f"another step's files); pass {flag} {snap.step}, or restore the folder")
+    avail = sorted({s for series in series_list for s in series.steps})
+    shown = ",".join(map(str, avail[:20])) + (",…" if len(avail) > 20 else "")
+    return ProbeError(f"{series_list[0].run_dir}: no snapshot at step {step} (available: {shown}); fix {flag}")
+
+
 def weight_files(snapshot_dir: Path) -> list[Path]:
     """The weight files of a saved model (safetensors shards listed in the index, or the single file)."""
     single = snapshot_dir / "model.safetensors"

@@ -139,3 +139,29 @@ def test_real_weights_hash(tiny_run: Path, tmp_path: Path) -> None:
     changed = shutil.copytree(snap, tmp_path / "changed")
     save_file(tensors, str(changed / "model.safetensors"), metadata={"format": "pt"})
     assert integrity.weights_hash(changed)[0] != h[0]
+
+
+@pytest.mark.parametrize("schedule", [False, True], ids=["log-only", "run-json-schedule"])
+def test_an_unreadable_log_raises_no_false_alarm(tiny_run: Path, tmp_path: Path, schedule: bool,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Steps 0 and 1 equal by warm-up, and a log.jsonl of bytes that are no text: no flag (nothing read says the
+    weights should differ), and the probe names the log — in its notes and in report.md — instead of staying
+    silent. With run.json's schedule (as taco.train writes it) the warm-up is known without the log."""
+    run = shutil.copytree(tiny_run, tmp_path / "warm")
+    shutil.rmtree(run / "snapshots" / "step-0000001")
+    _copy_snapshot(run, 0, 1)
+    if schedule:
+        meta = json.loads((run / "run.json").read_text())
+        meta["config"].update(lr=3e-3, max_steps=4, warmup_fraction=0.0, warmup_steps=2)
+        (run / "run.json").write_text(json.dumps(meta))
+    (run / "log.jsonl").write_bytes(bytes(range(128, 256)) * 8 + b"\n" + bytes(range(200, 256)) + b"\n")
+    status = probe.main([str(run), "--out", str(tmp_path / "dyn"), "--probe-blocks", "8", "--metrics", "geometry",
+                         "--no-progress", "--no-figures"])
+    err = capsys.readouterr().err
+    assert status == 0 and "warning:" not in err, err
+    notes = [line for line in err.splitlines() if line.startswith("note:") and str(run / "log.jsonl") in line]
+    assert len(notes) == 1 and ("not checked" in notes[0]) != schedule, err
+    with store.open(tmp_path / "dyn", readonly=True) as s:
+        assert s.notes(integrity.PROBE_HASH).empty
+    report = (tmp_path / "dyn" / "report.md").read_text()
+    assert "No problems found" in report and str(run / "log.jsonl") in report

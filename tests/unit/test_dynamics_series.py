@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from dynamics.errors import ProbeError
-from dynamics.series import check_safetensors, discover, discover_all, select, weight_files
+from dynamics.series import (
+    check_safetensors,
+    discover,
+    discover_all,
+    missing_step_error,
+    select,
+    weight_files,
+)
 
 
 def _model_dir(path: Path, extra: dict | None = None, **files: dict) -> Path:
@@ -156,3 +163,20 @@ def test_safetensors_check(tmp_path: Path) -> None:
             check_safetensors(bad)
     with pytest.raises(ProbeError, match="no model weights"):
         weight_files(tmp_path / "nothing")
+
+
+def test_a_step_whose_folder_records_another_is_named_as_such(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _tokenizer(run / "tokenizer")
+    (run / "run.json").write_text(json.dumps({"objective": "mlm"}))
+    for step, recorded in ((0, 0), (2, 5), (4, 4)):
+        _model_dir(run / "snapshots" / f"step-{step:07d}", snapshot={"step": recorded})
+    trainer = tmp_path / "trainer"
+    _model_dir(trainer / "checkpoint-10", trainer_state={"global_step": 12})
+    _tokenizer(trainer)
+    series = discover_all([run, trainer])
+    message = str(missing_step_error(series, 2))
+    assert message.startswith(f"{run.resolve()}/snapshots/step-0000002: named for step 2 but its snapshot.json "
+                              "records step 5") and "pass --steps 5" in message
+    assert "its trainer_state.json records step 12" in str(missing_step_error(series, 10))
+    assert "no snapshot at step 3 (available: 0,4,5,12); fix --steps" in str(missing_step_error(series, 3))

@@ -56,6 +56,61 @@ def test_zero_learning_rate_explains_identical_weights() -> None:
     assert [f.steps for f in ig.check_series(chain, zero_lr_steps={1})] == [(0, 1, 8)]  # 1 → 8 is not explained
 
 
+def test_a_damaged_log_raises_no_flag_without_evidence() -> None:
+    """Identical weights at 0 and 1 are expected under warm-up; when the log that would show it cannot be read,
+    the check holds back (a note names the log) unless a readable record shows an update with rate > 0."""
+    snaps = [R("r", 0, 0, "w0", 0), R("r", 1, 10, "w0", 1), R("r", 2, 20, "w2", 2)]
+    damaged = ig.LearningRates(unreadable="runs/r/log.jsonl: 3 lines (1, 2, 3) not UTF-8 text, skipped")
+    assert ig.check_series(snaps, rates=damaged) == []
+    (note,) = ig.evidence_notes(snaps, damaged)
+    assert "steps 0 and 1 hold identical weights" in note and "runs/r/log.jsonl: 3 lines" in note
+    assert "not checked" in note
+    logged = ig.LearningRates(positive=frozenset({1}), unreadable=damaged.unreadable)  # a row that was read
+    assert [f.steps for f in ig.check_series(snaps, rates=logged)] == [(0, 1)]
+    scheduled = ig.LearningRates(positive_from=1, unreadable=damaged.unreadable)  # run.json: no warm-up
+    assert [f.steps for f in ig.check_series(snaps, rates=scheduled)] == [(0, 1)]
+    assert [f.steps for f in ig.check_series(snaps, rates=ig.LearningRates())] == [(0, 1)]  # an intact record
+    warm = ig.LearningRates(zero=frozenset({1}), positive_from=2, unreadable=damaged.unreadable)
+    assert ig.check_series(snaps, rates=warm) == []
+    (note,) = ig.evidence_notes(snaps, warm)  # nothing held back: the note names the damaged log all the same
+    assert "runs/r/log.jsonl" in note and "hold identical" not in note
+    copied = [*snaps, R("r", 7, 70, "w2", 7)]  # step 7 copied from step 2: the schedule shows updates between
+    assert [f.steps for f in ig.check_series(copied, rates=warm)] == [(2, 7)]
+    assert ig.evidence_notes(copied, ig.LearningRates()) == []
+
+
+def _series(tmp_path: Path, config: dict | None, log: bytes) -> object:
+    from dynamics.series import Series
+
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "log.jsonl").write_bytes(log)
+    return Series(run, "run", [], run, {"config": config} if config is not None else {})
+
+
+@pytest.mark.parametrize("config, first, zero", [
+    ({"lr": 5e-4, "max_steps": 300, "warmup_fraction": 0.06}, 2, {1}),  # round(18) warm-up steps
+    ({"lr": 5e-4, "max_steps": 300, "warmup_fraction": 0.0, "warmup_steps": 0}, 1, set()),
+    ({"lr": 5e-4, "max_steps": 4, "warmup_fraction": 0.06}, 1, set()),  # round(0.24) = 0: no warm-up
+    ({"lr": 5e-4, "max_steps": 4, "warmup_fraction": 0.0, "warmup_steps": 2}, 2, {1}),
+    ({"objective": "mlm"}, None, set()),  # no schedule recorded
+    ({"lr": "fast", "max_steps": 4, "warmup_fraction": 0.1}, None, set()),
+    (None, None, set()),
+])
+def test_learning_rates_from_the_recorded_schedule(tmp_path: Path, config: dict | None, first: int | None,
+                                                   zero: set[int]) -> None:
+    rates = ig.learning_rates(_series(tmp_path, config, b""))
+    assert (rates.positive_from, set(rates.zero), rates.unreadable) == (first, zero, None)
+
+
+def test_learning_rates_from_the_log_and_what_of_it_was_lost(tmp_path: Path) -> None:
+    rows = [{"step": 1, "lr": 0.0}, {"step": 2, "lr": 1e-4}, {"step": 2, "split": "validation", "lr": 0.0}]
+    rates = ig.learning_rates(_series(tmp_path, {}, "".join(json.dumps(r) + "\n" for r in rows).encode()))
+    assert (set(rates.zero), set(rates.positive), rates.unreadable) == ({1}, {2}, None)
+    rates = ig.learning_rates(_series(tmp_path, {}, bytes(range(128, 256)) + b"\n" + b'{"step": 3}\n'))
+    assert rates.unreadable is not None and str(tmp_path / "run" / "log.jsonl") in rates.unreadable
+
+
 def test_folder_named_for_another_step() -> None:
     snaps = _clean()
     snaps[3] = R("r", 4, 1024, "h4", 5, "step-0000005")  # step-0000005/ records step 4

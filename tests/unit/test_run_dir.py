@@ -77,13 +77,32 @@ def test_clean_log_in_file_order(tmp_path: Path) -> None:
     rows = [{"step": 1, "loss": 9.0}, {"step": 2, "loss": 8.5}, {"step": 2, "split": "validation", "loss": 8.7}]
     run.log_path.write_bytes(_rows(*rows))
     log = run.log()
-    assert log.rows == rows and log.notes == []
+    assert log.rows == rows and log.notes == [] and log.complete
 
 
 def test_truncated_last_line_is_skipped_with_a_note() -> None:
     log = parse_log(_rows({"step": 1}, {"step": 2}) + b'{"step": 3, "loss": 1.', "log.jsonl")
     assert [r["step"] for r in log.rows] == [1, 2]
     assert log.notes == ["log.jsonl: line 3 incomplete (being written?), skipped"]
+    assert log.complete  # the line the trainer is writing: nothing was lost
+
+
+@pytest.mark.parametrize("raw", [
+    b"\xff\xfe random bytes \x00\n" + _rows({"step": 1}),  # not text
+    _rows({"step": 1}) + b"{broken\n" + _rows({"step": 2}),  # not JSON, not the last line
+    _rows({"step": 1}) + b'{"step": 2, "lr": NaN}\n',  # a value lost to a non-finite number
+    b'[1]\n{"loss": 2}\n',  # no object, no step
+])
+def test_a_log_with_lines_lost_is_not_complete(raw: bytes) -> None:
+    log = parse_log(raw, "log.jsonl")
+    assert not log.complete and log.notes
+
+
+def test_an_unreadable_log_is_not_complete(tmp_path: Path) -> None:
+    run = RunDir(_run(tmp_path / "r"))
+    run.log_path.mkdir()  # reading a folder fails: the log cannot be read at all
+    log = run.log()
+    assert log.rows == [] and not log.complete and str(run.log_path) in log.notes[0]
 
 
 def test_binary_garbage_lines_are_skipped_with_a_note() -> None:
