@@ -11,7 +11,15 @@ Stages, in order, each resumable (re-running the command continues where it stop
 
 `--jobs N` runs N runs side by side in child processes (useful on a GPU, where one small model leaves the card
 mostly idle); each child writes its log to `RUNS_DIR/logs/RUN.log`. Stage timings and the device go to
-`RUNS_DIR/RUN/experiment.json`. Bad input gives a one-line `error:` and exit status 2.
+`RUNS_DIR/RUN/experiment.json`. Bad input gives a one-line `error:` and exit status 2; a GLUE task without a GLUE
+folder is reported before anything is trained.
+
+`--max-steps N` is the quick check of a configuration (minutes on a 2-core CPU): every run trains N steps scoring
+at most `SMOKE_EVAL_BLOCKS` validation blocks per snapshot, the probe draws at most `SMOKE_PROBE_BLOCKS` blocks,
+and the linear probes and fine-tuning are cut to a smoke size (`smoke_options`: at most `SMOKE_EXAMPLES` training
+and dev examples per task, one fine-tuning epoch with the first seed; without a GLUE folder the GLUE tasks are
+left out, rotten_tomatoes stays); the report goes under RUNS_DIR (`RUNS_DIR/results/NAME/`) unless
+`--results-dir` says otherwise.
 """
 
 from __future__ import annotations
@@ -35,6 +43,11 @@ from taco.errors import UsageError
 STAGES = ("train", "probe", "linear", "finetune", "report")
 RUN_STAGES = STAGES[:-1]
 DEFAULT_RESULTS = "experiments/results"
+# The quick check's (--max-steps) sizes: training and dev examples per task for linear probes and fine-tuning,
+# blocks of the probe set (dynamics.probe), validation blocks scored at each snapshot while training.
+SMOKE_EXAMPLES = 128
+SMOKE_PROBE_BLOCKS = 16
+SMOKE_EVAL_BLOCKS = 16
 
 
 def _device_name(device: str) -> str:
@@ -67,6 +80,7 @@ def _train_config(exp: Experiment, name: str, device: str, progress: bool, max_s
     opts = exp.train_options(name)
     if max_steps is not None:
         opts["max_steps"] = max_steps
+        opts["eval_blocks"] = min(opts.get("eval_blocks") or SMOKE_EVAL_BLOCKS, SMOKE_EVAL_BLOCKS)
     return TrainConfig(**opts, device=device, progress=progress).resolved()
 
 
@@ -91,19 +105,70 @@ def train_run(exp: Experiment, name: str, device: str, progress: bool, max_steps
     return True
 
 
-def probe_run(exp: Experiment, name: str, device: str, progress: bool) -> bool:
-    """Probe one run's snapshots (incremental); True when anything was computed."""
+def probe_run(exp: Experiment, name: str, device: str, progress: bool, max_steps: int | None = None) -> bool:
+    """Probe one run's snapshots (incremental); True when anything was computed. The quick check (`max_steps`)
+    draws at most SMOKE_PROBE_BLOCKS probe blocks."""
     from dynamics.probe import run as probe
 
     run_dir = exp.run_dir(name)
-    return bool(probe(run_dir, out=run_dir / "dynamics", device=device, progress=progress, **exp.probe).computed)
+    opts = dict(exp.probe)
+    if max_steps is not None:
+        opts["probe_blocks"] = min(opts.get("probe_blocks") or SMOKE_PROBE_BLOCKS, SMOKE_PROBE_BLOCKS)
+    return bool(probe(run_dir, out=run_dir / "dynamics", device=device, progress=progress, **opts).computed)
+
+
+def _tasks(opts: dict[str, Any]) -> list[str]:
+    """The tasks of a `linear:`/`finetune:` block, resolved (`experiments.tasks.resolve_tasks`)."""
+    from experiments.tasks import DEFAULT_TASKS, resolve_tasks
+
+    tasks = opts.get("tasks", DEFAULT_TASKS)
+    return resolve_tasks(tasks.split(",") if isinstance(tasks, str) else tasks)
+
+
+def smoke_options(mode: str, opts: dict[str, Any], glue_dir: str | None) -> dict[str, Any]:
+    """The quick check's (`--max-steps`) settings for a `linear:`/`finetune:` block: at most `SMOKE_EXAMPLES`
+    training and dev examples per task; fine-tuning for one epoch with the first seed; without a GLUE folder
+    (`glue_dir` or the block's own), only the tasks that need none."""
+    from experiments.evaluate import EvalConfig
+    from experiments.tasks import GLUE_TASKS
+
+    out = dict(opts)
+    for key in ("max_train_examples", "max_eval_examples"):
+        out[key] = min(out.get(key) or SMOKE_EXAMPLES, SMOKE_EXAMPLES)
+    if mode == "finetune":
+        out["epochs"] = 1
+        out["seeds"] = list(out.get("seeds") or EvalConfig().seeds)[:1]
+    if not (glue_dir or out.get("glue_dir")):
+        out["tasks"] = [t for t in _tasks(out) if t not in GLUE_TASKS]
+    return out
+
+
+def _stage_options(exp: Experiment, mode: str, glue_dir: str | None, max_steps: int | None) -> dict[str, Any]:
+    """The experiment's `linear:`/`finetune:` block, as the quick check cuts it when `max_steps` is given."""
+    opts = dict(exp.linear if mode == "linear" else exp.finetune or {})
+    return opts if max_steps is None else smoke_options(mode, opts, glue_dir)
+
+
+def check_glue(exp: Experiment, stages: Sequence[str], glue_dir: str | None) -> None:
+    """`EvalError` when a downstream stage that will run needs GLUE files and no GLUE folder is given (checked
+    before anything is trained: the stage itself would stop only after the training and the probe)."""
+    from experiments.tasks import GLUE_TASKS
+
+    for mode, opts in (("linear", exp.linear), ("finetune", exp.finetune)):
+        if opts is None or mode not in stages or glue_dir or opts.get("glue_dir"):
+            continue
+        glue = [t for t in _tasks(opts) if t in GLUE_TASKS]
+        if glue:
+            raise EvalError(f"--glue-dir is required for {','.join(glue)} (the {mode} stage of {exp.source}); pass "
+                            "the folder holding GLUE's task folders (CoLA/, SST-2/, …) or set GLUE_DIR, or run "
+                            "the quick check (--max-steps N), which leaves the GLUE tasks out without one")
 
 
 def _eval_config(exp: Experiment, mode: str, device: str, progress: bool, glue_dir: str | None,
                  max_steps: int | None, name: str) -> Any:
     from experiments.evaluate import EvalConfig
 
-    opts = dict(exp.linear if mode == "linear" else exp.finetune or {})
+    opts = _stage_options(exp, mode, glue_dir, max_steps)
     if "steps" in opts and opts["steps"] is not None:
         last = final_step(exp, name, max_steps)
         steps = [last if str(s) == "final" else int(s) for s in opts["steps"]]
@@ -131,14 +196,24 @@ def run_stages(exp: Experiment, name: str, stages: Sequence[str], device: str, p
     for stage in RUN_STAGES:
         if stage not in stages:
             continue
-        if stage in ("linear", "finetune") and (exp.linear if stage == "linear" else exp.finetune) is None:
-            continue
+        if stage in ("linear", "finetune"):
+            if (exp.linear if stage == "linear" else exp.finetune) is None:
+                continue
+            if max_steps is not None:
+                opts = _stage_options(exp, stage, glue_dir, max_steps)
+                if not opts["tasks"]:
+                    print(f"[{exp.name}/{name}] {stage}: skipped by the quick check (every task needs GLUE files; "
+                          "pass --glue-dir or set GLUE_DIR)", flush=True)
+                    continue
+                print(f"[{exp.name}/{name}] {stage}: quick check, {','.join(opts['tasks'])} on at most "
+                      f"{SMOKE_EXAMPLES} training and dev examples"
+                      + (", 1 epoch, seed " + str(opts["seeds"][0]) if stage == "finetune" else ""), flush=True)
         started = time.perf_counter()
         print(f"[{exp.name}/{name}] {stage}", flush=True)
         if stage == "train":
             did_work = train_run(exp, name, device, progress, max_steps)
         elif stage == "probe":
-            did_work = probe_run(exp, name, device, progress)
+            did_work = probe_run(exp, name, device, progress, max_steps)
         else:
             did_work = evaluate_run(exp, name, stage, device, progress, glue_dir, max_steps)
         if not did_work:  # all stored already: keep the time of the run that did the work
@@ -202,10 +277,16 @@ class RunnerArgs:
     glue_dir: str | None = field(default_factory=lambda: os.environ.get("GLUE_DIR"), metadata={
         "help": "GLUE folder (CoLA/, SST-2/, ...) for the downstream stages; default $GLUE_DIR"})
     runs_dir: str | None = field(default=None, metadata={"help": "where the runs go (default: the file's runs_dir)"})
-    results_dir: str = field(default=DEFAULT_RESULTS, metadata={
-        "help": "the report goes to RESULTS_DIR/NAME/ (report.md, figures/, data)"})
+    results_dir: str | None = field(default=None, metadata={
+        "help": f"the report goes to RESULTS_DIR/NAME/ (report.md, figures/, data); default {DEFAULT_RESULTS}, "
+                "or RUNS_DIR/results with --max-steps"})
     max_steps: int | None = field(default=None, metadata={
-        "help": "override every run's max_steps (for a quick end-to-end check of a configuration)"})
+        "help": "the quick check of a configuration (minutes on a CPU, e.g. --max-steps 20 --runs-dir "
+                "/tmp/check): every run trains MAX_STEPS steps, the probe and the validation use at most "
+                f"{SMOKE_PROBE_BLOCKS} blocks, linear probes and fine-tuning at most {SMOKE_EXAMPLES} training and "
+                "dev examples per task, fine-tuning 1 epoch with the first seed, GLUE tasks only with a GLUE "
+                "folder, and the report goes under RUNS_DIR. For a real study at a smaller budget, set max_steps "
+                "in the experiment file instead"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     list_runs: bool = field(default=False, metadata={"help": "print the runs and their options, then stop",
                                                      "aliases": ["--list"]})
@@ -254,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if r.name in names:
                         print(f"{r.name} (wave {wave_no}): {json.dumps(exp.train_options(r.name), sort_keys=True)}")
             return 0
+        if args.max_steps is None:
+            check_glue(exp, stages, args.glue_dir)
         if args.threads:
             import torch
 
@@ -271,7 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "report" in stages:
             from experiments.report import write_report
 
-            out = write_report(exp, Path(args.results_dir) / exp.name)
+            results_dir = args.results_dir or (exp.runs_dir / "results" if args.max_steps is not None
+                                               else DEFAULT_RESULTS)
+            out = write_report(exp, Path(results_dir) / exp.name)
             print(f"report written to {out}")
     except UsageError as exc:  # the runner's and the stages' own bad-input errors
         print(f"error: {exc}", file=sys.stderr)

@@ -2,11 +2,13 @@
 on real English text; SST-2 and STS-B in GLUE's layout, written by `tests/glue_fixture.py`, capped at 100 training
 examples): two runs side by side in child processes and a third that starts from the first one's embeddings, then
 probe, linear probe, fine-tuning and the report. Running it again computes nothing; a run interrupted between
-snapshots resumes onto the uninterrupted trajectory; bad input exits 2 with one line."""
+snapshots resumes onto the uninterrupted trajectory; the quick check (`--max-steps`) cuts linear probes and
+fine-tuning to a smoke size and leaves GLUE tasks out without a GLUE folder; bad input exits 2 with one line."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +20,14 @@ from safetensors.torch import load_file
 
 import dynamics.store as dstore
 import taco.train
-from experiments.results import FAMILY, PROBE_HASH
-from experiments.run import main
+from experiments.results import FAMILY, PROBE_HASH, completed_units
+from experiments.run import SMOKE_EVAL_BLOCKS, SMOKE_EXAMPLES, SMOKE_PROBE_BLOCKS, _train_config, main
+from experiments.spec import load
 from taco.embeddings import WORD_EMBEDDINGS
 from tests.integration.conftest import one_torch_thread
 from tests.integration.test_train_cli import _tree_digest
 
+REPO = Path(__file__).resolve().parents[2]
 RUNS = ("mlm-s1", "taco-s1", "taco-init")
 STEPS = [0, 6, 12]
 
@@ -214,6 +218,74 @@ def test_an_interrupted_run_resumes_onto_the_same_trajectory(experiment: dict[st
     assert set(json.loads((run / "experiment.json").read_text())["stages"]) == {"train"}
 
 
+def smoke_experiment_file(path: Path, tiny: Path) -> Path:
+    """The tiny experiment with probe, linear and fine-tuning blocks larger than the quick check's: 24 probe
+    blocks, no example caps (the fixture's SST-2 and STS-B have 324 and 220 training rows), 2 epochs, 2 seeds."""
+    text = tiny.read_text()
+    assert "probe: {probe_blocks: 8," in text
+    head = text[:text.index("linear:")].replace("probe: {probe_blocks: 8,", "probe: {probe_blocks: 24,")
+    path.write_text(head + textwrap.dedent("""\
+        linear: {tasks: [sst2, stsb], every: 6, max_length: 32}
+        finetune: {tasks: [sst2], steps: [6, final], seeds: [1, 2], epochs: 2, batch_size: 8, warmup_steps: 2,
+                   lr: 0.001, max_length: 32}
+        """))
+    return path
+
+
+def test_quick_check_cuts_linear_probes_and_fine_tuning(experiment: dict[str, Path], glue_fixture_dir: Path,
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--max-steps` reaches the probe and the downstream stages: SMOKE_PROBE_BLOCKS probe blocks, at most
+    SMOKE_EXAMPLES training examples per task (the dev sets here are smaller than the cap), one fine-tuning epoch
+    with the first seed; the report goes under the runs folder. Training caps its validation blocks."""
+    config = smoke_experiment_file(tmp_path / "smoke.yaml", experiment["config"])
+    runs = tmp_path / "runs"
+    # trained for 12 steps; measured and scored afresh here
+    shutil.copytree(experiment["runs"] / "mlm-s1", runs / "mlm-s1", ignore=shutil.ignore_patterns("dynamics"))
+    with one_torch_thread():
+        assert main([str(config), "--runs-dir", str(runs), "--runs", "mlm-s1", "--max-steps", "12",
+                     "--stages", "probe,linear,finetune,report", "--glue-dir", str(glue_fixture_dir),
+                     "--device", "cpu", "--threads", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"linear: quick check, sst2,stsb on at most {SMOKE_EXAMPLES} training and dev examples" in out
+    assert "finetune: quick check, sst2 on at most" in out and "1 epoch, seed 1" in out
+    with dstore.open(runs / "mlm-s1" / "dynamics", readonly=True) as store:
+        assert store.probe_sets().n_blocks.tolist() == [SMOKE_PROBE_BLOCKS]
+        for step in STEPS:
+            units = completed_units(store, "mlm-s1", step)
+            for task, n_train, n_dev in (("sst2", 324, 120), ("stsb", 220, 110)):
+                unit = units[f"linear/L2/{task}"]
+                assert (unit["n_train"], unit["n_dev"]) == (min(n_train, SMOKE_EXAMPLES), n_dev), (step, task)
+            finetune = units.get("finetune/L-1/sst2")
+            if step == 0:  # not a fine-tuning step
+                assert finetune is None
+                continue
+            assert (finetune["n_train"], finetune["n_dev"]) == (SMOKE_EXAMPLES, 120)
+            assert finetune["train_loss"].keys() == {"1"} and len(finetune["train_loss"]["1"]) == 1  # 1 epoch
+        down = store.metrics(run="mlm-s1", family=FAMILY, probe_hash=PROBE_HASH)
+    assert set(down[down.metric == "sst2/score"].variant) == {"linear/mean", "finetune/seed1", "finetune/mean"}
+    assert (runs / "results" / "tiny" / "report.md").is_file()
+    exp = load(config, runs)
+    assert _train_config(exp, "mlm-s1", "cpu", False, None).eval_blocks == 16  # the file's
+    full = _train_config(exp, "mlm-s1", "cpu", False, 12)
+    assert (full.eval_blocks, full.max_steps) == (min(16, SMOKE_EVAL_BLOCKS), 12)
+    cpu_scale = load(REPO / "experiments" / "configs" / "mlm_vs_taco.yaml", tmp_path / "paper-runs")
+    assert _train_config(cpu_scale, "mlm-s1", "cpu", False, 20).eval_blocks == SMOKE_EVAL_BLOCKS < 64
+
+
+def test_quick_check_without_glue_leaves_glue_tasks_out(experiment: dict[str, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    runs = tmp_path / "runs"
+    shutil.copytree(experiment["runs"] / "mlm-s1", runs / "mlm-s1")
+    before = _stored(runs / "mlm-s1")[1].to_json()
+    assert main([str(experiment["config"]), "--runs-dir", str(runs), "--runs", "mlm-s1", "--max-steps", "12",
+                 "--stages", "linear,finetune,report", "--device", "cpu", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("linear", "finetune"):  # the tiny experiment scores GLUE tasks only
+        assert f"[tiny/mlm-s1] {stage}: skipped by the quick check (every task needs GLUE files" in out
+    assert _stored(runs / "mlm-s1")[1].to_json() == before
+    assert (runs / "results" / "tiny" / "report.md").is_file()
+
+
 def test_bad_input_exits_2_with_one_line(experiment: dict[str, Path], tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     config, runs = str(experiment["config"]), tmp_path / "runs"
@@ -224,6 +296,8 @@ def test_bad_input_exits_2_with_one_line(experiment: dict[str, Path], tmp_path: 
         ([config, "--jobs", "0"], "--jobs 0: must be at least 1"),
         ([config, "--max-steps", "0"], "--max-steps 0: must be at least 1"),
         ([str(tmp_path / "missing.yaml")], f"experiment file {tmp_path / 'missing.yaml'} does not exist"),
+        ([config], f"--glue-dir is required for sst2,stsb (the linear stage of {config})"),  # before any training
+        ([config, "--stages", "finetune"], f"--glue-dir is required for sst2 (the finetune stage of {config})"),
     ]
     for argv, expected in cases:
         assert main([*argv, "--runs-dir", str(runs), "--device", "cpu", "--no-progress"]) == 2, expected
