@@ -1,4 +1,4 @@
-"""`python -m dynamics.metrics`: print the table of registered metrics (the README's, generated)."""
+"""`python -m dynamics.metrics`: print the table of registered metrics (docs/metrics.md's, generated)."""
 
 from dynamics.metrics.registry import markdown_table
 

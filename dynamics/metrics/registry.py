@@ -182,7 +182,7 @@ def get(name: str) -> Metric:
 
 
 def markdown_table() -> str:
-    """The README's table of metrics, generated from the registry."""
+    """The table of metrics in docs/metrics.md, generated from the registry."""
     lines = ["| metric | family | layers | variants | unit | definition | defined in |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for m in load().values():
