@@ -45,7 +45,7 @@ RUN_STAGES = STAGES[:-1]
 DEFAULT_RESULTS = "experiments/results"
 # The quick check's (--max-steps) sizes: training and dev examples per task for linear probes and fine-tuning,
 # blocks of the probe set (dynamics.probe), validation blocks scored at each snapshot while training.
-SMOKE_EXAMPLES = 128
+SMOKE_EXAMPLES = 32
 SMOKE_PROBE_BLOCKS = 16
 SMOKE_EVAL_BLOCKS = 16
 

@@ -235,8 +235,8 @@ def smoke_experiment_file(path: Path, tiny: Path) -> Path:
 def test_quick_check_cuts_linear_probes_and_fine_tuning(experiment: dict[str, Path], glue_fixture_dir: Path,
                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`--max-steps` reaches the probe and the downstream stages: SMOKE_PROBE_BLOCKS probe blocks, at most
-    SMOKE_EXAMPLES training examples per task (the dev sets here are smaller than the cap), one fine-tuning epoch
-    with the first seed; the report goes under the runs folder. Training caps its validation blocks."""
+    SMOKE_EXAMPLES training and dev examples per task, one fine-tuning epoch with the first seed; the report goes
+    under the runs folder. Training caps its validation blocks."""
     config = smoke_experiment_file(tmp_path / "smoke.yaml", experiment["config"])
     runs = tmp_path / "runs"
     # trained for 12 steps; measured and scored afresh here
@@ -254,12 +254,14 @@ def test_quick_check_cuts_linear_probes_and_fine_tuning(experiment: dict[str, Pa
             units = completed_units(store, "mlm-s1", step)
             for task, n_train, n_dev in (("sst2", 324, 120), ("stsb", 220, 110)):
                 unit = units[f"linear/L2/{task}"]
-                assert (unit["n_train"], unit["n_dev"]) == (min(n_train, SMOKE_EXAMPLES), n_dev), (step, task)
+                expected = min(n_train, SMOKE_EXAMPLES), min(n_dev, SMOKE_EXAMPLES)
+                assert (unit["n_train"], unit["n_dev"]) == expected, (step, task)
             finetune = units.get("finetune/L-1/sst2")
             if step == 0:  # not a fine-tuning step
                 assert finetune is None
                 continue
-            assert (finetune["n_train"], finetune["n_dev"]) == (SMOKE_EXAMPLES, 120)
+            assert (finetune["n_train"], finetune["n_dev"]) == (min(324, SMOKE_EXAMPLES), min(120, SMOKE_EXAMPLES))
+            assert SMOKE_EXAMPLES < 120  # so that both caps are seen
             assert finetune["train_loss"].keys() == {"1"} and len(finetune["train_loss"]["1"]) == 1  # 1 epoch
         down = store.metrics(run="mlm-s1", family=FAMILY, probe_hash=PROBE_HASH)
     assert set(down[down.metric == "sst2/score"].variant) == {"linear/mean", "finetune/seed1", "finetune/mean"}
