@@ -138,6 +138,17 @@ def _mapping(value: Any, what: str, path: Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in value.items()}
 
 
+def _text(data: dict[str, Any], key: str, path: Path, what: str | None = None) -> str | None:
+    """`data[key]` as text (None when absent or null): a name, a path or a description is written as text (a
+    number reads as its digits), never as a list, a mapping or true/false."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise EvalError(f"{path}: {what or key} must be text, not {value!r}")
+    return str(value)
+
+
 def _check_fields(options: dict[str, Any], cls: type, what: str, path: Path, extra: tuple[str, ...] = ()) -> None:
     names = {f.name for f in dataclasses.fields(cls)} | set(extra)
     unknown = sorted(set(options) - names)
@@ -205,6 +216,8 @@ def load(path: str | Path, runs_dir: str | Path | None = None) -> Experiment:
     from taco.errors import UsageError
 
     p = Path(path)
+    if p.exists() and not p.is_file():  # a folder exists: saying it does not would send the user looking
+        raise EvalError(f"experiment file {p} is a folder, not a file; pass one of experiments/configs/*.yaml")
     if not p.is_file():
         raise EvalError(f"experiment file {p} does not exist; pass one of experiments/configs/*.yaml")
     try:
@@ -215,7 +228,7 @@ def load(path: str | Path, runs_dir: str | Path | None = None) -> Experiment:
     unknown = sorted(set(data) - KEYS)
     if unknown:
         raise EvalError(f"{p}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(KEYS))}")
-    name = str(data.get("name") or p.stem)
+    name = _text(data, "name", p) or p.stem
     if not NAME_OK.match(name):
         raise EvalError(f"{p}: name {name!r} may hold only letters, digits, '.', '_' and '-'")
 
@@ -223,7 +236,7 @@ def load(path: str | Path, runs_dir: str | Path | None = None) -> Experiment:
     runs: list[RunSpec] = []
     grid = _mapping(data.get("grid"), "grid", p)
     if grid:
-        fmt = str(data.get("name_format") or "-".join(f"{{{k}}}" for k in grid))
+        fmt = _text(data, "name_format", p) or "-".join(f"{{{k}}}" for k in grid)
         values = [v if isinstance(v, list) else [v] for v in grid.values()]
         for combo in itertools.product(*values):
             opts = dict(zip(grid, combo, strict=True))
@@ -231,10 +244,17 @@ def load(path: str | Path, runs_dir: str | Path | None = None) -> Experiment:
                 run_name = fmt.format(**opts)
             except KeyError as exc:
                 raise EvalError(f"{p}: name_format names {exc} which is not a grid key") from None
+            except (ValueError, IndexError) as exc:  # an unbalanced brace, a positional {}
+                raise EvalError(f"{p}: name_format {fmt!r} is not a valid format ({exc}); write e.g. "
+                                "'{objective}-s{seed}'") from None
             runs.append(RunSpec(run_name, {**shared, **opts}))
-    for entry in data.get("runs") or []:
+    entries = data.get("runs") or []
+    if not isinstance(entries, list):
+        raise EvalError(f"{p}: runs must be a list of mappings, e.g. runs: [{{name: a, objective: taco}}]")
+    for entry in entries:
         entry = _mapping(entry, "each runs entry", p)
-        run_name = entry.pop("name", None)
+        run_name = _text(entry, "name", p, "each runs entry's name")
+        entry.pop("name", None)
         if not run_name:
             raise EvalError(f"{p}: every entry of runs needs a name")
         runs.append(RunSpec(str(run_name), {**shared, **entry}))
@@ -271,9 +291,9 @@ def load(path: str | Path, runs_dir: str | Path | None = None) -> Experiment:
             _checked(lambda o=opts, m=what: EvalConfig(**o, mode=m).validate(), what, p)
             sections[what] = opts if steps is None else {**opts, "steps": steps}
     linear, finetune = sections["linear"], sections["finetune"]
-    exp = Experiment(name=name, description=str(data.get("description") or "").strip(),
-                     report=str(data.get("report") or name),
-                     runs_dir=Path(runs_dir or data.get("runs_dir") or f"runs/experiments/{name}"),
+    exp = Experiment(name=name, description=(_text(data, "description", p) or "").strip(),
+                     report=_text(data, "report", p) or name,
+                     runs_dir=Path(runs_dir or _text(data, "runs_dir", p) or f"runs/experiments/{name}"),
                      runs=runs, probe=probe, linear=linear, finetune=finetune,
                      options=_mapping(data.get("options"), "options", p), source=p)
     exp.waves()  # fails early on cycles

@@ -58,24 +58,28 @@ def cache_setting(value: str | Path | None = None, flag: str = "--data-cache") -
     return root, f"the cache root {root} ({source})", f"set {ENV_VAR} to a writable directory, or pass {flag} DIR"
 
 
-def check_directory(path: Path, what: str, fix: str) -> Path:
+def check_directory(path: Path, what: str, fix: str, *, create: bool = True) -> Path:
     """`path` if it is a directory where files can be written, created (with its parents) when missing: the one
-    check of every cache folder before anything is built in it. `TacoError` — one line naming `what` (the setting
-    that chose the path), the reason and `fix` — when it or a parent is a file, or it cannot be created or
-    written (no permission, a read-only or virtual file system such as /proc). On failure nothing is left behind:
-    folders it created are removed again."""
+    check of every folder a program writes (the cache root, a run's output folder) before anything is built in
+    it. `TacoError` — one line naming `what` (the setting that chose the path), the reason and `fix` — when it
+    or a parent is a file, or it cannot be created or written (no permission, a read-only or virtual file system
+    such as /proc). On failure nothing is left behind: folders it created are removed again. `create=False`
+    leaves a missing `path` missing and tests the nearest folder that exists, where it would be created."""
+    existing = path
     for part in (path, *path.parents):
         if part.exists() or part.is_symlink():
             if not part.is_dir():
                 kind = "a broken link" if not part.exists() else "a file"
                 where = f" (it is {kind})" if part == path else f" ({part} is {kind})"
                 raise TacoError(f"{what} is not a directory{where}; {fix}")
+            existing = part
             break
-    created = [p for p in (path, *path.parents) if not p.exists()]
+    target = path if create else existing
+    created = [p for p in (target, *target.parents) if not p.exists()]
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        target.mkdir(parents=True, exist_ok=True)
         # A file made and removed again: mkdir alone does not prove that files can be written there.
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=target)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:

@@ -52,9 +52,12 @@ def comma_list(inner: Callable[[str], Any]) -> Callable[[Any], list[Any]]:
         items = value if isinstance(value, (list, tuple)) else str(value).split(",")
         if any(isinstance(x, (list, tuple, dict)) for x in items):
             raise ValueError(value)  # a nested list or mapping is no list of values
-        return [inner(str(x).strip()) for x in items if str(x).strip()]
+        out = [inner(str(x).strip()) for x in items if str(x).strip()]
+        if not out:  # `--steps ,` or `--runs ""`: no program has a use for an empty list; it would select nothing
+            raise ValueError(value)
+        return out
 
-    parse.__name__ = f"comma-separated {getattr(inner, '__name__', 'value')}s"
+    parse.__name__ = "comma-separated list"
     parse.item = inner  # type: ignore[attr-defined]  # what `_expected` names
     return parse
 

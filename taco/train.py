@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from taco.cache import check_directory
 from taco.config import TrainConfig, parse_args
 from taco.distributed import DistInfo, barrier, init_distributed, shutdown_distributed
 from taco.errors import TacoError, UsageError
@@ -35,9 +36,11 @@ SEED_STRIDE = 1_000_003
 def check_output_dir(out: Path, cfg: TrainConfig) -> str:
     """Decide what to do with `out`: 'fresh', 'resume' or 'overwrite'. Raises before anything is touched."""
     has_run = (out / "run.json").is_file()
-    non_empty = out.is_dir() and any(out.iterdir())
     if out.exists() and not out.is_dir():
         raise TacoError(f"--output-dir {out} is a file; choose a directory")
+    # a folder under a file, or where nothing can be written (e.g. /proc), fails now, not after data preparation
+    check_directory(out, f"--output-dir {out}", "choose a writable directory", create=False)
+    non_empty = out.is_dir() and any(out.iterdir())
     if cfg.overwrite:
         if non_empty and not has_run:
             raise TacoError(f"--output-dir {out} holds files that are not a taco run; refusing to delete them "

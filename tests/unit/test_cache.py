@@ -166,3 +166,16 @@ def test_prepare_from_two_directories_reuses_the_cache(tmp_path, monkeypatch, ca
     assert len(calls) == len(builtin.SOURCES)  # built once, found the second time
     assert (corpus_dir / "train.jsonl").stat().st_mtime_ns == mtime
     assert not [p for cwd in ("first", "second") for p in (tmp_path / cwd).iterdir()]  # no ./data
+
+
+def test_a_folder_to_be_made_later_is_checked_where_it_would_be_made(tmp_path):
+    from taco.cache import check_directory
+
+    later = tmp_path / "runs" / "new"
+    assert check_directory(later, "--output-dir", "fix", create=False) == later
+    assert list(tmp_path.iterdir()) == []  # nothing made: the run makes it once every check has passed
+    with pytest.raises(TacoError, match=r"^--output-dir: cannot write there \(.*\); fix$"):
+        check_directory(Path(UNWRITABLE[0]) / "run", "--output-dir", "fix", create=False)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(TacoError, match=r"is not a directory \(.*file is a file\)"):
+        check_directory(tmp_path / "file" / "run", "--output-dir", "fix", create=False)

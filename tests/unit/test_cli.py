@@ -100,6 +100,7 @@ def test_bad_flags_are_one_line_errors(argv: list[str], needle: str, capsys: pyt
     ('{"steps": [[1, 2]]}', "bad value [[1, 2]] for 'steps'"),
     ('{"steps": [1, "x"]}', "bad value [1, 'x'] for 'steps'; expected a list of whole numbers (or "),
     ('{"names": null}', "bad value null for 'names'; expected a list of names"),
+    ('{"steps": []}', "bad value [] for 'steps'"),  # an empty list selects nothing: refused, not a silent no-op
 ])
 def test_bad_config_files_are_one_line_errors(text: str, needle: str, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,9 +118,10 @@ def test_config_values_of_the_right_kind_are_typed(tmp_path: Path) -> None:
     assert _parse(["--config", str(path)]).steps is None
 
 
-@pytest.mark.parametrize("argv", [["--rate", "nan"], ["--rate", "inf"]])
-def test_non_finite_numbers_are_refused_as_flags_too(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert "--rate" in _error(argv, capsys)
+@pytest.mark.parametrize("argv", [["--rate", "nan"], ["--rate", "inf"], ["--steps", ","], ["--names", ""]])
+def test_non_finite_numbers_and_empty_lists_are_refused_as_flags_too(argv: list[str],
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert argv[0] in _error(argv, capsys)
 
 
 def test_a_missing_config_file_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

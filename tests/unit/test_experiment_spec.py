@@ -144,6 +144,16 @@ def test_json_files_load_too(tmp_path: Path) -> None:
     ("runs: [{name: a}]\nfinetune: {seeds: [1, x]}\n", "finetune: bad value [1, 'x'] for 'seeds'"),
     ("runs: [{name: a}]\nfinetune: {steps: [500, last]}\n", "finetune option steps [500, 'last']: expected"),
     ("runs: [{name: a}]\nlinear: {steps: [-1]}\n", "linear option steps [-1]: expected"),
+    # the file's own keys typed too
+    ("runs: 5\n", "runs must be a list of mappings"),
+    ("grid: {seed: [1]}\nname_format: '{seed'\n", "name_format '{seed' is not a valid format"),
+    ("grid: {seed: [1]}\nname_format: '{}'\n", "name_format '{}' is not a valid format"),
+    ("runs: [{name: a}]\nruns_dir: [1]\n", "runs_dir must be text, not [1]"),
+    ("runs: [{name: a}]\ndescription: {a: 1}\n", "description must be text"),
+    ("runs: [{name: a}]\nreport: [x]\n", "report must be text"),
+    ("name: [x]\nruns: [{name: a}]\n", "name must be text"),
+    ("runs: [{name: true}]\n", "each runs entry's name must be text, not True"),
+    ("runs: [{name: [a]}]\n", "each runs entry's name must be text"),
     # values each program's own checks refuse, before anything runs
     ("runs: [{name: a, max_steps: 0}]\n", "train (run a): --max-steps must be >= 1 (got 0)"),
     ("runs: [{name: a, tc_window: 4}]\n", "train (run a): --tc-window must be odd"),
@@ -211,6 +221,9 @@ def test_the_runner_refuses_a_stage_without_its_section(tmp_path: Path, capsys: 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(EvalError, match=r"nothing\.yaml does not exist; pass one of experiments/configs"):
         load(tmp_path / "nothing.yaml")
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(EvalError, match=r"folder\.yaml is a folder, not a file"):
+        load(tmp_path / "folder.yaml")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
