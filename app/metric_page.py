@@ -47,10 +47,11 @@ def _body(page: PageDef, ctx: ui.Context) -> None:
     main = _main_variant(variants, page.key)
     layer = ui.layer_picker(df["layer"].unique(), key=f"{page.key}:layer")
     x = ui.x_field(ctx, df)
-    gaps = frames.coverage(df[df["variant"] == main], store_tables.measured(ctx.db, ctx.stamp, ctx.probe_hash),
-                         [family_of.get(metric, page.families[0])], runs)
-    if gaps:
-        st.caption("Missing values — " + "; ".join(gaps) + ".")
+    with ui.part(ctx, "the list of missing values"):
+        gaps = frames.coverage(df[df["variant"] == main], store_tables.measured(ctx.db, ctx.stamp, ctx.probe_hash),
+                               [family_of.get(metric, page.families[0])], runs)
+        if gaps:
+            st.caption("Missing values — " + "; ".join(gaps) + ".")
     shown = df[(df["variant"] == main) & (df["layer"] == layer)]
     suffix = "" if main == "all" else f" ({main})"
     names = ["Runs", "All layers", "Difference"]
@@ -61,13 +62,14 @@ def _body(page: PageDef, ctx: ui.Context) -> None:
     if dists:
         names.append("By distance")
     tabs = dict(zip(names, st.tabs(names), strict=True))
-    groups = _groups(ctx, runs)
+    groups: list[seed_groups.Group] = []
+    with ui.part(ctx, "the seed groups (runs are drawn one by one)"):
+        groups = _groups(ctx, runs)
     with tabs["Runs"]:
         if groups:
             _group_chart(page, ctx, shown, groups, x, f"{mdef.label}{suffix}, layer {layer}", mdef.label, metric)
         else:
-            onsets = seed_groups.onset_rows(ctx.db, ctx.stamp, metric, tuple(runs), ctx.probe_hash)
-            onsets = onsets[(onsets["layer"] == layer) & (onsets["variant"] == main)]
+            onsets = _onsets(ctx, metric, runs, layer, main)
             ui.chart(charts.metric_lines(shown, x=x, log_x=ctx.log_x, title=f"{mdef.label}{suffix}, layer {layer}",
                                          y_title=mdef.label, colours=ui.run_colours(ctx.sources), onsets=onsets),
                      shown, f"{metric}-layer{layer}", key=f"{page.key}:runs-chart")
@@ -97,7 +99,16 @@ def _body(page: PageDef, ctx: ui.Context) -> None:
             st.caption("One line per snapshot (colour = step): similarity against the distance between the tokens.")
             ui.chart(charts.distance_lines(curves, title=f"{mdef.label}, layer {layer}"), curves,
                      f"{metric}-distance-layer{layer}", key=f"{page.key}:distance", stretch=False)
-    ui.show_notes(ctx, page.families, runs)
+    with ui.part(ctx, "the notes"):
+        ui.show_notes(ctx, page.families, runs)
+
+
+def _onsets(ctx: ui.Context, metric: str, runs: list[str], layer: int, variant: str) -> pd.DataFrame:
+    """The stored onsets drawn on the curves; none (with a warning naming the store) when they cannot be read."""
+    with ui.part(ctx, "the onset markers"):
+        onsets = seed_groups.onset_rows(ctx.db, ctx.stamp, metric, tuple(runs), ctx.probe_hash)
+        return onsets[(onsets["layer"] == layer) & (onsets["variant"] == variant)]
+    return pd.DataFrame(columns=["run", "layer", "variant", "step", "tokens_seen"])
 
 
 def _main_variant(variants: list[str], key: str) -> str:

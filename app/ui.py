@@ -166,8 +166,8 @@ def _probe_choice(db: str, stamp: stamps.Stamp) -> str | None:
         return None
     if len(sets) <= 1:
         return None if sets.empty else str(sets["hash"].iloc[0])
-    labels = {h: f"{h[:12]} · {src} · {n} tokens" for h, src, n in zip(sets["hash"], sets["source"], sets["n_tokens"],
-                                                                       strict=True)}
+    labels = {h: f"{str(h)[:12]} · {src} · {n} tokens"  # str(): a damaged row's hash may be no text
+              for h, src, n in zip(sets["hash"], sets["source"], sets["n_tokens"], strict=True)}
     return st.selectbox("Probe set", list(labels), format_func=labels.get, key="ctx:probe",
                         help="Runs are comparable only on one probe set; the most recently used comes first.")
 
@@ -222,6 +222,23 @@ def guard(what: str = "this page") -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - a page must never show a traceback
         LOG.exception("while drawing %s", what)
         st.error(f"Could not draw {what}: {type(exc).__name__}: {exc}", icon=":material/error:")
+
+
+@contextmanager
+def part(ctx: Context, what: str) -> Iterator[None]:
+    """A secondary element of a page (onsets on a chart, notes, seed groups, one of several heatmaps, a table
+    beside the curves): when the data it reads is damaged it is left out with one warning — what was left out, and
+    the store and file the `DataError` names — and the rest of the page is drawn. The page's main element stays
+    under `guard`."""
+    try:
+        yield
+    except errors.DataError as exc:
+        st.warning(f"{what[:1].upper()}{what[1:]} left out: {exc}", icon=":material/warning:")
+    except Exception as exc:  # noqa: BLE001 - a secondary element must never take the page down
+        LOG.exception("while drawing %s", what)
+        where = short(ctx.db) if ctx.db else "the runs found"
+        st.warning(f"{what[:1].upper()}{what[1:]} left out: {where}: {type(exc).__name__}: {exc}",
+                   icon=":material/warning:")
 
 
 def store_page(title: str, caption: str, what: str, body: Callable[[Context], None]) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app.data.errors import named
 from app.data.stamps import Stamp
 from app.data.store_open import open_store
 from app.definitions import task_label, task_order
@@ -16,6 +17,7 @@ DOWNSTREAM = "downstream"  # family and probe_hash of `experiments.evaluate`'s r
 DOWNSTREAM_COLUMNS = ["run", "step", "tokens_seen", "mode", "layer", "task", "name", "stat", "value"]
 
 
+@named("the downstream scores (table `metrics`)")
 @st.cache_data(show_spinner=False, max_entries=64)
 def downstream_rows(db: str, stamp: Stamp) -> pd.DataFrame:
     """Every downstream score in the store (`experiments.evaluate`'s rows: family and probe hash "downstream", so

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app.data.errors import named
 from app.data.stamps import Stamp
 from dynamics.run_dir import RunDir, RunDirError
 
@@ -39,6 +40,7 @@ def run_json_problem(run_dir: str, stamp: Stamp) -> str | None:
     return None
 
 
+@named("log.jsonl")
 @st.cache_data(show_spinner=False, max_entries=128)
 def _log(run_dir: str, stamp: Stamp) -> tuple[pd.DataFrame, list[str]]:
     log = RunDir(run_dir).log()

@@ -37,7 +37,7 @@ def runs_table(sources: Sources) -> pd.DataFrame:
                          "preset": row.get("preset") or r.preset,
                          "steps": row.get("steps", r.last_step), "snapshots": row.get("snapshots", r.snapshots),
                          "tokens_seen": row.get("tokens_seen", r.last_tokens),
-                         "probe_hash": (r.probe_hash or "")[:12] or None, "measured": r.measured,
+                         "probe_hash": r.probe_hash[:12] if isinstance(r.probe_hash, str) and r.probe_hash else None, "measured": r.measured,
                          "results": db, "path": r.path})
     for run_dir in sources.runs:
         if run_dir not in seen:

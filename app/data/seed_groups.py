@@ -9,14 +9,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app.data.errors import named
 from app.data.stamps import Stamp
 from app.data.store_open import open_store
+from app.data.store_tables import typed
 from dynamics.groups import LEVEL, Group, seed_groups, stored_configs, t_intervals
 
 BANDS = {"minmax": "min – max over seeds", "std": "mean ± 1 std over seeds"}
 KEYS = ["step", "layer", "variant"]
 
 
+@named("the runs' configs (table `runs`)")
 @st.cache_data(show_spinner=False, max_entries=64)
 def store_groups(db: str, stamp: Stamp) -> list[Group]:
     """The seed groups of the store's runs, from the `run.json` each run's row keeps (`runs.meta`)."""
@@ -85,13 +88,15 @@ def group_difference(df: pd.DataFrame, a: Group, b: Group, level: float = LEVEL)
     return out[cols].sort_values(["variant", "layer", "step"]).reset_index(drop=True), len(pairs)
 
 
+@named("table `onsets`")
 @st.cache_data(show_spinner=False, max_entries=64)
 def onset_rows(db: str, stamp: Stamp, metric: str, runs: tuple[str, ...], probe_hash: str | None = None
                ) -> pd.DataFrame:
     """The stored onsets of `metric` for `runs` (run, layer, variant, step, tokens_seen; no rows where the curve
     has no onset, or for a store written before onsets were stored)."""
     with open_store(db) as s:
-        df = s.onsets(probe_hash, run=list(runs), metric=metric)
+        df = typed(s.onsets(probe_hash, run=list(runs), metric=metric), whole=("layer",),
+                   numbers=("step", "tokens_seen"))
     cols = ["run", "layer", "variant", "step", "tokens_seen"]
     if df.empty:
         return pd.DataFrame(columns=cols)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app.data.errors import named
 from app.data.stamps import Stamp
 from app.data.store_open import open_store
 from app.definitions import family_of
@@ -30,8 +31,38 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 _LOST = {"runs": "run names and paths", "snapshots": "the snapshot list", "probe_sets": "the probe set",
          "metrics": "all metric curves", "arrays": "CKA heatmaps and token projections",
          "completed": "progress (measured snapshots)", "notes": "notes"}
+# Columns that hold numbers (SQLite keeps whatever text is written into them); a row with text in one is left
+# out by `typed` and counted by `store_warnings`. metrics.value has its own count (`Store.value_problems`).
+NUMERIC: dict[str, tuple[str, ...]] = {
+    "snapshots": ("step", "tokens_seen"), "metrics": ("step", "layer", "tokens_seen"), "completed": ("step",),
+    "notes": ("step",), "onsets": ("step", "layer", "tokens_seen"), "arrays": ("step",),
+    "probe_sets": ("n_blocks", "n_tokens"),
+}
 
 
+def typed(df: pd.DataFrame, whole: tuple[str, ...] = (), numbers: tuple[str, ...] = ()) -> pd.DataFrame:
+    """`df` with the `whole` columns as int64 (where every value is known) and the `numbers` columns as floats;
+    rows holding anything else there (text where a step or layer belongs, a step of 2.5) are left out —
+    `store_warnings` says how many — so that one damaged row does not take a page down. Nulls stay (an older
+    store lacks the column)."""
+    bad = pd.Series(False, index=df.index)
+    out = df.copy()
+    for col in (*whole, *numbers):
+        if col not in out:
+            continue
+        value = pd.to_numeric(out[col], errors="coerce")
+        bad |= value.isna() & out[col].notna()
+        if col in whole:
+            bad |= value.notna() & (value % 1 != 0)
+        out[col] = value
+    out = out[~bad]
+    for col in whole:
+        if col in out and out[col].notna().all():
+            out[col] = out[col].astype(np.int64)
+    return out
+
+
+@named("its tables")
 @st.cache_data(show_spinner=False, max_entries=64)
 def store_problems(db: str, stamp: Stamp) -> list[str]:
     """What an older (or foreign) store lacks, in words: missing tables and columns and what they cost."""
@@ -46,13 +77,22 @@ def store_problems(db: str, stamp: Stamp) -> list[str]:
         return out
 
 
+@named("its tables")
 @st.cache_data(show_spinner=False, max_entries=64)
 def store_warnings(db: str, stamp: Stamp) -> list[str]:
     """What in a readable store is left out, in words: a newer schema than this code reads, metric values that
-    are not numbers or not finite."""
+    are not numbers or not finite, rows of any table with text where numbers belong (`NUMERIC`)."""
     with open_store(db) as s:
         version = s.schema_version()
         text, infinite = s.value_problems()
+        rows = {}
+        for table, cols in NUMERIC.items():
+            have = [c for c in cols if c in s.columns(table)]
+            if have:
+                kinds = [f"typeof({c}) IN ('text', 'blob')" for c in have]
+                counts = s.conn.execute(f"SELECT count(*), {', '.join(f'total({k})' for k in kinds)} FROM {table} "
+                                        f"WHERE {' OR '.join(kinds)}").fetchone()
+                rows[table] = (int(counts[0]), [c for c, n in zip(have, counts[1:], strict=True) if n])
     out = []
     if version is not None and version > SCHEMA_VERSION:
         out.append(f"written by a newer taco-dynamics (store schema {version}, this app reads {SCHEMA_VERSION}): "
@@ -61,9 +101,12 @@ def store_warnings(db: str, stamp: Stamp) -> list[str]:
         out.append(f"{text} metric value(s) are not numbers (left out of the charts)")
     if infinite:
         out.append(f"{infinite} metric value(s) are not finite (left out of the charts)")
+    out += [f"{n} row(s) of table `{table}` hold text where numbers belong ({', '.join(cols)}; left out)"
+            for table, (n, cols) in rows.items() if n]
     return out
 
 
+@named("table `probe_sets`")
 @st.cache_data(show_spinner=False, max_entries=64)
 def probe_sets(db: str, stamp: Stamp) -> pd.DataFrame:
     """The store's probe sets, most recently used first: hash, source, n_blocks, n_tokens, used."""
@@ -71,15 +114,16 @@ def probe_sets(db: str, stamp: Stamp) -> pd.DataFrame:
         return s.probe_sets()[["hash", "source", "n_blocks", "n_tokens", "used"]]
 
 
+@named("tables `runs`, `snapshots` and `completed`")
 @st.cache_data(show_spinner=False, max_entries=64)
 def store_runs(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataFrame:
     """One row per run of the store: run, path, kind, objective, preset, snapshots (known), measured (snapshots
     with results under the probe set), last_step, last_tokens, probe_hash."""
     with open_store(db) as s:
         runs = s.runs()
-        snaps = s.snapshots()
+        snaps = typed(s.snapshots(), whole=("step",), numbers=("tokens_seen",))
         h = probe_hash or s.latest_probe_hash()
-        done = s.completed(h)
+        done = typed(s.completed(h), whole=("step",))
     names = sorted(set(runs["name"].dropna()) | set(snaps["run"].dropna()) | set(done["run"].dropna()))
     rows = []
     for name in names:
@@ -103,6 +147,7 @@ def store_runs(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataF
                                        "last_step", "last_tokens", "probe_hash"])
 
 
+@named("table `metrics`")
 @st.cache_data(show_spinner=False, max_entries=64)
 def metric_catalog(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataFrame:
     """Distinct (family, metric, variant) stored under the probe set (`Store.metric_list`); where an older store
@@ -115,13 +160,14 @@ def metric_catalog(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.D
     return df[cols].drop_duplicates().sort_values(cols).reset_index(drop=True)
 
 
+@named("table `metrics`")
 @st.cache_data(show_spinner=False, max_entries=256)
 def metric_rows(db: str, stamp: Stamp, metric: str, runs: tuple[str, ...] | None = None,
                 probe_hash: str | None = None) -> pd.DataFrame:
     """Tidy rows of one metric: run, step, tokens_seen, layer, variant, value (NaN where undefined)."""
     with open_store(db) as s:
         df = s.metrics(metric, run=None if runs is None else list(runs), probe_hash=probe_hash)
-    df = df[df["metric"] == metric] if len(df) else df
+    df = typed(df[df["metric"] == metric] if len(df) else df, whole=("step", "layer"))
     out = df[["run", "step", "tokens_seen", "layer", "variant", "value"]].copy()
     out["variant"] = out["variant"].fillna("all")
     value = pd.to_numeric(out["value"], errors="coerce").astype(float)
@@ -130,26 +176,29 @@ def metric_rows(db: str, stamp: Stamp, metric: str, runs: tuple[str, ...] | None
     return out.sort_values(["run", "variant", "layer", "step"]).reset_index(drop=True)
 
 
+@named("table `completed`")
 @st.cache_data(show_spinner=False, max_entries=64)
 def measured(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataFrame:
     """Finished (run, step, family) units under the probe set (step −1 marks run-level families)."""
     with open_store(db) as s:
-        return s.completed(probe_hash)[["run", "step", "family"]]
+        return typed(s.completed(probe_hash), whole=("step",))[["run", "step", "family"]]
 
 
+@named("table `notes`")
 @st.cache_data(show_spinner=False, max_entries=64)
 def notes(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataFrame:
     """Notes recorded while measuring: run, step, family, note."""
     with open_store(db) as s:
-        return s.notes(probe_hash)[["run", "step", "family", "note"]]
+        return typed(s.notes(probe_hash), whole=("step",))[["run", "step", "family", "note"]]
 
 
+@named("the integrity flags (table `notes`)")
 @st.cache_data(show_spinner=False, max_entries=64)
 def integrity_flags(db: str, stamp: Stamp) -> pd.DataFrame:
     """The probe's snapshot-integrity flags (`dynamics.integrity`: notes of family "integrity", kept apart from any
     probe set): run, step, note. Empty when there are none, or the store predates the check."""
     with open_store(db) as s:
-        df = s.notes(integrity.PROBE_HASH)
+        df = s.notes(integrity.PROBE_HASH)  # a flag is shown whatever its step says: it is not drawn on an axis
     return df[df["family"] == integrity.FAMILY][["run", "step", "note"]].reset_index(drop=True)
 
 

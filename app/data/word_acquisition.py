@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.data.errors import DataError
+from app.data.errors import DAMAGE, DataError, named
 from app.data.stamps import Stamp
 from app.data.store_open import open_store
+from app.data.store_tables import typed
 from dynamics import word_curves
 from dynamics.metrics.acquisition import STATUS, sigmoid
 from dynamics.word_curves import (
@@ -59,19 +60,32 @@ class RunAcquisition:
         return float(np.log(self.vocab))
 
 
+@named("a word-acquisition array")
 @st.cache_data(show_spinner=False, max_entries=64)
 def run_acquisition(db: str, stamp: Stamp, run: str, probe_hash: str | None = None) -> RunAcquisition | None:
-    """The run's `word_acquisition` array as frames; None when the store has none for it."""
+    """The run's `word_acquisition` array as frames; None when the store has none for it; `DataError` naming the
+    file when it cannot be read or does not hold what the probe writes there."""
     with open_store(db) as s:
         df = s.arrays(KIND, run=run, step=-1, probe_hash=probe_hash)
         df = df[(df["kind"] == KIND) & (df["run"] == run)] if len(df) else df
         if df.empty:
             return None
+        file = str(df["file"].iloc[0])
         try:
-            arr = s.load_array(str(df["file"].iloc[0]))
+            arr = s.load_array(file)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise DataError(f"{s.root}: the word-acquisition array of {run} cannot be read ({exc}); the probe may be "
                             "rewriting it, refresh in a moment") from exc
+        where = s.root / file
+    try:
+        return _frames(arr, run)
+    except DAMAGE as exc:
+        raise DataError(f"{where}: the word-acquisition array of {run} is damaged ({type(exc).__name__}: {exc}); "
+                        "re-run python -m dynamics.probe on the run (with --force) to write it again") from exc
+
+
+def _frames(arr: dict[str, np.ndarray], run: str) -> RunAcquisition:
+    """`RunAcquisition` of a loaded `word_acquisition` array (KeyError/ValueError/IndexError when damaged)."""
     words = word_curves.word_table(arr, run)
     steps = np.asarray(arr["steps"], dtype=np.int64)
     tokens = np.asarray(arr.get("tokens_seen", np.full(len(steps), -1)), dtype=np.int64)
@@ -84,16 +98,19 @@ def run_acquisition(db: str, stamp: Stamp, run: str, probe_hash: str | None = No
     return RunAcquisition(run, words, points, int(arr["vocab"]), tuple(int(s) for s in steps))
 
 
+@named("the word-acquisition rows (table `metrics`)")
 @st.cache_data(show_spinner=False, max_entries=64)
 def summary(db: str, stamp: Stamp, runs: tuple[str, ...], probe_hash: str | None = None) -> pd.DataFrame:
     """Per run the stored acquisition rows (`SUMMARY_COLUMNS`): Spearman ρ(AoA, log10 frequency) and its 95%
     interval, the share of types with an AoA, the median AoA (log10 step) and that as a step. NaN where the
     probe stored the metric as undefined; runs without the family are left out."""
     with open_store(db) as s:
-        df = s.metrics(list(SUMMARY_METRICS), run=list(runs), probe_hash=probe_hash)
+        df = typed(s.metrics(list(SUMMARY_METRICS), run=list(runs), probe_hash=probe_hash), whole=("step", "layer"))
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")  # text where a number belongs reads as missing
     return word_curves.summary_table(df, runs)
 
 
+@named("the word-acquisition tables")
 @st.cache_data(show_spinner=False, max_entries=64)
 def missing_reason(db: str, stamp: Stamp, run: str, probe_hash: str | None = None) -> str:
     """Why `run` has no word acquisition in the store, in a sentence for the page (`word_curves.missing_reason`)."""

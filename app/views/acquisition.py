@@ -41,19 +41,26 @@ def _body(ctx: ui.Context) -> None:
     if not runs:
         st.info("Pick at least one run.")
         return
-    found = {run: wa.run_acquisition(ctx.db, ctx.stamp, run, ctx.probe_hash) for run in runs}
-    for run, acq in found.items():
-        if acq is None:
-            st.info(f"No word acquisition for **{run}**: {wa.missing_reason(ctx.db, ctx.stamp, run, ctx.probe_hash)}.",
-                    icon=":material/info:")
-    shown = [a for a in found.values() if a is not None]
+    shown: list[wa.RunAcquisition] = []
+    for run in runs:  # one run's damaged array leaves out that run, not the page
+        with ui.part(ctx, f"the word acquisition of {run}"):
+            acq = wa.run_acquisition(ctx.db, ctx.stamp, run, ctx.probe_hash)
+            if acq is None:
+                st.info(f"No word acquisition for **{run}**: "
+                        f"{wa.missing_reason(ctx.db, ctx.stamp, run, ctx.probe_hash)}.", icon=":material/info:")
+            else:
+                shown.append(acq)
     if not shown:
         return
     colours = ui.run_colours(ctx.sources)
-    _scatter(ctx, shown, colours)
-    _curves(shown, colours)
-    _extremes(shown)
-    ui.show_notes(ctx, [wa.FAMILY], [a.run for a in shown])
+    with ui.part(ctx, "the ages of acquisition against frequency"):
+        _scatter(ctx, shown, colours)
+    with ui.part(ctx, "the learning curves"):
+        _curves(shown, colours)
+    with ui.part(ctx, "the earliest and latest learned words"):
+        _extremes(shown)
+    with ui.part(ctx, "the notes"):
+        ui.show_notes(ctx, [wa.FAMILY], [a.run for a in shown])
 
 
 def _interval(row: pd.Series) -> str:
@@ -67,7 +74,9 @@ def _interval(row: pd.Series) -> str:
 def _scatter(ctx: ui.Context, shown: list[wa.RunAcquisition], colours: dict[str, str]) -> None:
     assert ctx.db is not None
     st.subheader("Age of acquisition against training frequency")
-    summary = wa.summary(ctx.db, ctx.stamp, tuple(a.run for a in shown), ctx.probe_hash).set_index("run")
+    summary = pd.DataFrame(columns=wa.SUMMARY_COLUMNS).set_index("run")
+    with ui.part(ctx, "the correlations (Spearman ρ) and median ages"):
+        summary = wa.summary(ctx.db, ctx.stamp, tuple(a.run for a in shown), ctx.probe_hash).set_index("run")
     rows, lines = [], []
     for a in shown:
         counts = wa.status_counts(a.words)

@@ -33,41 +33,50 @@ def _body(ctx: ui.Context) -> None:
                 f"`{STEPS_POINTER}` (one pair: `dynamics.metrics.cka.linear_cka`).")
 
     st.subheader("Across snapshots (step × step)")
+    with ui.part(ctx, f"the step × step CKA of {run}"):
+        _across_steps(ctx, run, variant, domain)
+    st.subheader("Across layers (layer × layer)")
+    with ui.part(ctx, f"the layer × layer CKA of {run}"):
+        _across_layers(ctx, run, variant, domain)
+    with ui.part(ctx, f"the per-snapshot CKA summaries of {run}"):
+        _summaries(ctx, run)
+
+
+def _across_steps(ctx: ui.Context, run: str, variant: str, domain: tuple[float, float] | None) -> None:
     steps = store_arrays.cka_steps(ctx.db, ctx.stamp, run, variant, ctx.probe_hash)
     if steps.empty:
         st.info(f"No step × step CKA for {run} yet: the probe computes it after measuring all of a run's snapshots.")
-    else:
-        layer = ui.layer_picker(steps["layer"].unique(), key="cka:steps-layer")
-        one = steps[steps["layer"] == layer]
-        ui.chart(charts.heatmap(one, x="step_a", y="step_b", title=f"{run}: layer {layer}, step × step ({variant})",
-                                x_title="step", y_title="step", domain=domain), one, f"cka-steps-{run}-layer{layer}",
-                 key="cka:steps", stretch=False)
-        if st.toggle("All layers as small multiples", value=False, key="cka:steps-grid"):
-            ui.chart(charts.heatmap_grid(steps, x="step_a", y="step_b", title=f"{run}: step × step, every layer",
-                                         domain=domain),
-                     steps, f"cka-steps-{run}", key="cka:steps-all", stretch=False)
+        return
+    layer = ui.layer_picker(steps["layer"].unique(), key="cka:steps-layer")
+    one = steps[steps["layer"] == layer]
+    ui.chart(charts.heatmap(one, x="step_a", y="step_b", title=f"{run}: layer {layer}, step × step ({variant})",
+                            x_title="step", y_title="step", domain=domain), one, f"cka-steps-{run}-layer{layer}",
+             key="cka:steps", stretch=False)
+    if st.toggle("All layers as small multiples", value=False, key="cka:steps-grid"):
+        ui.chart(charts.heatmap_grid(steps, x="step_a", y="step_b", title=f"{run}: step × step, every layer",
+                                     domain=domain),
+                 steps, f"cka-steps-{run}", key="cka:steps-all", stretch=False)
 
-    st.subheader("Across layers (layer × layer)")
+
+def _across_layers(ctx: ui.Context, run: str, variant: str, domain: tuple[float, float] | None) -> None:
     snaps = store_arrays.array_steps(ctx.db, ctx.stamp, "cka_layers", run, ctx.probe_hash)
     if not snaps:
         st.info(f"No layer × layer CKA stored for {run} (the geometry family writes it).")
-    else:
-        step = snaps[0] if len(snaps) == 1 else int(st.select_slider("Snapshot (step)", options=snaps,
-                                                                        value=snaps[-1], key=f"cka:step:{run}"))
-        layers = store_arrays.cka_layers(ctx.db, ctx.stamp, run, step, variant, ctx.probe_hash)
-        shown = variant
-        if layers.empty and variant != "debiased":
-            layers, shown = store_arrays.cka_layers(ctx.db, ctx.stamp, run, step, "debiased", ctx.probe_hash), "debiased"
-            if not layers.empty:
-                st.caption("The probe stores layer × layer CKA debiased only; showing that.")
-        if layers.empty:
-            st.info(f"No layer × layer CKA at step {step}.")
-        else:
-            ui.chart(charts.heatmap(layers, x="layer_a", y="layer_b", title=f"{run}: step {step}, layer × layer ({shown})",
-                                    x_title="layer", y_title="layer", domain=domain, cell=36), layers,
-                     f"cka-layers-{run}-step{step}", key="cka:layers", stretch=False)
-
-    _summaries(ctx, run)
+        return
+    step = snaps[0] if len(snaps) == 1 else int(st.select_slider("Snapshot (step)", options=snaps,
+                                                                    value=snaps[-1], key=f"cka:step:{run}"))
+    layers = store_arrays.cka_layers(ctx.db, ctx.stamp, run, step, variant, ctx.probe_hash)
+    shown = variant
+    if layers.empty and variant != "debiased":
+        layers, shown = store_arrays.cka_layers(ctx.db, ctx.stamp, run, step, "debiased", ctx.probe_hash), "debiased"
+        if not layers.empty:
+            st.caption("The probe stores layer × layer CKA debiased only; showing that.")
+    if layers.empty:
+        st.info(f"No layer × layer CKA at step {step}.")
+        return
+    ui.chart(charts.heatmap(layers, x="layer_a", y="layer_b", title=f"{run}: step {step}, layer × layer ({shown})",
+                            x_title="layer", y_title="layer", domain=domain, cell=36), layers,
+             f"cka-layers-{run}-step{step}", key="cka:layers", stretch=False)
 
 
 def _summaries(ctx: ui.Context, run: str) -> None:

@@ -80,14 +80,16 @@ def _body(ctx: ui.Context) -> None:
                  key=f"{KEY}:chart")
 
     st.subheader("Final scores")
-    final = downstream.downstream_final(rows, mode, layer)
-    where = f", layer {layer}" if layer >= 0 else ""
-    st.caption(f"Each run's last evaluated snapshot ({_mode_label(mode).lower()}{where}): every task's headline "
-               "score in percent, as mean ± sample std over seeds where there are several.")
-    st.dataframe(downstream.score_table(final), hide_index=True, key=f"{KEY}:final", width="stretch")
-    ui.csv_button(final, f"downstream-final-{mode}", key=f"{KEY}:final")
-    ui.show_notes(dataclasses.replace(ctx, probe_hash=downstream.DOWNSTREAM), [downstream.DOWNSTREAM], runs,
-                  source="the evaluation")
+    with ui.part(ctx, "the final scores"):
+        final = downstream.downstream_final(rows, mode, layer)
+        where = f", layer {layer}" if layer >= 0 else ""
+        st.caption(f"Each run's last evaluated snapshot ({_mode_label(mode).lower()}{where}): every task's headline "
+                   "score in percent, as mean ± sample std over seeds where there are several.")
+        st.dataframe(downstream.score_table(final), hide_index=True, key=f"{KEY}:final", width="stretch")
+        ui.csv_button(final, f"downstream-final-{mode}", key=f"{KEY}:final")
+    with ui.part(ctx, "the notes of the evaluation"):
+        ui.show_notes(dataclasses.replace(ctx, probe_hash=downstream.DOWNSTREAM), [downstream.DOWNSTREAM], runs,
+                      source="the evaluation")
 
 
 def _empty(ctx: ui.Context) -> None:

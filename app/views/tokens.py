@@ -64,7 +64,8 @@ def _body(ctx: ui.Context) -> None:
              f"projection-{run}-{view}-layer{layer}-step{step}", key="tokens:scatter")
     if len(steps) > 1 and st.toggle(f"Across snapshots (up to {GRID_STEPS}, evenly spaced)", value=False,
                                     key="tokens:grid"):
-        _grid(ctx, run, steps, view, layer, colour, shown["point"].unique())
+        with ui.part(ctx, f"the projections of {run} across snapshots"):
+            _grid(ctx, run, steps, view, layer, colour, shown["point"].unique())
 
 
 def _grid(ctx: ui.Context, run: str, steps: list[int], view: str, layer: int, colour: str,

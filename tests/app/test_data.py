@@ -308,3 +308,68 @@ def test_a_truncated_array_file_is_a_readable_message_not_a_zip_error(probed_roo
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
         with pytest.raises(errors.DataError, match="cannot be read"):
             store_arrays._load(s, "projection", row["run"], int(row["step"]), None)
+
+
+# ------------------------------------------------------------------------------------------- damaged contents
+
+def test_typed_leaves_out_rows_with_text_where_numbers_belong() -> None:
+    df = pd.DataFrame({"run": ["a", "b", "c", "d", "e"], "step": [0, "late", 2.0, 2.5, None],
+                       "tokens_seen": [1, "many", None, 3, 4]})
+    out = store_tables.typed(df, whole=("step",), numbers=("tokens_seen",))
+    assert out["run"].tolist() == ["a", "c", "e"]  # text, and a step of 2.5, left out; a null stays
+    assert out["tokens_seen"].iloc[0] == 1.0 and np.isnan(out["tokens_seen"].iloc[1])
+    whole = store_tables.typed(df.iloc[[0, 2]], whole=("step",))
+    assert whole["step"].dtype == np.int64 and whole["step"].tolist() == [0, 2]
+    assert store_tables.typed(pd.DataFrame({"step": [None, None]}), whole=("step",)).shape == (2, 1)  # older store
+
+
+def test_a_loader_raises_only_data_errors_naming_the_store() -> None:
+    @errors.named("table `x`")
+    def load(db: str) -> None:
+        raise KeyError("steps")
+
+    with pytest.raises(errors.DataError, match=r"^/some/store\.sqlite: table `x` cannot be read \(KeyError: 'steps'\)"):
+        load("/some/store.sqlite")
+
+
+def _damaged_copy(synthetic_root: Path, tmp_path: Path, script: str) -> str:
+    shutil.copytree(synthetic_root / "dynamics", tmp_path / "dynamics")
+    db = tmp_path / "dynamics" / "results.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(script)
+    conn.close()
+    return str(db)
+
+
+def test_text_in_numeric_columns_is_left_out_and_counted(synthetic_root: Path, tmp_path: Path) -> None:
+    db = _damaged_copy(synthetic_root, tmp_path, "UPDATE snapshots SET step = 'late' WHERE run = 'mlm-syn' AND "
+                       "step = 16; UPDATE completed SET step = 'x' WHERE rowid = 1; UPDATE metrics SET layer = "
+                       "'top' WHERE rowid IN (1, 2);")
+    stamp = _stamp(db)
+    runs = store_tables.store_runs(db, stamp).set_index("run")
+    assert runs.loc["mlm-syn", "snapshots"] == len(STEPS) - 1 and runs.loc["taco-syn", "snapshots"] == len(STEPS)
+    assert store_tables.measured(db, stamp)["step"].dtype == np.int64
+    warnings = store_tables.store_warnings(db, stamp)
+    assert "1 row(s) of table `snapshots` hold text where numbers belong (step; left out)" in warnings
+    assert "1 row(s) of table `completed` hold text where numbers belong (step; left out)" in warnings
+    assert "2 row(s) of table `metrics` hold text where numbers belong (layer; left out)" in warnings
+
+
+def test_an_array_without_its_keys_is_a_data_error_naming_the_file(synthetic_root: Path, tmp_path: Path) -> None:
+    db = _damaged_copy(synthetic_root, tmp_path, "")
+    with sqlite3.connect(db) as conn:
+        (rel,) = conn.execute("SELECT file FROM arrays WHERE kind = 'cka_steps' AND run = 'mlm-syn'").fetchone()
+        (layers,) = conn.execute("SELECT file FROM arrays WHERE kind = 'cka_layers' AND run = 'mlm-syn' "
+                                 "AND step = 2").fetchone()
+    conn.close()
+    path = Path(db).parent / rel
+    with np.load(path) as data:
+        kept = {k: data[k] for k in data.files if k != "steps"}
+    np.savez(path, **kept)
+    np.savez(Path(db).parent / layers, debiased=np.zeros(3))
+    stamp = _stamp(db)
+    with pytest.raises(errors.DataError, match=rf"{rel}: the cka_steps array of mlm-syn lacks steps"):
+        store_arrays.cka_steps(db, stamp, "mlm-syn", probe_hash=PROBE_HASH)
+    with pytest.raises(errors.DataError, match=rf"{layers}: the cka_layers array of mlm-syn at step 2 is damaged"):
+        store_arrays.cka_layers(db, stamp, "mlm-syn", 2, probe_hash=PROBE_HASH)
+    assert not store_arrays.cka_steps(db, stamp, "taco-syn", probe_hash=PROBE_HASH).empty  # the other run reads
