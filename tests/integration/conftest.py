@@ -56,23 +56,11 @@ def english_docs(max_chars: int = 300_000) -> list[str]:
 
 
 def train_tokenizer(docs: Sequence[str], vocab_size: int, out: Path) -> Path:
-    """An uncased WordPiece tokenizer saved as `BertTokenizerFast` (built with `tokenizer_object=`)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertTokenizerFast
+    """An uncased WordPiece tokenizer saved as `BertTokenizerFast`: `taco.tokenizer.train_wordpiece`, the training
+    program's own deterministic trainer, so that the test runs built on it are the same in every process."""
+    from taco.tokenizer import train_wordpiece
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL,
-                                        show_progress=False)
-    tok.train_from_iterator(docs, trainer=trainer)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                       special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
-    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                             sep_token="[SEP]", mask_token="[MASK]", do_lower_case=True)
-    fast.save_pretrained(str(out))
+    train_wordpiece(docs, vocab_size).save_pretrained(str(out))
     return out
 
 
