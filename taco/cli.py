@@ -45,15 +45,16 @@ def option(default: Any, help: str, **extra: Any) -> Any:  # noqa: A002 - argpar
     return dataclasses.field(default=default, metadata={"help": help, **extra})
 
 
-def comma_list(inner: Callable[[str], Any]) -> Callable[[Any], list[Any]]:
-    """A converter of "a,b,c" (or an already split list, as YAML gives it) to a list of `inner` values."""
+def comma_list(inner: Callable[[str], Any], empty: bool = True) -> Callable[[Any], list[Any]]:
+    """A converter of "a,b,c" (or an already split list, as YAML gives it) to a list of `inner` values; `empty`:
+    whether an empty list is a value (ValueError if not)."""
 
     def parse(value: Any) -> list[Any]:
         items = value if isinstance(value, (list, tuple)) else str(value).split(",")
         if any(isinstance(x, (list, tuple, dict)) for x in items):
             raise ValueError(value)  # a nested list or mapping is no list of values
         out = [inner(str(x).strip()) for x in items if str(x).strip()]
-        if not out:  # `--steps ,` or `--runs ""`: no program has a use for an empty list; it would select nothing
+        if not out and not empty:
             raise ValueError(value)
         return out
 
@@ -118,8 +119,11 @@ class Parser(HfArgumentParser):
         if item is not None:
             names = [f"--{field.name}"] + ([f"--{field.name.replace('_', '-')}"] if "_" in field.name else [])
             default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-            action = parser.add_argument(*names, dest=field.name, type=comma_list(number if item is float else item),
-                                         default=default, metavar=field.name.upper().rsplit("_", 1)[-1],
+            # A list that may be None (`--steps`, `--runs`: None selects all) must not be empty: `--steps ,` would
+            # select nothing, silently. Programs check their other lists (`--stages`, `--tasks`) themselves.
+            convert = comma_list(number if item is float else item, empty=not nullable)
+            action = parser.add_argument(*names, dest=field.name, type=convert, default=default,
+                                         metavar=field.name.upper().rsplit("_", 1)[-1],
                                          help=_comma_help(field.metadata.get("help", "")))
             action.nullable = nullable  # type: ignore[attr-defined]
             return

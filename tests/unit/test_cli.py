@@ -118,10 +118,15 @@ def test_config_values_of_the_right_kind_are_typed(tmp_path: Path) -> None:
     assert _parse(["--config", str(path)]).steps is None
 
 
-@pytest.mark.parametrize("argv", [["--rate", "nan"], ["--rate", "inf"], ["--steps", ","], ["--names", ""]])
+@pytest.mark.parametrize("argv", [["--rate", "nan"], ["--rate", "inf"], ["--steps", ","], ["--steps", ""]])
 def test_non_finite_numbers_and_empty_lists_are_refused_as_flags_too(argv: list[str],
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert argv[0] in _error(argv, capsys)
+
+
+def test_an_empty_list_is_a_value_only_where_none_cannot_stand_for_all() -> None:
+    assert _parse(["--names", ""]).names == []  # the program checks this list itself
+    assert _parse([]).steps is None  # None: every step; an empty --steps would silently select none (refused)
 
 
 def test_a_missing_config_file_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
