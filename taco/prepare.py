@@ -50,9 +50,10 @@ def parse_args(argv: list[str] | None = None) -> PrepareArgs:
 def corpus_dir(cache_dir: str) -> Path:
     """Where the corpus goes, checked writable by `taco.cache.check_directory`: `--cache-dir` when given, else
     corpus/builtin in the cache root, an error then naming the setting that chose the root ($TACO_DYNAMICS_CACHE,
-    $XDG_CACHE_HOME or the default), not a --cache-dir that was never given. `TacoError` when unusable."""
+    $XDG_CACHE_HOME or the default), not a --cache-dir that was never given. `TacoError` when unusable. A missing
+    `--cache-dir` is not created here, so a build that fails leaves nothing behind (`prepare_builtin` makes it)."""
     if cache_dir:
-        return check_directory(*cache_setting(cache_dir, "--cache-dir"))
+        return check_directory(*cache_setting(cache_dir, "--cache-dir"), create=False)
     root, what, fix = cache_setting(None, "--cache-dir")
     return check_directory(builtin_cache_dir(check_directory(root, what, fix)), what, fix)
 
