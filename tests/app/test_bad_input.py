@@ -244,6 +244,8 @@ CASES: dict[str, Case] = {
                                           draws=("cka", "layer × layer")),
     "array-cka-steps-wrong-shape": Case(_npz("cka_steps", _with("debiased", np.zeros(3))), DAMAGED,
                                         draws=("cka", "layer × layer")),
+    "array-cka-steps-text-tokens": Case(_npz("cka_steps", lambda a: {**a, "tokens_seen": np.array(
+        ["many"] * len(a["steps"]))}), DAMAGED, draws=("cka", "layer × layer")),
     "array-cka-layers-flat": Case(_npz("cka_layers", _with("debiased", np.zeros(3))), DAMAGED,
                                   draws=("cka", "step × step")),
     "array-projection-flat": Case(_npz("projection", _with("xy", np.zeros((3, 4)))), DAMAGED),
