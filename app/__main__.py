@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from taco.cli import Parser, option
-from taco.errors import UsageError
+from common.cli import Parser, option
+from common.errors import UsageError
 
 PROG = "python -m app"
 MAIN = Path(__file__).resolve().parent / "main.py"

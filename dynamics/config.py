@@ -1,4 +1,4 @@
-"""The probe's settings: one dataclass; `taco.cli.Parser` makes its flags (help from the field metadata).
+"""The probe's settings: one dataclass; `common.cli.Parser` makes its flags (help from the field metadata).
 
 Precedence: dataclass defaults < `--config FILE` (JSON or YAML, keys spelled like the fields or the flags) <
 flags given on the command line.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.cli import DEVICES, option, resolve_device
+from common.errors import UsageError
 from dynamics.errors import ProbeError
-from taco.cli import DEVICES, option, resolve_device
-from taco.errors import UsageError
 
 FAMILIES = ("anchors", "context", "geometry")
 
@@ -99,7 +99,7 @@ def flag(name: str) -> str:
 
 
 def resolved_device(cfg: ProbeConfig) -> str:
-    """`taco.cli.resolve_device` of `--device` (ProbeError for an unknown or unavailable device)."""
+    """`common.cli.resolve_device` of `--device` (ProbeError for an unknown or unavailable device)."""
     try:
         return resolve_device(cfg.device)
     except UsageError as exc:

@@ -6,7 +6,7 @@ offending path and says how to fix it.
 
 from __future__ import annotations
 
-from taco.errors import UsageError
+from common.errors import UsageError
 
 
 class ProbeError(UsageError):

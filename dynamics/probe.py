@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from common.cli import Parser
+from common.errors import UsageError
 from dynamics import extract as ex
 from dynamics import families as fam
 from dynamics import integrity, shards, word_curves
@@ -48,8 +50,6 @@ from dynamics.errors import ProbeError
 from dynamics.onsets import series_onsets
 from dynamics.series import Series, Snapshot, discover_all, missing_step_error, select, validate
 from dynamics.tokens import TokenizerView, load_tokenizer
-from taco.cli import Parser
-from taco.errors import UsageError
 
 MULTI_RUN_OUT = "dynamics-results"
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "longformer", "mpnet")

@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from common.distributed import shutdown_distributed
+from common.errors import UsageError
 from dynamics.errors import ProbeError
-from taco.distributed import shutdown_distributed
-from taco.errors import UsageError
 
 T = TypeVar("T")
 
@@ -80,7 +80,7 @@ def exit_code(error: BaseException) -> int:
 def group(shard: Shard) -> Iterator[None]:
     """The process group for the duration (nothing outside torchrun, or when one is already set up).
 
-    Left with `taco.distributed.shutdown_distributed` (its final barrier works around a gloo teardown deadlock) on
+    Left with `common.distributed.shutdown_distributed` (its final barrier works around a gloo teardown deadlock) on
     success and on an error raised by `together` — which every process raises at the same step, so all of them
     reach that barrier. Not after Ctrl-C: the other processes are interrupted too, wherever they are, and a barrier
     could wait for ever."""

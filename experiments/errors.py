@@ -6,7 +6,7 @@ the offending path (or flag) and says how to fix it.
 
 from __future__ import annotations
 
-from taco.errors import UsageError
+from common.errors import UsageError
 
 
 class EvalError(UsageError):

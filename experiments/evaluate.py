@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.cli import DEVICES, Parser, option, resolve_device
+from common.errors import UsageError
 from experiments.errors import EvalError
 from experiments.tasks import DEFAULT_TASKS, GLUE_TASKS, TASKS, TaskData, load_task, resolve_tasks
-from taco.cli import DEVICES, Parser, option, resolve_device
-from taco.errors import UsageError
 
 MODES = ("finetune", "linear")
 MULTI_RUN_OUT = "dynamics-results"
@@ -120,7 +120,7 @@ class EvalConfig:
         return self
 
     def resolved_device(self) -> str:
-        """`taco.cli.resolve_device` of `--device` (EvalError for an unknown or unavailable device)."""
+        """`common.cli.resolve_device` of `--device` (EvalError for an unknown or unavailable device)."""
         try:
             return resolve_device(self.device)
         except UsageError as exc:

@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.cli import DEVICES, Parser, resolve_device
+from common.errors import UsageError
 from experiments.errors import EvalError
 from experiments.spec import Experiment, load
-from taco.cli import DEVICES, Parser, resolve_device
-from taco.errors import UsageError
 
 STAGES = ("train", "probe", "linear", "finetune", "report")
 RUN_STAGES = STAGES[:-1]

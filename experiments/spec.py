@@ -19,7 +19,7 @@ A YAML (or JSON) mapping::
     options: {...}                    # free-form settings read by the report
 
 Option values may name another run's directory as `{run:NAME}` (e.g. `init_embeddings: "{run:mlm}"`); such a
-run is trained after the run it names. Every option is read as its program's flag reads it (`taco.cli.Parser.typed`:
+run is trained after the run it names. Every option is read as its program's flag reads it (`common.cli.Parser.typed`:
 `max_steps: lots` or `resume: maybe` is refused, not passed on) and each section's values are checked by its
 program's own `validate`, all before anything runs; options `experiments.run` sets itself (the device, the output
 folders) are refused. Unknown keys and options, wrong types and values out of range fail with an `EvalError` naming
@@ -158,9 +158,9 @@ def _check_fields(options: dict[str, Any], cls: type, what: str, path: Path, ext
 
 def _typed(options: dict[str, Any], parser: Any, what: str, path: Path, runner_set: dict[str, str]
            ) -> dict[str, Any]:
-    """The section's options read as its program's flags read them (`taco.cli.Parser.typed`); `EvalError` for an
+    """The section's options read as its program's flags read them (`common.cli.Parser.typed`); `EvalError` for an
     option the runner sets itself, a wrongly typed value or one its flag refuses."""
-    from taco.errors import UsageError
+    from common.errors import UsageError
 
     for key in options:
         if key in runner_set:
@@ -174,7 +174,7 @@ def _typed(options: dict[str, Any], parser: Any, what: str, path: Path, runner_s
 
 def _checked(make: Callable[[], Any], what: str, path: Path) -> None:
     """Run a section's own `validate` (ranges, choices, task names) now, before anything is trained."""
-    from taco.errors import UsageError
+    from common.errors import UsageError
 
     try:
         make()
@@ -196,10 +196,10 @@ def _eval_steps(options: dict[str, Any], what: str, path: Path) -> None:
 
 
 def _parsers() -> dict[str, Any]:
-    """One `taco.cli.Parser` per program whose options an experiment file holds (train, probe, evaluate)."""
+    """One `common.cli.Parser` per program whose options an experiment file holds (train, probe, evaluate)."""
+    from common.cli import Parser
     from dynamics.config import ProbeConfig
     from experiments.evaluate import EvalConfig
-    from taco.cli import Parser
     from taco.config import TrainConfig
 
     return {"train": Parser(TrainConfig, prog="python -m taco.train", description="", config_file=False),
@@ -209,11 +209,11 @@ def _parsers() -> dict[str, Any]:
 
 def load(path: str | Path, runs_dir: str | Path | None = None) -> Experiment:
     """Read and check an experiment file (see the module docstring)."""
+    from common.cli import read_mapping
+    from common.errors import UsageError
     from dynamics.config import ProbeConfig
     from experiments.evaluate import EvalConfig
-    from taco.cli import read_mapping
     from taco.config import TrainConfig
-    from taco.errors import UsageError
 
     p = Path(path)
     if p.exists() and not p.is_file():  # a folder exists: saying it does not would send the user looking

@@ -1,4 +1,4 @@
-"""Training configuration: one dataclass; its flags, help and `--config FILE` come from `taco.cli.Parser`."""
+"""Training configuration: one dataclass; its flags, help and `--config FILE` come from `common.cli.Parser`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from taco.cli import Parser, option, resolve_device
-from taco.errors import TacoError, UsageError
+from common.cli import Parser, option, resolve_device
+from common.errors import UsageError
+from taco.errors import TacoError
 from taco.presets import PRESETS
 
 
@@ -129,7 +130,7 @@ class TrainConfig:
         self.resolved_device()
 
     def resolved_device(self) -> str:
-        """The device by `taco.cli.resolve_device` (TacoError for an unknown or unavailable one)."""
+        """The device by `common.cli.resolve_device` (TacoError for an unknown or unavailable one)."""
         try:
             return resolve_device(self.device)
         except UsageError as exc:

@@ -1,14 +1,6 @@
-"""Bad input from the user: every program turns a `UsageError` into a one-line `error:` and exit status 2.
+"""Bad input to the training programs (`taco.train`, `taco.prepare`)."""
 
-Each program has its own subclass (`TacoError` here, `dynamics.errors.ProbeError`,
-`experiments.errors.EvalError`); the command-line layer (`taco.cli`) raises the base class.
-"""
-
-
-class UsageError(Exception):
-    """Bad input the user can fix: the message is one line that names the offending thing and the fix."""
-
-    exit_code = 2
+from common.errors import UsageError
 
 
 class TacoError(UsageError, ValueError):

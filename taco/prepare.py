@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.cli import Parser
 from taco.cache import cache_setting, check_directory
-from taco.cli import Parser
 from taco.corpus import CorpusError, builtin_cache_dir, human_count, prepare_builtin
 from taco.errors import TacoError
 

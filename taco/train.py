@@ -22,10 +22,11 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from common.distributed import DistInfo, barrier, init_distributed, shutdown_distributed
+from common.errors import UsageError
 from taco.cache import check_directory
 from taco.config import TrainConfig, parse_args
-from taco.distributed import DistInfo, barrier, init_distributed, shutdown_distributed
-from taco.errors import TacoError, UsageError
+from taco.errors import TacoError
 from taco.objectives import PretrainingModel, TCConfig
 from taco.snapshots import snapshot_steps, write_json_atomic, write_snapshot
 from taco.state import config_digest, load_state, save_state

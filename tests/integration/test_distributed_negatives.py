@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from taco.distributed import shutdown_distributed
+from common.distributed import shutdown_distributed
 from taco.objectives import gather_pool, sample_tc_indices
 
 

@@ -1,4 +1,4 @@
-"""The one command-line layer (`taco.cli.Parser` on HfArgumentParser) and the one device rule."""
+"""The one command-line layer (`common.cli.Parser` on HfArgumentParser) and the one device rule."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from taco import cli
-from taco.errors import UsageError
+from common import cli
+from common.errors import UsageError
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The probe's configuration: flags from the dataclass (taco.cli.Parser), config files, precedence, validation."""
+"""The probe's configuration: flags from the dataclass (common.cli.Parser), config files, precedence, validation."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
-from taco.errors import UsageError
+from common.errors import UsageError
 
 DEVICES = "cpu, cuda, cuda:N, mps or auto"
 

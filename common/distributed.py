@@ -30,7 +30,7 @@ class DistInfo:
 
 def init_distributed(device: str) -> tuple[DistInfo, torch.device]:
     """The process group (under torchrun) and this process's device, from a device resolved by
-    `taco.cli.resolve_device`: under torchrun a CUDA run uses cuda:LOCAL_RANK."""
+    `common.cli.resolve_device`: under torchrun a CUDA run uses cuda:LOCAL_RANK."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = device.startswith("cuda")
     if world > 1:
