@@ -181,6 +181,51 @@ def get(name: str) -> Metric:
     return reg[name]
 
 
+@dataclass(frozen=True)
+class Computation:
+    """One registered function and the stored names it computes at once (one name for most functions): what the
+    probe's engine calls. Calling it returns {stored name: value}, each value a float, None (NULL) or a mapping
+    variant → value (or, for a per-step "series" metric, snapshot index → value)."""
+
+    fn: Callable[..., Any]
+    metrics: tuple[Metric, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.metrics)
+
+    @property
+    def layers(self) -> str:
+        return self.metrics[0].layers
+
+    @property
+    def parameters(self) -> list[str]:
+        return self.metrics[0].parameters
+
+    def applicable(self, inputs: Mapping[str, Any] | Any) -> bool:
+        """False when an input the function needs is None for this model or layer ("not applicable": no row)."""
+        return self.metrics[0].applicable(inputs)
+
+    def __call__(self, inputs: Mapping[str, Any] | Any) -> dict[str, Any]:
+        value = self.metrics[0].fn(**{p: _get(inputs, p) for p in self.parameters})
+        return {self.metrics[0].name: value} if len(self.metrics) == 1 else dict(value)
+
+
+def computations(family: str, scope: str = "layer") -> list[Computation]:
+    """The registered functions of one family and scope, each once with the stored names it computes, in
+    registration order."""
+    grouped: dict[Callable[..., Any], list[Metric]] = {}
+    for m in metrics(family, scope):
+        grouped.setdefault(m.fn, []).append(m)
+    return [Computation(fn, tuple(ms)) for fn, ms in grouped.items()]
+
+
+def layer_range(spec: str, last: int) -> range:
+    """The layers a registration's `layers` names, for a model whose last layer is `last`."""
+    return {ALL_LAYERS: range(0, last + 1), CONTEXT_LAYERS: range(1, last + 1), LAST_LAYER: range(last, last + 1),
+            EMBEDDING_LAYER: range(0, 1)}[spec]
+
+
 def markdown_table() -> str:
     """The table of metrics in docs/metrics.md, generated from the registry."""
     lines = ["| metric | family | layers | variants | unit | definition | defined in |",
