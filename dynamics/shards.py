@@ -1,8 +1,9 @@
 """Several probe processes: `torchrun --nproc_per_node N -m dynamics.probe DIR …`.
 
-Which process this is (`current`, from torchrun's environment), where it measures (`device`: cuda:LOCAL_RANK for a
-CUDA device, else the device asked for, with cores / N torch threads on the CPU), which snapshots are its share
-(`share`: round robin over the work to do), and the few collective steps that keep the processes in step:
+Which process this is (`common.distributed.Place`, read by `current` from torchrun's environment; re-exported
+here), where it measures (`device`: cuda:LOCAL_RANK for a CUDA device, else the device asked for, with cores / N
+torch threads on the CPU), which snapshots are its share (`share`: round robin over the work to do), and the few
+collective steps that keep the processes in step:
 `together` (run a step on every process; when any fails, all stop at the same point), `from_main` (rank 0's value
 on every process) and `gather` (every process's value on every process).
 
@@ -20,46 +21,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from common.distributed import shutdown_distributed
+from common.distributed import Place, current, shutdown_distributed
 from common.errors import UsageError
 from dynamics.errors import ProbeError
 
+__all__ = ["Place", "PeerFailed", "cpu_threads", "current", "device", "exit_code", "from_main", "gather", "group",
+           "settle", "share", "together"]
+
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's place in the group: global rank and size, rank and size on this machine."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    local_world: int = 1
-
-    @property
-    def main(self) -> bool:
-        """Rank 0: checks the input, creates the store, does the run-level work, prints."""
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-
-def current() -> Shard:
-    """This process's shard, from the variables torchrun sets (one process of one outside torchrun)."""
-    env = os.environ
-    world = int(env.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Shard()
-    return Shard(rank=int(env.get("RANK", "0")), world=world, local_rank=int(env.get("LOCAL_RANK", "0")),
-                 local_world=int(env.get("LOCAL_WORLD_SIZE", str(world))))
 
 
 class PeerFailed(Exception):
@@ -77,7 +51,7 @@ def exit_code(error: BaseException) -> int:
 
 
 @contextmanager
-def group(shard: Shard) -> Iterator[None]:
+def group(shard: Place) -> Iterator[None]:
     """The process group for the duration (nothing outside torchrun, or when one is already set up).
 
     Left with `common.distributed.shutdown_distributed` (its final barrier works around a gloo teardown deadlock) on
@@ -96,7 +70,7 @@ def group(shard: Shard) -> Iterator[None]:
     shutdown_distributed()
 
 
-def settle(shard: Shard, error: BaseException | None) -> None:
+def settle(shard: Place, error: BaseException | None) -> None:
     """Exchange how this step went on every process; when any failed, raise on every process.
 
     The first failing process raises its own `error`; the others raise `PeerFailed`, except that a failing process
@@ -115,7 +89,7 @@ def settle(shard: Shard, error: BaseException | None) -> None:
     raise PeerFailed(failed[0], int(codes[failed[0]]))
 
 
-def together(shard: Shard, work: Callable[[], T]) -> T:
+def together(shard: Place, work: Callable[[], T]) -> T:
     """`work()` on this process, then `settle`: its value once every process has done its part of the step."""
     try:
         value = work()
@@ -126,7 +100,7 @@ def together(shard: Shard, work: Callable[[], T]) -> T:
     return value
 
 
-def from_main(shard: Shard, value: T | None) -> T:
+def from_main(shard: Place, value: T | None) -> T:
     """Rank 0's `value` on every process (pickled across the group); the others pass None."""
     if not shard.distributed:
         return value  # type: ignore[return-value]
@@ -135,7 +109,7 @@ def from_main(shard: Shard, value: T | None) -> T:
     return box[0]
 
 
-def gather(shard: Shard, value: T) -> list[T]:
+def gather(shard: Place, value: T) -> list[T]:
     """Every process's `value`, in rank order, on every process."""
     if not shard.distributed:
         return [value]
@@ -144,7 +118,7 @@ def gather(shard: Shard, value: T) -> list[T]:
     return out
 
 
-def share(items: Sequence[T], shard: Shard) -> list[T]:
+def share(items: Sequence[T], shard: Place) -> list[T]:
     """This process's share of `items`: every world-th item from its rank on. Round robin in order, so that the
     split is the same on every process and consecutive snapshots (of similar cost) go to different processes."""
     return list(items[shard.rank::shard.world])
@@ -161,7 +135,7 @@ def cpu_threads(local_world: int) -> int:
     return max(1, cores // max(1, local_world))
 
 
-def device(shard: Shard, resolved: str) -> str:
+def device(shard: Place, resolved: str) -> str:
     """Where this process measures, given the resolved `--device`: under torchrun a CUDA device means
     cuda:LOCAL_RANK (made the current device), and the CPU gets `cpu_threads` torch threads; otherwise `resolved`.
     `ProbeError` when this machine has fewer CUDA devices than processes."""

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from common.distributed import DistInfo, barrier, init_distributed, shutdown_distributed
+from common.distributed import Place, barrier, init_distributed, shutdown_distributed
 from common.errors import UsageError
 from taco.cache import check_directory
 from taco.config import TrainConfig, parse_args
@@ -355,7 +355,7 @@ def _recorded(run: dict[str, Any], section: str, key: str) -> Any:
     return part.get(key) if isinstance(part, dict) else None
 
 
-def _mean_over_ranks(values: dict[str, float], info: DistInfo, device: torch.device) -> dict[str, float]:
+def _mean_over_ranks(values: dict[str, float], info: Place, device: torch.device) -> dict[str, float]:
     if info.world == 1:
         return dict(values)
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+from common.distributed import Place
 from dynamics import probe, shards, store
 from tests.integration.conftest import one_thread_env
 
@@ -125,9 +126,9 @@ def test_follow_is_refused_under_torchrun(rank: int, tiny_run: Path, tmp_path: P
 
 def test_share_is_a_round_robin_that_covers_everything_once() -> None:
     items = list(range(7))
-    parts = [shards.share(items, shards.Shard(rank=r, world=3)) for r in range(3)]
+    parts = [shards.share(items, Place(rank=r, world=3)) for r in range(3)]
     assert parts == [[0, 3, 6], [1, 4], [2, 5]]
-    assert shards.share(items, shards.Shard()) == items
+    assert shards.share(items, Place()) == items
 
 
 def test_a_writer_waits_for_another_writers_transaction(tmp_path: Path) -> None:
