@@ -26,12 +26,12 @@ hash: equal hashes mean equal measurements, so results are stored and compared u
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from common.files import save_npz
 from dynamics.errors import ProbeError
 from dynamics.tokens import TokenizerView
 
@@ -117,18 +117,6 @@ class ProbeSet:
                  projection_tokens=np.array([id_to_token[t] for t in tokens[sample]]),
                  projection_seq_ids=self.seq_ids[sample], projection_freq_bin=self.freq_bin[sample],
                  word_type_strings=np.array([id_to_token[t] for t in self.word_types]))
-
-
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """`np.savez` to a temporary name in the same folder, then `os.replace`: the file is whole or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------------- sources

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from common.files import replacing, write_json, write_text
 from dynamics.groups import t_interval
 from dynamics.run_dir import RunDir, RunDirError
 from experiments.errors import EvalError
@@ -282,10 +282,8 @@ def _band_plot(ax: Any, results: Results, groups: dict[str, list[str]], get: Cal
 
 
 def _save(fig: Any, path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=130, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -569,14 +567,13 @@ def write_report(exp: Experiment, out_dir: str | Path) -> Path:
     curves = results.curves.sort_values(["run", "source", "metric", "variant", "layer", "step"])
     for path, payload in ((out / "curves.csv", None), (out / "summary.json", {"runs": results.runs, **summary}),
                           (out / "report.md", text)):
-        tmp = path.with_name(f".{path.name}.tmp")
         if payload is None:
-            curves.to_csv(tmp, index=False, float_format="%.6g")
+            with replacing(path) as tmp:
+                curves.to_csv(tmp, index=False, float_format="%.6g")
         elif isinstance(payload, str):
-            tmp.write_text(payload)
+            write_text(path, payload)
         else:
-            tmp.write_text(json.dumps(payload, indent=1, default=_json_default) + "\n")
-        os.replace(tmp, path)
+            write_json(path, payload, indent=1, default=_json_default, end="\n")
     return out / "report.md"
 
 

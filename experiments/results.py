@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from common.files import write_json, writing
 from dynamics.store import FamilyResult, MetricRow, Store
 from experiments.tasks import GLUE_AVERAGE_TASKS
 
@@ -152,15 +152,13 @@ def write_summaries(store: Store) -> tuple[Path, Path]:
     df = store.metrics(family=FAMILY, probe_hash=PROBE_HASH)
     csv_path, json_path = store.root / "downstream.csv", store.root / "downstream.json"
     cols = ["run", "step", "tokens_seen", "layer", "metric", "variant", "value"]
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    with writing(csv_path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(cols)
         for r in df[cols].itertuples(index=False):
             writer.writerow([r.run, r.step, "" if r.tokens_seen is None or r.tokens_seen != r.tokens_seen
                              else int(r.tokens_seen), r.layer, r.metric, r.variant,
                              "" if r.value is None or r.value != r.value else f"{r.value:.6g}"])
-    os.replace(tmp, csv_path)
     units: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in df.itertuples(index=False):
         mode, suffix = r.variant.split("/", 1)
@@ -175,7 +173,5 @@ def write_summaries(store: Store) -> tuple[Path, Path]:
             entry[suffix] = value
         else:
             entry["seeds"][suffix.removeprefix("seed")] = value
-    tmp = json_path.with_name(f".{json_path.name}.tmp")
-    tmp.write_text(json.dumps([units[k] for k in sorted(units)], indent=1) + "\n")
-    os.replace(tmp, json_path)
+    write_json(json_path, [units[k] for k in sorted(units)], indent=1, end="\n")
     return csv_path, json_path

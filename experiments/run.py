@@ -37,6 +37,7 @@ from typing import Any
 
 from common.cli import DEVICES, Parser, resolve_device
 from common.errors import UsageError
+from common.files import write_json
 from experiments.errors import EvalError
 from experiments.spec import Experiment, load
 
@@ -69,9 +70,7 @@ def _record(run_dir: Path, stage: str, seconds: float, device: str) -> None:
             data = {}
     data.setdefault("stages", {})[stage] = {"seconds": round(seconds, 1), "device": _device_name(device),
                                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_json(path, data, indent=1, end="\n")
 
 
 def _train_config(exp: Experiment, name: str, device: str, progress: bool, max_steps: int | None) -> Any:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from transformers import PreTrainedTokenizerFast
 
+from common.files import building_dir, install_dir
 from taco.cache import cache_root
 from taco.errors import TacoError
 
@@ -108,22 +106,18 @@ def packed_data(
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     directory = root / "blocks" / blocks_key(corpus_fingerprint, tok_hash, block_size)
     if not (directory / "meta.json").is_file():
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=directory.parent))
-        cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-        splits = {}
-        for name, docs in (("train", train_docs), ("validation", validation_docs)):
-            splits[name] = pack_blocks(tokenize_documents(docs, tokenizer, progress), block_size, cls_id, sep_id)
-            np.save(tmp / f"{name}.npy", splits[name])
-        counts = np.bincount(splits["train"][:, 1:-1].ravel(), minlength=len(tokenizer)).astype(np.int64)
-        np.save(tmp / "token_counts.npy", counts)
-        meta = {"corpus_fingerprint": corpus_fingerprint, "tokenizer_hash": tok_hash, "block_size": block_size,
-                "train_blocks": len(splits["train"]), "validation_blocks": len(splits["validation"])}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        try:
-            os.replace(tmp, directory)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with building_dir(directory) as tmp:
+            cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+            splits = {}
+            for name, docs in (("train", train_docs), ("validation", validation_docs)):
+                splits[name] = pack_blocks(tokenize_documents(docs, tokenizer, progress), block_size, cls_id, sep_id)
+                np.save(tmp / f"{name}.npy", splits[name])
+            counts = np.bincount(splits["train"][:, 1:-1].ravel(), minlength=len(tokenizer)).astype(np.int64)
+            np.save(tmp / "token_counts.npy", counts)
+            meta = {"corpus_fingerprint": corpus_fingerprint, "tokenizer_hash": tok_hash, "block_size": block_size,
+                    "train_blocks": len(splits["train"]), "validation_blocks": len(splits["validation"])}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        install_dir(tmp, directory)  # another process that built it first keeps its copy
     train = np.load(directory / "train.npy", mmap_mode="r")
     validation = np.load(directory / "validation.npy", mmap_mode="r")
     if len(train) == 0:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from common.files import building_dir, replace_dir
 
 
 def snapshot_steps(max_steps: int, every: int, log_spaced: bool = True) -> list[int]:
@@ -28,35 +27,11 @@ def snapshot_dir(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / "snapshots" / f"step-{step:07d}"
 
 
-def replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished directory `tmp` to `target`, replacing an older copy without a window where neither exists whole."""
-    if target.exists():
-        trash = target.with_name(f".{target.name}.old")
-        shutil.rmtree(trash, ignore_errors=True)
-        os.replace(target, trash)
-        os.replace(tmp, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
-
-
 def write_snapshot(run_dir: str | Path, step: int, model: nn.Module, info: dict[str, Any]) -> Path:
     """`save_pretrained` (safetensors + config.json) plus `snapshot.json`, written to a temporary name and renamed."""
     target = snapshot_dir(run_dir, step)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
+    with building_dir(target) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         (tmp / "snapshot.json").write_text(json.dumps({"step": step, **info}, indent=2))
         replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from common.files import building_dir, replace_dir
 from taco.errors import TacoError
-from taco.snapshots import replace_dir
 
 STATE_FILE = "training_state.pt"
 
@@ -28,9 +26,9 @@ def config_digest(config: dict[str, Any], runtime_only: tuple[str, ...]) -> str:
 
 def save_state(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: Any, digest: str) -> None:
+    """Replace `state/` with this step's (written whole under a temporary name, then swapped in)."""
     target = Path(run_dir) / "state"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-state-", dir=run_dir))
-    try:
+    with building_dir(target) as tmp:
         torch.save(
             {"step": step, "config_digest": digest, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -39,9 +37,6 @@ def save_state(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer
         )
         (tmp / "state.json").write_text(json.dumps({"step": step, "config_digest": digest}))
         replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_state(run_dir: str | Path) -> dict[str, Any] | None:

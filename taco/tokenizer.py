@@ -13,9 +13,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-import os
-import shutil
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from itertools import pairwise
@@ -24,6 +21,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerFast
 
+from common.files import building_dir, install_dir
 from taco.cache import cache_root
 from taco.errors import TacoError
 
@@ -204,11 +202,7 @@ def cached_tokenizer(texts: Iterable[str], corpus_fingerprint: str, vocab_size: 
     target = Path(cache_dir if cache_dir is not None else cache_root()) / "tokenizers" / key
     if (target / "tokenizer.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
-    train_wordpiece(texts, vocab_size).save_pretrained(str(tmp))
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process won the race; keep its copy
-        shutil.rmtree(tmp, ignore_errors=True)
+    with building_dir(target) as tmp:
+        train_wordpiece(texts, vocab_size).save_pretrained(str(tmp))
+    install_dir(tmp, target)  # another process that got there first keeps its copy
     return target

@@ -24,11 +24,12 @@ from tqdm.auto import tqdm
 
 from common.distributed import Place, barrier, init_distributed, shutdown_distributed
 from common.errors import UsageError
+from common.files import write_json, write_text
 from taco.cache import check_directory
 from taco.config import TrainConfig, parse_args
 from taco.errors import TacoError
 from taco.objectives import PretrainingModel, TCConfig
-from taco.snapshots import snapshot_steps, write_json_atomic, write_snapshot
+from taco.snapshots import snapshot_steps, write_snapshot
 from taco.state import config_digest, load_state, save_state
 
 SEED_STRIDE = 1_000_003
@@ -261,7 +262,7 @@ def train(cfg: TrainConfig) -> Path:
             "versions": package_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "device": str(device),
         }
-        write_json_atomic(out / "run.json", run)
+        write_json(out / "run.json", run, default=str)
         (out / "log.jsonl").touch()
     barrier(info)
 
@@ -381,9 +382,7 @@ def _truncate_log(path: Path, step: int) -> None:
             continue
         if row.get("step", 0) <= step:
             keep.append(line)
-    tmp = path.with_name(".log.jsonl.tmp")
-    tmp.write_text("".join(k + "\n" for k in keep))
-    os.replace(tmp, path)
+    write_text(path, "".join(k + "\n" for k in keep))
 
 
 def _elapsed_at(path: Path, step: int) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.files import replace_dir
 from taco.cache import cache_root
 from taco.corpus.documents import Corpus, CorpusError, Document, human_count, word_count
 from taco.corpus.fetch import deb_files, deb_version, fetch_deb, fetch_npm, npm_files
@@ -111,22 +111,6 @@ def _write_jsonl(path: Path, docs: Iterable[Document]) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _install(tmp: Path, cache: Path) -> None:
-    """Move a finished build into place; a concurrent builder that got there first wins."""
-    old = None
-    if cache.exists():
-        old = cache.with_name(f".{cache.name}.old-{os.getpid()}")
-        os.replace(cache, old)
-    try:
-        os.replace(tmp, cache)
-    except OSError:
-        if not _manifest_ok(cache):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def builtin_cache_dir(root: str | Path | None = None) -> Path:
     """The built-in corpus's directory: `corpus/builtin` below `root`, by default the cache root
     (`taco.cache.cache_root`)."""
@@ -175,7 +159,7 @@ def prepare_builtin(cache_dir: str | Path | None = None, *, progress: bool = Tru
                     "splits": {"train": _counts(train), "validation": _counts(validation)},
                     "sources": sources, "seconds": round(time.time() - started, 1)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        _install(tmp, cache)
+        replace_dir(tmp, cache, keep_theirs=_manifest_ok)  # a concurrent builder that got there first wins
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return cache
