@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from common.run_dir import RunDir
 from dynamics import store as st
-from dynamics.run_dir import RunDir
 
 # Families the demo's probe measures at every snapshot (its defaults), and the downstream rows' family.
 FAMILIES = ("anchors", "context", "geometry", "drift")

@@ -31,11 +31,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.run_dir import RunDir, RunDirError
 from dynamics import hub
 from dynamics.config import ProbeConfig
 from dynamics.errors import ProbeError
 from dynamics.probe import ProbeSummary, SnapshotHook, run_config
-from dynamics.run_dir import RunDir, RunDirError
 from dynamics.series import Snapshot
 
 POLL_S = 1.0

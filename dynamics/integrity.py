@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.run_dir import RunDir
 from dynamics.errors import ProbeError
-from dynamics.run_dir import RunDir
 from dynamics.series import Series, Snapshot, step_from_name, weight_files
 
 FAMILY = "integrity"

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.run_dir import SNAPSHOT_JSON, RunDir, RunDirError, read_json_object, snapshot_info
 from dynamics.errors import ProbeError
-from dynamics.run_dir import SNAPSHOT_JSON, RunDir, RunDirError, read_json_object, snapshot_info
 from dynamics.tokens import has_tokenizer, load_tokenizer
 
 _STEP_RE = re.compile(r"(?:step|checkpoint)-(\d+)$")

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from common.files import replacing, write_json, write_text
+from common.run_dir import RunDir, RunDirError
 from dynamics.groups import t_interval
-from dynamics.run_dir import RunDir, RunDirError
 from experiments.errors import EvalError
 from experiments.paper import PAPER_AVERAGE, PAPER_SPEEDUP, PAPER_STEPS, PAPER_TACO_CURVE, PAPER_TASKS
 from experiments.spec import Experiment

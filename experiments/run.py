@@ -89,7 +89,7 @@ def final_step(exp: Experiment, name: str, max_steps: int | None = None) -> int:
 
 def train_run(exp: Experiment, name: str, device: str, progress: bool, max_steps: int | None = None) -> bool:
     """Train (or resume, or skip when finished) one run; True when anything was trained."""
-    from dynamics.run_dir import RunDir
+    from common.run_dir import RunDir
     from taco.train import train
 
     cfg = _train_config(exp, name, device, progress, max_steps)

@@ -11,7 +11,7 @@ import streamlit as st
 
 from app.data.errors import named
 from app.data.stamps import Stamp
-from dynamics.run_dir import RunDir, RunDirError
+from common.run_dir import RunDir, RunDirError
 
 LOG_QUANTITIES = ("loss", "mlm_loss", "tc_loss", "mlm_accuracy", "lr", "tokens_per_s", "grad_norm", "elapsed_s")
 

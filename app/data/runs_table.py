@@ -13,7 +13,7 @@ from app.data.run_files import run_json, run_snapshot_steps, training_log
 from app.data.sources import Sources
 from app.data.stamps import run_stamp, stamp
 from app.data.store_tables import store_runs
-from dynamics.run_dir import RunDir
+from common.run_dir import RunDir
 
 RUN_TABLE_COLUMNS = ["run", "objective", "preset", "steps", "snapshots", "tokens_seen", "train_loss", "val_loss",
                      "tc_loss", "probe_hash", "measured", "results", "path"]

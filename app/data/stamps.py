@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dynamics.run_dir import RunDir
+from common.run_dir import RunDir
 
 Stamp = tuple[int, ...]
 

@@ -1,4 +1,4 @@
-"""Reading a run directory (`dynamics.run_dir`): run.json, snapshots and a log.jsonl with every kind of bad line."""
+"""Reading a run directory (`common.run_dir`): run.json, snapshots and a log.jsonl with every kind of bad line."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dynamics.run_dir import RunDir, RunDirError, parse_log, snapshot_info
+from common.run_dir import RunDir, RunDirError, parse_log, snapshot_info
 
 
 def _run(path: Path, config: dict | None = None, steps: tuple[int, ...] = (0, 1, 4)) -> Path:

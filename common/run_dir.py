@@ -1,4 +1,4 @@
-"""Reading a run directory, the format `taco.train` writes (DESIGN.md, "File formats"), in one place.
+"""Reading a run directory, the format `taco.train` writes (docs/design.md, "File formats"), in one place.
 
     RUN/run.json                     the resolved config                        `RunDir.config`
     RUN/log.jsonl                    one JSON object per logged step            `RunDir.log()`
