@@ -6,8 +6,10 @@ Layout of a store folder (default `RUN/dynamics/`)::
     arrays/          .npz files named in the `arrays` table (paths relative to the folder)
     figures/ report.md   written by dynamics.figures / dynamics.report
 
-Tables:
+Tables (`SCHEMA` lists them, their columns and indexes; nothing else does):
 
+* `meta(key, value)`: `schema_version` (`SCHEMA_VERSION`), and `upgraded` (JSON: the version an older store was
+  migrated from, when, and what its file lacked) where a store was upgraded in place
 * `runs(name PK, path, kind, objective, meta JSON, updated)`; `kind` is the series layout: run | trainer | steps |
   model | hub (`Store.runs`)
 * `snapshots(run, step, tokens_seen, path, info JSON)`, key (run, step); `info` is the snapshot's own record
@@ -25,11 +27,16 @@ Tables:
 * `onsets(run, metric, layer, variant, probe_hash, step, tokens_seen, change)`, key (probe_hash, run, metric,
   layer, variant): the step at which each metric curve first covered half of its change (`dynamics.onsets`;
   step NULL when it has none), rewritten after every probe run
+* `definitions(name PK, family, scope, layers, variants JSON, label, unit, definition, pointer, page, position)`:
+  what each metric name means, written by the probe from its registry (`write_definitions`), so that the app
+  labels curves and picks their page without importing the metric modules
 
-Reading: the query methods (`runs`, `snapshots`, `probe_sets`, `metrics`, `metric_list`, `arrays`, `notes`,
-`completed`, `onsets`; open with `open(path, readonly=True)`) read a store written by an older probe with what its file
-has: a missing table reads as no rows, a missing column as None, a missing index as a slower scan. Nothing else
-needs SQL to read a store.
+Versions: `meta.schema_version` is `SCHEMA_VERSION`. Opening an older store for writing applies `MIGRATIONS` in
+order, in one transaction (a failed migration leaves the file as it was); opening it read-only (the app) reads it
+through a compatibility view (temporary empty tables and NULL columns; the file is not touched), and `Store.gaps`
+says what its file lacked. A store of a newer version is refused with one line naming the fix, and so is an SQLite
+file without a schema version (not ours: `check_ours`). The query methods (`runs`, `snapshots`, `probe_sets`,
+`metrics`, `metric_list`, `arrays`, `notes`, `completed`, `onsets`, `definitions`) are the only SQL readers need.
 
 Kill safety: everything one (snapshot, family) produces is written in one transaction; its `.npz` files are
 written first under fresh names (temporary file + `os.replace`) and files they supersede are deleted only after
@@ -42,8 +49,8 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,58 +65,177 @@ if TYPE_CHECKING:
     from dynamics.onsets import Onset
 
 DB_NAME = "results.sqlite"
-SCHEMA_VERSION = 1
+# The schema's version, recorded as `meta.schema_version`. History: 1, the tables below without `definitions` (a
+# version-1 file may lack `onsets`, which came without a new number, and, from a still earlier probe, other tables,
+# columns and indexes: the readers used to tolerate that query by query); 2, `definitions`, and every version-1 gap
+# filled by `MIGRATIONS`.
+SCHEMA_VERSION = 2
 # How long a connection waits for another's write lock before failing with "database is locked". Several probe
 # processes (`torchrun … -m dynamics.probe`, `dynamics.shards`) write one store; each holds the lock for one
 # (snapshot, family) transaction (`BEGIN IMMEDIATE`, so a writer waits at its start rather than failing on an
 # upgrade), milliseconds normally, but a loaded machine can stall a process with the lock for seconds.
 BUSY_TIMEOUT_S = 120.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS runs (
-    name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT, objective TEXT, meta TEXT, updated REAL);
-CREATE TABLE IF NOT EXISTS snapshots (
-    run TEXT NOT NULL, step INTEGER NOT NULL, tokens_seen INTEGER, path TEXT, info TEXT,
-    PRIMARY KEY (run, step));
-CREATE TABLE IF NOT EXISTS probe_sets (
-    hash TEXT PRIMARY KEY, source TEXT, n_blocks INTEGER, block_size INTEGER, n_tokens INTEGER,
-    n_masked INTEGER, n_word_types INTEGER, freq_source TEXT, tokenizer_hash TEXT, file TEXT, notes TEXT,
-    created REAL, used REAL);
-CREATE TABLE IF NOT EXISTS metrics (
-    run TEXT NOT NULL, step INTEGER NOT NULL, tokens_seen INTEGER, layer INTEGER NOT NULL, metric TEXT NOT NULL,
-    variant TEXT NOT NULL, value REAL, family TEXT NOT NULL, probe_hash TEXT NOT NULL,
-    UNIQUE (probe_hash, run, step, layer, metric, variant));
-CREATE INDEX IF NOT EXISTS metrics_by_family ON metrics (probe_hash, run, step, family);
-CREATE INDEX IF NOT EXISTS metrics_by_metric ON metrics (probe_hash, metric);
-CREATE TABLE IF NOT EXISTS arrays (
-    run TEXT NOT NULL, step INTEGER NOT NULL, kind TEXT NOT NULL, probe_hash TEXT NOT NULL, family TEXT NOT NULL,
-    file TEXT NOT NULL, meta TEXT, PRIMARY KEY (probe_hash, run, step, kind));
-CREATE TABLE IF NOT EXISTS completed (
-    run TEXT NOT NULL, step INTEGER NOT NULL, family TEXT NOT NULL, probe_hash TEXT NOT NULL, params TEXT NOT NULL,
-    finished REAL, seconds REAL, PRIMARY KEY (probe_hash, run, step, family));
-CREATE TABLE IF NOT EXISTS notes (
-    run TEXT NOT NULL, step INTEGER NOT NULL, probe_hash TEXT NOT NULL, family TEXT NOT NULL, note TEXT NOT NULL,
-    UNIQUE (probe_hash, run, step, family, note));
-CREATE TABLE IF NOT EXISTS onsets (
-    run TEXT NOT NULL, metric TEXT NOT NULL, layer INTEGER NOT NULL, variant TEXT NOT NULL, probe_hash TEXT NOT NULL,
-    step INTEGER, tokens_seen INTEGER, change REAL, PRIMARY KEY (probe_hash, run, metric, layer, variant));
-"""
 
-# The tables and columns `_SCHEMA` creates (what the queries read; an older store may lack some).
-TABLES: dict[str, tuple[str, ...]] = {
-    "meta": ("key", "value"),
-    "runs": ("name", "path", "kind", "objective", "meta", "updated"),
-    "snapshots": ("run", "step", "tokens_seen", "path", "info"),
-    "probe_sets": ("hash", "source", "n_blocks", "block_size", "n_tokens", "n_masked", "n_word_types", "freq_source",
-                   "tokenizer_hash", "file", "notes", "created", "used"),
-    "metrics": ("run", "step", "tokens_seen", "layer", "metric", "variant", "value", "family", "probe_hash"),
-    "arrays": ("run", "step", "kind", "probe_hash", "family", "file", "meta"),
-    "completed": ("run", "step", "family", "probe_hash", "params", "finished", "seconds"),
-    "notes": ("run", "step", "probe_hash", "family", "note"),
-    "onsets": ("run", "metric", "layer", "variant", "probe_hash", "step", "tokens_seen", "change"),
+@dataclass(frozen=True)
+class Column:
+    """One column: its name, its SQL declaration, and the schema version that introduced it."""
+
+    name: str
+    decl: str
+    since: int = 1
+
+    @property
+    def type(self) -> str:
+        """The declared type alone (what a migration adds: SQLite adds no column with a key or NOT NULL)."""
+        return self.decl.split()[0]
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table: columns in order (rows are inserted by position), table constraints, the version that
+    introduced it."""
+
+    columns: tuple[Column, ...]
+    keys: str = ""
+    since: int = 1
+
+    def create(self, name: str, schema: str = "") -> str:
+        """`CREATE TABLE` for this table (in `schema`, e.g. "temp", when given)."""
+        body = ", ".join([*(f"{c.name} {c.decl}" for c in self.columns), *([self.keys] if self.keys else [])])
+        return f"CREATE TABLE {schema + '.' if schema else ''}{name} ({body})"
+
+
+def _table(spec: str, keys: str = "", since: int = 1) -> Table:
+    """A `Table` from "name DECL, name DECL, …" (declarations without commas)."""
+    cols = tuple(Column(*part.strip().split(None, 1)) for part in spec.split(","))
+    return Table(cols, keys, since)
+
+
+# The schema: every table, column and index of a results store, listed here only (readers, the app and the
+# migrations take it from here).
+SCHEMA: dict[str, Table] = {
+    "meta": _table("key TEXT PRIMARY KEY, value TEXT"),
+    "runs": _table("name TEXT PRIMARY KEY, path TEXT NOT NULL, kind TEXT, objective TEXT, meta TEXT, updated REAL"),
+    "snapshots": _table("run TEXT NOT NULL, step INTEGER NOT NULL, tokens_seen INTEGER, path TEXT, info TEXT",
+                        "PRIMARY KEY (run, step)"),
+    "probe_sets": _table("hash TEXT PRIMARY KEY, source TEXT, n_blocks INTEGER, block_size INTEGER, n_tokens INTEGER, "
+                         "n_masked INTEGER, n_word_types INTEGER, freq_source TEXT, tokenizer_hash TEXT, file TEXT, "
+                         "notes TEXT, created REAL, used REAL"),
+    "metrics": _table("run TEXT NOT NULL, step INTEGER NOT NULL, tokens_seen INTEGER, layer INTEGER NOT NULL, "
+                      "metric TEXT NOT NULL, variant TEXT NOT NULL, value REAL, family TEXT NOT NULL, "
+                      "probe_hash TEXT NOT NULL", "UNIQUE (probe_hash, run, step, layer, metric, variant)"),
+    "arrays": _table("run TEXT NOT NULL, step INTEGER NOT NULL, kind TEXT NOT NULL, probe_hash TEXT NOT NULL, "
+                     "family TEXT NOT NULL, file TEXT NOT NULL, meta TEXT", "PRIMARY KEY (probe_hash, run, step, kind)"),
+    "completed": _table("run TEXT NOT NULL, step INTEGER NOT NULL, family TEXT NOT NULL, probe_hash TEXT NOT NULL, "
+                        "params TEXT NOT NULL, finished REAL, seconds REAL", "PRIMARY KEY (probe_hash, run, step, family)"),
+    "notes": _table("run TEXT NOT NULL, step INTEGER NOT NULL, probe_hash TEXT NOT NULL, family TEXT NOT NULL, "
+                    "note TEXT NOT NULL", "UNIQUE (probe_hash, run, step, family, note)"),
+    "onsets": _table("run TEXT NOT NULL, metric TEXT NOT NULL, layer INTEGER NOT NULL, variant TEXT NOT NULL, "
+                     "probe_hash TEXT NOT NULL, step INTEGER, tokens_seen INTEGER, change REAL",
+                     "PRIMARY KEY (probe_hash, run, metric, layer, variant)"),
+    # What each stored metric name means, written by the probe from its registry (`Store.write_definitions`), so
+    # that readers label curves without importing the metric modules. `variants` is JSON; `position` the order.
+    "definitions": _table("name TEXT PRIMARY KEY, family TEXT, scope TEXT, layers TEXT, variants TEXT, label TEXT, "
+                          "unit TEXT, definition TEXT, pointer TEXT, page TEXT, position INTEGER", since=2),
 }
+# index name → (table, columns)
+INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "metrics_by_family": ("metrics", ("probe_hash", "run", "step", "family")),
+    "metrics_by_metric": ("metrics", ("probe_hash", "metric")),
+}
+TABLES: dict[str, tuple[str, ...]] = {name: tuple(c.name for c in t.columns) for name, t in SCHEMA.items()}
 _METRIC_COLUMNS = ("run", "step", "tokens_seen", "layer", "metric", "variant", "value", "family")
+# Which page of the app shows a metric of each family (`write_definitions`, for a registration without `page`).
+_FAMILY_PAGES = {"anchors": "anchors", "drift": "anchors", "context": "context", "geometry": "geometry",
+                 "ln_outliers": "geometry", "cka_steps": "cka", "acquisition": "acquisition"}
+
+@dataclass(frozen=True)
+class Gaps:
+    """What a store's file lacks of `SCHEMA`: whole tables, columns of the tables it has, indexes."""
+
+    tables: tuple[str, ...] = ()
+    columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    indexes: tuple[str, ...] = ()
+
+    @property
+    def shimmed(self) -> set[str]:
+        """The tables a read-only connection reads through a compatibility view (`_shim`)."""
+        return {*self.tables, *self.columns}
+
+    def lines(self, upto: int = SCHEMA_VERSION) -> list[str]:
+        """The missing tables and columns introduced by version `upto` or before, in words ("no `arrays` table",
+        "table `metrics` lacks `family`"); an index is no loss of data and is left out."""
+        out = [f"no `{t}` table" for t in self.tables if SCHEMA[t].since <= upto]
+        for table, cols in self.columns.items():
+            since = {c.name: c.since for c in SCHEMA[table].columns}
+            if old := [c for c in cols if since[c] <= upto]:
+                out.append(f"table `{table}` lacks {', '.join(f'`{c}`' for c in old)}")
+        return out
+
+
+def _gaps(conn: sqlite3.Connection, upto: int = SCHEMA_VERSION) -> Gaps:
+    """The tables, columns and indexes of `SCHEMA` introduced by version `upto` or before that the file (schema
+    "main") lacks."""
+    tables, columns = [], {}
+    for name, table in SCHEMA.items():
+        if table.since > upto:
+            continue
+        have = {r[1] for r in conn.execute(f"PRAGMA main.table_info({name})")}
+        if not have:
+            tables.append(name)
+        elif missing := tuple(c.name for c in table.columns if c.since <= upto and c.name not in have):
+            columns[name] = missing
+    have_index = {r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type='index'")}
+    indexes = tuple(i for i, (t, _) in INDEXES.items() if SCHEMA[t].since <= upto and i not in have_index)
+    return Gaps(tuple(tables), columns, indexes)
+
+
+def _fill(conn: sqlite3.Connection, gaps: Gaps) -> None:
+    """Create what `gaps` names in the file: tables empty, columns NULL in the existing rows, indexes built."""
+    for name in gaps.tables:
+        conn.execute(SCHEMA[name].create(name))
+    for name, cols in gaps.columns.items():
+        for col in (c for c in SCHEMA[name].columns if c.name in cols):
+            conn.execute(f"ALTER TABLE {name} ADD COLUMN {col.name} {col.type}")
+    for index in gaps.indexes:
+        table, cols = INDEXES[index]
+        conn.execute(f"CREATE INDEX {index} ON {table} ({', '.join(cols)})")
+
+
+def _shim(conn: sqlite3.Connection, gaps: Gaps) -> None:
+    """Show a read-only connection the file as if `gaps` were filled, without writing it: a missing table is an
+    empty temporary table, a table with missing columns a temporary view (shadowing it) with those columns NULL.
+    A missing index stays missing (queries scan)."""
+    for name in gaps.tables:
+        conn.execute(SCHEMA[name].create(name, schema="temp"))
+    for name, cols in gaps.columns.items():
+        select = ", ".join(f"NULL AS {c.name}" if c.name in cols else c.name for c in SCHEMA[name].columns)
+        conn.execute(f"CREATE TEMP VIEW {name} AS SELECT {select} FROM main.{name}")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema's history: brings a store of version `to` − 1 to version `to`."""
+
+    to: int
+    says: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+def _to_2(conn: sqlite3.Connection) -> None:
+    _fill(conn, _gaps(conn, upto=1))  # version 1's own gaps first: what the readers once tolerated per query
+    _fill(conn, _gaps(conn, upto=2))  # then what version 2 adds
+
+
+# Ordered; opening an older store for writing applies every migration past its version, in one transaction.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "version 1 → 2: what a version-1 file lacks of version 1 is created — a missing table empty (onsets "
+              "came under version 1 without a new number; arrays, notes, completed or probe_sets from an earlier "
+              "probe), a missing column NULL in the existing rows (e.g. metrics.family), a missing index built — "
+              "then the definitions table", _to_2),
+)
+
 
 MetricRow = tuple[int, str, str, float | None]  # (layer, metric, variant, value)
 
@@ -169,9 +295,25 @@ def check_ours(db_path: str | Path) -> None:
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path} cannot be read as a results store ({exc}); move it away or pass another "
                          "--out") from None
-    if tables and version is None:
+    number = _version(version[0] if version else None)
+    if tables and number is None:
         raise StoreError(f"{path} is an SQLite database but not a taco-dynamics results store (tables: "
                          f"{', '.join(sorted(tables)[:5])}); refusing to write into it: pass another --out")
+    if number is not None and number > SCHEMA_VERSION:
+        raise StoreError(_newer(path, number))
+
+
+def _version(value: object) -> int | None:
+    """`meta.schema_version` as a number; None when absent or not a whole number (not one of ours)."""
+    try:
+        return None if value is None else int(str(value))
+    except ValueError:
+        return None
+
+
+def _newer(path: Path, version: int) -> str:
+    return (f"{path} was written by a newer taco-dynamics (store schema {version}; this one reads up to "
+            f"{SCHEMA_VERSION}): update taco-dynamics (git pull, then pip install -e .) to read or write it")
 
 
 def open(path: str | Path, readonly: bool = False) -> Store:  # noqa: A001 - the documented API name
@@ -180,26 +322,93 @@ def open(path: str | Path, readonly: bool = False) -> Store:  # noqa: A001 - the
 
 
 class Store:
-    """A results store; writers go through `write_family`, readers through the DataFrame query helpers."""
+    """A results store; writers go through `write_family`, readers through the DataFrame query helpers.
+
+    Opening brings an older store to `SCHEMA`: for writing, by `MIGRATIONS` in the file, in one transaction (a
+    failed migration leaves the file as it was); read-only, through a compatibility view (`_shim`: temporary empty
+    tables and views with NULL columns, the file untouched). `gaps` says what the file lacked, `file_version` which
+    schema it had. A newer store, and a database that is not ours, are refused (`StoreError`)."""
 
     def __init__(self, db_path: Path, readonly: bool = False) -> None:
         self.path = Path(db_path)
         self.root = self.path.parent
         self.readonly = readonly
+        self.gaps = Gaps()
         if readonly:
             if not self.path.is_file():
                 raise FileNotFoundError(f"{self.path}: no results store; run python -m dynamics.probe first")
             self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
                                         isolation_level=None, check_same_thread=False)
+            try:
+                self.file_version = self._readable_version()
+                self.gaps = _gaps(self.conn)
+                _shim(self.conn, self.gaps)
+            except BaseException:
+                self.conn.close()
+                raise
         else:
             check_ours(self.path)
             self.root.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                         check_same_thread=False)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.executescript(_SCHEMA)
-            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            try:
+                self.file_version = self._create_or_migrate()
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+            except BaseException:
+                self.conn.close()
+                raise
+        self._metric_index = "metrics" not in self.gaps.shimmed and "metrics_by_metric" not in self.gaps.indexes
+
+    def _readable_version(self) -> int:
+        """The file's schema version; `StoreError` for an empty database, someone else's, or a newer store."""
+        tables = self.table_names()
+        version = self.schema_version()
+        if version is None:
+            if not tables:
+                raise StoreError(f"{self.path}: an empty database, not a results store (a probe stopped before its "
+                                 "first write?); run python -m dynamics.probe with --out set to its folder")
+            raise StoreError(f"{self.path}: an SQLite database but not a results store (tables: "
+                             f"{', '.join(tables[:5])}); results stores are written by python -m dynamics.probe "
+                             "and python -m experiments.evaluate")
+        if version > SCHEMA_VERSION:
+            raise StoreError(_newer(self.path, version))
+        return version
+
+    def _create_or_migrate(self) -> int:
+        """Create the schema in a new database, or bring an older store to `SCHEMA_VERSION` by `MIGRATIONS`, in
+        one transaction taken before reading the version (another writer may be migrating it); returns the
+        version the file had (`SCHEMA_VERSION` for a new one)."""
+        with self._transaction() as conn:
+            version = self.schema_version()
+            if version is None:  # a new or empty database (`check_ours` refused anything else)
+                for name, table in SCHEMA.items():
+                    conn.execute(table.create(name))
+                for name, (table, cols) in INDEXES.items():
+                    conn.execute(f"CREATE INDEX {name} ON {table} ({', '.join(cols)})")
+                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                return SCHEMA_VERSION
+            if version > SCHEMA_VERSION:
+                raise StoreError(_newer(self.path, version))
+            if version < SCHEMA_VERSION:
+                lacked = _gaps(conn, upto=version)
+                for migration in MIGRATIONS:
+                    if migration.to > version:
+                        migration.apply(conn)
+                conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('upgraded', ?)",
+                             (json.dumps({"from": version, "at": time.time(), "lacked": lacked.lines()}),))
+            return version
+
+    def upgraded(self) -> dict[str, Any] | None:
+        """How this store was upgraded in place, if it was: {"from": version, "at": time, "lacked": what the older
+        file lacked, in words}; None for a store written at this schema."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='upgraded'").fetchone()
+        try:
+            value = json.loads(row[0]) if row else None
+        except (TypeError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
 
     # ------------------------------------------------------------------------------------------- lifecycle
     def close(self) -> None:
@@ -222,7 +431,7 @@ class Store:
     def upsert_run(self, name: str, path: Path, kind: str, objective: str | None, meta: Mapping[str, Any]) -> None:
         with self._transaction():
             self.conn.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET path=excluded.path, "
+                _insert("runs") + " ON CONFLICT(name) DO UPDATE SET path=excluded.path, "
                 "kind=excluded.kind, objective=excluded.objective, meta=excluded.meta, updated=excluded.updated",
                 (name, str(path), kind, objective, json.dumps(meta, default=str), time.time()))
 
@@ -233,13 +442,13 @@ class Store:
             raise ValueError(f"onsets of another run than {run!r}")
         with self._transaction():
             self.conn.execute("DELETE FROM onsets WHERE probe_hash=? AND run=?", (probe_hash, run))
-            self.conn.executemany("INSERT INTO onsets VALUES (?,?,?,?,?,?,?,?)", rows)
+            self.conn.executemany(_insert("onsets"), rows)
 
     def upsert_snapshots(self, rows: Iterable[tuple[str, int, int | None, str, Mapping[str, Any]]]) -> None:
         """Rows (run, step, tokens_seen, path, info)."""
         with self._transaction():
             self.conn.executemany(
-                "INSERT INTO snapshots VALUES (?,?,?,?,?) ON CONFLICT(run, step) DO UPDATE SET "
+                _insert("snapshots") + " ON CONFLICT(run, step) DO UPDATE SET "
                 "tokens_seen=excluded.tokens_seen, path=excluded.path, info=excluded.info",
                 [(r, s, t, p, json.dumps(i, default=str)) for r, s, t, p, i in rows])
 
@@ -249,7 +458,7 @@ class Store:
         now = time.time()
         with self._transaction():
             self.conn.execute(
-                "INSERT INTO probe_sets VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(hash) DO UPDATE SET "
+                _insert("probe_sets") + " ON CONFLICT(hash) DO UPDATE SET "
                 "used=excluded.used, file=excluded.file",
                 (hash, source, n_blocks, block_size, n_tokens, n_masked, n_word_types, freq_source, tokenizer_hash,
                  file, json.dumps(list(notes)), now, now))
@@ -279,16 +488,16 @@ class Store:
                     self.conn.execute(f"DELETE FROM {table} WHERE probe_hash=? AND run=? AND step=? AND family=?",
                                       (*key, family))
                 self.conn.executemany(
-                    "INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?)",
+                    _insert("metrics"),
                     [(run, step, tokens_seen, int(layer), metric, variant, _finite(value), family, probe_hash)
                      for layer, metric, variant, value in result.rows])
                 self.conn.executemany(
-                    "INSERT INTO arrays VALUES (?,?,?,?,?,?,?)",
+                    _insert("arrays"),
                     [(run, step, kind, probe_hash, family, rel, json.dumps({"keys": sorted(result.arrays[kind])}))
                      for kind, rel, _ in written])
-                self.conn.executemany("INSERT OR IGNORE INTO notes VALUES (?,?,?,?,?)",
+                self.conn.executemany(_insert("notes", "INSERT OR IGNORE"),
                                       [(run, step, probe_hash, family, n) for n in result.notes])
-                self.conn.execute("INSERT INTO completed VALUES (?,?,?,?,?,?,?)",
+                self.conn.execute(_insert("completed"),
                                   (run, step, family, probe_hash, params, time.time(), seconds))
         except BaseException:
             for _, _, path in written:
@@ -318,16 +527,16 @@ class Store:
                 for table in ("metrics", "arrays", "completed", "notes"):
                     self.conn.execute(f"DELETE FROM {table} WHERE probe_hash=? AND run=? AND family=?", key)
                 self.conn.executemany(
-                    "INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?)",
+                    _insert("metrics"),
                     [(run, step, tokens, int(layer), metric, variant, _finite(value), family, probe_hash)
                      for step, (tokens, rows) in step_rows.items() for layer, metric, variant, value in rows])
                 self.conn.executemany(
-                    "INSERT INTO arrays VALUES (?,?,?,?,?,?,?)",
+                    _insert("arrays"),
                     [(run, -1, kind, probe_hash, family, rel, json.dumps({"keys": sorted(arrays[kind])}))
                      for kind, rel, _ in written])
-                self.conn.executemany("INSERT OR IGNORE INTO notes VALUES (?,?,?,?,?)",
+                self.conn.executemany(_insert("notes", "INSERT OR IGNORE"),
                                       [(run, -1, probe_hash, family, n) for n in notes])
-                self.conn.execute("INSERT INTO completed VALUES (?,?,?,?,?,?,?)",
+                self.conn.execute(_insert("completed"),
                                   (run, -1, family, probe_hash, params, time.time(), None))
         except BaseException:
             for _, _, path in written:
@@ -336,49 +545,57 @@ class Store:
         for rel in set(old) - {rel for _, rel, _ in written}:
             (self.root / rel).unlink(missing_ok=True)
 
+    def write_definitions(self, metrics: Iterable[Any]) -> None:
+        """Store what each metric name means, so that readers (the app) label and place curves from the store alone:
+        `metrics` are registrations (`dynamics.metrics.registry.Metric`-like: name, family, scope, layers, variants,
+        label, unit, definition, pointer, and page — derived from the family where a registration has none), in
+        registry order. Replaces the definitions of these names and keeps the others (rows of a metric that a newer
+        registry dropped keep their label). In an upgraded store whose rows lacked a family, rows of a defined
+        metric get the family its definition names."""
+        rows = [(m.name, m.family, m.scope, m.layers, json.dumps(list(m.variants)), m.label, m.unit, m.definition,
+                 m.pointer, getattr(m, "page", None) or _FAMILY_PAGES.get(m.family), i) for i, m in enumerate(metrics)]
+        with self._transaction():
+            self.conn.executemany(_insert("definitions", "INSERT OR REPLACE"), rows)
+            if self.upgraded() is not None:
+                self.conn.execute("UPDATE metrics SET family = (SELECT d.family FROM definitions d WHERE d.name = "
+                                  "metrics.metric) WHERE family IS NULL AND metric IN (SELECT name FROM definitions)")
+
     def replace_notes(self, *, run: str, family: str, probe_hash: str, notes: Iterable[tuple[int, str]]) -> None:
         """Replace every note of (run, family, probe_hash) by `notes` ((step, note) pairs), in one transaction."""
         with self._transaction():
             self.conn.execute("DELETE FROM notes WHERE probe_hash=? AND run=? AND family=?", (probe_hash, run, family))
-            self.conn.executemany("INSERT OR IGNORE INTO notes VALUES (?,?,?,?,?)",
+            self.conn.executemany(_insert("notes", "INSERT OR IGNORE"),
                                   [(run, int(step), probe_hash, family, note) for step, note in notes])
 
     # --------------------------------------------------------------------------------------------- queries
-    # Every query reads a store as far as its file has the tables and columns of `TABLES` (one written by an older
-    # probe may lack some): a missing table reads as no rows, a missing column as None, and a filter on a missing
-    # column is not applied. `probe_hash=None` means the most recently used probe set; in a store that records no
-    # probe set (written before probe sets were recorded) it means every row.
+    # Every table and column of `SCHEMA` is there (an older store was migrated or is read through `_shim`).
+    # `probe_hash=None` means the most recently used probe set; in a store that records none (one from before probe
+    # sets were recorded) it means every row.
 
     def columns(self, table: str) -> list[str]:
-        """The columns `table` (one of `TABLES`) has in this store's file; [] when the file has no such table."""
+        """The columns of `table` (one of `TABLES`) as this connection reads them."""
         if table not in TABLES:
             raise ValueError(f"{table!r}: not a table of the results store ({', '.join(TABLES)})")
         return [row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")]
 
     def has_index(self, name: str) -> bool:
-        """Whether the store's file has the index `name` (e.g. "metrics_by_metric"; an older store may lack it)."""
-        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='index' AND name=?", (name,)).fetchone() \
-            is not None
+        """Whether the store's file has the index `name` (an older store read-only may lack one: a slower scan)."""
+        return self.conn.execute("SELECT 1 FROM main.sqlite_master WHERE type='index' AND name=?",
+                                 (name,)).fetchone() is not None
 
     def table_names(self) -> list[str]:
         """The tables in the store's file (any, not only `TABLES`), sorted."""
-        return sorted(r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+        return sorted(r[0] for r in self.conn.execute("SELECT name FROM main.sqlite_master WHERE type='table'"))
 
     def schema_version(self) -> int | None:
-        """`meta.schema_version` (`SCHEMA_VERSION` for a store this code wrote); None when the file has none, i.e.
-        it is not a results store (or an empty database)."""
+        """`meta.schema_version` of the file; None when it has none (not a results store, or an empty database)."""
         if "meta" not in self.table_names():
             return None
-        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        try:
-            return None if row is None else int(row[0])
-        except (TypeError, ValueError):
-            return None
+        row = self.conn.execute("SELECT value FROM main.meta WHERE key='schema_version'").fetchone()
+        return _version(row[0] if row else None)
 
     def value_problems(self) -> tuple[int, int]:
         """(metric values that are not numbers, metric values that are ±inf): what a reader leaves out."""
-        if "value" not in self.columns("metrics"):
-            return 0, 0
         row = self.conn.execute(
             "SELECT COALESCE(SUM(typeof(value) NOT IN ('real', 'integer', 'null')), 0), "
             "COALESCE(SUM(typeof(value) = 'real' AND abs(value) > 1.7976931348623157e308), 0) FROM metrics").fetchone()
@@ -393,18 +610,11 @@ class Store:
 
     def _select(self, table: str, columns: Sequence[str], where: Mapping[str, Any] | None = None,
                 order: Sequence[str] = (), *, distinct: bool = False, limit: int | None = None) -> pd.DataFrame:
-        """`columns` of `table`, those the file lacks as None; rows filtered by the `where` items whose value is not
-        None and whose column exists (a str or number: equal to it; any other iterable: in it), ordered by the
-        `order` terms ("step", "used DESC") whose column exists. Empty, with `columns`, when there is no table."""
-        import pandas as pd
-
-        have = self.columns(table)
-        if not have:
-            return pd.DataFrame(columns=list(columns))
-        sel = [c for c in columns if c in have]
+        """`columns` of `table`, rows filtered by the `where` items whose value is not None (a str or number: equal
+        to it; any other iterable: in it), ordered by the `order` terms ("step", "used DESC")."""
         clauses, args = [], []
         for col, val in (where or {}).items():
-            if val is None or col not in have:
+            if val is None:
                 continue
             if isinstance(val, (str, bytes, int, float, np.generic)):
                 clauses.append(f"{col}=?")
@@ -413,17 +623,11 @@ class Store:
                 vals = [v.item() if isinstance(v, np.generic) else v for v in val]
                 clauses.append(f"{col} IN ({','.join('?' * len(vals))})")
                 args.extend(vals)
-        terms = [t for t in order if t.split()[0] in have]
-        sql = (f"SELECT {'DISTINCT ' if distinct else ''}{', '.join(sel) or '1'} FROM {table}"
+        sql = (f"SELECT {'DISTINCT ' if distinct else ''}{', '.join(columns)} FROM {table}"
                + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
-               + (f" ORDER BY {', '.join(terms)}" if terms else "")
+               + (f" ORDER BY {', '.join(order)}" if order else "")
                + (f" LIMIT {int(limit)}" if limit is not None else ""))
-        cur = self.conn.execute(sql, args)
-        df = pd.DataFrame(cur.fetchall(), columns=sel or ["1"])[sel]
-        for col in columns:
-            if col not in df:
-                df[col] = None
-        return df[list(columns)]
+        return self._df(sql, args)
 
     def latest_probe_hash(self) -> str | None:
         """The probe set used most recently (the default for every query below); None when none is recorded."""
@@ -470,13 +674,12 @@ class Store:
 
     def metric_list(self, probe_hash: str | None = None) -> pd.DataFrame:
         """Distinct (family, metric, variant) under the probe set, sorted, without counting rows (cheaper than
-        `metric_names` on a large store): through the (probe_hash, metric) index where the file has it — the
-        distinct metrics by a skip scan, then each metric's families and variants from its own index range — else
-        by one scan of the table. Family or variant None where an older store lacks the column."""
+        `metric_names` on a large store): through the (probe_hash, metric) index — the distinct metrics by a skip
+        scan, then each metric's families and variants from its own index range — or, where an older store read
+        read-only has no such index, by one scan of the table."""
         cols = ["family", "metric", "variant"]
         h = self._hash(probe_hash)
-        have = self.columns("metrics")
-        if h is None or not self.has_index("metrics_by_metric") or any(c not in have for c in (*cols, "probe_hash")):
+        if h is None or not self._metric_index:
             df = self._select("metrics", cols, {"probe_hash": h}, distinct=True)
         else:
             import pandas as pd
@@ -492,6 +695,13 @@ class Store:
                 rows += [(f, metric, v) for f, v in found]
             df = pd.DataFrame(rows, columns=cols)
         return df.sort_values(cols).reset_index(drop=True)
+
+    def definitions(self) -> pd.DataFrame:
+        """The stored metric definitions (`TABLES["definitions"]`, `variants` decoded to a tuple) in registry
+        order; empty for a store written before definitions were stored."""
+        df = self._select("definitions", TABLES["definitions"], order=["position", "name"])
+        df["variants"] = [_variants(v) for v in df["variants"]]
+        return df
 
     def arrays(self, kind: str | None = None, *, run: str | None = None, step: int | None = None,
                probe_hash: str | None = None) -> pd.DataFrame:
@@ -562,6 +772,21 @@ def _finite(value: float | None) -> float | None:
         return None
     v = float(value)
     return v if np.isfinite(v) else None
+
+
+def _insert(table: str, verb: str = "INSERT") -> str:
+    """`verb INTO table (columns) VALUES (?, …)` with the columns named: an upgraded table may hold a column added by
+    a migration at its end rather than where `SCHEMA` lists it."""
+    cols = TABLES[table]
+    return f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+
+
+def _variants(text: object) -> tuple[str, ...]:
+    try:
+        value = json.loads(text) if isinstance(text, str) else []
+    except ValueError:
+        return ()
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
 
 def _safe(name: str) -> str:

@@ -107,11 +107,10 @@ def test_readonly(tmp_path: Path) -> None:
         st.open(tmp_path / "nothing", readonly=True)
 
 
-# ------------------------------------------------------------------------------- reading older or partial stores
+# ------------------------------------------------------------------------------------------------ reading
 
 def _readonly_copy(tmp_path: Path, script: str) -> st.Store:
-    """A store with rows of two runs and two metrics, changed by the SQL `script` as an older probe would have
-    left it, opened read-only."""
+    """A store with rows of two runs and two metrics, changed by the SQL `script`, opened read-only."""
     s = _store(tmp_path)
     _write(s, 0, 0.5)
     _write(s, 10, 0.25)
@@ -127,7 +126,8 @@ def _readonly_copy(tmp_path: Path, script: str) -> st.Store:
 def test_tables_lists_the_schema(tmp_path: Path) -> None:
     s = _store(tmp_path)
     assert {t: tuple(s.columns(t)) for t in st.TABLES} == st.TABLES
-    assert s.has_index("metrics_by_metric") and not s.has_index("no_such_index")
+    assert all(s.has_index(i) for i in st.INDEXES) and not s.has_index("no_such_index")
+    assert s.schema_version() == st.SCHEMA_VERSION and s.gaps == st.Gaps() and s.upgraded() is None
     with pytest.raises(ValueError, match="not a table"):
         s.columns("metrics; DROP TABLE runs")
 
@@ -143,15 +143,15 @@ def test_queries_filter_by_any_of_several_values(tmp_path: Path) -> None:
 
 
 def test_metric_list_without_the_metric_index(tmp_path: Path) -> None:
-    """An older store without `metrics_by_metric` lists the same catalogue by a scan (it used to fail with
-    "no such index", and the app drew no charts)."""
+    """A store read read-only without `metrics_by_metric` (an older one; read-only, the index cannot be built)
+    lists the same catalogue by a scan (it used to fail with "no such index", and the app drew no charts)."""
     with _readonly_copy(tmp_path / "a", "") as ro:
         expected = ro.metric_list().to_dict("records")
     assert expected == [{"family": "context", "metric": "ctx_gap_all", "variant": "all"},
                         {"family": "context", "metric": "ctx_gap_window", "variant": "w5"},
                         {"family": "geometry", "metric": "anisotropy", "variant": "all"}]
     ro = _readonly_copy(tmp_path / "b", "DROP INDEX metrics_by_metric;")
-    assert not ro.has_index("metrics_by_metric")
+    assert not ro.has_index("metrics_by_metric") and ro.gaps.indexes == ("metrics_by_metric",)
     assert ro.metric_list().to_dict("records") == expected
     assert ro.metric_list("no-such-hash").empty
     assert len(ro.metrics("anisotropy")) == 4
@@ -159,24 +159,9 @@ def test_metric_list_without_the_metric_index(tmp_path: Path) -> None:
     assert ro.metric_list().to_dict("records") == expected and len(ro.metrics(family="geometry")) == 4
 
 
-def test_older_store_is_read_with_what_it_has(tmp_path: Path) -> None:
-    ro = _readonly_copy(tmp_path, "DROP TABLE arrays; DROP TABLE notes; DROP TABLE completed; "
-                                  "DROP INDEX metrics_by_family; ALTER TABLE metrics DROP COLUMN family;")
-    assert ro.columns("arrays") == [] and "family" not in ro.columns("metrics")
-    df = ro.metrics("anisotropy", run="r", layer=0)
-    assert df["value"].tolist() == [0.5, 0.25] and df["family"].isna().all()
-    assert list(df.columns) == ["run", "step", "tokens_seen", "layer", "metric", "variant", "value", "family"]
-    assert len(ro.metrics(family="geometry")) == 6  # a filter on a column the store lacks is not applied
-    cat = ro.metric_list()
-    assert cat["family"].isna().all() and set(cat["metric"]) == {"anisotropy", "ctx_gap_all", "ctx_gap_window"}
-    for table, empty in (("arrays", ro.arrays("projection")), ("notes", ro.notes()), ("completed", ro.completed())):
-        assert empty.empty and len(empty.columns) > 0, table
-    assert ro.cka_steps("r") is None and ro.projection("r", 0) is None
-    assert ro.latest_probe_hash() == H and ro.runs()["objective"].tolist() == ["mlm"]
-
-
 def test_store_without_probe_sets_reads_every_row(tmp_path: Path) -> None:
-    ro = _readonly_copy(tmp_path, "DROP TABLE probe_sets;")
+    """`probe_hash=None` in a store that records no probe set means every row (an explicit one still filters)."""
+    ro = _readonly_copy(tmp_path, "DELETE FROM probe_sets;")
     assert ro.latest_probe_hash() is None and ro.probe_sets().empty
     assert len(ro.metrics()) == 6 and len(ro.metric_list()) == 3 and len(ro.notes()) == 2
-    assert ro.metrics(probe_hash="other").empty  # an explicit probe set still filters
+    assert ro.metrics(probe_hash="other").empty
