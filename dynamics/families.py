@@ -1,10 +1,11 @@
-"""Turning one snapshot's activations into tidy metric rows and arrays, one metric family at a time.
+"""The per-snapshot families: one snapshot's activations → the inputs of the registered functions, per layer.
 
-Families: `anchors` (layers 0…L, the masked variant at L), `drift` (once per snapshot), `context` (layers 1…L),
-`geometry` (layers 0…L, plus the arrays `cka_layers`, `cka_sample` and `projection`) and `cka_steps` (per run,
-after all snapshots). Which metric names each stores, at which layers, and the function that computes each is the
-metric registry (`dynamics.metrics.registry`): this module only builds the inputs the registered functions ask
-for, calls them, and turns their values into rows.
+Families: `anchors` (layers 0…L, the masked variant at L; plus the `word_surprisal` array), `drift` (once per
+snapshot), `context` (layers 1…L), `geometry` (layers 0…L, the layer-pair metrics from the layer × layer CKA, and
+the arrays `cka_layers`, `cka_sample`, `projection`, `ln_weights`). Which metric names each stores, at which
+layers, and the function that computes each is the metric registry (`dynamics.metrics.registry`); this module
+only builds the inputs the registered functions ask for, and `dynamics.engine` turns them into rows (as it does
+for the run-level families of `dynamics.run_families`).
 
 Every registered function is called with the layer wrapped once as a `Rows` (float32, as extracted, on the metric
 device), so that row norms, unit rows, groupings and the neighbour subsample's Gram matrix are computed once
@@ -25,16 +26,16 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from dynamics.engine import METRIC_DTYPE, Collector
 from dynamics.extract import Activations, head_note
 from dynamics.metrics import cka as C
-from dynamics.metrics import registry
 from dynamics.metrics.acquisition import word_surprisal
 from dynamics.metrics.anchors import MaskedPass
 from dynamics.metrics.context import TCDraws, draw_tc
@@ -43,11 +44,8 @@ from dynamics.metrics.projection import pca2
 from dynamics.metrics.rogue import outlier_dimensions
 from dynamics.metrics.rows import Rows, Workspace
 from dynamics.probe_set import ProbeSet
-from dynamics.store import FamilyResult, MetricRow
+from dynamics.store import FamilyResult
 from dynamics.threads import cpu_workers, map_on_threads
-
-PARAMS_VERSION = "v1"
-METRIC_DTYPE = torch.float32  # arithmetic of the O(N·H) passes; see dynamics.metrics.rows "Precision"
 
 
 @dataclass
@@ -105,63 +103,6 @@ def prepare(probe: ProbeSet, device: str, *, window: int, tc_negatives: int, tc_
                     window, max_distance, tc_temperature, seed,
                     np.array([id_to_token[t] for t in probe.tokens[probe.projection_index]]))
     return prep, notes
-
-
-def family_params(family: str, **values: Any) -> str:
-    """The `completed.params` string of a family: settings that change its values."""
-    return ";".join([PARAMS_VERSION] + [f"{k}={v}" for k, v in sorted(values.items())])
-
-
-class _Rows:
-    """Collects rows; `call` turns a ValueError from a metric into a NULL value plus one note per metric."""
-
-    def __init__(self) -> None:
-        self.rows: list[MetricRow] = []
-        self.notes: list[str] = []
-        self._log: list[tuple[str | None, str]] = []  # (metric or None, note), for `merge`
-        self._noted: set[str] = set()
-
-    def add(self, layer: int, metric: str, value: float | None, variant: str = "all") -> None:
-        self.rows.append((layer, metric, variant, None if value is None else float(value)))
-
-    def note(self, text: str, metric: str | None = None) -> None:
-        """Add a note; with `metric`, only the first note about that metric is kept."""
-        if metric is not None:
-            if metric in self._noted:
-                return
-            self._noted.add(metric)
-        self._log.append((metric, text))
-        if text not in self.notes:
-            self.notes.append(text)
-
-    def call(self, metric: str, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except ValueError as exc:
-            self.note(f"{metric} undefined: {exc}", metric)
-            return None
-
-    def merge(self, other: _Rows) -> None:
-        """Append another collector's rows and notes (a metric noted by both keeps the first note)."""
-        self.rows += other.rows
-        for metric, text in other._log:
-            self.note(text, metric)
-
-    def put(self, layer: int, metric: str, value: Any) -> None:
-        """Rows of a registered function's value: a float or None (variant "all"), or variant → value."""
-        if isinstance(value, Mapping):
-            for variant, v in value.items():
-                self.add(layer, metric, v, variant)
-        else:
-            self.add(layer, metric, value)
-
-    def compute(self, metric: registry.Metric, inputs: Mapping[str, Any], layer: int) -> None:
-        """Store `metric` at `layer` from `inputs`, unless an input it needs is None there (not applicable)."""
-        if metric.applicable(inputs):
-            self.put(layer, metric.name, self.call(metric.name, lambda: metric(inputs)))
-
-    def result(self, arrays: dict[str, dict[str, np.ndarray]] | None = None) -> FamilyResult:
-        return FamilyResult(self.rows, arrays or {}, self.notes)
 
 
 def _layer(acts: Activations, layer: int, dev: torch.device) -> torch.Tensor:
@@ -225,7 +166,7 @@ def measure(acts: Activations, prep: Prepared, families: Sequence[str]) -> dict[
         tasks += [("context", layer) for layer in range(last - 1, 0, -1)]
     work = {"geometry": _geometry_layer, "context": _context_layer, "anchors": _anchors_all}
 
-    def run(task: tuple[str, int]) -> tuple[_Rows, Any, float]:
+    def run(task: tuple[str, int]) -> tuple[Collector, Any, float]:
         kind, layer = task
         workspace = prep.workspaces.get()
         try:
@@ -236,12 +177,12 @@ def measure(acts: Activations, prep: Prepared, families: Sequence[str]) -> dict[
             prep.workspaces.put(workspace)
 
     done = map_on_threads(run, tasks, _workers(prep), numpy=True, name="metrics")
-    parts: dict[str, list[tuple[int, _Rows, Any, float]]] = {f: [] for f in families}
+    parts: dict[str, list[tuple[int, Collector, Any, float]]] = {f: [] for f in families}
     for (kind, layer), (out, extra, seconds) in zip(tasks, done, strict=True):
         parts[kind].append((layer, out, extra, seconds))
     results: dict[str, FamilyResult] = {}
     for family in families:
-        merged = _Rows()
+        merged = Collector()
         extras = {}
         for layer, out, extra, _ in sorted(parts[family], key=lambda item: item[0]):
             merged.merge(out)
@@ -254,8 +195,7 @@ def measure(acts: Activations, prep: Prepared, families: Sequence[str]) -> dict[
         if family == "geometry" and arrays is not None:  # metrics of two layers, from the layer × layer CKA
             deb = arrays["cka_layers"]["debiased"]
             for layer in range(1, deb.shape[0]):
-                for metric in _registered(family, layer, last, scope="layer_pair"):
-                    merged.compute(metric, {"cka_layers": deb, "layer": layer}, layer)
+                merged.measure(family, "layer_pair", layer, last, {"cka_layers": deb, "layer": layer})
         result = merged.result(arrays)
         if family == "anchors" and acts.emb_rows.shape[1] != acts.hidden.shape[2]:
             result.notes.insert(0, f"word embeddings ({acts.emb_rows.shape[1]}-d) and hidden states "
@@ -271,10 +211,10 @@ def _workers(prep: Prepared) -> int:
     return cpu_workers(prep.device) if prep.parallel else 1
 
 
-def _anchors_all(acts: Activations, prep: Prepared, last: int, workspace: Workspace) -> tuple[_Rows, dict | None]:
+def _anchors_all(acts: Activations, prep: Prepared, last: int, workspace: Workspace) -> tuple[Collector, dict | None]:
     """The registered anchors metrics of every layer (the masked variant at the last layer), plus the array of
     per-word-type surprisal the word-acquisition curves are made of (`word_surprisal`; None without a head)."""
-    out = _Rows()
+    out = Collector()
     dev = prep.device
     word_emb = _rows(acts.emb_rows, dev)
     e = _rows(_layer(acts, 0, dev), dev)
@@ -287,8 +227,7 @@ def _anchors_all(acts: Activations, prep: Prepared, last: int, workspace: Worksp
         inputs = _common_inputs(prep, layer)
         inputs.update(h=e if layer == 0 else _rows(_layer(acts, layer, dev), dev), e=e, word_emb=word_emb,
                       masked=masked if layer == last else None)
-        for metric in _registered("anchors", layer, last):
-            out.compute(metric, inputs, layer)
+        out.measure("anchors", "layer", layer, last, inputs)
     if masked is None:
         return out, None
     means, counts = word_surprisal(masked.surprisal, masked.word_type, len(prep.probe.word_types))
@@ -310,33 +249,31 @@ def _masked_pass(acts: Activations, prep: Prepared, word_emb: Rows) -> MaskedPas
 
 def drift(emb_matrix: np.ndarray, final_matrix: np.ndarray | None, probe: ProbeSet, special_ids: np.ndarray) -> FamilyResult:
     """The registered drift metrics (layer 0): the snapshot's embedding matrix against the final snapshot's."""
-    out = _Rows()
+    out = Collector()
     assert final_matrix is not None
     inputs = {"emb_matrix": emb_matrix, "final_matrix": final_matrix, "special_ids": special_ids,
               "probe_tokens": probe.tokens, "freq_bin": probe.freq_bin.astype(np.int64),
               "bin_names": tuple(probe.bin_names)}
-    for metric in registry.metrics("drift", "snapshot"):
-        out.compute(metric, inputs, 0)
+    out.measure("drift", "snapshot", 0, 0, inputs)
     return out.result()
 
 
-def _context_layer(acts: Activations, prep: Prepared, layer: int, workspace: Workspace) -> tuple[_Rows, None]:
+def _context_layer(acts: Activations, prep: Prepared, layer: int, workspace: Workspace) -> tuple[Collector, None]:
     """The registered context metrics of g = h_layer − e (layer ≥ 1; the TC loss at the last layer)."""
-    out = _Rows()
+    out = Collector()
     dev = prep.device
     e, h = _layer(acts, 0, dev), _layer(acts, layer, dev)
     g = _rows(torch.sub(h, e, out=workspace.get("g", tuple(h.shape), h.dtype, h.device)), dev,
               overwrite=True)  # g is only needed as unit rows (and its norms)
     inputs = _common_inputs(prep, layer)
     inputs["g"] = g
-    for metric in _registered("context", layer, acts.hidden.shape[0] - 1):
-        out.compute(metric, inputs, layer)
+    out.measure("context", "layer", layer, acts.hidden.shape[0] - 1, inputs)
     return out, None
 
 
-def _geometry_layer(acts: Activations, prep: Prepared, layer: int, workspace: Workspace) -> tuple[_Rows, dict[str, Any]]:
+def _geometry_layer(acts: Activations, prep: Prepared, layer: int, workspace: Workspace) -> tuple[Collector, dict[str, Any]]:
     """The registered geometry metrics of one layer, plus its CKA sample and 2-D projections (of h, of g)."""
-    out = _Rows()
+    out = Collector()
     dev = prep.device
     probe = prep.probe
     h = _rows(_layer(acts, layer, dev), dev, workspace)
@@ -354,8 +291,7 @@ def _geometry_layer(acts: Activations, prep: Prepared, layer: int, workspace: Wo
                       "g": lambda: None if layer == 0 else _rows(
                           torch.sub(h.x, e_raw, out=workspace.get("g", tuple(h.x.shape), h.x.dtype, h.x.device)),
                           dev, overwrite=True)})  # g: for its norms only
-    for metric in _registered("geometry", layer, acts.hidden.shape[0] - 1):
-        out.compute(metric, inputs, layer)
+    out.measure("geometry", "layer", layer, acts.hidden.shape[0] - 1, inputs)
     extra: dict[str, Any] = {"sample": h.x[torch.from_numpy(probe.cka_index).to(dev)].float()}
     proj_idx = torch.from_numpy(probe.projection_index).to(dev)
     hp = h.x[proj_idx]
@@ -398,53 +334,4 @@ def _ln_weights(weights: np.ndarray) -> dict[str, np.ndarray]:
             "has_norm": np.isfinite(weights).all(axis=1)}
 
 
-def ln_outliers(masks: Sequence[np.ndarray], has_norm: np.ndarray) -> dict[int, list[tuple[int, str, str, float | None]]]:
-    """Rows per snapshot index of the registered `ln_outliers` metrics: for each layer with a norm, from its (S, H)
-    outlier masks (`masks[k]`: snapshot k's (L+1, H))."""
-    stacked = np.stack(masks)  # (S, L+1, H)
-    rows: dict[int, list[tuple[int, str, str, float | None]]] = {k: [] for k in range(stacked.shape[0])}
-    last = stacked.shape[1] - 1
-    for layer in range(stacked.shape[1]):
-        if not has_norm[layer]:
-            continue
-        for metric in _registered("ln_outliers", layer, last, scope="series"):
-            for k, value in metric({"outlier_masks": stacked[:, layer]}).items():
-                rows[k].append((layer, metric.name, "all", value))
-    return rows
-
-
-def cka_steps(samples: Sequence[Callable[[int], np.ndarray]], steps: Sequence[int],
-              tokens_seen: Sequence[int | None], n_layers: int, device: str = "cpu") -> tuple[dict[int, list[MetricRow]], dict[str, np.ndarray]]:
-    """Step × step CKA per layer from each snapshot's stored sample (`samples[k](layer)` → (n, H)).
-
-    Returns rows per step of the registered `cka_steps` metrics (from the layer's debiased step × step matrix)
-    and the arrays {"steps", "tokens_seen", "debiased" (L+1, S, S), "biased" (L+1, S, S)}.
-    """
-    s = len(steps)
-    deb = np.full((n_layers, s, s), np.nan)
-    bias = np.full((n_layers, s, s), np.nan)
-    rows: dict[int, list[MetricRow]] = {st: [] for st in steps}
-    for layer in range(n_layers):
-        xs = [torch.from_numpy(load(layer)).to(device) for load in samples]
-        both = C.cka_matrices(xs, dtype=METRIC_DTYPE)
-        deb[layer], bias[layer] = both["debiased"], both["biased"]
-        for metric in _registered("cka_steps", layer, n_layers - 1, scope="series"):
-            for k, value in metric({"cka_steps": deb[layer]}).items():
-                rows[steps[k]].append((layer, metric.name, "all", value))
-        del xs
-    arrays = {"steps": np.asarray(steps, dtype=np.int64),
-              "tokens_seen": np.asarray([-1 if t is None else t for t in tokens_seen], dtype=np.int64),
-              "debiased": deb, "biased": bias}
-    return rows, arrays
-
-
 # ---------------------------------------------------------------------------------------------------- helpers
-
-def _layers(spec: str, last: int) -> range:
-    """The layers a registration's `layers` names, for a model whose last layer is `last`."""
-    return {registry.ALL_LAYERS: range(0, last + 1), registry.CONTEXT_LAYERS: range(1, last + 1),
-            registry.LAST_LAYER: range(last, last + 1), registry.EMBEDDING_LAYER: range(0, 1)}[spec]
-
-
-def _registered(family: str, layer: int, last: int, scope: str = "layer") -> list[registry.Metric]:
-    return [m for m in registry.metrics(family, scope) if layer in _layers(m.layers, last)]

@@ -35,7 +35,8 @@ from common.run_dir import RunDir, RunDirError
 from dynamics import hub
 from dynamics.config import ProbeConfig
 from dynamics.errors import ProbeError
-from dynamics.probe import ProbeSummary, SnapshotHook, run_config
+from dynamics.pipeline import run_config
+from dynamics.probe_run import ProbeSummary, SnapshotHook
 from dynamics.series import Snapshot
 
 POLL_S = 1.0

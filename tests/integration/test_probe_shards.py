@@ -17,7 +17,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from common.distributed import Place
-from dynamics import probe, shards, store
+from dynamics import pipeline, probe, shards, store
 from tests.integration.conftest import one_thread_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,7 +120,7 @@ def test_follow_is_refused_under_torchrun(rank: int, tiny_run: Path, tmp_path: P
         monkeypatch.setenv(name, value)
     assert probe.main([str(tiny_run), "--out", str(tmp_path / "out"), "--follow", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.splitlines() == ([f"error: {probe.FOLLOW_SHARDED}"] if rank == 0 else []), err
+    assert err.splitlines() == ([f"error: {pipeline.FOLLOW_SHARDED}"] if rank == 0 else []), err
     assert not (tmp_path / "out").exists()
 
 

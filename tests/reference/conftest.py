@@ -12,7 +12,7 @@
 
 The probe runs through its Python API (`dynamics.probe.run`); its stored rows are read straight from the
 `metrics` table. The references' inputs are the probe's own activations, extracted again with
-`dynamics.extract.extract_snapshot` on the same probe set (rebuilt with `dynamics.probe.build_probe` and checked
+`dynamics.extract.extract_snapshot` on the same probe set (rebuilt with `dynamics.inputs.build_probe` and checked
 against the stored probe hash). Everything else the references use — content tokens, blocks and positions,
 word types, frequency bins, the neighbour subsample, the head's decoder — is derived here from the probe set's
 frozen token ids, the tokenizer, the run's token counts and the checkpoint's tensors, following the
@@ -168,7 +168,7 @@ def derive_probe_inputs(probe: Any, tokenizer_dir: Path, counts: np.ndarray | No
 
 def probe_case(name: str, run_dir: Path, out: Path, **settings: Any) -> Case:
     """Probe `run_dir` into `out`, read the rows back and extract the activations the references need."""
-    from dynamics import extract, probe
+    from dynamics import extract, inputs, probe
     from dynamics.config import ProbeConfig
     from dynamics.series import discover
     from dynamics.tokens import load_tokenizer
@@ -179,7 +179,7 @@ def probe_case(name: str, run_dir: Path, out: Path, **settings: Any) -> Case:
 
         series_info = discover(run_dir)
         cfg = ProbeConfig(out=str(out), **QUIET, **settings).validate()
-        probe_set = probe.build_probe(series_info, load_tokenizer(series_info.tokenizer_path), cfg)
+        probe_set = inputs.build_probe(series_info, load_tokenizer(series_info.tokenizer_path), cfg)
         assert probe_set.hash == summary.probe_hash, "the rebuilt probe set is not the one the store used"
         counts_path = series_info.data_path("token_counts_path")
         counts = np.load(counts_path) if counts_path is not None and counts_path.is_file() else None

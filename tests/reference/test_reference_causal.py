@@ -89,7 +89,7 @@ def next_token_inputs(checkpoint: Path, ids: np.ndarray, targets: list[tuple[int
 def probe_causal(arch: str, root: Path, text: Path) -> CausalCase:
     from transformers import AutoTokenizer
 
-    from dynamics import extract, probe
+    from dynamics import extract, inputs, probe
     from dynamics.config import ProbeConfig
     from dynamics.series import discover
     from dynamics.tokens import load_tokenizer
@@ -100,7 +100,7 @@ def probe_causal(arch: str, root: Path, text: Path) -> CausalCase:
         _, stored = read_stored(summary.store_path, summary.probe_hash)
         cfg = ProbeConfig(probe_text=str(text), **QUIET, **SETTINGS).validate()
         info = discover(run_dir)
-        probe_set = probe.build_probe(info, load_tokenizer(info.tokenizer_path), cfg)
+        probe_set = inputs.build_probe(info, load_tokenizer(info.tokenizer_path), cfg)
         assert probe_set.hash == summary.probe_hash, "the rebuilt probe set is not the one the store used"
         tok = AutoTokenizer.from_pretrained(str(run_dir))
         vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
