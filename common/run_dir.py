@@ -1,16 +1,24 @@
-"""Reading a run directory, the format `taco.train` writes (docs/design.md, "File formats"), in one place.
+"""The run directory, the format `taco.train` writes (docs/design.md, "File formats"): its one reader (`RunDir`) and
+its one writer (`RunWriter` and the record builders), so that every file and field name is spelled in this module.
 
-    RUN/run.json                     the resolved config                        `RunDir.config`
-    RUN/log.jsonl                    one JSON object per logged step            `RunDir.log()`
-    RUN/snapshots/step-NNNNNNN/      save_pretrained output + snapshot.json     `RunDir.snapshots()`
-    RUN/tokenizer/                   the saved fast tokenizer                   `RunDir.tokenizer_dir`
-    RUN/state/                       the rolling resumable state                `RunDir.state_dir`
+    RUN/run.json                 the resolved config (`run_record`)                               `RunDir.config`
+    RUN/log.jsonl                one JSON object per logged step (`train_row`, `validation_row`)  `RunDir.log()`
+    RUN/snapshots/step-NNNNNNN/  save_pretrained output + snapshot.json (`snapshot_record`)       `RunDir.snapshots()`
+    RUN/tokenizer/               the saved fast tokenizer                                         `RunDir.tokenizer_dir`
+    RUN/data/                    the validation blocks and training token counts                  named in run.json
+    RUN/state/                   the rolling resumable state (written by `taco.state`)            `RunDir.state_dir`
 
-Everything here only reads. A run is being written while it is read (the trainer appends to `log.jsonl` and
-renames finished snapshots into place), so the log reader never raises on a line: a truncated last line, a line
-that is not UTF-8 text or not JSON, and non-finite numbers (`NaN`, `Infinity`, `1e999`) are skipped or read as
-None, and each kind of problem becomes one note in `Log.notes`. A `run.json` or `snapshot.json` that exists but
-cannot be read raises `RunDirError` (the caller decides whether that is fatal).
+`RunWriter` (a `RunDir`) writes all but state/, one method per file.
+
+Reading. A run is being written while it is read (the trainer appends to `log.jsonl` and renames finished
+snapshots into place), so the log reader never raises on a line: a truncated last line, a line that is not UTF-8
+text or not JSON, and non-finite numbers (`NaN`, `Infinity`, `1e999`) are skipped or read as None, and each kind of
+problem becomes one note in `Log.notes`. A `run.json` or `snapshot.json` that exists but cannot be read raises
+`RunDirError` (the caller decides whether that is fatal).
+
+Writing. Whole files (run.json, a snapshot folder, a truncated log) appear under their names only when complete
+(`common.files`); log.jsonl grows by whole lines, each flushed as it is written, which is what the reader's
+"being written" rule expects of the last line.
 """
 
 from __future__ import annotations
@@ -22,7 +30,11 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
+
+from common.files import building_dir, replace_dir, write_json, write_text
 
 RUN_JSON = "run.json"
 LOG_JSONL = "log.jsonl"
@@ -30,6 +42,9 @@ SNAPSHOTS = "snapshots"
 SNAPSHOT_JSON = "snapshot.json"
 TOKENIZER = "tokenizer"
 STATE = "state"
+DATA = "data"
+VALIDATION_BLOCKS = f"{DATA}/validation_blocks.npy"  # relative to the run, as run.json records it
+TOKEN_COUNTS = f"{DATA}/token_counts.npy"
 _SNAPSHOT_NAME = re.compile(r"step-(\d+)")
 _SHOWN_LINES = 5  # line numbers listed per note
 _BEING_WRITTEN = "incomplete (being written?), skipped"  # the last line, while the trainer appends it
@@ -219,3 +234,127 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
+
+
+def recorded(run: dict[str, Any], section: str, key: str) -> Any:
+    """`run[section][key]` of a run.json mapping, None where it is absent or not a mapping."""
+    part = run.get(section)
+    return part.get(key) if isinstance(part, dict) else None
+
+
+# ------------------------------------------------------------------------------------------------------ writing
+
+def run_record(*, config: dict[str, Any], objective: str, preset: str, seed: int, block_size: int,
+               model_config: dict[str, Any], corpus_source: str, corpus_fingerprint: str, corpus_description: str,
+               train_blocks: int, validation_blocks: int, tokenizer_hash: str, vocab_size: int, world_size: int,
+               global_batch_tokens: int, versions: dict[str, str], started: str, device: str) -> dict[str, Any]:
+    """The contents of run.json, in the order the file lists them (the tokenizer and data paths are this module's
+    constants)."""
+    return {
+        "config": config, "objective": objective, "preset": preset, "seed": seed, "block_size": block_size,
+        "model_config": model_config,
+        "corpus": {"source": corpus_source, "fingerprint": corpus_fingerprint, "description": corpus_description,
+                   "train_blocks": int(train_blocks), "validation_blocks": int(validation_blocks)},
+        "tokenizer": {"path": TOKENIZER, "hash": tokenizer_hash, "vocab_size": vocab_size},
+        "validation_blocks_path": VALIDATION_BLOCKS, "token_counts_path": TOKEN_COUNTS,
+        "world_size": world_size, "global_batch_tokens": global_batch_tokens,
+        "versions": versions, "started": started, "device": device,
+    }
+
+
+def train_row(*, step: int, tokens_seen: int, lr: float, loss: float, mlm_loss: float, tc_loss: float | None,
+              mlm_accuracy: float, grad_norm: float, tokens_per_s: float, elapsed_s: float) -> dict[str, Any]:
+    """A training row of log.jsonl (`tc_loss` None: an MLM run, whose rows have no tc_loss)."""
+    row = {"step": step, "tokens_seen": tokens_seen, "lr": lr, "loss": loss, "mlm_loss": mlm_loss, "tc_loss": tc_loss,
+           "mlm_accuracy": mlm_accuracy, "grad_norm": grad_norm, "tokens_per_s": round(tokens_per_s, 1),
+           "elapsed_s": round(elapsed_s, 3)}
+    if tc_loss is None:
+        del row["tc_loss"]
+    return row
+
+
+def validation_row(*, step: int, tokens_seen: int, loss: float, mlm_loss: float, tc_loss: float,
+                   mlm_accuracy: float, elapsed_s: float) -> dict[str, Any]:
+    """The row of log.jsonl for the validation losses measured at a snapshot (`"split": "validation"`)."""
+    return {"step": step, "tokens_seen": tokens_seen, "split": "validation", "loss": loss, "mlm_loss": mlm_loss,
+            "tc_loss": tc_loss, "mlm_accuracy": mlm_accuracy, "elapsed_s": round(elapsed_s, 3)}
+
+
+def snapshot_record(*, tokens_seen: int, train_loss: float | None, val_mlm_loss: float, val_tc_loss: float,
+                    val_mlm_accuracy: float, wall_time: float, objective: str) -> dict[str, Any]:
+    """A snapshot.json without its step (`RunWriter.write_snapshot` puts the step first); `val_loss` is the MLM
+    validation loss, which every objective has."""
+    return {"tokens_seen": tokens_seen, "train_loss": train_loss, "val_loss": val_mlm_loss,
+            "val_mlm_loss": val_mlm_loss, "val_tc_loss": val_tc_loss, "val_mlm_accuracy": val_mlm_accuracy,
+            "wall_time": round(wall_time, 3), "objective": objective}
+
+
+class Pretrained(Protocol):
+    """A model or tokenizer that saves itself into a folder (Hugging Face's `save_pretrained`)."""
+
+    def save_pretrained(self, save_directory: str, **kwargs: Any) -> Any: ...
+
+
+class RunWriter(RunDir):
+    """Writes a run directory (the trainer's rank 0 does); reads it back like any `RunDir`."""
+
+    def write_inputs(self, tokenizer: Pretrained, validation_blocks: np.ndarray, token_counts: np.ndarray) -> None:
+        """The tokenizer (`tokenizer/`) and the data the probe uses (`data/`). Written before run.json, whose
+        presence is what makes the folder a run."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(str(self.path / TOKENIZER))
+        (self.path / DATA).mkdir(exist_ok=True)
+        np.save(self.path / VALIDATION_BLOCKS, validation_blocks)
+        np.save(self.path / TOKEN_COUNTS, token_counts)
+
+    def write_run_json(self, record: dict[str, Any]) -> None:
+        """run.json (a `run_record`), atomically; values JSON cannot hold are written as their `str`."""
+        write_json(self.run_json, record, default=str)
+
+    def start_log(self) -> None:
+        """An empty log.jsonl (left as it is when it exists)."""
+        self.log_path.touch()
+
+    def append_log(self, row: dict[str, Any]) -> None:
+        """One row (a `train_row` or `validation_row`) as one line of log.jsonl, flushed at once so that a reader
+        sees whole lines."""
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+
+    def truncate_log(self, step: int) -> None:
+        """Drop the rows after `step` (a killed run's tail, before resuming from its state at `step`) and any line
+        the kill cut, rewriting log.jsonl atomically. Nothing when there is no log."""
+        if not self.log_path.exists():
+            return
+        keep = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by the kill
+                continue
+            if row.get("step", 0) <= step:
+                keep.append(line)
+        write_text(self.log_path, "".join(k + "\n" for k in keep))
+
+    def elapsed_at(self, step: int) -> float:
+        """The largest `elapsed_s` logged at or before `step` (0.0 without a log): a resumed run's clock goes on
+        from there."""
+        elapsed = 0.0
+        for row in self.log().rows:
+            value = row.get("elapsed_s")
+            if row["step"] <= step and isinstance(value, (int, float)) and not isinstance(value, bool):
+                elapsed = max(elapsed, float(value))
+        return elapsed
+
+    def write_snapshot(self, step: int, model: Pretrained, record: dict[str, Any]) -> Path:
+        """snapshots/step-NNNNNNN/: the model's `save_pretrained` output (safetensors + config.json) and
+        snapshot.json (`{"step": step, **record}`, `record` a `snapshot_record`), built under a temporary name and
+        renamed, so that a listed snapshot is complete."""
+        target = self.snapshot_path(step)
+        with building_dir(target) as tmp:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            (tmp / SNAPSHOT_JSON).write_text(json.dumps({"step": step, **record}, indent=2))
+            replace_dir(tmp, target)
+        return target
+

@@ -55,6 +55,39 @@ def word_counts(texts: Iterable[str]) -> Counter[str]:
     return words
 
 
+def _pair_starts(seq: list[int], a: int, b: int) -> list[int]:
+    """Where the pair (a, b) begins in `seq`, left to right without overlaps, as BPE merges."""
+    n = len(seq)
+    starts: list[int] = []
+    j = 0
+    while j < n - 1:
+        try:
+            k = seq.index(a, j, n - 1)
+        except ValueError:
+            break
+        if seq[k + 1] == b:
+            starts.append(k)
+            j = k + 2
+        else:
+            j = k + 1
+    return starts
+
+
+def _merged(seq: list[int], starts: list[int], new: int) -> tuple[list[int], list[int]]:
+    """`seq` with the pair beginning at each of `starts` replaced by the token `new`, and the new token's
+    positions in the result."""
+    out: list[int] = []
+    placed: list[int] = []
+    j = 0
+    for k in starts:
+        out += seq[j:k]
+        placed.append(len(out))
+        out.append(new)
+        j = k + 2
+    out += seq[j:]
+    return out, placed
+
+
 def learn_vocab(words: dict[str, int], vocab_size: int, min_frequency: int = 2,
                 special_tokens: list[str] = SPECIAL_TOKENS) -> list[str]:
     """The WordPiece vocabulary in id order: `special_tokens`, every character (sorted by code point), every
@@ -104,18 +137,7 @@ def learn_vocab(words: dict[str, int], vocab_size: int, min_frequency: int = 2,
         for i in where.pop((a, b)):
             seq = seqs[i]
             n = len(seq)
-            starts: list[int] = []  # where (a, b) begins, left to right without overlaps, as BPE merges
-            j = 0
-            while j < n - 1:
-                try:
-                    k = seq.index(a, j, n - 1)
-                except ValueError:
-                    break
-                if seq[k + 1] == b:
-                    starts.append(k)
-                    j = k + 2
-                else:
-                    j = k + 1
+            starts = _pair_starts(seq, a, b)
             if not starts:  # a stale entry of `where`
                 continue
             # Only the pairs that overlap a merge change: the ones that touched it go, the ones touching the
@@ -123,15 +145,7 @@ def learn_vocab(words: dict[str, int], vocab_size: int, min_frequency: int = 2,
             f = freqs[i]
             for p in {p for k in starts for p in (k - 1, k, k + 1) if 0 <= p < n - 1}:
                 delta[seq[p], seq[p + 1]] -= f
-            out: list[int] = []
-            placed: list[int] = []
-            j = 0
-            for k in starts:
-                out += seq[j:k]
-                placed.append(len(out))
-                out.append(new)
-                j = k + 2
-            out += seq[j:]
+            out, placed = _merged(seq, starts, new)
             for p in {p for q in placed for p in (q - 1, q) if 0 <= p < len(out) - 1}:
                 pair = (out[p], out[p + 1])
                 delta[pair] += f

@@ -1,13 +1,17 @@
 """`python -m taco.train`: pre-train a BERT encoder with MLM or TACO and write a snapshot series.
 
-Run directory (DESIGN.md): run.json, tokenizer/, log.jsonl, snapshots/step-NNNNNNN/, state/, data/.
-Multi-process: `torchrun --nproc_per_node N -m taco.train ...` (DistributedDataParallel; rank 0 writes).
+Run directory (docs/design.md; its format is `common.run_dir`'s): run.json, tokenizer/, log.jsonl,
+snapshots/step-NNNNNNN/, state/, data/. Multi-process: `torchrun --nproc_per_node N -m taco.train ...`
+(DistributedDataParallel; rank 0 writes).
+
+`train` reads as setup (`check_output_dir`, `prepare_inputs`, `model_config_for`, `Training.__init__`), start
+(`Training.resume` or `Training.write_new_run`, then `Training.start_loop`), loop (`Training.run`, one
+`Training.step` per optimizer step) and snapshot (`Training.snapshot`, written by `taco.snapshots`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -24,12 +28,12 @@ from tqdm.auto import tqdm
 
 from common.distributed import Place, barrier, init_distributed, shutdown_distributed
 from common.errors import UsageError
-from common.files import write_json, write_text
+from common.run_dir import RUN_JSON, RunDirError, RunWriter, read_json_object, recorded, run_record, train_row
 from taco.cache import check_directory
 from taco.config import TrainConfig, parse_args
 from taco.errors import TacoError
 from taco.objectives import PretrainingModel, TCConfig
-from taco.snapshots import snapshot_steps, write_snapshot
+from taco.snapshots import evaluate, record_snapshot, snapshot_steps
 from taco.state import config_digest, load_state, save_state
 
 SEED_STRIDE = 1_000_003
@@ -37,7 +41,7 @@ SEED_STRIDE = 1_000_003
 
 def check_output_dir(out: Path, cfg: TrainConfig) -> str:
     """Decide what to do with `out`: 'fresh', 'resume' or 'overwrite'. Raises before anything is touched."""
-    has_run = (out / "run.json").is_file()
+    has_run = (out / RUN_JSON).is_file()
     if out.exists() and not out.is_dir():
         raise TacoError(f"--output-dir {out} is a file; choose a directory")
     # a folder under a file, or where nothing can be written (e.g. /proc), fails now, not after data preparation
@@ -95,16 +99,14 @@ def check_blocks(data: Any, cfg: TrainConfig, world: int) -> None:
                         "use a larger corpus or a lower --block-size")
 
 
-def read_run_json(out: Path) -> dict:
-    """`out/run.json` as a mapping; `TacoError` when it is not valid JSON (truncated, edited, not ours)."""
+def read_run_json(out: Path) -> dict[str, Any]:
+    """`out/run.json` as a mapping (through `common.run_dir`); `TacoError` when it is not a valid JSON object
+    (truncated, edited, not ours)."""
     try:
-        run = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise TacoError(f"{out}/run.json is not valid JSON; the run cannot be resumed or replaced safely: "
-                        "restore it, or use another --output-dir") from None
-    if not isinstance(run, dict):
-        raise TacoError(f"{out}/run.json is not a taco run (not a JSON object); use another --output-dir")
-    return run
+        return read_json_object(out / RUN_JSON)
+    except RunDirError:
+        raise TacoError(f"{out}/run.json is not valid JSON (or not a JSON object); the run cannot be resumed or "
+                        "replaced safely: restore it, or use another --output-dir") from None
 
 
 def package_versions() -> dict[str, str]:
@@ -133,59 +135,26 @@ def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     return (seed * SEED_STRIDE + step * 7919 + micro * 104729 + rank * 15485863) % (2**63 - 1)
 
 
-@torch.no_grad()
-def evaluate(mlm_model: torch.nn.Module, blocks: np.ndarray, cfg: TrainConfig, collator: Any,
-             special_ids: torch.Tensor, device: torch.device) -> dict[str, float]:
-    """MLM and TC loss on fixed validation blocks with fixed masks (TC loss is reported for MLM runs too)."""
-    was_training = mlm_model.training
-    mlm_model.eval()
-    # The released per-anchor draws whatever the run trains with, so validation TC losses compare across runs.
-    probe = PretrainingModel(mlm_model, "taco", TCConfig(cfg.tc_window, cfg.tc_negatives, cfg.tc_temperature,
-                                                         cfg.tc_weight, cfg.tc_anchors, global_negatives=False,
-                                                         method="auto" if cfg.tc_kernel == "batched" else cfg.tc_kernel))
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    collator.generator.manual_seed(cfg.seed + 2)
-    totals = {"mlm_loss": 0.0, "tc_loss": 0.0, "mlm_accuracy": 0.0}
-    n = min(cfg.eval_blocks, len(blocks))
-    batches = 0
-    for start in range(0, n, cfg.batch_size):
-        ids = torch.tensor(np.asarray(blocks[start : min(n, start + cfg.batch_size)]), dtype=torch.long)
-        if ids.shape[0] < 2:
-            break
-        special = torch.isin(ids, special_ids)
-        inputs, labels = collator.torch_mask_tokens(ids.clone(), special_tokens_mask=special)
-        out = probe(inputs.to(device), labels.to(device), (~special).to(device), gen)
-        for k in totals:
-            totals[k] += float(out[k])
-        batches += 1
-    mlm_model.train(was_training)
-    return {k: v / max(batches, 1) for k, v in totals.items()}
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What a run trains on: the corpus, the tokenizer (and its hash) and the packed blocks (`taco.data.PackedData`)."""
+
+    corpus: Any
+    tokenizer: Any
+    tok_hash: str
+    data: Any
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train according to `cfg` and return the run directory. Raises `TacoError`/`CorpusError` on bad input."""
-    from transformers import BertForMaskedLM, DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
-    from transformers.utils import logging as hf_logging
-
-    from taco.cache import data_cache_dir
+def prepare_inputs(cfg: TrainConfig, cache: Path, place: Place) -> Inputs:
+    """The corpus, tokenizer and packed blocks, checked before anything is written. Rank 0 builds them (filling the
+    caches) while the others wait; then the others read them from the caches."""
     from taco.corpus import builtin_cache_dir, load_corpus
-    from taco.data import BlockSampler, packed_data
-    from taco.embeddings import set_up_embeddings
-    from taco.presets import build_config
+    from taco.data import packed_data
     from taco.tokenizer import cached_tokenizer, load_tokenizer, tokenizer_hash
 
-    hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar would interleave with ours
-    cfg = cfg.resolved()
-    cfg.validate()
-    cache = data_cache_dir(cfg.data_cache)  # "" means the cache root (taco.cache); a file is a TacoError
-    info, device = init_distributed(cfg.resolved_device())
-    out = Path(cfg.output_dir)
-    mode = check_output_dir(out, cfg)
-
-    # Data preparation happens once, on rank 0; the other ranks then read the caches.
-    corpus = tokenizer = data = None
+    inputs = None
     for turn in (0, 1):
-        if (turn == 0) == info.main:
+        if (turn == 0) == place.main:
             corpus = load_corpus(cfg.corpus, cache_dir=builtin_cache_dir(cache))
             check_corpus(corpus, cfg)
             if cfg.tokenizer:
@@ -196,203 +165,239 @@ def train(cfg: TrainConfig) -> Path:
             tok_hash = tokenizer_hash(tokenizer)
             data = packed_data(corpus.train, corpus.validation, tokenizer, corpus_fingerprint=corpus.fingerprint,
                                tok_hash=tok_hash, block_size=cfg.block_size, cache_dir=cache,
-                               progress=cfg.progress and info.main)
-        barrier(info)
-    assert corpus is not None and tokenizer is not None and data is not None
-    check_blocks(data, cfg, info.world)
+                               progress=cfg.progress and place.main)
+            inputs = Inputs(corpus, tokenizer, tok_hash, data)
+        barrier(place)
+    assert inputs is not None
+    check_blocks(inputs.data, cfg, place.world)
+    return inputs
+
+
+def model_config_for(cfg: TrainConfig, tokenizer: Any) -> Any:
+    """The BERT config of the preset (with `--model-overrides`) for this tokenizer; `TacoError` when a block does
+    not fit its position embeddings."""
+    from taco.presets import build_config
 
     model_config = build_config(cfg.preset, len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                 overrides=cfg.model_overrides_dict())
     if cfg.block_size > model_config.max_position_embeddings:
         raise TacoError(f"--block-size {cfg.block_size} exceeds max_position_embeddings "
                         f"{model_config.max_position_embeddings}; lower --block-size")
-    if mode == "resume":
-        saved = read_run_json(out)
-        # the corpus is checked by what it holds, as its path may be spelled differently now (`identity_of`)
-        if _recorded(saved, "corpus", "fingerprint") not in (None, corpus.fingerprint):
-            raise TacoError(f"--resume: --corpus {cfg.corpus} holds other text than the corpus {out} was trained on "
-                            "(its fingerprint differs); pass that corpus, or start a new run in another --output-dir")
-        if _recorded(saved, "tokenizer", "hash") != tok_hash:
-            raise TacoError(f"--resume: the tokenizer differs from the one {out} was trained with; "
-                            f"pass --tokenizer {out / 'tokenizer'}")
+    return model_config
 
-    torch.manual_seed(cfg.seed)
-    mlm_model = BertForMaskedLM(model_config)
-    set_up_embeddings(mlm_model, init_from=cfg.init_embeddings, freeze=cfg.freeze_embeddings, tok_hash=tok_hash)
-    mlm_model.to(device)
-    digest = config_digest(cfg.identity(), ())
-    wrapper = PretrainingModel(mlm_model, cfg.objective, TCConfig(cfg.tc_window, cfg.tc_negatives,
-                               cfg.tc_temperature, cfg.tc_weight, cfg.tc_anchors, cfg.tc_global_negatives,
-                               negative_sharing=cfg.tc_negative_sharing, method=cfg.tc_kernel))
-    optimizer = build_optimizer(mlm_model, cfg)
-    scheduler = get_linear_schedule_with_warmup(optimizer, cfg.warmup(), cfg.max_steps)
 
-    start_step = 0
-    if mode == "resume":
+def check_resumed_inputs(out: Path, cfg: TrainConfig, inputs: Inputs) -> dict[str, Any]:
+    """The run.json of the run to resume, after checking that it was trained on this corpus and tokenizer."""
+    saved = read_run_json(out)
+    # the corpus is checked by what it holds, as its path may be spelled differently now (`identity_of`)
+    if recorded(saved, "corpus", "fingerprint") not in (None, inputs.corpus.fingerprint):
+        raise TacoError(f"--resume: --corpus {cfg.corpus} holds other text than the corpus {out} was trained on "
+                        "(its fingerprint differs); pass that corpus, or start a new run in another --output-dir")
+    if recorded(saved, "tokenizer", "hash") != inputs.tok_hash:
+        raise TacoError(f"--resume: the tokenizer differs from the one {out} was trained with; "
+                        f"pass --tokenizer {out / 'tokenizer'}")
+    return saved
+
+
+class Training:
+    """One run's model, optimizer and schedule (built in `__init__`, in the order that fixes the initial weights),
+    its start (`resume` or `write_new_run`, then `start_loop`), the loop (`run`, one `step` per optimizer step) and
+    its snapshots (`snapshot`)."""
+
+    def __init__(self, cfg: TrainConfig, place: Place, device: torch.device, out: Path, inputs: Inputs,
+                 model_config: Any) -> None:
+        from transformers import BertForMaskedLM, get_linear_schedule_with_warmup
+
+        from taco.embeddings import set_up_embeddings
+
+        self.cfg, self.place, self.device, self.inputs, self.model_config = cfg, place, device, inputs, model_config
+        self.writer = RunWriter(out)
+        self.tokens_per_step = cfg.batch_size * cfg.grad_accum * place.world * cfg.block_size
+        torch.manual_seed(cfg.seed)
+        self.model = BertForMaskedLM(model_config)
+        set_up_embeddings(self.model, init_from=cfg.init_embeddings, freeze=cfg.freeze_embeddings,
+                          tok_hash=inputs.tok_hash)
+        self.model.to(device)
+        self.digest = config_digest(cfg.identity(), ())
+        self.wrapper = PretrainingModel(self.model, cfg.objective, TCConfig(
+            cfg.tc_window, cfg.tc_negatives, cfg.tc_temperature, cfg.tc_weight, cfg.tc_anchors,
+            cfg.tc_global_negatives, negative_sharing=cfg.tc_negative_sharing, method=cfg.tc_kernel))
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, cfg.warmup(), cfg.max_steps)
+
+    def resume(self, saved: dict[str, Any]) -> int:
+        """Load state/ (written under this configuration, or under the digest of the code before: `saved` is the
+        run.json) and return its step; rank 0 drops the log rows after it."""
+        out = self.writer.path
         state = load_state(out)
         if state is None:
             raise TacoError(f"--resume: {out}/state is missing (killed before its first save); "
                             "start again with --overwrite")
-        legacy = config_digest(cfg.legacy_digest_fields(saved.get("config") or {}), ())  # states saved before
-        if state.get("config_digest") not in (digest, legacy):
+        legacy = config_digest(self.cfg.legacy_digest_fields(saved.get("config") or {}), ())  # states saved before
+        if state.get("config_digest") not in (self.digest, legacy):
             raise TacoError(f"--resume: {out}/state was written under a different configuration; use --overwrite")
-        mlm_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         start_step = int(state["step"])
-        if info.main:
-            _truncate_log(out / "log.jsonl", start_step)
-    elif info.main:
-        if mode == "overwrite":
+        if self.place.main:
+            self.writer.truncate_log(start_step)
+        return start_step
+
+    def write_new_run(self, overwrite: bool) -> None:
+        """Rank 0: empty the folder (`overwrite`: `check_output_dir` found a run there), then write the tokenizer,
+        the probe's data, run.json (last but for the empty log: its presence makes the folder a run)."""
+        cfg, inputs, out = self.cfg, self.inputs, self.writer.path
+        if overwrite:
             for child in out.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-        out.mkdir(parents=True, exist_ok=True)
-        tokenizer.save_pretrained(str(out / "tokenizer"))
-        (out / "data").mkdir(exist_ok=True)
-        np.save(out / "data" / "validation_blocks.npy", np.asarray(data.validation[: max(cfg.eval_blocks, 256)]))
-        np.save(out / "data" / "token_counts.npy", data.token_counts)
-        run = {
-            "config": dataclasses.asdict(cfg), "objective": cfg.objective, "preset": cfg.preset, "seed": cfg.seed,
-            "block_size": cfg.block_size, "model_config": model_config.to_dict(),
-            "corpus": {"source": corpus.source, "fingerprint": corpus.fingerprint, "description": corpus.description,
-                       "train_blocks": int(len(data.train)), "validation_blocks": int(len(data.validation))},
-            "tokenizer": {"path": "tokenizer", "hash": tok_hash, "vocab_size": len(tokenizer)},
-            "validation_blocks_path": "data/validation_blocks.npy", "token_counts_path": "data/token_counts.npy",
-            "world_size": info.world, "global_batch_tokens": cfg.batch_size * cfg.grad_accum * info.world * cfg.block_size,
-            "versions": package_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "device": str(device),
-        }
-        write_json(out / "run.json", run, default=str)
-        (out / "log.jsonl").touch()
-    barrier(info)
+        self.writer.write_inputs(inputs.tokenizer, np.asarray(inputs.data.validation[: max(cfg.eval_blocks, 256)]),
+                                 inputs.data.token_counts)
+        self.writer.write_run_json(run_record(
+            config=dataclasses.asdict(cfg), objective=cfg.objective, preset=cfg.preset, seed=cfg.seed,
+            block_size=cfg.block_size, model_config=self.model_config.to_dict(),
+            corpus_source=inputs.corpus.source, corpus_fingerprint=inputs.corpus.fingerprint,
+            corpus_description=inputs.corpus.description, train_blocks=len(inputs.data.train),
+            validation_blocks=len(inputs.data.validation), tokenizer_hash=inputs.tok_hash,
+            vocab_size=len(inputs.tokenizer), world_size=self.place.world, global_batch_tokens=self.tokens_per_step,
+            versions=package_versions(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), device=str(self.device)))
+        self.writer.start_log()
 
-    ddp_model: torch.nn.Module = wrapper
-    if info.world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            wrapper, device_ids=[device.index] if device.type == "cuda" else None)
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability, seed=cfg.seed)
-    collator.create_rng("pt")  # the collator's own generator, reseeded per step below
-    special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
-    sampler = BlockSampler(len(data.train), cfg.batch_size, cfg.seed, info.rank, info.world)
-    schedule = set(snapshot_steps(cfg.max_steps, cfg.snapshot_every, cfg.snapshot_log_spaced))
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * info.world * cfg.block_size
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext())
-    gen = torch.Generator()
+    def start_loop(self) -> None:
+        """What the loop needs besides the model: DDP (several processes), the masking collator, the block sampler,
+        the snapshot schedule, autocast and the TC sampling generator."""
+        from transformers import DataCollatorForLanguageModeling
 
-    def snapshot(step: int, train_loss: float | None, elapsed: float) -> None:
-        if info.main:
-            val = evaluate(mlm_model, data.validation, cfg, collator, special_ids, device)
-            row = {"step": step, "tokens_seen": step * tokens_per_step, "split": "validation",
-                   "loss": val["mlm_loss"] + (cfg.tc_weight * val["tc_loss"] if cfg.objective == "taco" else 0.0),
-                   **val, "elapsed_s": round(elapsed, 3)}
-            _append_log(out / "log.jsonl", row)
-            write_snapshot(out, step, mlm_model, {
-                "tokens_seen": step * tokens_per_step, "train_loss": train_loss, "val_loss": val["mlm_loss"],
-                "val_mlm_loss": val["mlm_loss"], "val_tc_loss": val["tc_loss"], "val_mlm_accuracy": val["mlm_accuracy"],
-                "wall_time": round(elapsed, 3), "objective": cfg.objective})
-            save_state(out, step, mlm_model, optimizer, scheduler, digest)
-        barrier(info)
+        from taco.data import BlockSampler
 
-    t0 = time.perf_counter()
-    elapsed_before = _elapsed_at(out / "log.jsonl", start_step) if mode == "resume" else 0.0
-    if start_step == 0:
-        snapshot(0, None, 0.0)
-    bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not (cfg.progress and info.main),
-               desc=f"{cfg.objective}-{cfg.preset}", unit="step", dynamic_ncols=True)
-    mlm_model.train()
-    last_tick, loss_value = time.perf_counter(), None
-    for step in range(start_step + 1, cfg.max_steps + 1):
+        cfg, place, tokenizer = self.cfg, self.place, self.inputs.tokenizer
+        self.ddp_model: torch.nn.Module = self.wrapper
+        if place.distributed:
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                self.wrapper, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability, seed=cfg.seed)
+        self.collator.create_rng("pt")  # the collator's own generator, reseeded per step
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+        self.sampler = BlockSampler(len(self.inputs.data.train), cfg.batch_size, cfg.seed, place.rank, place.world)
+        self.schedule = set(snapshot_steps(cfg.max_steps, cfg.snapshot_every, cfg.snapshot_log_spaced))
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
+                         else nullcontext())
+        self.gen = torch.Generator()
+
+    def run(self, start_step: int, elapsed_before: float) -> None:
+        """Steps `start_step + 1` … `max_steps`, logging every `log_every` steps and at snapshots (a fresh run first
+        takes the step-0 snapshot). `elapsed_before`: the wall time the run had logged before a resume."""
+        cfg, place = self.cfg, self.place
+        t0 = time.perf_counter()
+        if start_step == 0:
+            self.snapshot(0, None, 0.0)
+        bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not (cfg.progress and place.main),
+                   desc=f"{cfg.objective}-{cfg.preset}", unit="step", dynamic_ncols=True)
+        self.model.train()
+        last_tick = time.perf_counter()
+        for step in range(start_step + 1, cfg.max_steps + 1):
+            sums, grad_norm, lr = self.step(step)
+            now = time.perf_counter()
+            tok_s = self.tokens_per_step / max(now - last_tick, 1e-9)
+            last_tick = now
+            bar.update(1)
+            if step % cfg.log_every == 0 or step in self.schedule:
+                stats = _mean_over_ranks(sums, place, self.device)
+                if place.main:
+                    self.writer.append_log(train_row(
+                        step=step, tokens_seen=step * self.tokens_per_step, lr=lr, loss=stats["loss"],
+                        mlm_loss=stats["mlm_loss"], tc_loss=None if cfg.objective == "mlm" else stats["tc_loss"],
+                        mlm_accuracy=stats["mlm_accuracy"], grad_norm=float(grad_norm), tokens_per_s=tok_s,
+                        elapsed_s=elapsed_before + now - t0))
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{tok_s:,.0f}")
+            if step in self.schedule:
+                self.snapshot(step, sums["loss"], elapsed_before + time.perf_counter() - t0)
+        bar.close()
+
+    def step(self, step: int) -> tuple[dict[str, float], torch.Tensor, float]:
+        """One optimizer step over `grad_accum` micro-batches, each seeded from (seed, step, micro, rank) so that a
+        resumed run repeats the uninterrupted one: this process's mean losses, the gradient norm before clipping and
+        the learning rate the step used."""
+        cfg, data, device = self.cfg, self.inputs.data, self.device
         sums = {"loss": 0.0, "mlm_loss": 0.0, "tc_loss": 0.0, "mlm_accuracy": 0.0}
         for micro in range(cfg.grad_accum):
-            s = step_seed(cfg.seed, step, micro, info.rank)
+            s = step_seed(cfg.seed, step, micro, self.place.rank)
             torch.manual_seed(s)  # dropout
-            gen.manual_seed(s + 1)  # TC sampling
-            collator.generator.manual_seed(s + 2)  # masking
-            ids = torch.tensor(data.train[sampler.indices((step - 1) * cfg.grad_accum + micro)], dtype=torch.long)
-            special = torch.isin(ids, special_ids)
-            inputs, labels = collator.torch_mask_tokens(ids, special_tokens_mask=special)
-            sync = nullcontext() if (info.world == 1 or micro == cfg.grad_accum - 1) else ddp_model.no_sync()
+            self.gen.manual_seed(s + 1)  # TC sampling
+            self.collator.generator.manual_seed(s + 2)  # masking
+            ids = torch.tensor(data.train[self.sampler.indices((step - 1) * cfg.grad_accum + micro)], dtype=torch.long)
+            special = torch.isin(ids, self.special_ids)
+            inputs, labels = self.collator.torch_mask_tokens(ids, special_tokens_mask=special)
+            last = micro == cfg.grad_accum - 1
+            sync = nullcontext() if (not self.place.distributed or last) else self.ddp_model.no_sync()
             with sync:
-                with autocast:
-                    result = ddp_model(inputs.to(device), labels.to(device), (~special).to(device), gen)
+                with self.autocast:
+                    result = self.ddp_model(inputs.to(device), labels.to(device), (~special).to(device), self.gen)
                 (result["loss"] / cfg.grad_accum).backward()
             for k in sums:
                 if k in result:
                     sums[k] += float(result[k].detach()) / cfg.grad_accum
         if not math.isfinite(sums["loss"]):
             raise TacoError(f"loss became {sums['loss']} at step {step}; lower --lr or raise --warmup-fraction")
-        grad_norm = torch.nn.utils.clip_grad_norm_(mlm_model.parameters(),
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                    cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_value = sums["loss"]
-        now = time.perf_counter()
-        tok_s = tokens_per_step / max(now - last_tick, 1e-9)
-        last_tick = now
-        bar.update(1)
-        if step % cfg.log_every == 0 or step in schedule:
-            stats = _mean_over_ranks(sums, info, device)
-            row = {"step": step, "tokens_seen": step * tokens_per_step, "lr": lr, **stats,
-                   "grad_norm": float(grad_norm), "tokens_per_s": round(tok_s, 1),
-                   "elapsed_s": round(elapsed_before + now - t0, 3)}
-            if cfg.objective == "mlm":
-                row.pop("tc_loss")
-            if info.main:
-                _append_log(out / "log.jsonl", row)
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{tok_s:,.0f}")
-        if step in schedule:
-            snapshot(step, loss_value, elapsed_before + time.perf_counter() - t0)
-    bar.close()
-    if info.world > 1:
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return sums, grad_norm, lr
+
+    def snapshot(self, step: int, train_loss: float | None, elapsed: float) -> None:
+        """Rank 0 measures the validation losses and writes the snapshot and the resumable state; every process
+        waits for it."""
+        if self.place.main:
+            cfg = self.cfg
+            val = evaluate(self.model, self.inputs.data.validation, cfg, self.collator, self.special_ids, self.device)
+            record_snapshot(self.writer, step, self.model, val, tokens_seen=step * self.tokens_per_step,
+                            train_loss=train_loss, elapsed=elapsed, objective=cfg.objective, tc_weight=cfg.tc_weight)
+            save_state(self.writer.path, step, self.model, self.optimizer, self.scheduler, self.digest)
+        barrier(self.place)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train according to `cfg` and return the run directory. Raises `TacoError`/`CorpusError` on bad input.
+
+    Setup (the output folder's mode, the inputs, the model), start (resume or a new run directory), loop."""
+    from transformers.utils import logging as hf_logging
+
+    from taco.cache import data_cache_dir
+
+    hf_logging.disable_progress_bar()  # save_pretrained's per-shard bar would interleave with ours
+    cfg = cfg.resolved()
+    cfg.validate()
+    cache = data_cache_dir(cfg.data_cache)  # "" means the cache root (taco.cache); a file is a TacoError
+    place, device = init_distributed(cfg.resolved_device())
+    out = Path(cfg.output_dir)
+    mode = check_output_dir(out, cfg)
+    inputs = prepare_inputs(cfg, cache, place)
+    model_config = model_config_for(cfg, inputs.tokenizer)
+    saved = check_resumed_inputs(out, cfg, inputs) if mode == "resume" else {}
+    training = Training(cfg, place, device, out, inputs, model_config)
+    start_step = 0
+    if mode == "resume":
+        start_step = training.resume(saved)
+    elif place.main:
+        training.write_new_run(overwrite=mode == "overwrite")
+    barrier(place)
+    training.start_loop()
+    training.run(start_step, training.writer.elapsed_at(start_step) if mode == "resume" else 0.0)
+    if place.distributed:
         shutdown_distributed()
     return out
 
 
-def _recorded(run: dict[str, Any], section: str, key: str) -> Any:
-    """`run[section][key]` of a run.json, None where it is absent or not a mapping."""
-    part = run.get(section)
-    return part.get(key) if isinstance(part, dict) else None
-
-
-def _mean_over_ranks(values: dict[str, float], info: Place, device: torch.device) -> dict[str, float]:
-    if info.world == 1:
+def _mean_over_ranks(values: dict[str, float], place: Place, device: torch.device) -> dict[str, float]:
+    """The mean of each value over the processes (all-reduced; the values themselves for one process)."""
+    if not place.distributed:
         return dict(values)
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return {k: float(v) / info.world for k, v in zip(values, t.tolist(), strict=True)}
-
-
-def _append_log(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log rows after the resumed step (the killed run's tail), rewriting the file atomically."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by the kill
-            continue
-        if row.get("step", 0) <= step:
-            keep.append(line)
-    write_text(path, "".join(k + "\n" for k in keep))
-
-
-def _elapsed_at(path: Path, step: int) -> float:
-    elapsed = 0.0
-    if path.exists():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            if row.get("step", 0) <= step:
-                elapsed = max(elapsed, float(row.get("elapsed_s", 0.0)))
-    return elapsed
+    return {k: float(v) / place.world for k, v in zip(values, t.tolist(), strict=True)}
 
 
 def main(argv: list[str] | None = None) -> int:

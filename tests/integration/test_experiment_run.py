@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 import dynamics.store as dstore
-import taco.train
+from common.run_dir import RunWriter
 from experiments.results import FAMILY, PROBE_HASH, completed_units
 from experiments.run import SMOKE_EVAL_BLOCKS, SMOKE_EXAMPLES, SMOKE_PROBE_BLOCKS, _train_config, main
 from experiments.spec import load
@@ -182,14 +182,14 @@ def test_an_interrupted_run_resumes_onto_the_same_trajectory(experiment: dict[st
     runs = tmp_path / "runs"
     argv = [str(experiment["config"]), "--runs-dir", str(runs), "--runs", "mlm-s1", "--stages", "train",
             "--device", "cpu", "--threads", "1", "--no-progress"]
-    append = taco.train._append_log
+    append = RunWriter.append_log
 
-    def interrupted_at_step_9(path: Path, row: dict) -> None:
+    def interrupted_at_step_9(writer: RunWriter, row: dict) -> None:
         if row["step"] == 9 and "split" not in row:
             raise KeyboardInterrupt  # Ctrl-C between the step-6 and step-12 snapshots
-        append(path, row)
+        append(writer, row)
 
-    monkeypatch.setattr(taco.train, "_append_log", interrupted_at_step_9)
+    monkeypatch.setattr(RunWriter, "append_log", interrupted_at_step_9)
     with one_torch_thread():
         assert main(argv) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
