@@ -9,7 +9,14 @@ float64, or that of a `Rows` passed instead of a matrix (the probe's float32 pat
 """
 
 from . import registry
-from .anchors import anchor_drift, assign_frequency_bins, cosine_rows, frequency_bins, mean_by_bin, token_rank
+from .anchors import (
+    assign_frequency_bins,
+    cosine_rows,
+    drift_cosines,
+    frequency_bins,
+    mean_by_bin,
+    token_rank,
+)
 from .cka import cka_matrices, cka_matrix, linear_cka
 from .registry import REGISTRY, Metric, register
 from .rows import Rows
@@ -18,11 +25,11 @@ __all__ = [
     "REGISTRY",
     "Metric",
     "Rows",
-    "anchor_drift",
     "assign_frequency_bins",
     "cka_matrices",
     "cka_matrix",
     "cosine_rows",
+    "drift_cosines",
     "frequency_bins",
     "linear_cka",
     "mean_by_bin",

@@ -48,7 +48,7 @@ def token_surprisal(logits: Tensor, targets: Tensor) -> Tensor:
     return torch.logsumexp(z, dim=1) - z.gather(1, targets.long()[:, None]).squeeze(1)
 
 
-@register("masked_surprisal", family="anchors", layers=LAST_LAYER, variants=("all", "frequent", "medium", "rare"),
+@register("masked_surprisal", family="anchors", page="anchors", layers=LAST_LAYER, variants=("all", "frequent", "medium", "rare"),
           unit="nats ≥ 0", label="Masked-token surprisal",
           definition="Mean −ln p(x_i) of the true token under the head at masked positions (the next-token "
                      "prediction for causal heads); chance is ln V.")
@@ -347,11 +347,11 @@ def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (ra * rb).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
 
 
-@register("aoa_freq_spearman", family="acquisition", layers=LAST_LAYER, variants=("all", "ci_low", "ci_high"),
+@register("aoa_freq_spearman", family="acquisition", page="acquisition", layers=LAST_LAYER, variants=("all", "ci_low", "ci_high"),
           scope="series", unit="correlation in [−1, 1]", label="AoA vs frequency (Spearman)",
           definition="Spearman correlation of each word type's age of acquisition with its log training frequency, "
                      "with a 95% bootstrap interval over types (Chang & Bergen 2022).")
-def aoa_frequency_spearman(word_curves: WordCurves) -> dict[str, float | None]:
+def aoa_freq_spearman(word_curves: WordCurves) -> dict[str, float | None]:
     """ρ(AoA, log10 frequency) over the types with an AoA and a known frequency; ci_low/ci_high are the 2.5th and
     97.5th percentiles of ρ over `BOOTSTRAP` resamples of those types (module docstring). Undefined (ValueError)
     with fewer than 3 such types."""
@@ -366,7 +366,7 @@ def aoa_frequency_spearman(word_curves: WordCurves) -> dict[str, float | None]:
     return {"all": None if not np.isfinite(rho) else rho, "ci_low": lo, "ci_high": hi}
 
 
-@register("aoa_fitted_share", family="acquisition", layers=LAST_LAYER, scope="series", unit="fraction in [0, 1]",
+@register("aoa_fitted_share", family="acquisition", page="acquisition", layers=LAST_LAYER, scope="series", unit="fraction in [0, 1]",
           label="Word types with an AoA",
           definition="Fraction of the word types with masked occurrences whose learning curve gives an age of "
                      "acquisition.")
@@ -378,7 +378,7 @@ def aoa_fitted_share(word_curves: WordCurves) -> float:
     return float((word_curves.status[seen] == 0).mean())
 
 
-@register("aoa_median", family="acquisition", layers=LAST_LAYER, scope="series", unit="log10 step",
+@register("aoa_median", family="acquisition", page="acquisition", layers=LAST_LAYER, scope="series", unit="log10 step",
           label="Median age of acquisition",
           definition="Median age of acquisition over the word types that have one, as log10 of the training step.")
 def aoa_median(word_curves: WordCurves) -> float:

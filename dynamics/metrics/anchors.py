@@ -158,16 +158,20 @@ def mean_by_bin(values: ArrayLike, bins: ArrayLike, n_bins: int) -> np.ndarray:
     return out
 
 
-def anchor_drift(e_step: ArrayLike, e_final: ArrayLike) -> Tensor:
-    """Anchor drift: cos(E_step[v], E_final[v]) for every vocabulary row v.
+def drift_cosines(e_step: ArrayLike, e_final: ArrayLike) -> Tensor:
+    """Per-row anchor drift: cos(E_step[v], E_final[v]) for every vocabulary row v (the stored `anchor_drift` and
+    `anchor_drift_probe` average it).
 
     Args:
         e_step: (vocab, H) input word-embedding matrix at one snapshot.
-        e_final: (vocab, H) the same matrix at the final snapshot.
+        e_final: (vocab, H) the same matrix at the final snapshot (ValueError if the shapes differ).
     Returns:
         (vocab,) float64 cosines; 1 means row v already points where it ends up. A row that is all zeros
         (e.g. a padding row kept at zero) gives 0 — exclude special tokens before averaging.
     """
+    if tuple(e_step.shape) != tuple(e_final.shape):
+        raise ValueError(f"embedding matrix {tuple(e_step.shape)} differs from the final snapshot's "
+                         f"{tuple(e_final.shape)}")
     return cosine_rows(e_step, e_final)
 
 
@@ -213,11 +217,11 @@ class MaskedPass:
     word_type: np.ndarray
 
 
-@register("anchor_sim_word", family="anchors", layers=ALL_LAYERS, variants=BINNED, unit="cosine in [−1, 1]",
+@register("anchor_sim_word", family="anchors", page="anchors", layers=ALL_LAYERS, variants=BINNED, unit="cosine in [−1, 1]",
           label="Anchor similarity (word embedding)",
           definition="cos(h_l(i), E[x_i]): how close each token's hidden state stays to its own input word "
                      "embedding, the anchor.")
-def anchor_similarity(h: Rows, word_emb: Rows, freq_bin: np.ndarray, bin_names: Sequence[str]) -> Binned:
+def anchor_sim_word(h: Rows, word_emb: Rows, freq_bin: np.ndarray, bin_names: Sequence[str]) -> Binned:
     """Anchor-embedding similarity of one layer: mean over content tokens i of cos(h_l(i), E[x_i]).
 
     E[x_i] is the row of the input word-embedding matrix of token i's id (the *anchor*); overall and per
@@ -228,31 +232,31 @@ def anchor_similarity(h: Rows, word_emb: Rows, freq_bin: np.ndarray, bin_names: 
     return by_bin(cosine_rows(h, word_emb), freq_bin, bin_names)
 
 
-@register("anchor_sim_emb", family="anchors", layers=ALL_LAYERS, variants=BINNED, unit="cosine in [−1, 1]",
+@register("anchor_sim_emb", family="anchors", page="anchors", layers=ALL_LAYERS, variants=BINNED, unit="cosine in [−1, 1]",
           label="Anchor similarity (embedding output)",
           definition="cos(h_l(i), e(i)): hidden state against the embedding-layer output (word + position + "
                      "type, LayerNorm).")
-def embedding_output_similarity(h: Rows, e: Rows, freq_bin: np.ndarray, bin_names: Sequence[str]) -> Binned:
+def anchor_sim_emb(h: Rows, e: Rows, freq_bin: np.ndarray, bin_names: Sequence[str]) -> Binned:
     """Mean over content tokens of cos(h_l(i), e(i)), e = the embedding-layer output (layer 0), overall and per
     frequency bin. 1 at layer 0 by construction. Returns cosines in [−1, 1]."""
     return by_bin(cosine_rows(h, e), freq_bin, bin_names)
 
 
-@register("masked_anchor_sim", family="anchors", layers=LAST_LAYER, variants=BINNED, unit="cosine in [−1, 1]",
+@register("masked_anchor_sim", family="anchors", page="anchors", layers=LAST_LAYER, variants=BINNED, unit="cosine in [−1, 1]",
           label="Masked anchor similarity (head)",
           definition="cos(T(h_L(i)), E[x_i]) with x_i replaced by [MASK] and T the MLM head transform (for a "
                      "causal LM the next-token head: h_L(i−1) of the ordinary pass, no [MASK], T the identity).")
-def masked_anchor_similarity(masked: MaskedPass, bin_names: Sequence[str]) -> Binned:
+def masked_anchor_sim(masked: MaskedPass, bin_names: Sequence[str]) -> Binned:
     """Mean over the probe's masked positions i of cos(T(h_L(i)), E[x_i]): the model's reconstruction of the
     hidden token, through the MLM head transform T, against the true token's input embedding; per bin too."""
     return by_bin(cosine_rows(masked.transform, masked.targets), masked.bins, bin_names)
 
 
-@register("masked_hidden_anchor_sim", family="anchors", layers=LAST_LAYER, variants=BINNED,
+@register("masked_hidden_anchor_sim", family="anchors", page="anchors", layers=LAST_LAYER, variants=BINNED,
           unit="cosine in [−1, 1]", label="Masked anchor similarity (hidden)",
           definition="cos(h_L(i), E[x_i]) at masked positions, without the head transform (for a causal LM "
                      "h_L(i−1), the next-token head's input).")
-def masked_hidden_anchor_similarity(masked: MaskedPass, bin_names: Sequence[str]) -> Binned:
+def masked_hidden_anchor_sim(masked: MaskedPass, bin_names: Sequence[str]) -> Binned:
     """Mean over masked positions of cos(h_L(i), E[x_i]), h_L of the masked pass (no head transform); not
     stored when the embedding width differs from H."""
     if masked.hidden.dim != masked.targets.dim:
@@ -260,7 +264,7 @@ def masked_hidden_anchor_similarity(masked: MaskedPass, bin_names: Sequence[str]
     return by_bin(cosine_rows(masked.hidden, masked.targets), masked.bins, bin_names)
 
 
-@register("masked_accuracy", family="anchors", layers=LAST_LAYER, variants=BINNED, unit="fraction in [0, 1]",
+@register("masked_accuracy", family="anchors", page="anchors", layers=LAST_LAYER, variants=BINNED, unit="fraction in [0, 1]",
           label="Masked-token accuracy",
           definition="Fraction of masked positions whose true token is ranked first by the MLM head (for a "
                      "causal LM the next-token head, predicting x_i from position i−1).")
@@ -270,14 +274,14 @@ def masked_accuracy(masked: MaskedPass, bin_names: Sequence[str]) -> Binned:
     return by_bin((masked.rank == 1).double(), masked.bins, bin_names)
 
 
-@register("masked_mrr", family="anchors", layers=LAST_LAYER, variants=BINNED, unit="in (0, 1]",
+@register("masked_mrr", family="anchors", page="anchors", layers=LAST_LAYER, variants=BINNED, unit="in (0, 1]",
           label="Masked-token MRR", definition="Mean reciprocal rank of the true token at masked positions.")
 def masked_mrr(masked: MaskedPass, bin_names: Sequence[str]) -> Binned:
     """Mean over masked positions of 1 / rank_i (`token_rank`), overall and per bin."""
     return by_bin(1.0 / masked.rank.double(), masked.bins, bin_names)
 
 
-@register("masked_median_rank", family="anchors", layers=LAST_LAYER, unit="rank in [1, V]",
+@register("masked_median_rank", family="anchors", page="anchors", layers=LAST_LAYER, unit="rank in [1, V]",
           label="Masked-token median rank",
           definition="Median rank of the true token among the whole vocabulary at masked positions (1 = best).")
 def masked_median_rank(masked: MaskedPass) -> float:
@@ -285,32 +289,26 @@ def masked_median_rank(masked: MaskedPass) -> float:
     return float(np.median(masked.rank.cpu().numpy()))
 
 
-def _drift_cosines(emb_matrix: np.ndarray, final_matrix: np.ndarray) -> Tensor:
-    if emb_matrix.shape != final_matrix.shape:
-        raise ValueError(f"embedding matrix {emb_matrix.shape} differs from the final snapshot's "
-                         f"{final_matrix.shape}")
-    return anchor_drift(emb_matrix, final_matrix).cpu()
-
-
-@register("anchor_drift", family="drift", scope="snapshot", layers=EMBEDDING_LAYER, unit="cosine in [−1, 1]",
-          label="Anchor drift (vocabulary)",
+@register("anchor_drift", family="drift", scope="snapshot", page="anchors", layers=EMBEDDING_LAYER,
+          unit="cosine in [−1, 1]", label="Anchor drift (vocabulary)",
           definition="cos(E_step[v], E_final[v]) averaged over the non-special vocabulary: how far word "
                      "embeddings still have to move.")
-def vocabulary_drift(emb_matrix: np.ndarray, final_matrix: np.ndarray, special_ids: np.ndarray) -> float:
-    """Mean over vocabulary rows v that are not special tokens of cos(E_step[v], E_final[v])."""
-    cos = _drift_cosines(emb_matrix, final_matrix)
+@register("anchor_drift_probe", family="drift", scope="snapshot", page="anchors", layers=EMBEDDING_LAYER,
+          variants=BINNED, unit="cosine in [−1, 1]", label="Anchor drift (probe tokens)",
+          definition="cos(E_step[v], E_final[v]) averaged over the token types of the probe set.")
+def anchor_drift(emb_matrix: np.ndarray, final_matrix: np.ndarray, special_ids: np.ndarray, probe_tokens: np.ndarray,
+                 freq_bin: np.ndarray, bin_names: Sequence[str]) -> dict[str, float | Binned]:
+    """Anchor drift of the snapshot's word embeddings E_step towards the final snapshot's E_final, from one pass
+    of per-row cosines c_v = cos(E_step[v], E_final[v]) (`drift_cosines`):
+
+        anchor_drift       = mean of c_v over the vocabulary rows v that are not special tokens;
+        anchor_drift_probe = mean of c_v over the distinct token ids v of the probe set (each type once), overall
+                             and per frequency bin of the types (`by_bin`).
+    """
+    cos = drift_cosines(emb_matrix, final_matrix).cpu()
     keep = torch.ones(cos.shape[0], dtype=torch.bool)
     keep[torch.from_numpy(special_ids[special_ids < cos.shape[0]])] = False
-    return float(cos[keep].mean())
-
-
-@register("anchor_drift_probe", family="drift", scope="snapshot", layers=EMBEDDING_LAYER, variants=BINNED,
-          unit="cosine in [−1, 1]", label="Anchor drift (probe tokens)",
-          definition="cos(E_step[v], E_final[v]) averaged over the token types of the probe set.")
-def probe_drift(emb_matrix: np.ndarray, final_matrix: np.ndarray, probe_tokens: np.ndarray, freq_bin: np.ndarray,
-                bin_names: Sequence[str]) -> Binned:
-    """Mean of cos(E_step[v], E_final[v]) over the distinct token ids v of the probe set (each type once), and
-    per frequency bin of the types."""
-    cos = _drift_cosines(emb_matrix, final_matrix)
     types, first = np.unique(probe_tokens, return_index=True)
-    return by_bin(cos[torch.from_numpy(types)], np.asarray(freq_bin)[first].astype(np.int64), bin_names)
+    return {"anchor_drift": float(cos[keep].mean()),
+            "anchor_drift_probe": by_bin(cos[torch.from_numpy(types)], np.asarray(freq_bin)[first].astype(np.int64),
+                                         bin_names)}

@@ -155,29 +155,29 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(float(value)) else None
 
 
-@register("cka_prev_layer", family="geometry", scope="layer_pair", layers=CONTEXT_LAYERS, unit="CKA in [0, 1]",
+@register("cka_prev_layer", family="geometry", scope="layer_pair", page="cka", layers=CONTEXT_LAYERS, unit="CKA in [0, 1]",
           label="CKA with the previous layer", definition="Debiased linear CKA between layer l and layer l − 1.")
-def cka_previous_layer(cka_layers: np.ndarray, layer: int) -> float | None:
+def cka_prev_layer(cka_layers: np.ndarray, layer: int) -> float | None:
     """Debiased linear CKA of layer l with layer l − 1 on the snapshot's fixed CKA token sample: entry
     [l, l − 1] of the layer × layer `cka_matrix(samples, debiased=True)` that is stored as the `cka_layers`
     array (None where a layer is constant)."""
     return _finite(cka_layers[layer, layer - 1])
 
 
-@register("cka_prev_snapshot", family="cka_steps", scope="series", layers=ALL_LAYERS, unit="CKA in [0, 1]",
+@register("cka_prev_snapshot", family="cka_steps", scope="series", page="cka", layers=ALL_LAYERS, unit="CKA in [0, 1]",
           label="CKA with the previous snapshot",
           definition="Debiased linear CKA of a layer between this snapshot and the previous measured one.")
-def cka_previous_snapshot(cka_steps: np.ndarray) -> dict[int, float | None]:
+def cka_prev_snapshot(cka_steps: np.ndarray) -> dict[int, float | None]:
     """Per measured snapshot k ≥ 1 (in step order): debiased linear CKA of the layer's CKA sample at snapshot k
     with the one at snapshot k − 1, entry [k, k − 1] of the step × step `cka_matrices(...)["debiased"]` stored as
     the `cka_steps` array. Returns {k: value}."""
     return {k: _finite(cka_steps[k, k - 1]) for k in range(1, cka_steps.shape[0])}
 
 
-@register("cka_final", family="cka_steps", scope="series", layers=ALL_LAYERS, unit="CKA in [0, 1]",
+@register("cka_final", family="cka_steps", scope="series", page="cka", layers=ALL_LAYERS, unit="CKA in [0, 1]",
           label="CKA with the final snapshot",
           definition="Debiased linear CKA of a layer between this snapshot and the last one.")
-def cka_with_final(cka_steps: np.ndarray) -> dict[int, float | None]:
+def cka_final(cka_steps: np.ndarray) -> dict[int, float | None]:
     """Per measured snapshot k: debiased linear CKA of the layer's CKA sample with the last measured snapshot's,
     entry [k, S − 1] of the step × step debiased CKA matrix (1 for the last snapshot itself). Returns {k: value}."""
     last = cka_steps.shape[0] - 1

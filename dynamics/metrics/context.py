@@ -30,8 +30,8 @@ from taco.objectives import info_nce_of_cosines, negative_cosine, sample_tc_indi
 from .blas import matmul
 from .checks import ArrayLike, as_labels
 from .grids import BlockLayout, shifted_pair_sums
-from .registry import CONTEXT_LAYERS, LAST_LAYER, register
-from .rows import Rows, as_rows, chunk_rows, pair_sums, row_dots
+from .registry import CONTEXT_LAYERS, DISTANCES, LAST_LAYER, register
+from .rows import Rows, as_rows, chunk_rows, row_dots
 
 Matrix = ArrayLike | Rows
 
@@ -64,44 +64,37 @@ def same_vs_other_cosine(g: Matrix, seq_ids: ArrayLike) -> dict[str, float]:
     of that kind: no sequence with two tokens, or a single sequence).
     """
     r, s, _ = _inputs(g, seq_ids)
-    held = r.cache.get("same_vs_other")
-    if held is not None and held[0] is s:
-        return dict(held[1])
-    all_sum, all_pairs = pair_sums(r.unit, r.unit_sq)
+    all_sum, all_pairs = r.unit_pair_sums()
     grp_sum, grp_pairs = r.grouped(s).unit_pair_sums()
     same_sum, same_pairs = float(grp_sum.sum()), float(grp_pairs.sum())
     other_sum, other_pairs = all_sum - same_sum, all_pairs - same_pairs
     same = same_sum / same_pairs if same_pairs > 0 else math.nan
     other = other_sum / other_pairs if other_pairs > 0 else math.nan
-    out = {"same": same, "other": other, "gap": same - other}
-    r.cache["same_vs_other"] = (s, out)
-    return dict(out)
-
-
-def _distance_sums(r: Rows, s: Tensor, p: Tensor, max_distance: int,
-                   layout: BlockLayout | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per distance d = 1..max_distance: Σ cos over same-sequence pairs with |Δposition| = d, and the count.
-
-    Kept on the `Rows` for the same labels: a later call for a distance up to the largest computed reads a
-    prefix (the per-distance sums do not depend on how far the pass reached)."""
-    held = r.cache.get("distance_sums")
-    if held is not None and held[0] is s and held[1] is p and held[2] >= max_distance:
-        return held[3][:max_distance], held[4][:max_distance]
-    sums, counts = shifted_pair_sums(r.unit, s, p, max_distance, layout=layout)
-    r.cache["distance_sums"] = (s, p, max_distance, sums, counts)
-    return sums, counts
+    return {"same": same, "other": other, "gap": same - other}
 
 
 def distance_sums(g: Matrix, seq_ids: ArrayLike, positions: ArrayLike, max_distance: int,
                   layout: BlockLayout | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per distance d = 1..max_distance: the sum of cos(g_i, g_j) over unordered same-sequence pairs with
     |p_i − p_j| = d, and the number of such pairs ((max_distance,) float64 each). `cosine_by_distance` is
-    sums / counts and `window_cosine` pools the first (W − 1)/2 entries, so one call serves both.
-    `layout`: the tokens' `BlockLayout`, if already built (it depends on seq_ids and positions only)."""
+    sums / counts and `window_cosine` pools the first (W − 1)/2 entries, so one call serves both (the sums
+    at a distance do not depend on how far the pass reaches). `layout`: the tokens' `BlockLayout`, if already built
+    (it depends on seq_ids and positions only)."""
     if max_distance < 1:
         raise ValueError(f"max_distance must be >= 1; got {max_distance}")
     r, s, p = _inputs(g, seq_ids, positions)
-    return _distance_sums(r, s, p, max_distance, layout)
+    return shifted_pair_sums(r.unit, s, p, max_distance, layout=layout)
+
+
+def _by_distance(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Mean cosine per distance from `distance_sums`, NaN where a distance has no pair."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _pooled(sums: np.ndarray, counts: np.ndarray) -> float:
+    """Pair-weighted mean cosine over the distances of `distance_sums` given, NaN without pairs."""
+    return float(sums.sum() / counts.sum()) if counts.sum() > 0 else math.nan
 
 
 def cosine_by_distance(g: Matrix, seq_ids: ArrayLike, positions: ArrayLike, max_distance: int,
@@ -113,9 +106,7 @@ def cosine_by_distance(g: Matrix, seq_ids: ArrayLike, positions: ArrayLike, max_
     Args: g (n, H); seq_ids (n,); positions (n,) unique within a sequence; max_distance ≥ 1; layout: the
     tokens' `BlockLayout`, if built. Returns: (max_distance,) float64, NaN for a distance without pairs.
     """
-    sums, counts = distance_sums(g, seq_ids, positions, max_distance, layout)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return _by_distance(*distance_sums(g, seq_ids, positions, max_distance, layout))
 
 
 def window_cosine(g: Matrix, seq_ids: ArrayLike, positions: ArrayLike, window: int = 5,
@@ -128,12 +119,13 @@ def window_cosine(g: Matrix, seq_ids: ArrayLike, positions: ArrayLike, window: i
     Args: g (n, H); seq_ids (n,); positions (n,); window W odd ≥ 3; layout: the tokens' `BlockLayout`, if
     built. Returns a float (NaN if no pairs).
     """
-    sums, counts = distance_sums(g, seq_ids, positions, _check_window(window), layout)
-    return float(sums.sum() / counts.sum()) if counts.sum() > 0 else math.nan
+    return _pooled(*distance_sums(g, seq_ids, positions, _check_window(window), layout))
 
 
-def sequence_identification_accuracy(g: Matrix, seq_ids: ArrayLike, max_elements: int = 1 << 24,
-                                     recheck: float = 1e-4) -> float:
+@register("seq_id_accuracy", family="context", page="context", layers=CONTEXT_LAYERS, unit="fraction in [0, 1]",
+          label="Sequence identification accuracy",
+          definition="Fraction of tokens whose g = h − e is closest (cosine) to its own sequence's centroid.")
+def seq_id_accuracy(g: Matrix, seq_ids: ArrayLike, max_elements: int = 1 << 24, recheck: float = 1e-4) -> float:
     """Fraction of tokens whose context vector is closest (by cosine) to its own sequence's centroid.
 
     Centroid of sequence t: the sum of the unit vectors u_j = g_j/‖g_j‖ of its tokens (the mean direction;
@@ -198,59 +190,53 @@ def sequence_identification_accuracy(g: Matrix, seq_ids: ArrayLike, max_elements
 
 # --------------------------------------------------------------------------------------- registered metrics
 
-@register("ctx_same_all", family="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
+@register("ctx_same_all", family="context", page="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
           label="Context alignment, same sequence",
           definition="Mean cosine of g = h − e over pairs of distinct tokens of the same sequence.")
-def same_sequence_cosine(g: Rows, seq_ids: Tensor) -> float:
-    """Mean of cos(g_i, g_j) over unordered pairs i ≠ j of one sequence (`same_vs_other_cosine`'s "same")."""
-    return same_vs_other_cosine(g, seq_ids)["same"]
-
-
-@register("ctx_other", family="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
+@register("ctx_other", family="context", page="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
           label="Context alignment, other sequences",
           definition="Mean cosine of g = h − e over pairs of tokens from different sequences.")
-def other_sequence_cosine(g: Rows, seq_ids: Tensor) -> float:
-    """Mean of cos(g_i, g_j) over unordered pairs from two different sequences (`same_vs_other_cosine`)."""
-    return same_vs_other_cosine(g, seq_ids)["other"]
-
-
-@register("ctx_gap_all", family="context", layers=CONTEXT_LAYERS, unit="cosine difference in [−2, 2]",
+@register("ctx_gap_all", family="context", page="context", layers=CONTEXT_LAYERS, unit="cosine difference in [−2, 2]",
           label="Context alignment gap",
           definition="Same-sequence minus other-sequence mean cosine of g = h − e.")
-def sequence_gap(g: Rows, seq_ids: Tensor) -> float:
-    """`same_sequence_cosine` − `other_sequence_cosine`: how much more a sequence's context vectors agree
-    with each other than with other sequences'. 0 when g carries no sequence identity."""
-    return same_vs_other_cosine(g, seq_ids)["gap"]
-
-
-@register("ctx_cos_by_distance", family="context", layers=CONTEXT_LAYERS, variants=("d001", "d002", "…"),
+@register("ctx_cos_by_distance", family="context", page="context", layers=CONTEXT_LAYERS, variants=DISTANCES,
           unit="cosine in [−1, 1]", label="Context cosine by distance",
           definition="Mean cosine of g = h − e between tokens of one sequence as a function of their distance d.")
-def distance_profile(g: Rows, seq_ids: Tensor, positions: Tensor, max_distance: int,
-                     layout: BlockLayout | None = None) -> dict[str, float | None]:
-    """`cosine_by_distance` for d = 1…max_distance as variants "d001", "d002", … (None where no pair has that
-    distance)."""
-    curve = cosine_by_distance(g, seq_ids, positions, max_distance, layout)
-    return {f"d{d:03d}": None if math.isnan(v) else float(v) for d, v in enumerate(curve, start=1)}
-
-
-@register("ctx_same_window", family="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
+@register("ctx_same_window", family="context", page="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
           label="Context alignment, within the window",
           definition="Mean cosine of g = h − e over same-sequence pairs within TACO's window W.")
-def window_alignment(g: Rows, seq_ids: Tensor, positions: Tensor, window: int,
-                     layout: BlockLayout | None = None) -> float:
-    """`window_cosine`: pairs of one sequence with 1 ≤ |Δposition| ≤ (W − 1)/2, pooled over distances."""
-    return window_cosine(g, seq_ids, positions, window, layout)
-
-
-@register("ctx_gap_window", family="context", layers=CONTEXT_LAYERS, unit="cosine difference in [−2, 2]",
-          label="Context alignment gap, within the window",
+@register("ctx_gap_window", family="context", page="context", layers=CONTEXT_LAYERS,
+          unit="cosine difference in [−2, 2]", label="Context alignment gap, within the window",
           definition="Within-window minus other-sequence mean cosine of g = h − e.")
-def window_gap(g: Rows, seq_ids: Tensor, positions: Tensor, window: int,
-               layout: BlockLayout | None = None) -> float:
-    """`window_cosine` − `other_sequence_cosine`: TACO's target (neighbours in the window agree) against the
-    baseline of unrelated tokens."""
-    return window_cosine(g, seq_ids, positions, window, layout) - same_vs_other_cosine(g, seq_ids)["other"]
+def context_alignment(g: Rows, seq_ids: Tensor, positions: Tensor, window: int, max_distance: int,
+                      layout: BlockLayout | None = None) -> dict[str, float | dict[str, float | None]]:
+    """How the context vectors g = h − e of one sequence align, from one pass over all pairs and one over pairs
+    by distance (u = g/‖g‖; means over unordered pairs of distinct tokens):
+
+        ctx_same_all        = mean cos(g_i, g_j) over pairs of one sequence (`same_vs_other_cosine`),
+        ctx_other           = the same over pairs from two different sequences,
+        ctx_gap_all         = ctx_same_all − ctx_other (0 when g carries no sequence identity),
+        ctx_cos_by_distance = mean cos over pairs of one sequence with |Δposition| = d, d = 1…max_distance, as
+                              variants "d001", "d002", … (None where no pair has that distance; `cosine_by_distance`),
+        ctx_same_window     = mean cos over pairs of one sequence with 1 ≤ |Δposition| ≤ (W − 1)/2, pooled over
+                              distances (`window_cosine`),
+        ctx_gap_window      = ctx_same_window − ctx_other: TACO's target (neighbours in the window agree) against
+                              the baseline of unrelated tokens.
+
+    NaN for a mean without pairs. Raises ValueError (all names undefined) for an even or too small window or
+    max_distance < 1.
+    """
+    pairs = same_vs_other_cosine(g, seq_ids)
+    half = _check_window(window)
+    sums, counts = distance_sums(g, seq_ids, positions, max_distance, layout)
+    # the window's distances are the first (W − 1)/2 of the curve's, unless it reaches further
+    near = (sums[:half], counts[:half]) if half <= max_distance else distance_sums(g, seq_ids, positions, half, layout)
+    in_window = _pooled(*near)
+    curve = _by_distance(sums, counts)
+    return {"ctx_same_all": pairs["same"], "ctx_other": pairs["other"], "ctx_gap_all": pairs["gap"],
+            "ctx_cos_by_distance": {f"d{d:03d}": None if math.isnan(v) else float(v)
+                                    for d, v in enumerate(curve, start=1)},
+            "ctx_same_window": in_window, "ctx_gap_window": in_window - pairs["other"]}
 
 
 @dataclass(frozen=True)
@@ -306,11 +292,11 @@ def draw_tc(seq_ids: ArrayLike, positions: ArrayLike, window: int, negatives: in
     return TCDraws(token_of[idx.anchors], token_of[idx.positives], token_of[idx.negatives])
 
 
-@register("tc_loss", family="context", layers=LAST_LAYER, unit="nats",
+@register("tc_loss", family="context", page="context", layers=LAST_LAYER, unit="nats",
           label="TC loss on the probe set",
           definition="TACO's InfoNCE over g = h − e with fixed positives and negatives (meaningful for MLM runs "
                      "too).")
-def probe_tc_loss(g: Rows, tc_draws: TCDraws, tc_temperature: float) -> float:
+def tc_loss(g: Rows, tc_draws: TCDraws, tc_temperature: float) -> float:
     """TACO's token-alignment loss on the probe set, by training's implementation (`taco.objectives`).
 
     L = mean over anchors i of −log [exp(cos(g_i, g_p)/τ) / (exp(cos(g_i, g_p)/τ) + Σ_k exp(cos(g_i, g_nk)/τ))]
@@ -330,8 +316,3 @@ def probe_tc_loss(g: Rows, tc_draws: TCDraws, tc_temperature: float) -> float:
         pos = row_dots(anchors, u[draws.positives], dtype=torch.float64)
         return float(info_nce_of_cosines(pos, neg, tc_temperature))
 
-
-register("seq_id_accuracy", family="context", layers=CONTEXT_LAYERS, unit="fraction in [0, 1]",
-         label="Sequence identification accuracy",
-         definition="Fraction of tokens whose g = h − e is closest (cosine) to its own sequence's centroid."
-         )(sequence_identification_accuracy)

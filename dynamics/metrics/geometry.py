@@ -13,7 +13,7 @@ is large.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +24,7 @@ from .blas import add_gram, eigvalsh, gram_matrix
 from .checks import ArrayLike, as_labels
 from .grids import BlockLayout, shifted_pair_sums
 from .registry import ALL_LAYERS, CONTEXT_LAYERS, EMBEDDING_LAYER, register
-from .rows import Rows, as_rows, chunk_rows, dense_groups, pair_sums, structural, sum_rows, unit_rows
+from .rows import Rows, as_rows, chunk_rows, dense_groups, structural, sum_rows, unit_rows
 
 Matrix = ArrayLike | Rows
 
@@ -36,7 +36,7 @@ def _subsample(n: int, max_samples: int | None, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
 
 
-@register("anisotropy", family="geometry", layers=ALL_LAYERS, unit="cosine in [−1, 1]", label="Anisotropy",
+@register("anisotropy", family="geometry", page="geometry", layers=ALL_LAYERS, unit="cosine in [−1, 1]", label="Anisotropy",
           definition="Mean cosine similarity over all unordered pairs of distinct tokens.")
 def anisotropy(h: Matrix) -> float:
     """Mean cosine similarity over all unordered pairs of distinct tokens.
@@ -48,59 +48,62 @@ def anisotropy(h: Matrix) -> float:
     share one direction.
     """
     r = as_rows(h, "h", min_rows=2)
-    return _memo(r, "anisotropy", lambda: _ratio(*pair_sums(r.unit, r.unit_sq)))
+    return _ratio(*r.unit_pair_sums())  # from Σ u_i kept on the `Rows`: cheap again for the adjusted measures
 
 
 def _ratio(total: float, pairs: float) -> float:
     return total / pairs
 
 
-def _memo(r: Rows, key: str, compute: Callable[[], float]) -> float:
-    """A per-matrix value kept on the `Rows` (e.g. the anisotropy that three adjusted measures subtract)."""
-    if key not in r.cache:
-        r.cache[key] = compute()
-    return r.cache[key]
-
-
-@register("self_similarity", family="geometry", layers=ALL_LAYERS, unit="cosine in [−1, 1]", label="Self-similarity",
+@register("self_similarity", family="geometry", page="geometry", layers=ALL_LAYERS, unit="cosine in [−1, 1]",
+          label="Self-similarity",
           definition="Mean pairwise cosine of the occurrences of one word type, averaged over types (Ethayarajh "
                      "2019).")
-def self_similarity(h: Matrix, word_type: ArrayLike, adjust: bool = False) -> float:
-    """Ethayarajh's self-similarity: mean over word types of the mean pairwise cosine of its occurrences.
+@register("self_similarity_adj", family="geometry", page="geometry", layers=ALL_LAYERS,
+          unit="cosine difference in [−2, 2]", label="Self-similarity (anisotropy-adjusted)",
+          definition="Self-similarity minus the layer's anisotropy.")
+def self_similarity(h: Matrix, word_type: ArrayLike) -> dict[str, float]:
+    """Ethayarajh's self-similarity: mean over word types of the mean pairwise cosine of its occurrences, and the
+    same less its baseline.
 
     SelfSim(w) = 1/(n_w(n_w − 1)) Σ_{j≠k} cos(x_j, x_k) over the n_w occurrences of w (from sums of unit
-    vectors), then the unweighted mean over types with n_w ≥ 2. The adjusted form subtracts the layer's
-    anisotropy, `anisotropy(x)` over *all* rows of x (Ethayarajh's baseline: random token pairs).
+    vectors); self_similarity is the unweighted mean over types with n_w ≥ 2, and self_similarity_adj =
+    self_similarity − `anisotropy(x)` over *all* rows of x (Ethayarajh's baseline: random token pairs).
 
     Args:
         h: (n, H) all content tokens of one layer.
         word_type: (n,) word-type id per token, −1 for tokens not counted. The caller decides eligibility
             (DESIGN.md: whole words that are a single wordpiece and occur ≥ 5 times in the probe set).
-        adjust: subtract the anisotropy baseline.
-    Returns: float (NaN if no type has two occurrences).
+    Returns: {"self_similarity", "self_similarity_adj"}, floats (NaN if no type has two occurrences).
     """
     r = as_rows(h, "h")
     grouping = r.grouped(as_labels(word_type, r.n, "word_type", device=r.device))
     sums, pairs = grouping.unit_pair_sums()
     ok = (pairs > 0) & (grouping.labels >= 0)  # −1 marks tokens not counted
     if not bool(ok.any()):
-        return math.nan
+        return {"self_similarity": math.nan, "self_similarity_adj": math.nan}
     value = float((sums[ok] / pairs[ok]).mean())
-    return value - anisotropy(r) if adjust else value
+    return {"self_similarity": value, "self_similarity_adj": value - anisotropy(r)}
 
 
-@register("intra_similarity", family="geometry", layers=ALL_LAYERS, unit="cosine in [−1, 1]",
+@register("intra_similarity", family="geometry", page="geometry", layers=ALL_LAYERS, unit="cosine in [−1, 1]",
           label="Intra-sentence similarity",
           definition="Mean cosine between each token and its sequence's mean vector (Ethayarajh 2019).")
-def intra_sentence_similarity(h: Matrix, seq_ids: ArrayLike, adjust: bool = False) -> float:
-    """Ethayarajh's intra-sentence similarity: mean cosine between each token and its sentence's mean vector.
+@register("intra_similarity_adj", family="geometry", page="geometry", layers=ALL_LAYERS,
+          unit="cosine difference in [−2, 2]", label="Intra-sentence similarity (anisotropy-adjusted)",
+          definition="Intra-sentence similarity minus the layer's anisotropy.")
+def intra_similarity(h: Matrix, seq_ids: ArrayLike) -> dict[str, float]:
+    """Ethayarajh's intra-sentence similarity: mean cosine between each token and its sentence's mean vector, and
+    the same less its baseline.
 
-    IntraSim(s) = 1/n_s Σ_{i∈s} cos(x_i, m_s) with m_s = 1/n_s Σ_{i∈s} x_i (the mean of the raw vectors),
-    then the unweighted mean over sequences with ≥ 2 tokens (a one-token sentence gives 1 trivially). Here
-    a "sentence" is whatever `seq_ids` groups — in the probe, one block. The adjusted form subtracts
-    `anisotropy(x)`. Computed as (Σ_{i∈s} u_i)·m_s/‖m_s‖ / n_s: a cosine is linear in its unit vector.
+    IntraSim(s) = 1/n_s Σ_{i∈s} cos(x_i, m_s) with m_s = 1/n_s Σ_{i∈s} x_i (the mean of the raw vectors);
+    intra_similarity is the unweighted mean over sequences with ≥ 2 tokens (a one-token sentence gives 1
+    trivially), intra_similarity_adj = intra_similarity − `anisotropy(x)`. Here a "sentence" is whatever `seq_ids`
+    groups — in the probe, one block. Computed as (Σ_{i∈s} u_i)·m_s/‖m_s‖ / n_s: a cosine is linear in its unit
+    vector.
 
-    Args: h (n, H); seq_ids (n,); adjust. Returns a float (NaN if no sequence has two tokens).
+    Args: h (n, H); seq_ids (n,). Returns {"intra_similarity", "intra_similarity_adj"}, floats (NaN if no
+    sequence has two tokens).
     """
     r = as_rows(h, "h")
     grouping = r.grouped(as_labels(seq_ids, r.n, "seq_ids", device=r.device))
@@ -109,15 +112,15 @@ def intra_sentence_similarity(h: Matrix, seq_ids: ArrayLike, adjust: bool = Fals
     per_seq = (grouping.unit_sums * unit_rows(grouping.sums)).sum(1) / counts
     ok = counts >= 2
     if not bool(ok.any()):
-        return math.nan
+        return {"intra_similarity": math.nan, "intra_similarity_adj": math.nan}
     value = float(per_seq[ok].mean())
-    return value - anisotropy(r) if adjust else value
+    return {"intra_similarity": value, "intra_similarity_adj": value - anisotropy(r)}
 
 
 def explained_variance_pc1(x: Matrix, singular_values: Tensor | None = None) -> float:
     """σ₁² / Σ_k σ_k² of the *uncentred* matrix x (n, H): the share of Σ‖x_i‖² along its top direction.
 
-    Used as Ethayarajh's baseline for MEV (the first-component share of random token representations).
+    Used as Ethayarajh's baseline for MEV (the first-component share of random token representations, `mev_adj_pc1`).
     `singular_values`: x's singular values (descending), e.g. from `spectra(x)`, to skip recomputing them.
     Returns a float in [1/min(n, H), 1] (NaN for an all-zero matrix).
     """
@@ -131,42 +134,35 @@ def explained_variance_pc1(x: Matrix, singular_values: Tensor | None = None) -> 
     return float(sv[0] ** 2) / total
 
 
-@register("mev", family="geometry", layers=ALL_LAYERS, unit="share in (0, 1]", label="Maximum explainable variance",
+@register("mev", family="geometry", page="geometry", layers=ALL_LAYERS, unit="share in (0, 1]",
+          label="Maximum explainable variance",
           definition="σ₁²/Σσ² of a word type's uncentred occurrence matrix, averaged over types (Ethayarajh 2019).")
-def max_explainable_variance(
-    h: Matrix, word_type: ArrayLike, adjust: bool = False, baseline: str = "pc1"
-) -> float:
-    """Ethayarajh's maximum explainable variance, averaged over word types.
+@register("mev_adj", family="geometry", page="geometry", layers=ALL_LAYERS, unit="share difference in [−1, 1]",
+          label="MEV (anisotropy-adjusted)", definition="Maximum explainable variance minus the layer's anisotropy.")
+@register("mev_adj_pc1", family="geometry", page="geometry", layers=ALL_LAYERS, unit="share difference in [−1, 1]",
+          label="MEV (first-PC-adjusted)",
+          definition="Maximum explainable variance minus the variance share of the layer's first principal "
+                     "component.")
+def mev(h: Matrix, word_type: ArrayLike) -> dict[str, float]:
+    """Ethayarajh's maximum explainable variance, averaged over word types, and the same less either baseline.
 
     MEV(w) = σ₁² / Σ_k σ_k² for the uncentred (n_w, H) matrix of w's occurrences: how much of the word's
-    contextual variation one static vector could explain. Unweighted mean over types with n_w ≥ 2
-    (a single occurrence gives 1 trivially). Adjusted form: MEV minus a layer baseline —
-    baseline="pc1" (default, as in Ethayarajh 2019 §3.4): `explained_variance_pc1(x)` over all rows of x;
-    baseline="anisotropy": `anisotropy(x)`, the baseline DESIGN.md names for all three measures.
+    contextual variation one static vector could explain. mev is the unweighted mean over types with n_w ≥ 2
+    (a single occurrence gives 1 trivially); mev_adj = mev − `anisotropy(x)` (the baseline DESIGN.md names for
+    all three of Ethayarajh's measures) and mev_adj_pc1 = mev − `explained_variance_pc1(x)` (Ethayarajh 2019 §3.4:
+    σ₁²/Σσ² of the layer's uncentred token matrix), both baselines over all rows of x.
 
-    Args: h (n, H); word_type (n,) with −1 for tokens not counted (see `self_similarity`); adjust; baseline.
-    Returns: float in (0, 1] unadjusted (NaN if no type has two occurrences).
+    Args: h (n, H); word_type (n,) with −1 for tokens not counted (see `self_similarity`).
+    Returns: {"mev", "mev_adj", "mev_adj_pc1"}, floats, mev in (0, 1] (all NaN if no type has two occurrences).
     """
-    if baseline not in ("pc1", "anisotropy"):
-        raise ValueError(f"baseline must be 'pc1' or 'anisotropy'; got {baseline!r}")
     r = as_rows(h, "h")
-    labels = as_labels(word_type, r.n, "word_type", device=r.device)
-
-    def mean_share() -> float:
-        values = _type_top_shares(r, labels)
-        return float(values.mean()) if values.numel() else math.nan
-
-    held = r.cache.get("mev")  # the adjusted forms reuse the unadjusted value (the costly part)
-    if held is not None and held[0] is labels:
-        value = held[1]
-    else:
-        value = mean_share()
-        r.cache["mev"] = (labels, value)
+    shares = _type_top_shares(r, as_labels(word_type, r.n, "word_type", device=r.device))
+    value = float(shares.mean()) if shares.numel() else math.nan
     if math.isnan(value):
-        return math.nan
-    if not adjust:
-        return value
-    return value - (explained_variance_pc1(r) if baseline == "pc1" else anisotropy(r))
+        return {"mev": math.nan, "mev_adj": math.nan, "mev_adj_pc1": math.nan}
+    return {"mev": value,
+            "mev_adj": value - anisotropy(r),
+            "mev_adj_pc1": value - explained_variance_pc1(r)}
 
 
 def _type_top_shares(r: Rows, labels: Tensor) -> Tensor:
@@ -362,9 +358,6 @@ def _singular_values(x: Tensor) -> Tensor:
     return eigvalsh(gram).clamp_min(0).sqrt().flip(0)
 
 
-@register("rankme", family="geometry", layers=ALL_LAYERS, unit="dimensions in [1, min(N, H)]",
-          label="Effective rank (RankMe)",
-          definition="exp(−Σ p_k log p_k), p_k = σ_k/Σσ + 1e-7, of the uncentred token matrix.")
 def effective_rank(h: Matrix, center: bool = False, singular_values: Tensor | None = None) -> float:
     """RankMe effective rank (Garrido et al. 2023): exp(−Σ_k p_k log p_k), p_k = σ_k / Σ_j σ_j + 1e-7.
 
@@ -391,7 +384,20 @@ def effective_rank(h: Matrix, center: bool = False, singular_values: Tensor | No
     return float(torch.exp(-(p * torch.log(p)).sum()))
 
 
-@register("isoscore", family="geometry", layers=ALL_LAYERS, unit="score in [0, 1]", label="IsoScore",
+@register("rankme", family="geometry", page="geometry", layers=ALL_LAYERS, unit="dimensions in [1, min(N, H)]",
+          label="Effective rank (RankMe)",
+          definition="exp(−Σ p_k log p_k), p_k = σ_k/Σσ + 1e-7, of the uncentred token matrix.")
+@register("rankme_centred", family="geometry", page="geometry", layers=ALL_LAYERS,
+          unit="dimensions in [1, min(N, H)]", label="Effective rank (centred)",
+          definition="RankMe of the mean-centred token matrix.")
+def rankme(h: Matrix) -> dict[str, float]:
+    """RankMe effective rank exp(−Σ_k p_k log p_k), p_k = σ_k / Σ_j σ_j + 1e-7 (`effective_rank`), of the layer's
+    uncentred token matrix (rankme) and of the same with its column means subtracted (rankme_centred, which
+    ignores a shared offset), both from the one decomposition of the layer (`spectra`)."""
+    return {"rankme": effective_rank(h), "rankme_centred": effective_rank(h, center=True)}
+
+
+@register("isoscore", family="geometry", page="geometry", layers=ALL_LAYERS, unit="score in [0, 1]", label="IsoScore",
           definition="How uniformly variance spreads over all dimensions (Rudman et al. 2022); 1 = isotropic.")
 def isoscore(h: Matrix, covariance_eigenvalues: Tensor | None = None) -> float:
     """IsoScore (Rudman et al. 2022): how uniformly the variance of x is spread over all H dimensions.
@@ -522,7 +528,7 @@ def nearest_two(r: Rows, index: Tensor, candidates: int = 6) -> tuple[np.ndarray
     return two[:, 0].cpu().numpy(), two[:, 1].cpu().numpy()
 
 
-@register("alignment", family="geometry", layers=ALL_LAYERS, unit="squared distance in [0, 4]",
+@register("alignment", family="geometry", page="geometry", layers=ALL_LAYERS, unit="squared distance in [0, 4]",
           label="Alignment (Wang–Isola)",
           definition="Mean ‖u_i − u_{i+1}‖² over adjacent tokens of a block, unit vectors.")
 def alignment(h: Matrix, seq_ids: ArrayLike, positions: ArrayLike, layout: BlockLayout | None = None) -> float:
@@ -544,10 +550,10 @@ def alignment(h: Matrix, seq_ids: ArrayLike, positions: ArrayLike, layout: Block
     return float(sums[0] / counts[0])
 
 
-def uniformity(
+def uniformity_loss(
     x: Matrix, t: float = 2.0, max_samples: int | None = 4096, seed: int = 0, chunk_rows: int = 1024
 ) -> float:
-    """Wang–Isola uniformity: log of the mean of exp(−t‖u_i − u_j‖²) over distinct pairs of unit vectors.
+    """Wang–Isola uniformity loss: log of the mean of exp(−t‖u_i − u_j‖²) over distinct pairs of unit vectors.
 
     u = x/‖x‖ (zero rows stay zero); DESIGN.md fixes t = 2. The mean over unordered distinct pairs equals
     the mean over ordered pairs i ≠ j, which is what is summed here, block by block, so no (n, n) matrix is
@@ -593,47 +599,7 @@ def mean_norm(x: Matrix) -> float:
 
 # --------------------------------------------------------------------------------------- registered metrics
 
-@register("self_similarity_adj", family="geometry", layers=ALL_LAYERS, unit="cosine difference in [−2, 2]",
-          label="Self-similarity (anisotropy-adjusted)", definition="Self-similarity minus the layer's anisotropy.")
-def self_similarity_adjusted(h: Matrix, word_type: ArrayLike) -> float:
-    """`self_similarity(h, word_type)` − `anisotropy(h)` (Ethayarajh's baseline: random token pairs)."""
-    return self_similarity(h, word_type, adjust=True)
-
-
-@register("intra_similarity_adj", family="geometry", layers=ALL_LAYERS, unit="cosine difference in [−2, 2]",
-          label="Intra-sentence similarity (anisotropy-adjusted)",
-          definition="Intra-sentence similarity minus the layer's anisotropy.")
-def intra_sentence_similarity_adjusted(h: Matrix, seq_ids: ArrayLike) -> float:
-    """`intra_sentence_similarity(h, seq_ids)` − `anisotropy(h)`."""
-    return intra_sentence_similarity(h, seq_ids, adjust=True)
-
-
-@register("mev_adj", family="geometry", layers=ALL_LAYERS, unit="share difference in [−1, 1]",
-          label="MEV (anisotropy-adjusted)", definition="Maximum explainable variance minus the layer's anisotropy.")
-def mev_adjusted(h: Matrix, word_type: ArrayLike) -> float:
-    """`max_explainable_variance(h, word_type)` − `anisotropy(h)` (the baseline DESIGN.md names for all three
-    of Ethayarajh's measures)."""
-    return max_explainable_variance(h, word_type, adjust=True, baseline="anisotropy")
-
-
-@register("mev_adj_pc1", family="geometry", layers=ALL_LAYERS, unit="share difference in [−1, 1]",
-          label="MEV (first-PC-adjusted)",
-          definition="Maximum explainable variance minus the variance share of the layer's first principal "
-                     "component.")
-def mev_adjusted_pc1(h: Matrix, word_type: ArrayLike) -> float:
-    """`max_explainable_variance(h, word_type)` − `explained_variance_pc1(h)` (Ethayarajh 2019 §3.4: σ₁²/Σσ² of
-    the layer's uncentred token matrix)."""
-    return max_explainable_variance(h, word_type, adjust=True, baseline="pc1")
-
-
-@register("rankme_centred", family="geometry", layers=ALL_LAYERS, unit="dimensions in [1, min(N, H)]",
-          label="Effective rank (centred)", definition="RankMe of the mean-centred token matrix.")
-def effective_rank_centred(h: Matrix) -> float:
-    """`effective_rank(h, center=True)`: RankMe of h minus its column means (ignores a shared offset)."""
-    return effective_rank(h, center=True)
-
-
-@register("twonn", family="geometry", layers=ALL_LAYERS, unit="dimensions", label="Intrinsic dimension (TwoNN)",
+@register("twonn", family="geometry", page="geometry", layers=ALL_LAYERS, unit="dimensions", label="Intrinsic dimension (TwoNN)",
           definition="Facco et al. 2017: from the ratio of second to first neighbour distances (duplicates "
                      "collapsed).")
 def twonn(neighbours: Matrix, seed: int) -> float:
@@ -642,28 +608,30 @@ def twonn(neighbours: Matrix, seed: int) -> float:
     return twonn_dimension(neighbours, seed=seed, max_samples=None)
 
 
-@register("uniformity", family="geometry", layers=ALL_LAYERS, unit="log-mean ≤ 0", label="Uniformity (Wang–Isola)",
+@register("uniformity", family="geometry", page="geometry", layers=ALL_LAYERS, unit="log-mean ≤ 0",
+          label="Uniformity (Wang–Isola)",
           definition="log mean exp(−2‖u_i − u_j‖²) over distinct pairs of unit vectors.")
-def neighbour_uniformity(neighbours: Matrix) -> float:
-    """`uniformity` (t = 2) over all distinct pairs of the probe's fixed neighbour subsample."""
-    return uniformity(neighbours, max_samples=None)
+def uniformity(neighbours: Matrix) -> float:
+    """`uniformity_loss` (t = 2): log mean exp(−2‖u_i − u_j‖²) over all distinct pairs of the probe's fixed
+    neighbour subsample."""
+    return uniformity_loss(neighbours, max_samples=None)
 
 
-@register("norm_h", family="geometry", layers=ALL_LAYERS, unit="L2 norm", label="Norm of h",
+@register("norm_h", family="geometry", page="geometry", layers=ALL_LAYERS, unit="L2 norm", label="Norm of h",
           definition="Mean L2 norm of the hidden states h_l.")
 def norm_h(h: Matrix) -> float:
     """`mean_norm(h)`: mean ‖h_l(i)‖ over content tokens."""
     return mean_norm(h)
 
 
-@register("norm_e", family="geometry", layers=EMBEDDING_LAYER, unit="L2 norm", label="Norm of e",
+@register("norm_e", family="geometry", page="geometry", layers=EMBEDDING_LAYER, unit="L2 norm", label="Norm of e",
           definition="Mean L2 norm of the embedding-layer output e (layer 0).")
 def norm_e(e: Matrix) -> float:
     """`mean_norm(e)`: mean ‖e(i)‖ over content tokens (stored at layer 0)."""
     return mean_norm(e)
 
 
-@register("norm_g", family="geometry", layers=CONTEXT_LAYERS, unit="L2 norm", label="Norm of g",
+@register("norm_g", family="geometry", page="geometry", layers=CONTEXT_LAYERS, unit="L2 norm", label="Norm of g",
           definition="Mean L2 norm of the context vectors g_l = h_l − e.")
 def norm_g(g: Matrix) -> float:
     """`mean_norm(g)`: mean ‖h_l(i) − e(i)‖ over content tokens (layers ≥ 1)."""

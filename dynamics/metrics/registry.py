@@ -1,10 +1,17 @@
 """The metric registry: every stored metric name, once, on the function that computes exactly its stored value.
 
-A registration (in the spirit of lm-evaluation-harness's registry) names the metric and says where it lives:
+A registration (in the spirit of lm-evaluation-harness's registry) names the metric, says where it lives and
+which app page shows it; the function bears the stored name it computes:
 
-    @register("anisotropy", family="geometry", layers=ALL_LAYERS, label="Anisotropy", unit="cosine in [−1, 1]",
-              definition="Mean cosine similarity over all unordered pairs of distinct tokens.")
+    @register("anisotropy", family="geometry", page="geometry", layers=ALL_LAYERS, label="Anisotropy",
+              unit="cosine in [−1, 1]", definition="Mean cosine similarity over all unordered pairs of distinct tokens.")
     def anisotropy(h: Matrix) -> float: ...
+
+Names computed together. A function whose stored names share their work (a value and its baseline-adjusted form,
+the same-sequence and other-sequence means of one pass) computes them in one call: it carries one `@register` per
+stored name, each with its own label, unit, definition and variants (same family, scope and layers), is named
+after them (the first name, or what they measure, e.g. `rogue_shares`), and returns {stored name: value}. So every stored name leads, through its registration,
+to the one function that computes it, and no function shares a stored value with another through a cache.
 
 The probe (`dynamics.families.measure`) computes what the registry lists; the report and the app take labels,
 definitions, units and "defined in" (the registered function's module and name, right by construction) from it;
@@ -12,11 +19,12 @@ definitions, units and "defined in" (the registered function's module and name, 
 function, one registration and one reference test.
 
 Calling convention. A registered function's parameters are named after the probe's *inputs* (`INPUTS` below);
-the probe binds them by name, so `def self_similarity_adjusted(h, word_type)` receives the layer's hidden states
+the probe binds them by name, so `def self_similarity(h, word_type)` receives the layer's hidden states
 and the word-type labels. Parameters with a default that are not inputs keep their default. An input that is
 None for this model or layer (e.g. `masked` without an MLM head, `g` at layer 0) means "not applicable": the
 metric is skipped without a row. A ValueError from the function means "undefined here": the row is stored as
-NULL with a note. The function returns a float (variant "all"), None (NULL), or a mapping variant → value.
+NULL with a note (every name of a function that computes several). The value of a name is a float (variant
+"all"), None (NULL), or a mapping variant → value.
 
 Scopes: "layer" metrics are computed per layer from that layer's inputs; "snapshot" metrics once per snapshot
 (stored at layer 0); "layer_pair" metrics per layer l ≥ 1 from the layer × layer CKA matrix; "series" metrics per
@@ -40,6 +48,8 @@ EMBEDDING_LAYER = "0"
 
 SCOPES = ("layer", "snapshot", "layer_pair", "series")
 FAMILIES = ("anchors", "drift", "context", "geometry", "cka_steps", "ln_outliers", "acquisition")
+# The app's pages that show stored metrics (app/views/<page>.py): each registration names the one that shows it.
+PAGES = ("anchors", "context", "geometry", "cka", "acquisition")
 BINNED = ("all", "frequent", "medium", "rare")  # overall mean and per token-frequency bin (3 bins)
 DISTANCES = ("d001", "d002", "…")  # one variant per distance d = 1…max_distance
 
@@ -91,6 +101,7 @@ class Metric:
     definition: str
     unit: str
     fn: Callable[..., Any]
+    page: str  # the app page that shows it (one of `PAGES`)
 
     @property
     def module(self) -> str:
@@ -114,9 +125,16 @@ class Metric:
         """False when an input the function needs is None for this model or layer."""
         return all(_get(inputs, p) is not None for p in self.parameters)
 
+    @property
+    def together(self) -> tuple[str, ...]:
+        """The stored names its function computes in one call (this one alone for most)."""
+        return tuple(n for n, m in REGISTRY.items() if m.fn is self.fn) or (self.name,)
+
     def __call__(self, inputs: Mapping[str, Any] | Any) -> Any:
-        """Call the function with its parameters bound by name from `inputs` (a mapping or an object)."""
-        return self.fn(**{p: _get(inputs, p) for p in self.parameters})
+        """This name's value: the function called with its parameters bound by name from `inputs` (a mapping or
+        an object); for a function that computes several names, this name's entry of its {name: value}."""
+        value = self.fn(**{p: _get(inputs, p) for p in self.parameters})
+        return value[self.name] if len(self.together) > 1 else value
 
 
 def _get(inputs: Mapping[str, Any] | Any, name: str) -> Any:
@@ -126,16 +144,20 @@ def _get(inputs: Mapping[str, Any] | Any, name: str) -> Any:
 REGISTRY: dict[str, Metric] = {}
 
 
-def register(name: str, *, family: str, layers: str, label: str, definition: str, unit: str,
+def register(name: str, *, family: str, page: str, layers: str, label: str, definition: str, unit: str,
              variants: tuple[str, ...] = ("all",), scope: str = "layer") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register the decorated function as the one that computes metric `name` (see the module docstring).
+    """Register the decorated function as the one that computes metric `name`, shown on app page `page` (see the
+    module docstring).
 
-    A function may be registered under several names only if it computes each of them (it never is here: one
-    name, one function)."""
+    Stacked registrations on one function declare the names it computes together (it then returns {name: value});
+    they must agree on family, scope and layers, since the function is called once for all of them, and are
+    listed in the order they are written (decorators apply bottom-up)."""
     if family not in FAMILIES:
         raise ValueError(f"{name}: unknown family {family!r}; one of {FAMILIES}")
     if scope not in SCOPES:
         raise ValueError(f"{name}: unknown scope {scope!r}; one of {SCOPES}")
+    if page not in PAGES:
+        raise ValueError(f"{name}: unknown page {page!r}; one of {PAGES}")
     if not definition.endswith(".") or "\n" in definition:
         raise ValueError(f"{name}: the definition is one sentence ending in a full stop")
 
@@ -146,7 +168,21 @@ def register(name: str, *, family: str, layers: str, label: str, definition: str
                    if p not in INPUTS and spec.default is inspect.Parameter.empty]
         if unknown:
             raise ValueError(f"{name}: parameters {unknown} of {fn.__qualname__} are not probe inputs")
-        REGISTRY[name] = Metric(name, family, scope, layers, tuple(variants), label, definition, unit, fn)
+        metric = Metric(name, family, scope, layers, tuple(variants), label, definition, unit, fn, page)
+        together = [n for n, m in REGISTRY.items() if m.fn is fn and n != name]
+        if together:
+            first = REGISTRY[together[0]]
+            if (first.family, first.scope, first.layers) != (family, scope, layers):
+                raise ValueError(f"{name}: {fn.__qualname__} computes {together} in the same call, so it needs their "
+                                 f"family, scope and layers ({first.family}, {first.scope}, {first.layers})")
+            # the decorator written above the others is applied after them: it goes first
+            items = [(n, m) for n, m in REGISTRY.items() if n != name]
+            at = [n for n, _ in items].index(together[0])
+            items.insert(at, (name, metric))
+            REGISTRY.clear()
+            REGISTRY.update(items)
+        else:
+            REGISTRY[name] = metric
         return fn
 
     return decorate
@@ -208,7 +244,11 @@ class Computation:
 
     def __call__(self, inputs: Mapping[str, Any] | Any) -> dict[str, Any]:
         value = self.metrics[0].fn(**{p: _get(inputs, p) for p in self.parameters})
-        return {self.metrics[0].name: value} if len(self.metrics) == 1 else dict(value)
+        if len(self.metrics) == 1:
+            return {self.metrics[0].name: value}
+        if set(value) != set(self.names):  # a programming error, not "undefined here"
+            raise TypeError(f"{self.fn.__qualname__} returned {sorted(value)}; it computes {list(self.names)}")
+        return {n: value[n] for n in self.names}
 
 
 def computations(family: str, scope: str = "layer") -> list[Computation]:
@@ -228,11 +268,11 @@ def layer_range(spec: str, last: int) -> range:
 
 def markdown_table() -> str:
     """The table of metrics in docs/metrics.md, generated from the registry."""
-    lines = ["| metric | family | layers | variants | unit | definition | defined in |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| metric | family | page | layers | variants | unit | definition | defined in |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m in load().values():
         variants = "/".join(m.variants) if m.variants != ("all",) else "all"
-        lines.append(f"| `{m.name}` | {m.family} | {m.layers} | {variants} | {m.unit} | {m.definition} | "
+        lines.append(f"| `{m.name}` | {m.family} | {m.page} | {m.layers} | {variants} | {m.unit} | {m.definition} | "
                      f"`{m.pointer}` |")
     return "\n".join(lines) + "\n"
 

@@ -17,18 +17,16 @@ from torch import Tensor
 
 from .geometry import Matrix, centred_gram
 from .registry import ALL_LAYERS, register
-from .rows import as_rows, chunk_rows, sum_rows, unit_rows
+from .rows import as_rows, chunk_rows, unit_rows
 
 
 def dimension_contributions(h: Matrix) -> Tensor:
     """(H,) float64 C_d, each dimension's contribution to the mean pairwise cosine (module docstring); they sum
     to `anisotropy(h)`. Args: h (n, H), n ≥ 2."""
     r = as_rows(h, "h", min_rows=2)
-    if "rogue_contributions" not in r.cache:
-        sums = sum_rows(r.unit)
-        squares = _column_squares(r.unit)
-        r.cache["rogue_contributions"] = (sums * sums - squares) / (r.n * (r.n - 1))
-    return r.cache["rogue_contributions"]
+    sums = r.unit_column_sums
+    squares = _column_squares(r.unit)
+    return (sums * sums - squares) / (r.n * (r.n - 1))
 
 
 def _column_squares(x: Tensor) -> Tensor:
@@ -41,34 +39,33 @@ def _column_squares(x: Tensor) -> Tensor:
     return squares
 
 
-def _top_share(h: Matrix, k: int) -> float | None:
-    c = dimension_contributions(h)
+def _top_share(c: Tensor, k: int) -> float | None:
     total = float(c.sum())
     if total <= 0:
         return None  # no positive anisotropy to apportion
     return float(torch.topk(c, min(k, c.numel())).values.sum()) / total
 
 
-@register("rogue_top1_share", family="geometry", layers=ALL_LAYERS, unit="share (> 1 when others are negative)",
-          label="Anisotropy share of the top dimension",
+@register("rogue_top1_share", family="geometry", page="geometry", layers=ALL_LAYERS,
+          unit="share (> 1 when others are negative)", label="Anisotropy share of the top dimension",
           definition="Largest per-dimension contribution C_d to the mean pairwise cosine, over their sum "
                      "(Timkey & van Schijndel 2021); undefined when the mean cosine is ≤ 0.")
-def rogue_top1_share(h: Matrix) -> float | None:
-    """max_d C_d / Σ_d C_d (module docstring): the share of the layer's mean pairwise cosine carried by its most
-    contributing dimension; None when Σ_d C_d ≤ 0."""
-    return _top_share(h, 1)
-
-
-@register("rogue_top3_share", family="geometry", layers=ALL_LAYERS, unit="share (> 1 when others are negative)",
-          label="Anisotropy share of the top 3 dimensions",
+@register("rogue_top3_share", family="geometry", page="geometry", layers=ALL_LAYERS,
+          unit="share (> 1 when others are negative)", label="Anisotropy share of the top 3 dimensions",
           definition="Sum of the 3 largest per-dimension contributions C_d to the mean pairwise cosine, over their "
                      "sum; undefined when the mean cosine is ≤ 0.")
-def rogue_top3_share(h: Matrix) -> float | None:
-    """(sum of the 3 largest C_d) / Σ_d C_d; None when Σ_d C_d ≤ 0."""
-    return _top_share(h, 3)
+def rogue_shares(h: Matrix) -> dict[str, float | None]:
+    """The shares of the layer's mean pairwise cosine carried by its most contributing dimensions, from one set of
+    contributions C_d (`dimension_contributions`, module docstring):
+
+        rogue_top1_share = max_d C_d / Σ_d C_d,   rogue_top3_share = (sum of the 3 largest C_d) / Σ_d C_d;
+
+    None when Σ_d C_d ≤ 0 (no positive anisotropy to apportion)."""
+    c = dimension_contributions(h)
+    return {"rogue_top1_share": _top_share(c, 1), "rogue_top3_share": _top_share(c, 3)}
 
 
-@register("anisotropy_standardised", family="geometry", layers=ALL_LAYERS, unit="cosine in [−1, 1]",
+@register("anisotropy_standardised", family="geometry", page="geometry", layers=ALL_LAYERS, unit="cosine in [−1, 1]",
           label="Anisotropy after standardising dimensions",
           definition="Mean pairwise cosine after z-scoring every dimension over the probe tokens (a dimension "
                      "with no variance set to 0): what is left once no dimension dominates.")
@@ -111,7 +108,7 @@ def outlier_dimensions(weight: Tensor | np.ndarray) -> np.ndarray:
     return np.abs(w - w.mean()) > OUTLIER_STD * std if std > 0 else np.zeros(w.size, dtype=bool)
 
 
-@register("ln_outlier_dims", family="geometry", layers=ALL_LAYERS, unit="dimensions",
+@register("ln_outlier_dims", family="geometry", page="geometry", layers=ALL_LAYERS, unit="dimensions",
           label="LayerNorm outlier dimensions",
           definition="Number of dimensions whose LayerNorm scale γ_d is more than 3 standard deviations from the "
                      "mean of γ (Kovaleva et al. 2021); layer l's norm is the last one inside block l − 1.")
@@ -120,7 +117,7 @@ def ln_outlier_dims(norm_weight: Tensor) -> float:
     return float(outlier_dimensions(norm_weight).sum())
 
 
-@register("ln_outlier_persistence", family="ln_outliers", layers=ALL_LAYERS, scope="series",
+@register("ln_outlier_persistence", family="ln_outliers", page="geometry", layers=ALL_LAYERS, scope="series",
           unit="fraction in [0, 1]", label="LayerNorm outliers already in place",
           definition="Share of the last measured snapshot's LayerNorm outlier dimensions of a layer that are outlier "
                      "dimensions at this snapshot already.")

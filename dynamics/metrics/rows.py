@@ -111,8 +111,9 @@ class Rows:
         self._unit: Tensor | None = None
         self._gram: Tensor | None = None
         self._sums: Tensor | None = None
+        self._unit_sums: Tensor | None = None
         self._groups: dict[int, tuple[Tensor, Grouping]] = {}
-        self.cache: dict[str, Tensor] = {}  # other per-matrix results one metric leaves for another
+        self.cache: dict[str, Any] = {}  # intermediates several metrics decompose (spectra, centred Gram matrix)
 
     @property
     def n(self) -> int:
@@ -149,6 +150,18 @@ class Rows:
         if self._sums is None:
             self._sums = sum_rows(self.x)
         return self._sums
+
+    @property
+    def unit_column_sums(self) -> Tensor:
+        """(dim,) float64 Σ_i u_i of the unit rows (`sum_rows`): the pair sums of every mean pairwise cosine and
+        the per-dimension contributions to it (`rogue`) start from it."""
+        if self._unit_sums is None:
+            self._unit_sums = sum_rows(self.unit)
+        return self._unit_sums
+
+    def unit_pair_sums(self) -> tuple[float, float]:
+        """`pair_sums` of the unit rows: Σ_{i<j} u_i·u_j and the number of pairs n(n − 1)/2."""
+        return pair_sums(self.unit, self.unit_sq, self.unit_column_sums)
 
     @property
     def safe_norms(self) -> Tensor:
@@ -205,7 +218,7 @@ class Rows:
         sub.x, sub.name, sub.workspace, sub.overwrite = self.x[index], self.name, None, False
         sub._norms = None if self._norms is None else self._norms[index]
         sub._unit = None if self._unit is None else self._unit[index]
-        sub._gram, sub._sums, sub._groups, sub.cache = None, None, {}, {}
+        sub._gram, sub._sums, sub._unit_sums, sub._groups, sub.cache = None, None, None, {}, {}
         return sub
 
 
@@ -296,15 +309,16 @@ def dense_groups(labels: Tensor) -> tuple[Tensor, int]:
     return inverse, int(uniq.numel())
 
 
-def pair_sums(u: Tensor, sq: Tensor | None = None) -> tuple[float, float]:
+def pair_sums(u: Tensor, sq: Tensor | None = None, total: Tensor | None = None) -> tuple[float, float]:
     """Sum of u_i·u_j over unordered pairs i < j, and the number of such pairs, in O(n·dim).
 
     Σ_{i<j} u_i·u_j = (‖Σ_i u_i‖² − Σ_i ‖u_i‖²) / 2, exact for any vectors (for unit rows the subtracted
     term is n, the identity quoted in DESIGN.md; zero rows contribute 0 to the sum but still count as pairs).
-    `sq`: the (n,) ‖u_i‖² if known (e.g. `Rows.unit_sq`). Accumulated in float64.
+    `sq`: the (n,) ‖u_i‖² if known (e.g. `Rows.unit_sq`); `total`: Σ_i u_i if known (`Rows.unit_column_sums`).
+    Accumulated in float64.
     """
     n = u.shape[0]
-    total = sum_rows(u)
+    total = sum_rows(u) if total is None else total
     sq_sum = float((row_dots(u, u) if sq is None else sq).sum())
     s = (float(total @ total) - sq_sum) / 2
     return s, n * (n - 1) / 2

@@ -244,7 +244,7 @@ def _curves(aoa_x0: np.ndarray, frequency: np.ndarray, counts: np.ndarray | None
 def test_frequent_words_learned_first_give_rho_minus_one() -> None:
     x0 = np.linspace(0.8, 2.4, 12)
     wc = _curves(x0, np.array([10 ** (6 - i) for i in range(12)]))  # the most frequent word has the earliest x0
-    out = A.aoa_frequency_spearman(wc)
+    out = A.aoa_freq_spearman(wc)
     assert out["all"] == pytest.approx(-1.0) and out["ci_low"] == pytest.approx(-1.0)
     assert out["ci_high"] == pytest.approx(-1.0)
     assert A.aoa_fitted_share(wc) == 1.0
@@ -256,7 +256,7 @@ def test_bootstrap_interval_brackets_rho_and_is_seeded() -> None:
     rng = np.random.default_rng(2)
     x0 = rng.uniform(0.8, 2.4, 30)
     freq = (10 ** (6 - 2 * x0 + rng.normal(0, 0.5, 30))).astype(np.int64) + 1
-    a, b = A.aoa_frequency_spearman(_curves(x0, freq)), A.aoa_frequency_spearman(_curves(x0, freq))
+    a, b = A.aoa_freq_spearman(_curves(x0, freq)), A.aoa_freq_spearman(_curves(x0, freq))
     assert a == b and a["ci_low"] < a["all"] < a["ci_high"] < 0
 
 
@@ -267,4 +267,4 @@ def test_types_without_occurrences_or_frequency_are_left_out() -> None:
     aoa, logf = wc.correlated()
     assert aoa.size == 4 and np.allclose(logf, np.log10([100, 50, 30, 20]))  # frequency 0: unknown
     with pytest.raises(ValueError, match="need 3"):
-        A.aoa_frequency_spearman(_curves(x0[:2], np.array([5, 4])))
+        A.aoa_freq_spearman(_curves(x0[:2], np.array([5, 4])))

@@ -8,10 +8,11 @@ import torch
 
 from dynamics.metrics.anchors import (
     anchor_drift,
-    anchor_similarity,
+    anchor_sim_word,
     assign_frequency_bins,
     by_bin,
     cosine_rows,
+    drift_cosines,
     frequency_bin_names,
     frequency_bins,
     mean_by_bin,
@@ -41,17 +42,17 @@ def test_cosine_rows_matches_torch_and_is_scale_invariant():
 
 def _anchor(h: torch.Tensor, emb: torch.Tensor, bins: np.ndarray | None = None) -> dict:
     bins = np.zeros(h.shape[0], dtype=np.int64) if bins is None else bins
-    return anchor_similarity(Rows(h), Rows(emb), bins, ("frequent", "medium", "rare"))
+    return anchor_sim_word(Rows(h), Rows(emb), bins, ("frequent", "medium", "rare"))
 
 
-def test_anchor_similarity_of_embedding_rows_is_one_and_of_negated_is_minus_one():
+def test_anchor_sim_word_of_embedding_rows_is_one_and_of_negated_is_minus_one():
     emb = torch.randn(100, 32, generator=_gen())
     ids = torch.randint(0, 100, (400,), generator=_gen(1))
     assert _anchor(emb[ids], emb[ids])["all"] == pytest.approx(1.0)
     assert _anchor(-2.0 * emb[ids], emb[ids])["all"] == pytest.approx(-1.0)
 
 
-def test_anchor_similarity_of_orthogonal_rows_is_zero_and_bins_split_the_mean():
+def test_anchor_sim_word_of_orthogonal_rows_is_zero_and_bins_split_the_mean():
     h = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [1.0, 1.0, 0.0]])
     e = torch.tensor([[0.0, 5.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
     out = _anchor(h, e, np.array([0, 0, 2]))
@@ -65,7 +66,7 @@ def test_by_bin_means_overall_and_per_bin_with_empty_bins_as_none():
     assert by_bin(torch.zeros(0), np.zeros(0, dtype=np.int64), ("a",)) == {"all": None, "a": None}
 
 
-def test_anchor_similarity_is_not_stored_when_widths_differ():
+def test_anchor_sim_word_is_not_stored_when_widths_differ():
     assert _anchor(torch.ones(3, 4), torch.ones(3, 5)) == {}
 
 
@@ -145,15 +146,29 @@ def test_mean_by_bin_per_occurrence_and_empty_bin():
     assert list(frequency_bin_names(3)) == ["frequent", "medium", "rare"]
 
 
-def test_anchor_drift_is_one_at_the_end_and_zero_for_orthogonal_rows():
+def test_drift_cosines_are_one_at_the_end_and_zero_for_orthogonal_rows():
     e_final = torch.randn(20, 8, generator=_gen())
-    torch.testing.assert_close(anchor_drift(e_final * 2, e_final), torch.ones(20, dtype=torch.float64))
+    torch.testing.assert_close(drift_cosines(e_final * 2, e_final), torch.ones(20, dtype=torch.float64))
     e_step = e_final.clone()
     e_step[3] = torch.zeros(8)
     e_step[3, 0], e_step[3, 1] = -e_final[3, 1], e_final[3, 0]  # a vector orthogonal to e_final[3]
     e_final[3, 2:] = 0
-    drift = anchor_drift(e_step, e_final)
+    drift = drift_cosines(e_step, e_final)
     assert drift.shape == (20,) and drift[3].item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_anchor_drift_averages_the_row_cosines_over_the_vocabulary_and_the_probe_types():
+    # rows 0-5 end where they are (cos 1) except row 4, turned by 90° (cos 0), and row 5, reversed (cos −1)
+    e_final = np.eye(6, 4, dtype=np.float32) + np.eye(6, 4, k=-2, dtype=np.float32)
+    e_step = e_final.copy()
+    e_step[4] = [0, 0, 0, 1]  # e_final[4] = [0, 0, 1, 0]
+    e_step[5] = -e_final[5]
+    out = anchor_drift(e_step, e_final, special_ids=np.array([0, 5, 99]), probe_tokens=np.array([4, 1, 4, 5, 1]),
+                       freq_bin=np.array([2, 0, 2, 1, 0]), bin_names=("frequent", "medium", "rare"))
+    assert set(out) == {"anchor_drift", "anchor_drift_probe"}
+    assert out["anchor_drift"] == pytest.approx(3 / 4)  # rows 1-4 (0 and 5 special): 1, 1, 1, 0
+    # probe types 1, 4, 5 once each (cos 1, 0, −1), in the bins of their first occurrence
+    assert out["anchor_drift_probe"] == pytest.approx({"all": 0.0, "frequent": 1.0, "medium": -1.0, "rare": 0.0})
 
 
 def test_bad_shapes_raise_value_error():
@@ -161,5 +176,5 @@ def test_bad_shapes_raise_value_error():
         cosine_rows(torch.zeros(3), torch.zeros(3))
     with pytest.raises(ValueError, match="same shape"):
         cosine_rows(torch.zeros(3, 4), torch.zeros(3, 5))
-    with pytest.raises(ValueError, match="same shape"):
-        anchor_drift(torch.zeros(3, 4), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="differs from the final snapshot"):
+        drift_cosines(torch.zeros(3, 4), torch.zeros(2, 4))

@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from dynamics.metrics.context import (
+    context_alignment,
     cosine_by_distance,
     distance_sums,
     draw_tc,
-    probe_tc_loss,
     same_vs_other_cosine,
-    sequence_identification_accuracy,
+    seq_id_accuracy,
+    tc_loss,
     window_cosine,
 )
 from dynamics.metrics.rows import Rows
@@ -111,6 +112,28 @@ def test_sparse_positions_take_the_lookup_path_with_the_same_result():
     np.testing.assert_array_equal(got_counts, counts)
 
 
+@pytest.mark.parametrize("window", [5, 11])  # the window within the curve's distances, and beyond them
+def test_context_alignment_computes_its_six_names_from_the_explicit_pair_means(window):
+    x, seq_ids, positions = _ragged()
+    c = _explicit_cosines(x)
+    n = len(seq_ids)
+    same = c[(seq_ids[:, None] == seq_ids[None, :]) & ~torch.eye(n, dtype=torch.bool)].mean().item()
+    other = c[seq_ids[:, None] != seq_ids[None, :]].mean().item()
+    half = (window - 1) // 2
+    sums, counts = _explicit_by_distance(x, seq_ids, positions, max(4, half))
+    in_window = sums[:half].sum() / counts[:half].sum()
+    out = context_alignment(Rows(x), seq_ids, positions, window=window, max_distance=4)
+    assert list(out) == ["ctx_same_all", "ctx_other", "ctx_gap_all", "ctx_cos_by_distance", "ctx_same_window",
+                         "ctx_gap_window"]
+    assert out["ctx_same_all"] == pytest.approx(same, abs=1e-12)
+    assert out["ctx_other"] == pytest.approx(other, abs=1e-12)
+    assert out["ctx_gap_all"] == pytest.approx(same - other, abs=1e-12)
+    assert out["ctx_cos_by_distance"] == pytest.approx({f"d{d:03d}": sums[d - 1] / counts[d - 1] for d in range(1, 5)},
+                                                       abs=1e-12)
+    assert out["ctx_same_window"] == pytest.approx(in_window, abs=1e-12)
+    assert out["ctx_gap_window"] == pytest.approx(in_window - other, abs=1e-12)
+
+
 def test_cosine_by_distance_recovers_an_analytic_profile():
     # g at position p is the unit vector at angle θp, so cos at distance d is exactly cos(θd).
     theta, length = 0.3, 12
@@ -155,23 +178,23 @@ def test_sequence_identification_matches_explicit_leave_one_out():
     x, seq_ids, _ = _ragged(seed=4)
     seq_ids = seq_ids.clone()
     seq_ids[0] = 99  # a one-token sequence: skipped as a query, kept as a candidate
-    acc = sequence_identification_accuracy(x, seq_ids, max_elements=7)
+    acc = seq_id_accuracy(x, seq_ids, max_elements=7)
     assert acc == pytest.approx(_explicit_identification(x, seq_ids))
 
 
 def test_sequence_identification_high_for_shared_vectors_and_near_chance_without():
     x, seq_ids, _ = _blocks()
-    assert sequence_identification_accuracy(x, seq_ids) > 0.95
+    assert seq_id_accuracy(x, seq_ids) > 0.95
     shuffled = seq_ids[torch.randperm(len(seq_ids), generator=_gen(5))]
-    assert sequence_identification_accuracy(x, shuffled) < 0.2  # chance is 1/20
+    assert seq_id_accuracy(x, shuffled) < 0.2  # chance is 1/20
 
 
 def test_sequence_identification_leave_one_out_removes_self_match():
     # Pure noise in two-token sequences: with the token inside its own centroid it would match itself.
     x = torch.randn(200, 64, generator=_gen(6))
     seq_ids = torch.arange(100).repeat_interleave(2)
-    assert sequence_identification_accuracy(x, seq_ids) < 0.1
-    assert sequence_identification_accuracy(torch.zeros(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])) == 0.0
+    assert seq_id_accuracy(x, seq_ids) < 0.1
+    assert seq_id_accuracy(torch.zeros(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])) == 0.0
 
 
 def _sampler_data():
@@ -275,17 +298,17 @@ def _naive_info_nce(g, pos_idx, neg_idx, temperature):
 
 
 def _probe_loss(g, seq_ids, positions, window=5, negatives=50, temperature=0.07, seed=0):
-    return probe_tc_loss(Rows(g), draw_tc(seq_ids, positions, window, negatives, _gen(seed)), temperature)
+    return tc_loss(Rows(g), draw_tc(seq_ids, positions, window, negatives, _gen(seed)), temperature)
 
 
-def test_probe_tc_loss_matches_a_naive_loop_on_its_draws():
+def test_tc_loss_matches_a_naive_loop_on_its_draws():
     x, seq_ids, positions = _blocks(n_seq=4, length=10, dim=6, signal=0.7)
     pos_idx, neg_idx = sample_tc_indices(seq_ids, positions, window=5, negatives=9, generator=_gen(1))
     ref = _naive_info_nce(x.double(), pos_idx, neg_idx, 0.07)
     assert _probe_loss(x, seq_ids, positions, 5, 9, 0.07, seed=1) == pytest.approx(ref, rel=1e-10)
 
 
-def test_probe_tc_loss_equals_the_training_loss_on_identical_draws():
+def test_tc_loss_equals_the_training_loss_on_identical_draws():
     """One implementation: the probe-set TC loss is `taco.objectives`' sampler and InfoNCE on the probe's tokens."""
     from taco.objectives import sample_tc_indices as train_sampler
     from taco.objectives import tc_loss as train_tc_loss
@@ -323,6 +346,6 @@ def test_bad_shapes_raise_value_error():
     with pytest.raises(ValueError, match="seq_ids must have shape"):
         same_vs_other_cosine(torch.zeros(5, 2), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="integers"):
-        sequence_identification_accuracy(torch.zeros(5, 2), torch.zeros(5))
+        seq_id_accuracy(torch.zeros(5, 2), torch.zeros(5))
     with pytest.raises(ValueError, match="temperature"):
         _probe_loss(torch.randn(4, 2), torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1]), 3, 1, temperature=0)

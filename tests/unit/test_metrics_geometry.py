@@ -12,14 +12,15 @@ from dynamics.metrics.geometry import (
     anisotropy,
     effective_rank,
     explained_variance_pc1,
-    intra_sentence_similarity,
+    intra_similarity,
     isoscore,
-    max_explainable_variance,
     mean_norm,
+    mev,
+    rankme,
     self_similarity,
     spectra,
     twonn_dimension,
-    uniformity,
+    uniformity_loss,
 )
 
 
@@ -98,20 +99,22 @@ def test_self_similarity_matches_explicit_per_type_pairs():
         if len(rows) >= 2:
             per_type.append(_explicit_pair_mean(rows))
     expected = float(np.mean(per_type))
-    assert self_similarity(x, type_ids) == pytest.approx(expected, abs=1e-12)
-    assert self_similarity(x, type_ids, adjust=True) == pytest.approx(expected - anisotropy(x), abs=1e-12)
+    assert self_similarity(x, type_ids) == pytest.approx(
+        {"self_similarity": expected, "self_similarity_adj": expected - anisotropy(x)}, abs=1e-12)
 
 
 def test_self_similarity_is_one_for_static_vectors_and_nan_without_repeats():
     base = torch.randn(3, 8, generator=_gen())
     type_ids = torch.tensor([0, 1, 2, 0, 1, 2, 0, -1])
     x = base[type_ids.clamp(min=0)] * torch.arange(1, 9)[:, None]  # same direction per type, any scale
-    assert self_similarity(x, type_ids) == pytest.approx(1.0)
-    assert max_explainable_variance(x, type_ids) == pytest.approx(1.0)
-    assert math.isnan(self_similarity(x, torch.tensor([0, 1, 2, 3, 4, 5, 6, -1])))
+    assert self_similarity(x, type_ids)["self_similarity"] == pytest.approx(1.0)
+    assert mev(x, type_ids)["mev"] == pytest.approx(1.0)
+    without = self_similarity(x, torch.tensor([0, 1, 2, 3, 4, 5, 6, -1]))
+    assert list(without) == ["self_similarity", "self_similarity_adj"] and all(map(math.isnan, without.values()))
+    assert all(map(math.isnan, mev(x, torch.tensor([0, 1, 2, 3, 4, 5, 6, -1])).values()))
 
 
-def test_intra_sentence_similarity_matches_explicit_loop():
+def test_intra_similarity_matches_explicit_loop():
     x, _ = _typed_data(3)
     seq_ids = torch.tensor([4] * 10 + [8] * 15 + [1] * 14 + [2])  # the one-token sentence is skipped
     per_seq = []
@@ -119,13 +122,11 @@ def test_intra_sentence_similarity_matches_explicit_loop():
         rows = x[seq_ids == s].double()
         per_seq.append(F.cosine_similarity(rows, rows.mean(0, keepdim=True), dim=1).mean().item())
     expected = float(np.mean(per_seq))
-    assert intra_sentence_similarity(x, seq_ids) == pytest.approx(expected, abs=1e-12)
-    assert intra_sentence_similarity(x, seq_ids, adjust=True) == pytest.approx(
-        expected - anisotropy(x), abs=1e-12
-    )
+    assert intra_similarity(x, seq_ids) == pytest.approx(
+        {"intra_similarity": expected, "intra_similarity_adj": expected - anisotropy(x)}, abs=1e-12)
 
 
-def test_max_explainable_variance_matches_svd_and_orthogonal_case():
+def test_mev_matches_svd_and_orthogonal_case():
     x, type_ids = _typed_data(5)
     per_type = []
     for t in range(5):
@@ -134,26 +135,23 @@ def test_max_explainable_variance_matches_svd_and_orthogonal_case():
             s = torch.linalg.svdvals(rows)
             per_type.append((s[0] ** 2 / (s**2).sum()).item())
     expected = float(np.mean(per_type))
-    assert max_explainable_variance(x, type_ids) == pytest.approx(expected, abs=1e-12)
     s_all = torch.linalg.svdvals(x.double())
     pc1 = (s_all[0] ** 2 / (s_all**2).sum()).item()
     assert explained_variance_pc1(x) == pytest.approx(pc1, abs=1e-12)
-    assert max_explainable_variance(x, type_ids, adjust=True) == pytest.approx(expected - pc1, abs=1e-12)
-    assert max_explainable_variance(x, type_ids, adjust=True, baseline="anisotropy") == pytest.approx(
-        expected - anisotropy(x), abs=1e-12
-    )
+    assert mev(x, type_ids) == pytest.approx(
+        {"mev": expected, "mev_adj": expected - anisotropy(x), "mev_adj_pc1": expected - pc1}, abs=1e-12)
     # Four orthogonal occurrences of equal norm: no direction explains more than a quarter.
     orth = torch.eye(8)[:4] * 3
-    assert max_explainable_variance(orth, torch.zeros(4, dtype=torch.long)) == pytest.approx(0.25)
+    assert mev(orth, torch.zeros(4, dtype=torch.long))["mev"] == pytest.approx(0.25)
     # More occurrences than dimensions takes the other Gram path.
     many = torch.randn(12, 3, generator=_gen(6))
     s = torch.linalg.svdvals(many.double())
-    assert max_explainable_variance(many, torch.zeros(12, dtype=torch.long)) == pytest.approx(
+    assert mev(many, torch.zeros(12, dtype=torch.long))["mev"] == pytest.approx(
         (s[0] ** 2 / (s**2).sum()).item(), abs=1e-12
     )
 
 
-def test_max_explainable_variance_batches_types_of_every_size():
+def test_mev_batches_types_of_every_size():
     # Types with 2…300 occurrences (several padding buckets and the H × H path) against a per-type SVD.
     g = _gen(21)
     counts = [2, 3, 5, 8, 9, 17, 40, 70, 130, 300]
@@ -164,7 +162,7 @@ def test_max_explainable_variance_batches_types_of_every_size():
     for t in range(len(counts)):
         s = torch.linalg.svdvals(x[type_ids == t])
         per_type.append((s[0] ** 2 / (s**2).sum()).item())
-    assert max_explainable_variance(x, type_ids) == pytest.approx(float(np.mean(per_type)), abs=1e-12)
+    assert mev(x, type_ids)["mev"] == pytest.approx(float(np.mean(per_type)), abs=1e-12)
 
 
 def test_spectra_feed_the_same_values_as_standalone_calls():
@@ -185,6 +183,11 @@ def test_effective_rank_of_equal_singular_values_is_k():
         v, _ = torch.linalg.qr(torch.randn(40, k, generator=g, dtype=torch.float64))
         assert effective_rank(5.0 * u @ v.T) == pytest.approx(k, rel=1e-4)
         assert effective_rank((5.0 * u @ v.T).T) == pytest.approx(k, rel=1e-4)  # n < H path
+
+
+def test_rankme_is_the_effective_rank_of_the_matrix_and_of_its_centred_form():
+    x = torch.randn(30, 6, generator=_gen(8), dtype=torch.float64) + 2.0
+    assert rankme(x) == {"rankme": effective_rank(x), "rankme_centred": effective_rank(x, center=True)}
 
 
 def test_effective_rank_matches_svd_definition_and_center_variant():
@@ -239,15 +242,15 @@ def test_uniformity_matches_pdist():
     x = torch.randn(300, 10, generator=_gen(17)) + 0.2
     u = F.normalize(x.double(), dim=1)
     expected = torch.pdist(u).pow(2).mul(-2).exp().mean().log().item()
-    assert uniformity(x, max_samples=None, chunk_rows=64) == pytest.approx(expected, abs=1e-12)
+    assert uniformity_loss(x, max_samples=None, chunk_rows=64) == pytest.approx(expected, abs=1e-12)
     expected_t1 = torch.pdist(u).pow(2).mul(-1).exp().mean().log().item()
-    assert uniformity(x, t=1.0, max_samples=None) == pytest.approx(expected_t1, abs=1e-12)
+    assert uniformity_loss(x, t=1.0, max_samples=None) == pytest.approx(expected_t1, abs=1e-12)
 
 
 def test_uniformity_extremes_and_seeded_subsample(gaussian):
-    assert uniformity(torch.ones(50, 4) * 3) == pytest.approx(0.0, abs=1e-12)
-    value = uniformity(gaussian, max_samples=1000, seed=1)
-    assert value == uniformity(gaussian, max_samples=1000, seed=1)
+    assert uniformity_loss(torch.ones(50, 4) * 3) == pytest.approx(0.0, abs=1e-12)
+    value = uniformity_loss(gaussian, max_samples=1000, seed=1)
+    assert value == uniformity_loss(gaussian, max_samples=1000, seed=1)
     assert -4.1 < value < -3.5  # near the −t·2 = −4 floor for spread-out unit vectors
 
 
@@ -269,7 +272,5 @@ def test_bad_shapes_raise_value_error():
         twonn_dimension(torch.zeros(5, 3), discard_fraction=1.0)
     with pytest.raises(ValueError, match="positions must have shape"):
         alignment(torch.zeros(5, 3), torch.zeros(5, dtype=torch.long), torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ValueError, match="baseline"):
-        max_explainable_variance(torch.zeros(5, 3), torch.zeros(5, dtype=torch.long), baseline="mean")
     with pytest.raises(ValueError, match="t must be"):
-        uniformity(torch.randn(5, 3), t=0)
+        uniformity_loss(torch.randn(5, 3), t=0)

@@ -56,15 +56,17 @@ def test_float32_rows_agree_with_the_float64_definitions(layer):
     pairs = [
         (G.anisotropy(x64), G.anisotropy(fast())),
         (G.self_similarity(x64, t), G.self_similarity(fast(), t)),
-        (G.intra_sentence_similarity(x64, s), G.intra_sentence_similarity(fast(), s)),
-        (G.max_explainable_variance(x64, t), G.max_explainable_variance(fast(), t)),
+        (G.intra_similarity(x64, s), G.intra_similarity(fast(), s)),
+        (G.mev(x64, t), G.mev(fast(), t)),
         (G.alignment(x64, s, p), G.alignment(fast(), s, p)),
-        (G.uniformity(x64, max_samples=None), G.uniformity(fast(), max_samples=None)),
+        (G.uniformity_loss(x64, max_samples=None), G.uniformity_loss(fast(), max_samples=None)),
         (G.mean_norm(x64), G.mean_norm(fast())),
         (X.same_vs_other_cosine(x64, s)["gap"], X.same_vs_other_cosine(fast(), s)["gap"]),
         (X.window_cosine(x64, s, p, 5), X.window_cosine(fast(), s, p, 5)),
-        (X.sequence_identification_accuracy(x64, s), X.sequence_identification_accuracy(fast(), s)),
+        (X.seq_id_accuracy(x64, s), X.seq_id_accuracy(fast(), s)),
     ]
+    ctx64, ctx32 = X.context_alignment(x64, s, p, 5, 8), X.context_alignment(fast(), s, p, 5, 8)
+    pairs += [(ctx64[name], ctx32[name]) for name in ctx64]  # each a float, or the curve's {variant: float}
     spec64, spec32 = G.spectra(x64), G.spectra(fast())
     for key in ("singular_values", "singular_values_centred"):
         pairs.append((G.effective_rank(x64, singular_values=spec64[key]),

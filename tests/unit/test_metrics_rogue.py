@@ -14,8 +14,7 @@ from dynamics.metrics.rogue import (
     dimension_contributions,
     ln_outlier_persistence,
     outlier_dimensions,
-    rogue_top1_share,
-    rogue_top3_share,
+    rogue_shares,
 )
 from dynamics.metrics.rows import Rows
 
@@ -33,20 +32,23 @@ def test_contributions_of_a_shared_and_a_balanced_dimension(n: int) -> None:
     assert float(c[0]) == pytest.approx(0.5, rel=1e-12)
     assert float(c[1]) == pytest.approx(-1 / (2 * (n - 1)), rel=1e-12)
     assert float(c.sum()) == pytest.approx(anisotropy(_balanced(n)), rel=1e-12)
-    assert rogue_top1_share(_balanced(n)) == pytest.approx((n - 1) / (n - 2), rel=1e-12)  # > 1: the other is negative
-    assert rogue_top3_share(_balanced(n)) == pytest.approx(1.0, rel=1e-12)  # all (both) dimensions
+    shares = rogue_shares(_balanced(n))
+    assert shares["rogue_top1_share"] == pytest.approx((n - 1) / (n - 2), rel=1e-12)  # > 1: the other is negative
+    assert shares["rogue_top3_share"] == pytest.approx(1.0, rel=1e-12)  # all (both) dimensions
 
 
 def test_one_rogue_dimension_carries_the_anisotropy_and_float32_rows_agree() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2000, 64, generator=g, dtype=torch.float64)
     x[:, 7] += 20.0  # one dimension with a large shared value
-    share = rogue_top1_share(x)
+    shares = rogue_shares(x)
+    share = shares["rogue_top1_share"]
     assert share > 0.95
-    assert rogue_top3_share(x) >= share
-    assert rogue_top1_share(Rows(x.float(), torch.float32)) == pytest.approx(share, rel=1e-5)
+    assert shares["rogue_top3_share"] >= share
+    assert rogue_shares(Rows(x.float(), torch.float32)) == pytest.approx(shares, rel=1e-5)
     # no positive mean cosine to apportion: undefined
-    assert rogue_top1_share(torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)) is None
+    assert rogue_shares(torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)) == {
+        "rogue_top1_share": None, "rogue_top3_share": None}
 
 
 def test_standardising_removes_per_dimension_scale_and_offset() -> None:
