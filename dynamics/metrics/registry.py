@@ -4,17 +4,20 @@ A registration (in the spirit of lm-evaluation-harness's registry) names the met
 which app page shows it; the function bears the stored name it computes:
 
     @register("anisotropy", family="geometry", page="geometry", layers=ALL_LAYERS, label="Anisotropy",
-              unit="cosine in [−1, 1]", definition="Mean cosine similarity over all unordered pairs of distinct tokens.")
+              unit="cosine in [−1, 1]",
+              definition="Mean cosine similarity over all unordered pairs of distinct tokens.")
     def anisotropy(h: Matrix) -> float: ...
 
 Names computed together. A function whose stored names share their work (a value and its baseline-adjusted form,
 the same-sequence and other-sequence means of one pass) computes them in one call: it carries one `@register` per
 stored name, each with its own label, unit, definition and variants (same family, scope and layers), is named
-after them (the first name, or what they measure, e.g. `rogue_shares`), and returns {stored name: value}. So every stored name leads, through its registration,
-to the one function that computes it, and no function shares a stored value with another through a cache.
+after them (the first name, or what they measure, e.g. `rogue_shares`), and returns {stored name: value}. So
+every stored name leads, through its registration, to the one function that computes it, and no function hands
+a stored value to another through a cache.
 
-The probe (`dynamics.families.measure`) computes what the registry lists; the report and the app take labels,
-definitions, units and "defined in" (the registered function's module and name, right by construction) from it;
+The probe's engine (`dynamics.engine`) calls each registered function once (`computations`) and stores what it
+returns; the report and the app (through the definitions the probe stores) take labels, definitions, units,
+pages and "defined in" (the registered function's module and name, right by construction) from it;
 `tests/reference/` pins every registered name against an independent float64 formula. A new metric is one
 function, one registration and one reference test.
 
