@@ -1,17 +1,17 @@
-"""What each stored metric means: label, one-line definition, unit and the function that computed it.
+"""What each stored metric means: label, one-line definition, unit, the function that computed it, and its page.
 
-Probe metrics come from the metric registry (`dynamics.metrics.registry`), the one place their names are defined,
-so the "defined in" pointer names the registered function that computed the stored value. A metric the registry
-does not know (written by another version of the probe) still appears on its family's page, with its name as the
-label and the family's module as the pointer.
+Probe metrics are described by the store they come from: the probe writes its registry's definitions into the
+store (`dynamics.store.Store.write_definitions`; read by `app.data.store_tables.definitions`), so the app labels
+curves without importing the metric modules, and the "defined in" pointer names the function that computed the
+stored value. A metric without a stored definition (a store written before definitions were stored) still
+appears, on its family's page, with its name as the label and the family's module as the pointer.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-from dynamics.metrics import registry
 
 
 @dataclass(frozen=True)
@@ -23,21 +23,22 @@ class MetricDef:
     definition: str
     pointer: str  # dotted path of the function that computed it (its docstring states it exactly)
     unit: str = ""
+    family: str | None = None
+    scope: str | None = None
+    page: str | None = None  # the key of the page that shows it (`PAGES`, "cka", "acquisition")
+    position: int | None = None  # its place in the probe's registry
 
 
 @dataclass(frozen=True)
 class PageDef:
-    """A metric page: the families it shows and a one-line introduction."""
+    """A metric page: the families whose metrics it shows when the store has no definition saying where they go
+    (and whose notes it lists), and a one-line introduction."""
 
     key: str
     title: str
     families: tuple[str, ...]
     intro: str
 
-
-METRICS: dict[str, MetricDef] = {m.name: MetricDef(m.name, m.label, m.definition, m.pointer, m.unit)
-                                 for m in registry.load().values()}
-FAMILIES: dict[str, str] = {m.name: m.family for m in registry.load().values()}
 
 PAGES: dict[str, PageDef] = {
     "anchors": PageDef("anchors", "Anchors", ("anchors", "drift"),
@@ -47,8 +48,10 @@ PAGES: dict[str, PageDef] = {
     "geometry": PageDef("geometry", "Geometry", ("geometry", "ln_outliers"),
                         "Shape of the representation space: anisotropy, Ethayarajh's measures, rank, dimension, norms."),
 }
-
-CKA_METRICS = tuple(name for name, m in registry.load().items() if m.scope == "layer_pair" or m.family == "cka_steps")
+# The page of a metric without a stored definition, by its family (the CKA and word-acquisition pages have views
+# of their own).
+FAMILY_PAGES: dict[str, str] = {**{f: p.key for p in PAGES.values() for f in p.families}, "cka_steps": "cka",
+                                "acquisition": "acquisition"}
 
 # Downstream scores (`experiments.evaluate`, rows described in `experiments.results`): metric "{task}/{name}".
 _S = "experiments.scoring"
@@ -76,21 +79,27 @@ FAMILY_POINTERS = {"anchors": "dynamics.metrics.anchors", "drift": "dynamics.met
                    "ln_outliers": "dynamics.metrics.rogue"}
 BIN_ORDER = ("frequent", "medium", "rare")
 _DISTANCE = re.compile(r"^d(\d+)$")
+Definitions = Mapping[str, MetricDef]  # metric name → its stored definition (`store_tables.definitions`)
 
 
-def describe(metric: str, family: str | None = None) -> MetricDef:
-    """The definition of `metric`; an unknown one gets its own name and its family's docstring as pointer."""
-    known = METRICS.get(metric)
+def describe(metric: str, family: str | None = None, defs: Definitions | None = None) -> MetricDef:
+    """The definition of `metric` stored in `defs`; without one, its own name as the label and its family's module
+    as the pointer."""
+    known = (defs or {}).get(metric)
     if known is not None:
         return known
     pointer = FAMILY_POINTERS.get(family or "", "dynamics.metrics")
-    return MetricDef(metric, metric.replace("_", " "), "Not in this version's metric registry; see its family's "
-                     "module.", pointer)
+    return MetricDef(metric, metric.replace("_", " "), "No definition of it is stored in this results store (written "
+                     "before definitions were stored, or by another version of the probe); see its family's module.",
+                     pointer, family=family, page=FAMILY_PAGES.get(family or ""))
 
 
-def family_of(metric: str) -> str | None:
-    """The probe family that stores `metric` (for stores whose rows lack the family); None when unknown."""
-    return FAMILIES.get(metric)
+def page_of(metric: str, family: str | None, defs: Definitions | None = None) -> str | None:
+    """The key of the page that shows `metric`: its stored definition's page, else its family's (`FAMILY_PAGES`)."""
+    known = (defs or {}).get(metric)
+    if known is not None and known.page:
+        return known.page
+    return FAMILY_PAGES.get(family or (known.family if known else None) or "")
 
 
 def distance(variant: str) -> int | None:
@@ -104,10 +113,12 @@ def is_bin(variant: str) -> bool:
     return variant in BIN_ORDER or bool(re.match(r"^bin\d+$", variant))
 
 
-def order_key(metric: str) -> tuple[int, str]:
-    """Sort key: registered metrics in registry order, unknown ones after them by name."""
-    names = list(METRICS)
-    return (names.index(metric), metric) if metric in METRICS else (len(names), metric)
+def order_key(metric: str, defs: Definitions | None = None) -> tuple[int, str]:
+    """Sort key: metrics with a stored definition in registry order, the others after them by name."""
+    known = (defs or {}).get(metric)
+    if known is not None and known.position is not None:
+        return (known.position, metric)
+    return (1 << 30, metric)
 
 
 def describe_downstream(name: str) -> MetricDef:

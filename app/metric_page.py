@@ -13,28 +13,30 @@ from app.definitions import PageDef, describe, distance, is_bin, order_key
 
 
 def render(page: PageDef) -> None:
-    """Draw the page for `page`'s metric families from the store the sidebar selected."""
+    """Draw the page for the metrics the store places on `page` (their stored definitions' page, or for a metric
+    without one its family's) from the store the sidebar selected."""
     ui.store_page(page.title, page.intro, page.title, lambda ctx: _body(page, ctx))
 
 
 def _body(page: PageDef, ctx: ui.Context) -> None:
     assert ctx.db is not None
     catalog = store_tables.metric_catalog(ctx.db, ctx.stamp, ctx.probe_hash)
-    catalog = catalog[catalog["family"].isin(page.families)]
+    catalog = catalog[catalog["page"] == page.key]
+    defs = store_tables.definitions(ctx.db, ctx.stamp)
     all_runs = list(store_tables.store_runs(ctx.db, ctx.stamp, ctx.probe_hash)["run"])
     if catalog.empty:
         st.info(f"This store has no {page.title.lower()} results yet. Measure them with "
                 f"`python -m dynamics.probe RUN_DIR … --metrics {page.families[0]}` (a probe still running adds "
                 "them as it goes; this page reloads).", icon=":material/hourglass_empty:")
         return
-    metrics = sorted(catalog["metric"].unique(), key=order_key)
+    metrics = sorted(catalog["metric"].unique(), key=lambda m: order_key(m, defs))
     family_of = dict(zip(catalog["metric"], catalog["family"], strict=False))
     top = st.columns([3, 2])
     metric = top[0].selectbox("Metric", metrics, key=f"{page.key}:metric",
-                              format_func=lambda m: describe(m, family_of.get(m)).label)
+                              format_func=lambda m: describe(m, family_of.get(m), defs).label)
     runs = top[1].multiselect("Runs", all_runs, default=all_runs, key=f"{page.key}:runs",
                               help="Runs measured on this probe set, overlaid for comparison")
-    mdef = describe(metric, family_of.get(metric))
+    mdef = describe(metric, family_of.get(metric), defs)
     ui.definition(mdef)
     if not runs:
         st.info("Pick at least one run.")
@@ -100,7 +102,7 @@ def _body(page: PageDef, ctx: ui.Context) -> None:
             ui.chart(charts.distance_lines(curves, title=f"{mdef.label}, layer {layer}"), curves,
                      f"{metric}-distance-layer{layer}", key=f"{page.key}:distance", stretch=False)
     with ui.part(ctx, "the notes"):
-        ui.show_notes(ctx, page.families, runs)
+        ui.show_notes(ctx, sorted({*page.families, *catalog["family"]}), runs)
 
 
 def _onsets(ctx: ui.Context, metric: str, runs: list[str], layer: int, variant: str) -> pd.DataFrame:

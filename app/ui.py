@@ -270,14 +270,15 @@ def definition(m: MetricDef) -> None:
 
 
 def show_problems(ctx: Context) -> None:
-    """One line when the store lacks tables or columns (an older probe wrote it), and one when it holds what this
-    app leaves out (a newer schema, values that are not finite numbers)."""
+    """One line when the store lacks tables, columns or metric definitions (an older probe wrote it), and one when
+    it holds what this app leaves out (values that are not finite numbers, text where numbers belong)."""
     if not ctx.db:
         return
     problems = store_tables.store_problems(ctx.db, ctx.stamp)
     if problems:
         st.info("This results store comes from an older probe: " + "; ".join(problems)
-                + ". Re-run `python -m dynamics.probe` on its runs for everything.", icon=":material/history:")
+                + ". Re-run `python -m dynamics.probe` on its runs with `--out` at its folder: that upgrades the store "
+                "in place, stores the metric definitions and measures what is missing.", icon=":material/history:")
     warnings = store_tables.store_warnings(ctx.db, ctx.stamp)
     if warnings:
         st.warning(f"{short(ctx.db)}: " + "; ".join(warnings) + ".", icon=":material/warning:")

@@ -228,7 +228,8 @@ def _check_snapshot(path: Path, max_length: int) -> dict[str, Any]:
 def prepare(paths: Sequence[str | Path], cfg: EvalConfig) -> _Prepared:
     """Find and check snapshots, tokenizers and task data; nothing is written."""
     from dynamics.errors import ProbeError
-    from dynamics.series import discover_all, select
+    from dynamics.inputs import discover_all
+    from dynamics.series import select
     from dynamics.tokens import has_tokenizer
 
     cfg.validate()
@@ -273,6 +274,11 @@ def prepare(paths: Sequence[str | Path], cfg: EvalConfig) -> _Prepared:
         out = series[0].run_dir / "dynamics" if len(series) == 1 else Path(MULTI_RUN_OUT)
     if out.exists() and not out.is_dir() and out.suffix not in (".sqlite", ".db"):
         raise EvalError(f"{out}: exists and is not a folder; pass --out a folder for the results store")
+    from dynamics import store as dstore
+
+    # before any work, as the probe does: someone else's database, or a store of a newer schema, is refused
+    # (an older store is migrated when `evaluate` opens it, in one transaction)
+    dstore.check_ours(dstore.resolve(out))
     return _Prepared(series, selected, data, out)
 
 

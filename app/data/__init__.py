@@ -3,7 +3,8 @@
 * `sources`: finding run directories and results stores under the directories the app was given;
 * `stamps`: the modification stamps that key the caches;
 * `store_open`: opening a results store read-only, its failures as `DataError`s (`errors`);
-* `store_tables`: runs, probe sets, metric rows and catalogue, measured snapshots and notes of a store;
+* `store_tables`: runs, probe sets, metric definitions, rows and catalogue, measured snapshots and notes of a
+  store;
 * `store_arrays`: CKA matrices and token projections (the store's `.npz` arrays) as tidy frames;
 * `downstream`: downstream scores (`experiments.evaluate`'s rows) and their summaries;
 * `run_files`: a run directory's run.json, training log and snapshot steps (through `dynamics.run_dir`);
@@ -13,7 +14,9 @@
 Every loader that reads a file takes the file's `stamp` (modification times and sizes; for a store, those of the
 database and its `-wal` file) as an argument, so `st.cache_data` keys on (path, stamp): while `dynamics.probe`
 is still writing, the next rerun sees a new stamp and reads the new rows (SQLite WAL lets readers in at any
-time). Stores are read only through `dynamics.store` (read-only), which reads a store written by an older probe
-(a table, column or index missing) with what it has. Problems the user should see become `DataError`s, which
-the pages turn into a message.
+time). Stores are read only through `dynamics.store` (read-only), which reads an older store through a
+compatibility view (what its file lacks reads as empty tables and NULL columns; `store_tables.store_problems` says
+what) and refuses a newer one. Labels, units, definitions, pointers and pages of metrics come from the store's
+`definitions` table (`store_tables.definitions`), not from the metric modules. Problems the user should see
+become `DataError`s, which the pages turn into a message.
 """

@@ -24,11 +24,11 @@ def downstream_rows(db: str, stamp: Stamp) -> pd.DataFrame:
     independent of the probe set), split into `DOWNSTREAM_COLUMNS`: run, step, tokens_seen, mode ("linear" |
     "finetune"), layer (−1 for fine-tuning, the probed hidden_states index for the linear probe), task ("sst2", …;
     "glue" for the GLUE average), name ("score", "accuracy", …; "average"), stat ("mean", "std", "seed1", …) and
-    value (percent, NaN where undefined). Empty when nothing was evaluated. (An older store without the family
-    column is read by probe hash alone; rows whose metric and variant are not "task/name" and "mode/stat" are
-    not downstream rows and are left out.)"""
+    value (percent, NaN where undefined). Empty when nothing was evaluated. (Read by probe hash alone, which only
+    the evaluation's rows carry, so that an upgraded older store whose rows have no family still shows them;
+    rows whose metric and variant are not "task/name" and "mode/stat" are not downstream rows and are left out.)"""
     with open_store(db) as s:
-        df = s.metrics(family=DOWNSTREAM, probe_hash=DOWNSTREAM)
+        df = s.metrics(probe_hash=DOWNSTREAM)
     if df.empty:
         dtypes = {"step": np.int64, "layer": np.int64, "tokens_seen": float, "value": float}
         return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, object)) for c in DOWNSTREAM_COLUMNS})

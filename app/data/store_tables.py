@@ -1,6 +1,6 @@
-"""Cached loaders of a results store's tables: what an older store lacks, probe sets, runs, the metric catalogue,
-one metric's rows, measured snapshots, notes and snapshot-integrity flags (each keyed on the store's path and
-`stamp`)."""
+"""Cached loaders of a results store's tables: what an older store lacks, the stored metric definitions, probe
+sets, runs, the metric catalogue, one metric's rows, measured snapshots, notes and snapshot-integrity flags (each
+keyed on the store's path and `stamp`). The schema itself is `dynamics.store.SCHEMA`'s."""
 
 from __future__ import annotations
 
@@ -14,23 +14,14 @@ import streamlit as st
 from app.data.errors import named
 from app.data.stamps import Stamp
 from app.data.store_open import open_store
-from app.definitions import family_of
+from app.definitions import Definitions, MetricDef, page_of
 from dynamics import integrity
 from dynamics.store import SCHEMA_VERSION
 
-# What the app reads from each table; a store lacking any of these was written by an older (or other) probe.
-REQUIRED: dict[str, tuple[str, ...]] = {
-    "runs": ("name", "path", "kind", "objective", "meta"),
-    "snapshots": ("run", "step", "tokens_seen"),
-    "probe_sets": ("hash", "source", "n_blocks", "n_tokens", "used"),
-    "metrics": ("run", "step", "tokens_seen", "layer", "metric", "variant", "value", "family", "probe_hash"),
-    "arrays": ("run", "step", "kind", "probe_hash", "family", "file"),
-    "completed": ("run", "step", "family", "probe_hash"),
-    "notes": ("run", "step", "probe_hash", "family", "note"),
-}
+# What a store without the table cannot show (the page says so beside the missing table).
 _LOST = {"runs": "run names and paths", "snapshots": "the snapshot list", "probe_sets": "the probe set",
          "metrics": "all metric curves", "arrays": "CKA heatmaps and token projections",
-         "completed": "progress (measured snapshots)", "notes": "notes"}
+         "completed": "progress (measured snapshots)", "notes": "notes", "onsets": "onset markers"}
 # Columns that hold numbers (SQLite keeps whatever text is written into them); a row with text in one is left
 # out by `typed` and counted by `store_warnings`. metrics.value has its own count (`Store.value_problems`).
 NUMERIC: dict[str, tuple[str, ...]] = {
@@ -65,38 +56,39 @@ def typed(df: pd.DataFrame, whole: tuple[str, ...] = (), numbers: tuple[str, ...
 @named("its tables")
 @st.cache_data(show_spinner=False, max_entries=64)
 def store_problems(db: str, stamp: Stamp) -> list[str]:
-    """What an older (or foreign) store lacks, in words: missing tables and columns and what they cost."""
+    """What an older (or damaged) store lacks, in words, with what it costs: the tables and columns missing from
+    its file (`Store.gaps`: read through the compatibility view, nothing written), or recorded when an older store
+    was upgraded in place (`Store.upgraded`); and, for a store older than the schema, that it stores no metric
+    definitions."""
     with open_store(db) as s:
-        out = []
-        for table, cols in REQUIRED.items():
-            have = s.columns(table)
-            if not have:
-                out.append(f"no `{table}` table, so no {_LOST[table]}")
-            elif missing := [c for c in cols if c not in have]:
-                out.append(f"table `{table}` lacks {', '.join(f'`{c}`' for c in missing)}")
-        return out
+        version = s.file_version
+        lacked = s.gaps.lines(upto=version)
+        upgraded = s.upgraded()
+    if not lacked and upgraded:
+        lacked = [str(line) for line in upgraded.get("lacked", [])]
+    out = [f"{line}, so no {_LOST[line.split('`')[1]]}" if line.startswith("no `") and line.split("`")[1] in _LOST
+           else line for line in lacked]
+    if version < SCHEMA_VERSION:
+        out.append(f"store schema {version} (this app reads {SCHEMA_VERSION}): no metric definitions, so curves "
+                   "are labelled by their names")
+    return out
 
 
 @named("its tables")
 @st.cache_data(show_spinner=False, max_entries=64)
 def store_warnings(db: str, stamp: Stamp) -> list[str]:
-    """What in a readable store is left out, in words: a newer schema than this code reads, metric values that
-    are not numbers or not finite, rows of any table with text where numbers belong (`NUMERIC`)."""
+    """What in a readable store is left out, in words: metric values that are not numbers or not finite, rows of
+    any table with text where numbers belong (`NUMERIC`). (A store of a newer schema is not read at all:
+    `open_store` names it.)"""
     with open_store(db) as s:
-        version = s.schema_version()
         text, infinite = s.value_problems()
         rows = {}
         for table, cols in NUMERIC.items():
-            have = [c for c in cols if c in s.columns(table)]
-            if have:
-                kinds = [f"typeof({c}) IN ('text', 'blob')" for c in have]
-                counts = s.conn.execute(f"SELECT count(*), {', '.join(f'total({k})' for k in kinds)} FROM {table} "
-                                        f"WHERE {' OR '.join(kinds)}").fetchone()
-                rows[table] = (int(counts[0]), [c for c, n in zip(have, counts[1:], strict=True) if n])
+            kinds = [f"typeof({c}) IN ('text', 'blob')" for c in cols]
+            counts = s.conn.execute(f"SELECT count(*), {', '.join(f'total({k})' for k in kinds)} FROM {table} "
+                                    f"WHERE {' OR '.join(kinds)}").fetchone()
+            rows[table] = (int(counts[0]), [c for c, n in zip(cols, counts[1:], strict=True) if n])
     out = []
-    if version is not None and version > SCHEMA_VERSION:
-        out.append(f"written by a newer taco-dynamics (store schema {version}, this app reads {SCHEMA_VERSION}): "
-                   "update taco-dynamics to read all of it")
     if text:
         out.append(f"{text} metric value(s) are not numbers (left out of the charts)")
     if infinite:
@@ -104,6 +96,19 @@ def store_warnings(db: str, stamp: Stamp) -> list[str]:
     out += [f"{n} row(s) of table `{table}` hold text where numbers belong ({', '.join(cols)}; left out)"
             for table, (n, cols) in rows.items() if n]
     return out
+
+
+@named("table `definitions`")
+@st.cache_data(show_spinner=False, max_entries=64)
+def definitions(db: str, stamp: Stamp) -> Definitions:
+    """The metric definitions the probe stored (`Store.write_definitions`), by name, in registry order: label,
+    definition, pointer, unit, family, scope, page. Empty for a store written before definitions were stored."""
+    with open_store(db) as s:
+        df = s.definitions()
+    return {str(r.name): MetricDef(str(r.name), _text(r.label) or str(r.name).replace("_", " "), _text(r.definition),
+                                   _text(r.pointer), _text(r.unit), _text(r.family) or None, _text(r.scope) or None,
+                                   _text(r.page) or None, _int_or_none(r.position))
+            for r in df.itertuples(index=False)}
 
 
 @named("table `probe_sets`")
@@ -150,14 +155,19 @@ def store_runs(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataF
 @named("table `metrics`")
 @st.cache_data(show_spinner=False, max_entries=64)
 def metric_catalog(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataFrame:
-    """Distinct (family, metric, variant) stored under the probe set (`Store.metric_list`); where an older store
-    has no family the metric's registered family, else "unknown"; no variant reads as "all"."""
+    """Distinct (family, metric, variant) stored under the probe set (`Store.metric_list`) and the page that shows
+    each (`page_of`: its stored definition's, else its family's); where an older store's rows have no family, the
+    family its stored definition names, else "unknown"; no variant reads as "all"."""
     cols = ["family", "metric", "variant"]
     with open_store(db) as s:
         df = s.metric_list(probe_hash)
-    df["family"] = df["family"].fillna(df["metric"].map(family_of)).fillna("unknown")
+    defs = definitions(db, stamp)
+    stored = df["metric"].map(lambda m: defs[m].family if m in defs else None)
+    df["family"] = df["family"].where(df["family"].notna(), stored).fillna("unknown")
     df["variant"] = df["variant"].fillna("all")
-    return df[cols].drop_duplicates().sort_values(cols).reset_index(drop=True)
+    df = df[cols].drop_duplicates().sort_values(cols).reset_index(drop=True)
+    df["page"] = [page_of(m, f, defs) for m, f in zip(df["metric"], df["family"], strict=True)]
+    return df
 
 
 @named("table `metrics`")
@@ -210,6 +220,10 @@ def _json(text: Any) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -5,7 +5,8 @@ with report.md and the figures); this module caches them and adds the page's lea
 
 Ages of acquisition are stored as log10 of the training step; the frames carry both that (`aoa`) and the step it
 stands for (`aoa_step` = 10^aoa), and pages show the step. The fitted curve drawn through a word's points is the
-stored sigmoid evaluated (`dynamics.metrics.acquisition.sigmoid`, the function the probe fitted), not a new fit.
+stored sigmoid evaluated (`sigmoid`: the formula of `dynamics.metrics.acquisition.sigmoid`, the function the probe
+fitted, which tests/app/test_acquisition.py holds it to; the app imports no metric module), not a new fit.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from app.data.stamps import Stamp
 from app.data.store_open import open_store
 from app.data.store_tables import typed
 from dynamics import word_curves
-from dynamics.metrics.acquisition import STATUS, sigmoid
 from dynamics.word_curves import (
     FAMILY,
     KIND,
     NEVER_MASKED,
+    STATUS,
     SUMMARY_COLUMNS,
     SUMMARY_METRICS,
     WORD_COLUMNS,
@@ -40,6 +41,12 @@ __all__ = ["FAMILY", "KIND", "NEVER_MASKED", "POINT_COLUMNS", "STATUS", "SUMMARY
            "scatter_frame", "status_counts", "summary"]
 
 POINT_COLUMNS = ["run", "word", "step", "tokens_seen", "surprisal"]
+
+
+def sigmoid(x: np.ndarray, hi: float, lo: float, k: float, x0: float) -> np.ndarray:
+    """The stored fit at `x` (log10 step): lo + (hi − lo) / (1 + exp(k (x − x0))), without overflow."""
+    z = np.clip(k * (np.asarray(x, dtype=np.float64) - x0), -700.0, 700.0)
+    return lo + (hi - lo) / (1.0 + np.exp(z))
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, ui
+from app.data import store_tables
 from app.data import word_acquisition as wa
-from app.definitions import describe
+from app.definitions import describe, order_key
 
 FIT_POINTER = "dynamics.metrics.acquisition.fit_curve"
-METRICS = ("aoa_freq_spearman", "aoa_fitted_share", "aoa_median")
 CURVES_SHOWN = 6  # words drawn at once; each is its own chart
 
 
@@ -36,8 +36,11 @@ def _body(ctx: ui.Context) -> None:
                 "(1 + exp(k (x − x0))) of its mean surprisal against x = log10 step; the AoA is where f crosses the "
                 "midpoint between chance (ln V) and the curve's minimum over the measured steps. Defined in "
                 f"`{FIT_POINTER}`.")
-    for metric in METRICS:
-        ui.definition(describe(metric, wa.FAMILY))
+    defs = store_tables.definitions(ctx.db, ctx.stamp)
+    # the metrics the store places on this page; a store without definitions: the summary rows the page reads
+    metrics = sorted((m for m, d in defs.items() if d.page == "acquisition"), key=lambda m: order_key(m, defs))
+    for metric in metrics or wa.SUMMARY_METRICS:
+        ui.definition(describe(metric, wa.FAMILY, defs))
     if not runs:
         st.info("Pick at least one run.")
         return

@@ -7,7 +7,7 @@ import streamlit as st
 
 from app import charts, ui
 from app.data import store_arrays, store_tables
-from app.definitions import CKA_METRICS, describe
+from app.definitions import describe, order_key
 
 VARIANTS = {"debiased": "debiased (unbiased HSIC)", "biased": "biased"}
 STEPS_POINTER = "dynamics.metrics.cka.cka_matrices"
@@ -82,12 +82,18 @@ def _across_layers(ctx: ui.Context, run: str, variant: str, domain: tuple[float,
 def _summaries(ctx: ui.Context, run: str) -> None:
     assert ctx.db is not None
     catalog = store_tables.metric_catalog(ctx.db, ctx.stamp, ctx.probe_hash)
-    present = [m for m in CKA_METRICS if m in set(catalog["metric"])]
+    defs = store_tables.definitions(ctx.db, ctx.stamp)
+    # the CKA page's metrics, and the layer-pair summaries (read off each snapshot's layer × layer CKA) of others
+    shown = catalog[(catalog["page"] == "cka") | catalog["metric"].map(lambda m: m in defs and
+                                                                       defs[m].scope == "layer_pair")]
+    family = dict(zip(shown["metric"], shown["family"], strict=False))
+    present = sorted(family, key=lambda m: order_key(m, defs))
     if not present:
         return
     st.subheader("Per-snapshot summaries")
-    metric = st.selectbox("Summary", present, format_func=lambda m: describe(m).label, key="cka:summary")
-    mdef = describe(metric)
+    metric = st.selectbox("Summary", present, format_func=lambda m: describe(m, family[m], defs).label,
+                          key="cka:summary")
+    mdef = describe(metric, family[metric], defs)
     ui.definition(mdef)
     df = store_tables.metric_rows(ctx.db, ctx.stamp, metric, (run,), ctx.probe_hash)
     df = df[df["variant"] == "all"]

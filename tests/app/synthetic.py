@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.definitions import METRICS, family_of
 from dynamics import store as dstore
+from dynamics.metrics import registry
 
 PROBE_HASH = "5e" * 32
 BINS = ("frequent", "medium", "rare")
@@ -37,11 +37,12 @@ def specs(n_metrics: int, n_layers: int) -> list[Spec]:
     """`n_metrics` metrics: the app's known ones in order, then `extra_k` geometry metrics; layers and variants as
     the probe stores them (masked metrics at the last layer, drift at layer 0, context from layer 1, bins where
     the probe has them, 16 distances for `ctx_cos_by_distance`)."""
-    names = list(METRICS)[:n_metrics] + [f"extra_{k}" for k in range(max(0, n_metrics - len(METRICS)))]
+    known = registry.load()
+    names = list(known)[:n_metrics] + [f"extra_{k}" for k in range(max(0, n_metrics - len(known)))]
     last = n_layers - 1
     out = []
     for m in names:
-        fam = family_of(m) or "geometry"
+        fam = known[m].family if m in known else "geometry"
         if m.startswith("masked_"):
             layers: tuple[int, ...] = (last,)
         elif fam == "drift":
@@ -126,6 +127,7 @@ def write_store(
     index = {s.metric: k for k, s in enumerate(table)}
     rng = np.random.default_rng(0)
     with dstore.open(root / "dynamics") as s:
+        s.write_definitions(registry.load().values())  # as the probe does: the app labels curves from these
         s.add_probe_set(hash=PROBE_HASH, source="synthetic", n_blocks=64, block_size=128, n_tokens=8000,
                         n_masked=1200, n_word_types=40, freq_source="training counts", tokenizer_hash="1" * 64,
                         file="arrays/probe.npz", notes=[])

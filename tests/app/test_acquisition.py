@@ -186,3 +186,13 @@ def test_probed_store_with_too_few_snapshots_to_fit(make_app, probed_root: Path)
     (title, df, _), = charts(at)  # no scatter: only the default word's learning curve
     assert title.endswith(": surprisal over training")
     assert set(df["part"]) == {"measured", "chance"}  # points, and neither a fitted curve nor an AoA to mark
+
+
+def test_the_page_evaluates_the_probes_sigmoid() -> None:
+    """The app draws the stored fit with its own copy of the formula (it imports no metric module): the probe's
+    function, value for value, overflow included."""
+    from app.data import word_acquisition as wa
+
+    x = np.linspace(-3.0, 9.0, 241)
+    for hi, lo, k, x0 in ((9.1, 2.3, 1.7, 2.5), (5.0, 5.0, 0.0, 1.0), (8.0, 1.0, 400.0, 3.0), (3.0, 7.0, -250.0, 0.5)):
+        assert np.array_equal(wa.sigmoid(x, hi, lo, k, x0), sigmoid(x, hi, lo, k, x0))

@@ -129,13 +129,14 @@ def test_projection_has_h_e_and_g(db: str) -> None:
 # -------------------------------------------------------------------------------- older, broken, being written
 
 def _older_copy(db: str, tmp_path: Path) -> str:
-    """A copy of the store as an older probe might have left it: no arrays/notes/completed tables, and metric
-    rows without a family column."""
+    """A copy of the store as an earlier probe of schema version 1 might have left it: no definitions (new in 2),
+    no arrays/notes/completed tables, and metric rows without a family column."""
     root = tmp_path / "old"
     shutil.copytree(Path(db).parent, root)
     conn = sqlite3.connect(root / "results.sqlite")
     conn.executescript("""
         PRAGMA wal_checkpoint(TRUNCATE);
+        UPDATE meta SET value = '1' WHERE key = 'schema_version'; DROP TABLE definitions;
         DROP TABLE arrays; DROP TABLE notes; DROP TABLE completed;
         DROP INDEX metrics_by_family; ALTER TABLE metrics DROP COLUMN family;""")
     conn.close()
@@ -144,16 +145,36 @@ def _older_copy(db: str, tmp_path: Path) -> str:
 
 def test_older_store_is_read_with_what_it_has(db: str, tmp_path: Path) -> None:
     old = _older_copy(db, tmp_path)
+    before = Path(old).read_bytes()
     st = stamps.stamp(old)
     problems = store_tables.store_problems(old, st)
-    assert any("`arrays`" in p for p in problems) and any("`family`" in p for p in problems)
+    assert any("`arrays` table, so no CKA heatmaps" in p for p in problems) and any("`family`" in p for p in problems)
+    assert any("no metric definitions" in p for p in problems)
     cat = store_tables.metric_catalog(old, st)
-    assert set(cat[cat["metric"] == "anisotropy"]["family"]) == {"geometry"}  # inferred from the name
+    assert set(cat[cat["metric"] == "anisotropy"]["family"]) == {"unknown"}  # no family, no definition to name one
     assert len(store_tables.metric_rows(old, st, "anisotropy")) == 2 * len(STEPS) * 3
     assert store_arrays.cka_steps(old, st, "mlm-syn").empty and store_arrays.projection(old, st, "mlm-syn", 0).empty
     assert store_tables.notes(old, st).empty and store_tables.measured(old, st).empty
     runs = store_tables.store_runs(old, st)
     assert list(runs["measured"]) == [0, 0] and list(runs["snapshots"]) == [6, 6]
+    assert Path(old).read_bytes() == before  # read through the compatibility view: the file is not migrated
+
+
+def test_an_older_store_upgraded_by_a_writer_keeps_saying_what_it_lacked(db: str, tmp_path: Path) -> None:
+    """Opened for writing (as the probe does), the older store is migrated and given the definitions: its rows get
+    their families back, and the page still says what the earlier probe had not written."""
+    from dynamics import store as dstore
+    from dynamics.metrics import registry
+
+    old = _older_copy(db, tmp_path)
+    with dstore.open(old) as s:
+        s.write_definitions(registry.load().values())
+    st = stamps.stamp(old)
+    cat = store_tables.metric_catalog(old, st)
+    assert set(cat[cat["metric"] == "anisotropy"]["family"]) == {"geometry"}
+    assert set(cat[cat["metric"] == "anisotropy"]["page"]) == {"geometry"}
+    problems = store_tables.store_problems(old, st)
+    assert any("`arrays` table" in p for p in problems) and not any("no metric definitions" in p for p in problems)
 
 
 def test_store_without_the_metric_index_draws_the_same_catalog(db: str, tmp_path: Path) -> None:
@@ -178,6 +199,17 @@ def test_store_without_probe_sets_reads_every_row(db: str, tmp_path: Path) -> No
     st = stamps.stamp(old)
     assert len(store_tables.metric_rows(old, st, "anisotropy")) == 2 * len(STEPS) * 3
     assert "anisotropy" in set(store_tables.metric_catalog(old, st)["metric"])
+    assert any("no `probe_sets` table" in p for p in store_tables.store_problems(old, st))
+
+
+def test_a_newer_store_is_named_not_read(db: str, tmp_path: Path) -> None:
+    root = tmp_path / "newer"
+    shutil.copytree(Path(db).parent, root)
+    with sqlite3.connect(root / "results.sqlite") as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    new = str(root / "results.sqlite")
+    with pytest.raises(errors.DataError, match="newer taco-dynamics .*store schema 99.*update taco-dynamics"):
+        store_tables.metric_catalog(new, stamps.stamp(new))
 
 
 def test_broken_or_missing_store_raises_data_error(tmp_path: Path) -> None:

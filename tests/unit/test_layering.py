@@ -1,6 +1,7 @@
 """The import rules of docs/design.md's layout table, read off the source: `common` (the shared bottom layer)
 imports none of the project's other packages; `taco` imports neither `dynamics` nor `app`; `dynamics` does not
-import `app`, and from `taco` it imports only `taco.objectives` (the probe's TC loss is training's)."""
+import `app`, and from `taco` it imports only `taco.objectives` (the probe's TC loss is training's); `app` imports
+nothing under `dynamics.metrics` (it labels curves from the store's definitions)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,11 @@ def test_dynamics_imports_only_the_objectives_of_taco() -> None:
     assert {f: n for f, n in bad.items() if n} == {}
     bare = [f for f, names in imported_modules("dynamics").items() if "taco" in names]
     assert bare == [], "import the taco module by name (from taco.x import y), not the package"
+
+
+def test_the_app_imports_no_metric_module() -> None:
+    """The app labels and places curves from the definitions in the store it shows (`Store.write_definitions`),
+    never from the metric registry or the metric modules."""
+    bad = {f: sorted(n for n in names if n == "dynamics.metrics" or n.startswith("dynamics.metrics."))
+           for f, names in imported_modules("app").items()}
+    assert {f: n for f, n in bad.items() if n} == {}
