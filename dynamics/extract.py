@@ -35,6 +35,7 @@ Memory: one model at a time; the caller drops the returned `Activations` before 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import threading
 from collections.abc import Callable, Iterator
@@ -43,8 +44,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
+from transformers.utils import logging as hf_logging
 
 from dynamics.errors import ProbeError
+from dynamics.metrics.acquisition import token_surprisal
+from dynamics.metrics.anchors import token_rank
 from dynamics.probe_set import ProbeSet
 from dynamics.threads import cpu_workers, map_on_threads
 
@@ -105,8 +116,6 @@ Head = tuple[Callable[[Any], Any], Callable[[Any], Any]]  # (T: h → transforme
 
 def mlm_head(model: Any) -> Head | None:
     """The (transform, decoder) pair of a known MLM head, or None for an unknown or absent head."""
-    import torch.nn.functional as F
-
     cls = getattr(model, "cls", None)
     if cls is not None and hasattr(getattr(cls, "predictions", None), "transform"):  # BERT
         p = cls.predictions
@@ -128,11 +137,6 @@ def architecture_kind(config: Any) -> str:
     """"causal" for a model type that has a causal-LM class and no masked-LM class in transformers (GPT-2, GPT-NeoX,
     Llama, …), else "encoder" (BERT, RoBERTa, ELECTRA, DistilBERT, … — BERT-likes have both classes and are
     read as the encoders they are pretrained as)."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
     model_type = getattr(config, "model_type", None)
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         return "causal"
@@ -147,8 +151,6 @@ _LOGIT_RESCALING = ("final_logit_softcapping", "logit_scale", "logits_scaling", 
 def causal_head(model: Any) -> Callable[[Any], Any] | None:
     """The next-token head of a causal LM — its output embedding (`lm_head`, NeoX `embed_out`), mapping the final-
     normed last hidden state (m, H) to logits (m, V) — or None when it has none or rescales its logits."""
-    import torch
-
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     config = getattr(model, "config", None)
     if not isinstance(head, torch.nn.Linear):
@@ -163,8 +165,6 @@ def causal_head(model: Any) -> Callable[[Any], Any] | None:
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Silence transformers' load reports and progress bars for the duration, restoring them afterwards."""
-    from transformers.utils import logging as hf_logging
-
     level = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
@@ -185,9 +185,6 @@ def load_model(path: Path, device: str = "cpu") -> tuple[Any, bool, list[str]]:
     base model mean a headless checkpoint) and it is recognised (`mlm_head`, `causal_head`). Any load failure
     becomes a `ProbeError` naming the folder.
     """
-    import torch
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
-
     notes: list[str] = []
     fix = "re-save the snapshot with save_pretrained() or leave it out with --steps"
 
@@ -268,8 +265,6 @@ def extract(
     `reuse`: activations no longer needed (the previous snapshot's): their `hidden` and `emb_rows` arrays are
     overwritten where the shapes match, instead of allocating new ones (fresh pages are slow to fault in).
     """
-    import torch
-
     ids_all = torch.from_numpy(probe.ids.astype(np.int64))
     content_all = torch.from_numpy(probe.content)
     n_blocks = probe.ids.shape[0]
@@ -342,8 +337,6 @@ def extract(
 
 def _is_norm(module: Any, width: int) -> bool:
     """A LayerNorm/RMSNorm-like module with a (width,) scale vector γ."""
-    import torch
-
     name = type(module).__name__
     weight = getattr(module, "weight", None)
     return ((isinstance(module, torch.nn.LayerNorm) or name.endswith("Norm"))
@@ -358,8 +351,6 @@ def layer_norm_weights(base: Any, n_layers: int, width: int) -> np.ndarray | Non
     norm, in module order, inside transformer block l − 1 — the output LayerNorm of a post-LN encoder (BERT's
     `output.LayerNorm`, which produces h_l), the pre-MLP norm of a pre-LN decoder (GPT-2 `ln_2`, NeoX/Llama
     `post_attention_layernorm`). Blocks: the first `ModuleList` of L modules under the base model."""
-    import torch
-
     blocks = next((m for m in base.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers), None)
     if blocks is None or n_layers == 0:
         return None
@@ -404,11 +395,6 @@ def _next_token_rows(last: Any, layer_l: Any, decoder: Any, ids: Any, chosen: np
     """One batch's next-token head at the targets `chosen` (bool (B, T), never at column 0): from the final-normed
     last hidden state `last` (B, T, H) and layer L `layer_l` (B, T, H) at i − 1, the logits of x_i → (transform,
     hidden, rank, index, surprisal) rows."""
-    import torch
-
-    from dynamics.metrics.acquisition import token_surprisal
-    from dynamics.metrics.anchors import token_rank
-
     bi, ti = (torch.from_numpy(a).to(ids.device) for a in np.nonzero(chosen))
     x = last[bi, ti - 1]  # (m, H) the head's input: what predicts position i
     logits = decoder(x)  # (m, V)
@@ -442,10 +428,7 @@ def head_note(acts: Activations) -> str | None:
 
 
 def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_size: int, device: str) -> MaskedOutputs:
-    import torch
 
-    from dynamics.metrics.acquisition import token_surprisal
-    from dynamics.metrics.anchors import token_rank
 
     transform, decoder = head
     masked_all = torch.from_numpy(probe.masked)
@@ -476,8 +459,6 @@ def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_
 
 def _inference(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """`fn` under `torch.inference_mode` in whichever thread runs it (the mode is per thread)."""
-    import torch
-
     def run(item: Any) -> Any:
         with torch.inference_mode():
             return fn(item)
@@ -502,8 +483,6 @@ def _last_layer_apart(encoder: Any) -> Iterator[Any]:
     """Within: the encoder without its last layer, which is yielded — when `_trimmable_last_layer` finds one; else
     None, the encoder whole. Set up once around all the batches: the encoder is changed in place, which threads
     running batches at the same time must all see."""
-    import torch
-
     last = _trimmable_last_layer(encoder)
     if last is None:
         yield None
@@ -518,16 +497,12 @@ def _last_layer_apart(encoder: Any) -> Iterator[Any]:
 
 def _hidden_at(encoder: Any, last: Any, ids: Any, where: Any) -> Any:
     """`last_hidden_at` inside `_last_layer_apart` (`last`: what it yielded)."""
-    import torch
-
     x = encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
     return x[where] if last is None else _layer_at(last, x, where)  # x: the last layer's input, (B, T, H)
 
 
 def _trimmable_last_layer(encoder: Any) -> Any:
     """The last encoder layer if it has the BERT layout `_layer_at` reproduces, else None."""
-    import torch
-
     layers = getattr(getattr(encoder, "encoder", None), "layer", None)
     if not isinstance(layers, torch.nn.ModuleList) or len(layers) < 1:
         return None
@@ -546,9 +521,6 @@ def _trimmable_last_layer(encoder: Any) -> Any:
 
 def _layer_at(layer: Any, x: Any, where: Any) -> Any:
     """One BERT layer (eval mode, no attention mask) evaluated at the query positions `where` of x (B, T, H)."""
-    import torch
-    import torch.nn.functional as F
-
     attn = layer.attention.self
     b, t, _ = x.shape
     heads, d = attn.num_attention_heads, attn.attention_head_size
@@ -590,7 +562,6 @@ def release_memory(device: str = "cpu") -> None:
     glibc the heap's free tail (`malloc_trim`), so the resident size does not ratchet up across snapshots."""
     gc.collect()
     if device.startswith("cuda"):
-        import torch
 
         torch.cuda.empty_cache()
     _malloc_trim()
@@ -600,8 +571,6 @@ def _malloc_trim() -> None:
     global _LIBC
     if _LIBC is None:
         try:
-            import ctypes
-
             _LIBC = ctypes.CDLL("libc.so.6")
             _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
         except (OSError, AttributeError):

@@ -29,7 +29,7 @@ AOA_FIGURE = "aoa_frequency.png"  # `acquisition_figure`
 
 
 def _save(fig: Any, path: Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib: only when drawing (slow import)
 
     FigureCanvasAgg(fig)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import scan_cache_dir, snapshot_download
+from huggingface_hub.errors import (
+    CacheNotFound,
+    HFValidationError,
+    IncompleteSnapshotError,
+    LocalEntryNotFoundError,
+)
+
 from dynamics.errors import ProbeError
 from dynamics.series import Series, Snapshot, config_step
 from dynamics.tokens import has_tokenizer
@@ -75,9 +83,6 @@ def _download_hint(repo_id: str, revision: str | None = None) -> str:
 def cached_refs(repo_id: str) -> dict[str, Path] | None:
     """ref name → snapshot folder of every revision of model `repo_id` in the cache (None when the repository is
     not cached at all). Reads only the cache (`huggingface_hub.scan_cache_dir`)."""
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
-
     try:
         info = scan_cache_dir(cache_dir())
     except CacheNotFound:
@@ -96,9 +101,6 @@ def _refs_shown(refs: dict[str, Path]) -> str:
 def snapshot_folder(repo_id: str, revision: str) -> Path:
     """The cached folder of `repo_id` at `revision` (a branch, tag or commit), offline; `ProbeError` naming the
     repository or revision and the `hf download` command when it is not in the cache."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, IncompleteSnapshotError, LocalEntryNotFoundError
-
     where = f"the Hugging Face cache ({cache_dir()})"
     try:
         return Path(snapshot_download(repo_id, revision=revision, cache_dir=str(cache_dir()), local_files_only=True))

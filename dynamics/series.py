@@ -235,34 +235,6 @@ def discover(path: str | Path, name: str | None = None) -> Series:
     return Series(run_dir, run_name, snaps, tok, meta, kind)
 
 
-def discover_all(paths: Sequence[str | Path], revisions: Sequence[str] | None = None) -> list[Series]:
-    """`discover` each path, or `dynamics.hub.discover_hub` each Hub model id (`ORG/NAME` that is not an existing
-    path) at `revisions`; run names are made unique by prefixing the parent folder's name where they clash.
-    `revisions` without a Hub id among `paths` is a `ProbeError` (it would silently mean nothing)."""
-    from dynamics import hub
-
-    if not paths:
-        raise ProbeError("no directories given; pass at least one run directory")
-    is_hub = [hub.is_hub_id(p) for p in paths]
-    if revisions is not None and not any(is_hub):
-        raise ProbeError(f"--revisions {','.join(revisions)}: applies to a Hugging Face model id (ORG/NAME, read from "
-                         f"the local Hub cache), but {paths[0]} is a directory; drop --revisions")
-    series = [hub.discover_hub(str(p), revisions) if h else discover(p) for p, h in zip(paths, is_hub, strict=True)]
-    seen_dirs: dict[Path, str] = {}
-    for s in series:
-        if s.run_dir in seen_dirs:
-            raise ProbeError(f"{s.run_dir}: given twice; pass each run once")
-        seen_dirs[s.run_dir] = s.name
-    names = [s.name for s in series]
-    for s in series:
-        if names.count(s.name) > 1:
-            s.name = f"{s.run_dir.parent.name}/{s.name}"
-            s.snapshots = [Snapshot(x.path, x.step, x.tokens_seen, s.name, x.info) for x in s.snapshots]
-    if len({s.name for s in series}) < len(series):
-        raise ProbeError(f"{series[0].run_dir}: runs with identical names; rename the folders")
-    return series
-
-
 def select(series: Series, steps: Sequence[int] | None = None, every: int | None = None) -> list[Snapshot]:
     """The snapshots to measure: all, those at `steps`, or those whose step is a multiple of `every` plus the
     final snapshot (anchor drift is measured against it)."""

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
+from transformers import AutoTokenizer
 
 from dynamics.errors import ProbeError
 
@@ -153,8 +155,6 @@ def load_tokenizer(path: str | Path) -> TokenizerView:
                 if tok is not None:
                     special.setdefault(role, tok)
     if (p / "tokenizer.json").is_file():
-        from tokenizers import Tokenizer
-
         try:
             backend = Tokenizer.from_file(str(p / "tokenizer.json"))
         except Exception:  # noqa: BLE001 - any parse failure is the same user error
@@ -169,8 +169,6 @@ def load_tokenizer(path: str | Path) -> TokenizerView:
                 special.setdefault(f"added:{added.content}", added.content)
         view = TokenizerView(p, vocab, special, _backend=backend)
     else:
-        from transformers import AutoTokenizer
-
         try:
             hf = AutoTokenizer.from_pretrained(str(p))
         except Exception:  # noqa: BLE001

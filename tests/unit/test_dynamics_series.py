@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from dynamics.errors import ProbeError
+from dynamics.inputs import discover_all
 from dynamics.series import (
     check_safetensors,
     discover,
-    discover_all,
     missing_step_error,
     select,
     weight_files,

@@ -12,7 +12,7 @@ import pytest
 from dynamics import hub
 from dynamics.config import ProbeConfig
 from dynamics.errors import ProbeError
-from dynamics.series import discover_all
+from dynamics.inputs import discover_all
 from tests.hub_fixture import add_revision, repo_folder
 
 PYTHIA = "EleutherAI/pythia-tiny"
