@@ -56,8 +56,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from common.files import save_npz
 from dynamics.errors import StoreError
-from dynamics.probe_set import save_npz
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -149,6 +149,7 @@ _METRIC_COLUMNS = ("run", "step", "tokens_seen", "layer", "metric", "variant", "
 # Which page of the app shows a metric of each family (`write_definitions`, for a registration without `page`).
 _FAMILY_PAGES = {"anchors": "anchors", "drift": "anchors", "context": "context", "geometry": "geometry",
                  "ln_outliers": "geometry", "cka_steps": "cka", "acquisition": "acquisition"}
+
 
 @dataclass(frozen=True)
 class Gaps:
@@ -794,12 +795,14 @@ def _safe(name: str) -> str:
 
 
 def remove_stale_tmp(root: Path) -> None:
-    """Delete temporary `.npz` files left by a killed writer (never a committed file)."""
+    """Delete temporary `.npz` files left by a killed writer (never a committed file): `common.files.save_npz`'s
+    `.NAME.PID.RANDOM.tmp.npz`, and `.NAME.PID.tmp` of earlier versions."""
     arrays = root / "arrays"
     if arrays.is_dir():
-        for tmp in arrays.rglob(".*.tmp"):
-            try:
-                if time.time() - tmp.stat().st_mtime > 60:
-                    tmp.unlink()
-            except OSError:
-                pass
+        for pattern in (".*.tmp", ".*.tmp.npz"):
+            for tmp in arrays.rglob(pattern):
+                try:
+                    if time.time() - tmp.stat().st_mtime > 60:
+                        tmp.unlink()
+                except OSError:
+                    pass

@@ -165,3 +165,19 @@ def test_store_without_probe_sets_reads_every_row(tmp_path: Path) -> None:
     assert ro.latest_probe_hash() is None and ro.probe_sets().empty
     assert len(ro.metrics()) == 6 and len(ro.metric_list()) == 3 and len(ro.notes()) == 2
     assert ro.metrics(probe_hash="other").empty
+
+
+def test_remove_stale_tmp_deletes_only_old_temporaries(tmp_path: Path) -> None:
+    import os
+    import time
+
+    folder = tmp_path / "arrays" / "r"
+    folder.mkdir(parents=True)
+    names = {"kept.npz": True, ".a.npz.12.1f2e3d4c.tmp.npz": False, ".b.npz.12.tmp": False,
+             ".fresh.npz.13.0a0b0c0d.tmp.npz": True}
+    for name in names:
+        (folder / name).write_bytes(b"x")
+        if not names[name] or name == "kept.npz":
+            os.utime(folder / name, (time.time() - 600, time.time() - 600))
+    st.remove_stale_tmp(tmp_path)
+    assert {n: (folder / n).exists() for n in names} == names
