@@ -225,7 +225,13 @@ class Migration:
 
 
 def _to_2(conn: sqlite3.Connection) -> None:
-    _fill(conn, _gaps(conn, upto=1))  # version 1's own gaps first: what the readers once tolerated per query
+    lacked = _gaps(conn, upto=1)
+    _fill(conn, lacked)  # version 1's own gaps first: what the readers once tolerated query by query
+    if "family" in lacked.columns.get("metrics", ()):
+        # Downstream rows (`experiments.results`) carry their family as their probe hash; the probe's rows get
+        # theirs from the definitions the probe stores (`write_definitions`). A family rewritten later then
+        # replaces its old rows instead of colliding with them.
+        conn.execute("UPDATE metrics SET family = probe_hash WHERE probe_hash = 'downstream'")
     _fill(conn, _gaps(conn, upto=2))  # then what version 2 adds
 
 
@@ -233,8 +239,8 @@ def _to_2(conn: sqlite3.Connection) -> None:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "version 1 → 2: what a version-1 file lacks of version 1 is created — a missing table empty (onsets "
               "came under version 1 without a new number; arrays, notes, completed or probe_sets from an earlier "
-              "probe), a missing column NULL in the existing rows (e.g. metrics.family), a missing index built — "
-              "then the definitions table", _to_2),
+              "probe), a missing column NULL in the existing rows (metrics.family: downstream rows get theirs), a "
+              "missing index built — then the definitions table", _to_2),
 )
 
 

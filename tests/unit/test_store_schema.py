@@ -51,7 +51,8 @@ INSERT INTO snapshots VALUES ('r', 0, 0, '/runs/r/snapshots/step-0000000', '{{}}
 INSERT INTO probe_sets VALUES ('{H}', 'test', 2, 8, 12, 2, 1, 'probe set', 't', 'arrays/probe.npz', '[]', 1.0, 2.0);
 INSERT INTO metrics VALUES ('r', 0, 0, 0, 'anisotropy', 'all', 0.5, 'geometry', '{H}'),
                            ('r', 10, 100, 0, 'anisotropy', 'all', 0.25, 'geometry', '{H}'),
-                           ('r', 10, 100, 1, 'ctx_gap_all', 'all', NULL, 'context', '{H}');
+                           ('r', 10, 100, 1, 'ctx_gap_all', 'all', NULL, 'context', '{H}'),
+                           ('r', 10, 100, -1, 'sst2/score', 'linear/mean', 81.5, 'downstream', 'downstream');
 INSERT INTO completed VALUES ('r', 0, 'geometry', '{H}', 'p', 1.0, 0.1), ('r', 10, 'geometry', '{H}', 'p', 2.0, 0.1);
 INSERT INTO notes VALUES ('r', 10, '{H}', 'context', 'a note');
 """
@@ -100,6 +101,7 @@ def test_an_older_store_is_migrated_when_opened_for_writing(tmp_path: Path, name
     db = _old_store(tmp_path / name, extra)
     with sqlite3.connect(db) as conn:
         before = _metric_rows(conn)
+    assert len(before) == 4
     with st.open(db) as s:
         assert s.file_version == 1 and s.schema_version() == st.SCHEMA_VERSION
         columns = {t: sorted((r[1], r[2]) for r in s.conn.execute(f"PRAGMA table_info({t})")) for t in st.TABLES}
@@ -109,6 +111,11 @@ def test_an_older_store_is_migrated_when_opened_for_writing(tmp_path: Path, name
         assert s.upgraded() is not None and s.upgraded()["from"] == 1 and s.upgraded()["lacked"] == lacked
         families = s.metrics()["family"].tolist()
         assert families == ([None] * 3 if "family" in str(lacked) else ["geometry", "geometry", "context"])
+        assert s.metrics(probe_hash="downstream")["family"].tolist() == ["downstream"]  # named by its probe hash
+        # a downstream unit written again replaces its old row (no collision with a row lacking its family)
+        s.write_family(run="r", step=10, tokens_seen=100, family="downstream", probe_hash="downstream", params="u",
+                       result=st.FamilyResult([(-1, "sst2/score", "linear/mean", 82.0)], {}, []))
+        assert s.metrics(probe_hash="downstream")["value"].tolist() == [82.0]
         assert s.definitions().empty
         # the upgraded store takes new results like a new one
         s.write_family(run="r", step=20, tokens_seen=200, family="geometry", probe_hash=H, params="p",
