@@ -32,6 +32,7 @@ from dynamics.config import ProbeConfig, resolved_device
 from dynamics.errors import ProbeError
 from dynamics.inputs import Checked, architecture_kind, check
 from dynamics.measure import Done, measure_snapshots, to_do
+from dynamics.metrics import registry
 from dynamics.probe_run import ProbeSummary, Setup, SnapshotHook
 from dynamics.series import Series, Snapshot
 from dynamics.tokens import TokenizerView
@@ -87,6 +88,7 @@ def open_store(checked: Checked, cfg: ProbeConfig, device: str, defer_drift: boo
     flags, changed, unverified = record_snapshots(store, checked.series_list, checked.selected)
     assert checked.tok is not None
     _record_probe_set(store, checked.probe, checked.tok)
+    store.write_definitions(registry.load().values())  # so that readers label curves from the store alone
     for s in checked.series_list:
         meta = {**s.meta, "probe_device": device, "architecture_kind": architecture_kind(s.final)}
         store.upsert_run(s.name, s.run_dir, s.kind, s.meta.get("objective"), meta)
