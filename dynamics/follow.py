@@ -36,8 +36,8 @@ from dynamics import hub
 from dynamics.config import ProbeConfig
 from dynamics.errors import ProbeError
 from dynamics.pipeline import run_config
-from dynamics.probe_run import ProbeSummary, SnapshotHook
 from dynamics.series import Snapshot
+from dynamics.setup import ProbeSummary, SnapshotHook
 
 POLL_S = 1.0
 

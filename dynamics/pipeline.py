@@ -1,8 +1,9 @@
 """The probe's pipeline, in the order it runs:
 
     check (find the series, select and check the snapshots, build the probe set; nothing written)
-    → open the store (record runs, snapshots and their integrity flags, the probe set; forget what is stale)
-    → measure each snapshot (`dynamics.measure`)
+    → open the store (`dynamics.setup`: record runs, snapshots and their integrity flags, the probe set; forget
+      what is stale)
+    → measure each snapshot
     → run-level families (`dynamics.run_families`) and onsets
     → figures and report.md
 
@@ -17,25 +18,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import sys
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from tqdm.auto import tqdm
+
+from dynamics import engine, report, shards
+from dynamics import extract as ex
 from dynamics import families as fam
 from dynamics import figures as figs
-from dynamics import integrity, report, shards
-from dynamics import probe_set as ps
 from dynamics import run_families as rf
-from dynamics import store as st
-from dynamics.config import ProbeConfig, resolved_device
+from dynamics.config import FAMILIES, ProbeConfig, resolved_device
 from dynamics.errors import ProbeError
-from dynamics.inputs import Checked, architecture_kind, check
-from dynamics.measure import Done, measure_snapshots, to_do
-from dynamics.metrics import registry
-from dynamics.probe_run import ProbeSummary, Setup, SnapshotHook
+from dynamics.inputs import Checked, check
 from dynamics.series import Series, Snapshot
-from dynamics.tokens import TokenizerView
+from dynamics.setup import Done, ProbeSummary, Setup, SnapshotHook, join, open_store, shares_note
 
 FOLLOW_SHARDED = "--follow measures in one process: start it without torchrun (several processes share a series only)"
 
@@ -68,7 +71,7 @@ def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: Snapsh
         parts = shards.gather(place, (summary.computed, device))
         if place.main and place.distributed:
             summary.computed = [unit for computed, _ in parts for unit in computed]
-            summary.notes.append(_shares_note(parts))
+            summary.notes.append(shares_note(parts))
         step(lambda: finish(setup, summary, done, plan.series_list) if place.main else None)
     if print_flags and place.main:
         for flag in summary.flags:
@@ -76,112 +79,123 @@ def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: Snapsh
     return summary
 
 
-# ------------------------------------------------------------------------------------------------ the store
+# ------------------------------------------------------------------------------------------- each snapshot
 
-def open_store(checked: Checked, cfg: ProbeConfig, device: str, defer_drift: bool, stores: contextlib.ExitStack
-               ) -> tuple[Setup, ProbeSummary, Done]:
-    """Create or open the store (closed with `stores`), record the runs, snapshots and probe set, and forget what
-    is stale: rank 0's (the only process's) setup, summary so far, and what the store holds."""
-    store = st.open(checked.out)
-    stores.callback(store.close)
-    st.remove_stale_tmp(store.root)
-    flags, changed, unverified = record_snapshots(store, checked.series_list, checked.selected)
-    assert checked.tok is not None
-    _record_probe_set(store, checked.probe, checked.tok)
-    store.write_definitions(registry.load().values())  # so that readers label curves from the store alone
-    for s in checked.series_list:
-        meta = {**s.meta, "probe_device": device, "architecture_kind": architecture_kind(s.final)}
-        store.upsert_run(s.name, s.run_dir, s.kind, s.meta.get("objective"), meta)
-    prep, prep_notes = _prepare(checked.probe, cfg, device, checked.tok.id_to_token())
-    summary = ProbeSummary(store.root, store.path, checked.probe.hash, notes=list(checked.probe.notes) + prep_notes,
-                           flags=flags)
-    done = store.completed_params(checked.probe.hash)
-    summary.notes += forget_stale(done, checked.series_list, changed)
-    summary.notes += list(checked.no_drift.values()) + unverified
-    setup = Setup(store, checked.probe, prep, cfg, device, dict(checked.no_drift), defer_drift)
-    return setup, summary, done
+def wanted(metrics: Sequence[str]) -> list[str]:
+    order = {"anchors": ["anchors", "drift"], "context": ["context"], "geometry": ["geometry"]}
+    return [f for m in FAMILIES if m in metrics for f in order[m]]
 
 
-def join(plan: Checked, cfg: ProbeConfig, device: str, defer_drift: bool, stores: contextlib.ExitStack
-         ) -> tuple[Setup, ProbeSummary, Done]:
-    """The setup of a process other than rank 0: the store rank 0 opened, rank 0's view of what it holds, and the
-    probe set's tensors on this process's device."""
-    store = st.open(plan.out)
-    stores.callback(store.close)
-    prep, _ = _prepare(plan.probe, cfg, device, plan.id_to_token)  # its notes are rank 0's to report
-    setup = Setup(store, plan.probe, prep, cfg, device, dict(plan.no_drift), defer_drift)
-    return setup, ProbeSummary(store.root, store.path, plan.probe.hash), dict(plan.done)
+def family_params(series: Series, cfg: ProbeConfig) -> dict[str, str]:
+    """Each family's settings string: a stored family whose string differs is measured again."""
+    return {
+        "anchors": engine.family_params("anchors", surprisal="nats"),
+        "drift": engine.family_params("drift", final=series.final.step),
+        "context": engine.family_params("context", window=cfg.window, negatives=cfg.tc_negatives,
+                                     temperature=cfg.tc_temperature, max_distance=cfg.max_distance, seed=cfg.seed),
+        "geometry": engine.family_params("geometry", neighbours=cfg.neighbour_tokens, seed=cfg.seed, ln_outliers="3std"),
+    }
 
 
-def _record_probe_set(store: st.Store, probe: ps.ProbeSet, tok: TokenizerView) -> None:
-    probe_file = f"arrays/probe-{probe.hash[:16]}.npz"
-    if not (store.root / probe_file).is_file():
-        probe.save(store.root / probe_file, tok.id_to_token())
-    store.add_probe_set(hash=probe.hash, source=probe.source, n_blocks=probe.n_blocks, block_size=probe.block_size,
-                        n_tokens=probe.n_tokens, n_masked=int(probe.masked.sum()), n_word_types=len(probe.word_types),
-                        freq_source=probe.freq_source, tokenizer_hash=probe.tokenizer_hash, file=probe_file,
-                        notes=probe.notes)
+@dataclass
+class SeriesState:
+    """What one series' snapshots share: the families' params, the final snapshot's embedding matrix (for drift,
+    loaded once) and the last activations, whose arrays the next extraction overwrites."""
+
+    series: Series
+    params: dict[str, str]
+    final_matrix: np.ndarray | None = None
+    spare: ex.Activations | None = None
 
 
-def _prepare(probe: ps.ProbeSet, cfg: ProbeConfig, device: str, id_to_token: list[str]
-             ) -> tuple[fam.Prepared, list[str]]:
-    """The probe set's tensors and fixed draws on `device` (one call for every process, so that all measure on
-    the same draws)."""
-    return fam.prepare(probe, device, window=cfg.window, tc_negatives=cfg.tc_negatives,
-                       tc_temperature=cfg.tc_temperature, max_distance=cfg.max_distance,
-                       neighbour_tokens=cfg.neighbour_tokens, seed=cfg.seed, id_to_token=id_to_token)
+Work = list[tuple[Series, Snapshot, list[str]]]  # (series, snapshot, families still to measure there)
 
 
-def record_snapshots(store: st.Store, series_list: list[Series], selected: dict[str, list[Snapshot]]
-                     ) -> tuple[list[integrity.Flag], dict[str, set[int]], list[str]]:
-    """Record each series' snapshots in the store with the hash of their weights (the snapshots to be measured are
-    hashed unless the store holds a hash of their unchanged files), and store and return its integrity flags, with
-    the steps of each run whose weights differ from the hash recorded when they were last seen (a run trained
-    again under the same name: its stored results are stale) and notes on what could not be checked (a damaged
-    training log, named)."""
-    flags, changed, unverified = [], {}, []
-    for s in series_list:
-        known = store.snapshots(s.name)
-        cached = integrity.cached_entries(zip(known["step"], known["info"], strict=True))
-        entries = integrity.hash_snapshots(s.snapshots, {x.path for x in selected[s.name]}, cached)
-        changed[s.name] = {step for step, e in entries.items()
-                           if step in cached and cached[step].get("sha256") not in (None, e.get("sha256"))}
-        store.upsert_snapshots((s.name, x.step, x.tokens_seen, str(x.path),
-                                {**x.info, **({integrity.HASH_KEY: entries[x.step]} if x.step in entries else {})})
-                               for x in s.snapshots)
-        records, rates = integrity.records(s, entries), integrity.learning_rates(s)
-        found = integrity.check_series(records, rates=rates)  # flags only on evidence read (a damaged log: a note)
-        store.replace_notes(run=s.name, family=integrity.FAMILY, probe_hash=integrity.PROBE_HASH,
-                            notes=integrity.note_rows(found))
-        flags += found
-        unverified += integrity.evidence_notes(records, rates)
-    return flags, changed, unverified
+def to_do(setup: Setup, summary: ProbeSummary, done: Done, selected: dict[str, list[Snapshot]],
+          series_list: Sequence[Series]) -> Work:
+    """The selected snapshots with a per-snapshot family still to do (not stored with the same params, or
+    `--force`), with those families; the others are recorded as reused."""
+    cfg = setup.cfg
+    work: Work = []
+    for series in series_list:
+        params = family_params(series, cfg)
+        families = [f for f in wanted(cfg.metrics)
+                    if not (f == "drift" and (series.name in setup.no_drift or setup.defer_drift))]
+        for snap in selected[series.name]:
+            needed = [f for f in families if cfg.force or done.get((series.name, snap.step, f)) != params[f]]
+            summary.reused += [(series.name, snap.step, f) for f in families if f not in needed]
+            if needed:
+                work.append((series, snap, needed))
+    return work
 
 
-def forget_stale(done: Done, series_list: list[Series], changed: dict[str, set[int]]) -> list[str]:
-    """Drop from `done` what the store holds for snapshots whose weights changed (their families are measured
-    again), and with them the run-level families; a changed final snapshot makes every snapshot's drift stale.
-    Returns a note per run concerned."""
-    notes = []
-    for s in series_list:
-        steps = changed.get(s.name, set())
-        if not steps:
-            continue
-        notes.append(f"{s.name}: the weights at step(s) {', '.join(map(str, sorted(steps)))} changed since they were "
-                     "measured (trained again?); measured again")
-        final_changed = s.final.step in steps
-        for key in list(done):
-            name, step, family = key
-            if name == s.name and (step in steps or step == -1 or (final_changed and family == "drift")):
-                del done[key]
-    return notes
+def measure_snapshots(setup: Setup, summary: ProbeSummary, work: Work, n_selected: int,
+                      on_snapshot: SnapshotHook | None, place: shards.Place) -> None:
+    """This process's share of `work` (all of it outside torchrun; `shards.share`, the same split on every process,
+    under it): each snapshot extracted once → registered metrics → store, one family per transaction."""
+    mine = shards.share(work, place)
+    stored = n_selected - len(work)
+    bar = tqdm(total=stored + len(mine), initial=stored, disable=not setup.cfg.progress or not place.main,
+               unit="snapshot", dynamic_ncols=True, desc="probe")
+    # Each snapshot's model is freed with a gc pass (transformers models hold reference cycles). Freezing what
+    # exists now (imported modules, the probe set) keeps those passes from rescanning it every time (without a
+    # collection first: ≈ 0.2 s, and garbage frozen now is only collected after the run); after each snapshot
+    # what the model load imported lazily (≈ 200k objects, 0.1 s per pass) is frozen too.
+    gc.freeze()
+    try:
+        state: SeriesState | None = None
+        for series, snap, needed in mine:
+            if state is None or state.series is not series:
+                state = None  # the last series' activations and final embedding matrix go before the next's come
+                gc.collect()
+                state = SeriesState(series, family_params(series, setup.cfg))
+            bar.set_description(f"{series.name} step {snap.step}" + (f" (rank 0 of {place.world})"
+                                                                     if place.distributed else ""))
+            measure_snapshot(setup, summary, state, snap, needed)
+            bar.update(1)
+            if on_snapshot is not None:
+                on_snapshot(snap, needed)
+            gc.collect()
+            gc.freeze()
+        del state
+        gc.collect()
+    finally:
+        gc.unfreeze()
+        bar.close()
 
 
-def _shares_note(parts: list[tuple[list[tuple[str, int, str]], str]]) -> str:
-    """Which process measured how many snapshots, where (`parts`: each rank's computed units and device)."""
-    each = [f"rank {rank} {len({(r, s) for r, s, _ in computed})} on {device}"
-            for rank, (computed, device) in enumerate(parts)]
-    return f"snapshots measured by {len(parts)} processes: {', '.join(each)}"
+def measure_snapshot(setup: Setup, summary: ProbeSummary, state: SeriesState, snap: Snapshot, needed: list[str]) -> None:
+    """Extract one snapshot once and store each needed family in its own transaction."""
+    series, probe = state.series, setup.probe
+    is_final = snap.path == series.final.path
+    if "drift" in needed and state.final_matrix is None and not is_final:
+        state.final_matrix = ex.embedding_matrix(series.final.path)
+    t0 = time.perf_counter()
+    acts = None
+    if set(needed) - {"drift"}:
+        acts = ex.extract_snapshot(snap.path, probe, masked_pass="anchors" in needed,
+                                   batch_size=setup.cfg.batch_size, device=setup.device, reuse=state.spare)
+        emb, notes = acts.emb_matrix, acts.notes
+    else:
+        emb, notes = ex.embedding_matrix(snap.path), []
+    extraction = time.perf_counter() - t0
+    per_layer = fam.measure(acts, setup.prep, needed) if acts is not None else {}
+    for k, family in enumerate(needed):
+        t1 = time.perf_counter()
+        if family == "drift":
+            result = fam.drift(emb, emb if is_final else state.final_matrix, probe, probe.special_ids)
+        else:
+            result = per_layer[family]
+        if k == 0:  # extraction notes (e.g. no MLM head) go with the first family stored
+            result.notes = list(notes) + result.notes
+        seconds = time.perf_counter() - t1 if result.seconds is None else result.seconds
+        setup.store.write_family(run=series.name, step=snap.step, tokens_seen=snap.tokens_seen, family=family,
+                                 probe_hash=probe.hash, params=state.params[family], result=result,
+                                 seconds=seconds + (extraction if k == 0 else 0.0))
+        summary.computed.append((series.name, snap.step, family))
+    if acts is not None:
+        acts.masked = None
+        state.spare = acts
 
 
 # ---------------------------------------------------------------------------------------------- the run level

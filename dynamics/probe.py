@@ -40,7 +40,7 @@ from dynamics.errors import ProbeError
 from dynamics.follow import follow
 from dynamics.inputs import MULTI_RUN_OUT
 from dynamics.pipeline import FOLLOW_SHARDED, run_config
-from dynamics.probe_run import ProbeSummary, SnapshotHook
+from dynamics.setup import ProbeSummary, SnapshotHook
 
 __all__ = ["ProbeSummary", "build_parser", "main", "parse_args", "run"]
 
