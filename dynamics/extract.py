@@ -264,6 +264,10 @@ def extract(
     the architecture allows (`last_hidden_at`).
     `reuse`: activations no longer needed (the previous snapshot's): their `hidden` and `emb_rows` arrays are
     overwritten where the shapes match, instead of allocating new ones (fresh pages are slow to fault in).
+
+    One function of ≈ 90 lines on purpose: its per-batch closure (`unmasked`, run on worker threads in any order)
+    writes each batch's rows straight into the one (L+1, N, H) array the first finished batch allocates, under a
+    lock; as separate functions that shared state would travel through every call.
     """
     ids_all = torch.from_numpy(probe.ids.astype(np.int64))
     content_all = torch.from_numpy(probe.content)
