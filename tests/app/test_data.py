@@ -405,3 +405,12 @@ def test_an_array_without_its_keys_is_a_data_error_naming_the_file(synthetic_roo
     with pytest.raises(errors.DataError, match=rf"{layers}: the cka_layers array of mlm-syn at step 2 is damaged"):
         store_arrays.cka_layers(db, stamp, "mlm-syn", 2, probe_hash=PROBE_HASH)
     assert not store_arrays.cka_steps(db, stamp, "taco-syn", probe_hash=PROBE_HASH).empty  # the other run reads
+
+
+def test_the_numeric_columns_the_app_parses_are_numeric_columns_of_the_schema() -> None:
+    """`store_tables.NUMERIC` names which columns the app reads as numbers; the schema is `dynamics.store`'s."""
+    from dynamics import store as dstore
+
+    for table, cols in store_tables.NUMERIC.items():
+        types = {c.name: c.type for c in dstore.SCHEMA[table].columns}
+        assert all(types[c] in ("INTEGER", "REAL") for c in cols), table
