@@ -108,13 +108,13 @@ def forward_only(run: Path, n_blocks: int, batch_size: int, device: str, masked:
     from transformers import AutoModelForMaskedLM
 
     from dynamics import extract as ex
-    from dynamics import probe as P
     from dynamics.config import ProbeConfig
+    from dynamics.inputs import build_probe
     from dynamics.series import discover
     from dynamics.tokens import load_tokenizer
 
     series = discover(run)
-    ps = P.build_probe(series, load_tokenizer(series.tokenizer_path), ProbeConfig(probe_blocks=n_blocks))
+    ps = build_probe(series, load_tokenizer(series.tokenizer_path), ProbeConfig(probe_blocks=n_blocks))
     ids_all = torch.from_numpy(ps.ids.astype(np.int64))
     where_all = torch.from_numpy(ps.masked)
     t0 = time.perf_counter()
