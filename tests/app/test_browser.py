@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from dynamics.metrics import registry
 from tests.app.browser import REPO, Chromium, chromium_or_skip, serve
 
 # page URL path → texts the drawn page must show (chart titles are SVG text, so they are in the page text)
 EXPECT = {
     "": ["Runs", "mlm-tiny", "taco-tiny", "orphan-mlm", "Training curves", "Loss"],
     "anchors": ["Anchors", "Anchor similarity (word embedding), layer 2", "mlm-tiny", "taco-tiny",
-                "dynamics.metrics.anchors.anchor_similarity"],
+                registry.get("anchor_sim_word").pointer],
     "context": ["Context alignment", "Context alignment, same sequence, layer 2",
-                "dynamics.metrics.context.same_sequence_cosine"],
-    "geometry": ["Geometry", "Anisotropy, layer 2", "dynamics.metrics.geometry.anisotropy"],
+                registry.get("ctx_same_all").pointer],
+    "geometry": ["Geometry", "Anisotropy, layer 2", registry.get("anisotropy").pointer],
     "cka": ["CKA", "mlm-tiny: layer 2, step × step (debiased)", "mlm-tiny: step 4, layer × layer (debiased)"],
     "tokens": ["Token explorer", "mlm-tiny: h at layer 2, step 4"],
     "downstream": ["Downstream", "SST-2: Score (linear probe, layer 2)", "Final scores", "Notes from the evaluation",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dynamics.metrics import registry
 from tests.app.conftest import PAGES, TITLES
 from tests.app.helpers import assert_clean, charts, texts
 from tests.app.synthetic import PROBE_HASH, TOKENS_PER_STEP, write_store
@@ -67,7 +68,8 @@ def test_metric_and_layer_selectors_change_the_chart(make_app, probed_root: Path
     at.selectbox(key="geometry:metric").set_value("rankme").run()
     assert_clean(at)
     title, ranks, _ = charts(at)[0]
-    assert title == "Effective rank (RankMe), layer 2" and "`dynamics.metrics.geometry.effective_rank`" in texts(at)
+    pointer = registry.get("rankme").pointer  # the registered function, as stored with the definitions
+    assert title == "Effective rank (RankMe), layer 2" and f"`{pointer}`" in texts(at)
     assert ranks["value"].min() > 1  # an effective rank, not a cosine
     at.select_slider(key="geometry:layer").set_value(0).run()
     title, df0, _ = charts(at)[0]
