@@ -862,8 +862,8 @@ def aoa_freq_spearman(series: Sequence[SnapshotInputs]) -> Values:
     counts = p.train_counts if p.train_counts is not None else np.bincount(p.tokens)
     types, aoa, _ = _acquisition(series)
     keep = [i for i, a in enumerate(aoa) if a is not None and types[i] < counts.size and counts[types[i]] > 0]
-    if len(keep) < 3:
-        return _at_last(series, {"all": None, "ci_low": None, "ci_high": None})
+    if len(keep) < 3:  # undefined: one NULL row in variant "all", as for every undefined metric
+        return _at_last(series, {"all": None})
     a = np.array([aoa[i] for i in keep])
     f = np.log10(counts[types[keep]].astype(np.float64))
     draws = np.random.default_rng(p.seed).integers(0, a.size, (BOOTSTRAP, a.size))
