@@ -6,13 +6,13 @@ too (its bias still trains); initialising copies the matrix, so the tie carries 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from common.run_dir import RunDir, RunDirError, recorded
 from taco.errors import TacoError
 
 WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
@@ -23,8 +23,7 @@ def resolve_snapshot(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if (p / "model.safetensors").is_file():
         return p
-    steps = sorted((p / "snapshots").glob("step-*")) if p.is_dir() else []
-    steps = [s for s in steps if (s / "model.safetensors").is_file()]
+    steps = [s.path for s in RunDir(p).snapshots() if (s.path / "model.safetensors").is_file()]
     if not steps:
         raise TacoError(f"--init-embeddings {p}: no model.safetensors there nor under snapshots/step-*; "
                         "pass a snapshot folder or a run directory written by taco.train")
@@ -32,13 +31,11 @@ def resolve_snapshot(path: str | Path) -> Path:
 
 
 def snapshot_tokenizer_hash(snapshot: Path) -> str | None:
-    """The tokenizer hash recorded in the run.json of the run holding `snapshot` (None when there is none)."""
-    run_json = snapshot.parent.parent / "run.json"
-    if not run_json.is_file():
-        return None
+    """The tokenizer hash recorded in the run.json of the run holding `snapshot` (None when there is none, or
+    when that run.json cannot be read)."""
     try:
-        return json.loads(run_json.read_text())["tokenizer"]["hash"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        return recorded(RunDir(snapshot.parent.parent).config, "tokenizer", "hash")
+    except RunDirError:
         return None
 
 

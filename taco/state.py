@@ -40,6 +40,7 @@ def save_state(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer
 
 
 def load_state(run_dir: str | Path) -> dict[str, Any] | None:
+    """The saved state of `run_dir` (None when there is none yet); `TacoError` when the file is not a taco state."""
     path = Path(run_dir) / "state" / STATE_FILE
     if not path.is_file():
         return None

@@ -110,6 +110,7 @@ def read_run_json(out: Path) -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str]:
+    """The versions of Python and of the packages that shape a run's numbers, for run.json."""
     import importlib.metadata as md
 
     out = {"python": sys.version.split()[0]}
@@ -122,6 +123,8 @@ def package_versions() -> dict[str, str]:
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on the weight matrices only (not on biases, LayerNorm or other 1-D parameters), as
+    BERT is trained; frozen parameters are left out."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -132,6 +135,8 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 
 def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    """The seed of one micro-batch: a function of (seed, step, micro-batch, rank) only, so that a resumed run draws
+    what the uninterrupted one would have."""
     return (seed * SEED_STRIDE + step * 7919 + micro * 104729 + rank * 15485863) % (2**63 - 1)
 
 
@@ -401,6 +406,7 @@ def _mean_over_ranks(values: dict[str, float], place: Place, device: torch.devic
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: 0 when the run is written, 2 on bad input (one `error:` line), 130 on Ctrl-C."""
     from taco.corpus import CorpusError
 
     try:

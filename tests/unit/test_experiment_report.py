@@ -182,7 +182,7 @@ def test_report_without_runs_or_curves_names_the_command(tmp_path: Path) -> None
 
 def test_gather_run_reads_a_damaged_log_and_names_a_broken_run_json(tmp_path: Path) -> None:
     """`log.jsonl` with a binary line, a non-finite value and a line cut by a kill gives the readable rows (read
-    through `dynamics.run_dir`); an unreadable run.json is an EvalError naming it."""
+    through `common.run_dir`); an unreadable run.json is an EvalError naming it."""
     run = tmp_path / "mlm"
     run.mkdir()
     (run / "run.json").write_text('{"config": {"seed": 1}, "model_config": {"num_hidden_layers": 2}}')
