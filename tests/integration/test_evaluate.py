@@ -150,6 +150,33 @@ def test_bad_input_exits_2_and_keeps_results(tiny_run: Path, glue_fixture_dir: P
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: {empty}: no snapshots found")
 
 
+def test_an_older_store_is_upgraded_and_a_newer_one_refused(tiny_run: Path, glue_fixture_dir: Path,
+                                                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The evaluation opens its store through `dynamics.store`: a store of schema 1 is migrated (its rows kept, its
+    units still counted as stored); one of a newer schema is refused before any work, with one line, untouched."""
+    out = tmp_path / "store"
+    base = ["--glue-dir", str(glue_fixture_dir), "--mode", "linear", "--tasks", "sst2", "--steps", "4", *SMALL]
+    assert main([str(tiny_run), "--out", str(out), *base]) == 0
+    stored = _db_state(out)
+    old, newer = tmp_path / "old", tmp_path / "newer"
+    for copy, script in ((old, "UPDATE meta SET value = '1' WHERE key = 'schema_version'; DROP TABLE definitions;"),
+                         (newer, "UPDATE meta SET value = '99' WHERE key = 'schema_version';")):
+        shutil.copytree(out, copy)
+        with sqlite3.connect(copy / "results.sqlite") as con:
+            con.executescript("PRAGMA wal_checkpoint(TRUNCATE);" + script)
+        con.close()
+    capsys.readouterr()
+    assert main([str(tiny_run), "--out", str(old), *base]) == 0
+    assert "0 unit(s) computed, 1 already stored" in capsys.readouterr().out and _db_state(old) == stored
+    with dstore.open(old, readonly=True) as s:
+        assert s.schema_version() == dstore.SCHEMA_VERSION and s.upgraded()["from"] == 1
+    before = (newer / "results.sqlite").read_bytes()
+    assert main([str(tiny_run), "--out", str(newer), *base]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "newer taco-dynamics (store schema 99" in err
+    assert (newer / "results.sqlite").read_bytes() == before
+
+
 def test_epoch_batches_and_schedule() -> None:
     import torch
 
