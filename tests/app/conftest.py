@@ -48,7 +48,6 @@ def probed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     taco = build_tiny_run(root / "taco-tiny", objective="taco", seed=1, steps=(0, 2, 3),
                           tokenizer_dir=mlm / "tokenizer")
     probe.run([mlm, taco], out=root / "dynamics", probe_blocks=16, progress=False, figures=False)
-    _definitions(root / "dynamics")
     write_downstream(root / "dynamics")
     orphan = root / "orphan-mlm"
     (orphan / "snapshots" / "step-0000000").mkdir(parents=True)
@@ -75,19 +74,7 @@ def acquisition_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("app-acquisition")
     build(root, figures=False)
-    _definitions(root / "dynamics")
     return root
-
-
-def _definitions(out: Path) -> None:
-    """The registry's definitions in the store at `out` (`Store.write_definitions`, which the app labels curves
-    from), written here as well as by the probe pipeline, so that the app's tests do not depend on when the probe
-    writes them."""
-    from dynamics import store as dstore
-    from dynamics.metrics import registry
-
-    with dstore.open(out) as s:
-        s.write_definitions(registry.load().values())
 
 
 @pytest.fixture(scope="session")
