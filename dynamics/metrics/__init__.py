@@ -8,7 +8,9 @@ Ethayarajh's contextuality measures, rank, isotropy, intrinsic dimension, alignm
 float64, or that of a `Rows` passed instead of a matrix (the probe's float32 path; see `dynamics.metrics.rows`).
 """
 
-from . import registry
+# Importing the package imports every module that registers metrics, so the registry is complete whichever
+# module a caller imports first (`registry.load`).
+from . import acquisition, cka, context, geometry, registry, rogue  # noqa: F401
 from .anchors import (
     assign_frequency_bins,
     cosine_rows,

@@ -192,9 +192,8 @@ def register(name: str, *, family: str, page: str, layers: str, label: str, defi
 
 
 def load() -> dict[str, Metric]:
-    """The complete registry (importing the modules that register metrics), in registration order."""
-    from . import acquisition, anchors, cka, context, geometry, rogue  # noqa: F401  (registration happens on import)
-
+    """The complete registry, in registration order: the package's `__init__` has imported every module that
+    registers metrics before any of its modules, this one included, is used."""
     if list(REGISTRY) != sorted(REGISTRY, key=_family_order):  # by family, then as registered
         ordered = sorted(REGISTRY.items(), key=lambda item: _family_order(item[0]))
         REGISTRY.clear()
