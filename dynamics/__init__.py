@@ -1,9 +1,9 @@
-"""Measuring how a masked language model's representations change over training (`python -m dynamics.probe`).
+"""Measuring how a language model's representations change over training (`python -m dynamics.probe`).
 
-Modules, one job each: `run_dir` (reading a run directory of `taco.train`), `series` (finding snapshot series on
-disk), `tokens` (a light tokenizer view), `probe_set` (the frozen, hashed probe tokens), `extract` (loading a
-snapshot and collecting hidden states),
-`metrics/` (pure metric functions), `families` (metric functions → tidy rows and arrays per snapshot),
-`store` (the SQLite + .npz results store; `dynamics.store.open`), `figures`, `report`, `config` (settings and
-their CLI flags) and `probe` (the CLI and `dynamics.probe.run`).
+The probe's stages, one subpackage each: `find/` (finding the snapshot series and checking every input),
+`measure/` (the probe set, extraction, the families and the one engine that turns registered metrics into rows),
+`metrics/` (the metric registry and its pure functions), `results/` (the store, onsets, seed groups, figures and
+the report). At the top: `probe` (the command line and `dynamics.probe.run`), `pipeline` (the stages in order),
+`setup` (a probe run's records and opening the store), `follow` (measuring runs as they are written), `shards`
+(several processes under torchrun), `config` (settings and their flags) and `errors`.
 """

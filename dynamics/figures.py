@@ -12,13 +12,13 @@ acquisition: each word type's age of acquisition against its training frequency)
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from common.files import replacing
 from dynamics import palette, word_curves
 
 LINESTYLES = ("-", "--", ":", "-.")
@@ -32,10 +32,8 @@ def _save(fig: Any, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib: only when drawing (slow import)
 
     FigureCanvasAgg(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=90)
     return path
 
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.run_dir import RunDir, RunDirError
+from common.run_dir import SNAPSHOT_JSON, RunDir, RunDirError
 from dynamics import hub
 from dynamics.config import ProbeConfig
 from dynamics.errors import ProbeError
@@ -110,7 +110,7 @@ def follow(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: SnapshotHo
     timed: set[tuple[str, int]] = set()  # (run folder, step) with a recorded lag, or there before following began
 
     def hook(snap: Snapshot, families: list[str]) -> None:
-        written = snap.path / "snapshot.json"
+        written = snap.path / SNAPSHOT_JSON
         key = (str(Path(snap.path).resolve().parent.parent), snap.step)
         if key not in timed and written.is_file():  # the first time only (drift comes again at the end)
             lags.append(max(0.0, time.time() - written.stat().st_mtime))

@@ -4,11 +4,11 @@ onsets (with seed groups' mean ± std), word acquisition, notes, figures."""
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common.files import write_text
 from dynamics import integrity, word_curves
 from dynamics.figures import AOA_FIGURE
 from dynamics.groups import Group, seed_groups, stored_configs, t_interval
@@ -263,8 +263,5 @@ def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path
         lines += ["", "## Figures", ""]
         lines += [f"![{f.stem}](figures/{f.name})" for f in figures]
     lines += ["", f"Results: `{store.path.name}` in this folder (`dynamics.store.open(...)`).", ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    write_text(path, "\n".join(lines))
     return path

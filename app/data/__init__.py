@@ -7,7 +7,7 @@
   store;
 * `store_arrays`: CKA matrices and token projections (the store's `.npz` arrays) as tidy frames;
 * `downstream`: downstream scores (`experiments.evaluate`'s rows) and their summaries;
-* `run_files`: a run directory's run.json, training log and snapshot steps (through `dynamics.run_dir`);
+* `run_files`: a run directory's run.json, training log and snapshot steps (through `common.run_dir`);
 * `runs_table`: the Runs table, joining stores and run directories;
 * `frames`: pure reshaping of loaded frames for the charts (thinning, differences, coverage, distances).
 

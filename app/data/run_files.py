@@ -1,4 +1,4 @@
-"""Cached loaders of a run directory's files, read through `dynamics.run_dir` (the one reader of the format):
+"""Cached loaders of a run directory's files, read through `common.run_dir` (the one reader of the format):
 run.json, the training log as a frame (with notes on lines left out) and the steps of its snapshots."""
 
 from __future__ import annotations
