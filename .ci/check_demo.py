@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from common.run_dir import RunDir
-from dynamics import store as st
+from dynamics.results import store as st
 
 # Families the demo's probe measures at every snapshot (its defaults), and the downstream rows' family.
 FAMILIES = ("anchors", "context", "geometry", "drift")

@@ -2,7 +2,7 @@
 
 Conventions: colour = run unless a chart breaks a metric down (then colour = bin, layer or step and the stroke
 dash = run); the x axis is `step` or `tokens_seen`, on a symmetric-log scale when asked (step 0 stays on it).
-Run colours come from `dynamics.palette` (the probe's figures use the same): pass `colours`, the mapping of every
+Run colours come from `dynamics.results.palette` (the probe's figures use the same): pass `colours`, the mapping of every
 run the app knows (`ui.run_colours`), so that a run has one colour on every page whatever is selected.
 """
 
@@ -14,7 +14,7 @@ import altair as alt
 import pandas as pd
 
 from app.definitions import BIN_ORDER
-from dynamics import palette
+from dynamics.results import palette
 
 # Charts embed their data; the app's frames stay small (series are thinned), but a 13-layer grid of 4 runs ×
 # 100 snapshots exceeds Altair's default guard of 5,000 rows.

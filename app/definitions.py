@@ -1,7 +1,7 @@
 """What each stored metric means: label, one-line definition, unit, the function that computed it, and its page.
 
 Probe metrics are described by the store they come from: the probe writes its registry's definitions into the
-store (`dynamics.store.Store.write_definitions`; read by `app.data.store_tables.definitions`), so the app labels
+store (`dynamics.results.store.Store.write_definitions`; read by `app.data.store_tables.definitions`), so the app labels
 curves without importing the metric modules, and the "defined in" pointer names the function that computed the
 stored value. A metric without a stored definition (a store written before definitions were stored) still
 appears, on its family's page, with its name as the label and the family's module as the pointer.

@@ -77,7 +77,7 @@ def _body(page: PageDef, ctx: ui.Context) -> None:
                      shown, f"{metric}-layer{layer}", key=f"{page.key}:runs-chart")
             if len(onsets):
                 st.caption("◆ onset: the first measured snapshot at which the curve has covered half of its change "
-                           "from the first to the last snapshot (`dynamics.onsets`).")
+                           "from the first to the last snapshot (`dynamics.results.onsets`).")
     with tabs["All layers"]:
         every = df[df["variant"] == main]
         ui.chart(charts.layer_grid(every, x=x, log_x=ctx.log_x, title=f"{mdef.label}{suffix}, every layer",

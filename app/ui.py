@@ -22,7 +22,7 @@ import streamlit as st
 from app.data import errors, run_files, seed_groups, stamps, store_tables
 from app.data.sources import DEFAULT_DIRS, Sources, discover
 from app.definitions import MetricDef
-from dynamics import palette
+from dynamics.results import palette
 
 LOG = logging.getLogger("app")
 LIVE_SECONDS = 5
@@ -72,7 +72,7 @@ def sources() -> Sources:
 
 
 def run_colours(src: Sources) -> dict[str, str]:
-    """One colour per run the app found — every store's runs and every run directory (`dynamics.palette`) — so a
+    """One colour per run the app found — every store's runs and every run directory (`dynamics.results.palette`) — so a
     run is drawn in the same colour on every page, whichever runs a page selects."""
     pairs: list[tuple[str, object]] = []
     for db in src.stores:

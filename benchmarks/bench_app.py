@@ -3,11 +3,11 @@ of 4 runs × 100 snapshots × 13 layers × 40 metrics (target: under 2 s each on
 13) the same with the sidebar's "Seed groups" toggle on, on a store of 4 seed groups × 3 seeds (12 runs) of the
 same size per run.
 
-The stores are synthetic but written through `dynamics.store`'s write API (the calls the probe makes), with run
+The stores are synthetic but written through `dynamics.results.store`'s write API (the calls the probe makes), with run
 directories (run.json, a 1,000-row log.jsonl each), layer × layer CKA at every snapshot, step × step CKA per run
 and 2,000-token projections at every 10th snapshot. In the grouped store each run records its config (`runs.meta`,
 as the probe copies run.json); the configs of one group differ only by seed, the groups by objective and learning
-rate, so `dynamics.groups.seed_groups` finds the groups. Each page is rendered by `streamlit.testing.v1.AppTest`
+rate, so `dynamics.results.groups.seed_groups` finds the groups. Each page is rendered by `streamlit.testing.v1.AppTest`
 with an empty `st.cache_data` (cold: every query and chart is built from the store, the groups too), after a first
 run that imports the modules (printed too); the rerun with warm caches is printed beside each. One line per
 measurement.

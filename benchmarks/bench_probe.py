@@ -107,11 +107,11 @@ def forward_only(run: Path, n_blocks: int, batch_size: int, device: str, masked:
     import torch
     from transformers import AutoModelForMaskedLM
 
-    from dynamics import extract as ex
     from dynamics.config import ProbeConfig
-    from dynamics.inputs import build_probe
-    from dynamics.series import discover
-    from dynamics.tokens import load_tokenizer
+    from dynamics.find.inputs import build_probe
+    from dynamics.find.series import discover
+    from dynamics.find.tokens import load_tokenizer
+    from dynamics.measure import extract as ex
 
     series = discover(run)
     ps = build_probe(series, load_tokenizer(series.tokenizer_path), ProbeConfig(probe_blocks=n_blocks))

@@ -77,7 +77,7 @@ MUTATIONS: list[tuple[str, str, str]] = [  # (file, old line fragment, new)
     (M + "geometry.py", "    return float(sums[0] / counts[0])\n", "    return float(sums[0] / (counts[0] + 1))\n"),
     (M + "geometry.py", "return float(r.norms.to(torch.float64).mean())",
      "return float(r.norms.to(torch.float64).median())"),
-    ("dynamics/families.py", "torch.sub(h.x, e_raw, out=", "torch.add(h.x, e_raw, out="),
+    ("dynamics/measure/families.py", "torch.sub(h.x, e_raw, out=", "torch.add(h.x, e_raw, out="),
     # LayerNorm outliers
     (M + "rogue.py", "return np.abs(w - w.mean()) > OUTLIER_STD * std if std > 0",
      "return np.abs(w - w.mean()) > (OUTLIER_STD - 1) * std if std > 0"),

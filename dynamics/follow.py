@@ -14,7 +14,7 @@ stops with a note (run the same command again to continue); 0 waits for ever.
 
 Every argument that is not a model in the local Hub cache is a run directory to wait for, whether its parent
 folders exist yet or not (`runs/NAME` on a fresh clone, `/abs/new/dir/NAME`). A cached Hub model (`ORG/NAME` with no
-such path, as `dynamics.inputs.discover_all` reads it) is refused up front: a published series does not grow, and
+such path, as `dynamics.find.inputs.discover_all` reads it) is refused up front: a published series does not grow, and
 waiting for it would only end at the timeout.
 
 The lag of each snapshot — seconds from the rename that completed it (its `snapshot.json`'s modification time,
@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.run_dir import SNAPSHOT_JSON, RunDir, RunDirError
-from dynamics import hub
 from dynamics.config import ProbeConfig
 from dynamics.errors import ProbeError
+from dynamics.find import hub
+from dynamics.find.series import Snapshot
 from dynamics.pipeline import run_config
-from dynamics.series import Snapshot
 from dynamics.setup import ProbeSummary, SnapshotHook
 
 POLL_S = 1.0

@@ -4,7 +4,7 @@
     → open the store (`dynamics.setup`: record runs, snapshots and their integrity flags, the probe set; forget
       what is stale)
     → measure each snapshot
-    → run-level families (`dynamics.run_families`) and onsets
+    → run-level families (`dynamics.measure.run_families`) and onsets
     → figures and report.md
 
 `run_config` is the whole of it; `dynamics.probe` (the command line and `run()`) and `dynamics.follow` (measuring
@@ -29,15 +29,17 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from dynamics import engine, report, shards
-from dynamics import extract as ex
-from dynamics import families as fam
-from dynamics import figures as figs
-from dynamics import run_families as rf
+from dynamics import shards
 from dynamics.config import FAMILIES, ProbeConfig, resolved_device
 from dynamics.errors import ProbeError
-from dynamics.inputs import Checked, check
-from dynamics.series import Series, Snapshot
+from dynamics.find.inputs import Checked, check
+from dynamics.find.series import Series, Snapshot
+from dynamics.measure import engine
+from dynamics.measure import extract as ex
+from dynamics.measure import families as fam
+from dynamics.measure import run_families as rf
+from dynamics.results import figures as figs
+from dynamics.results import report
 from dynamics.setup import Done, ProbeSummary, Setup, SnapshotHook, join, open_store, shares_note
 
 FOLLOW_SHARDED = "--follow measures in one process: start it without torchrun (several processes share a series only)"

@@ -4,7 +4,7 @@ For every selected snapshot of every run: load it (one model at a time), run the
 compute the requested metric families per layer, and store tidy rows and arrays in the results store (one
 transaction per snapshot × family, so a kill loses at most the snapshot in progress and a rerun resumes).
 Afterwards: step × step CKA per run, figures/*.png and report.md. Before measuring, each series' snapshots are
-checked for integrity (`dynamics.integrity`: identical weights at two steps, a folder recording another step,
+checked for integrity (`dynamics.find.integrity`: identical weights at two steps, a folder recording another step,
 tokens seen that do not increase); the flags are stored, reported and printed as `warning:` lines at the end
 (warnings, not errors: the exit status is unchanged).
 
@@ -37,8 +37,8 @@ from common.errors import UsageError
 from dynamics import shards
 from dynamics.config import FAMILIES, ProbeConfig
 from dynamics.errors import ProbeError
+from dynamics.find.inputs import MULTI_RUN_OUT
 from dynamics.follow import follow
-from dynamics.inputs import MULTI_RUN_OUT
 from dynamics.pipeline import FOLLOW_SHARDED, run_config
 from dynamics.setup import ProbeSummary, SnapshotHook
 

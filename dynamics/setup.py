@@ -10,15 +10,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dynamics import families as fam
-from dynamics import integrity
-from dynamics import probe_set as ps
-from dynamics import store as st
 from dynamics.config import ProbeConfig
-from dynamics.inputs import Checked, architecture_kind
+from dynamics.find import integrity
+from dynamics.find.inputs import Checked, architecture_kind
+from dynamics.find.series import Series, Snapshot
+from dynamics.find.tokens import TokenizerView
+from dynamics.measure import families as fam
+from dynamics.measure import probe_set as ps
 from dynamics.metrics import registry
-from dynamics.series import Series, Snapshot
-from dynamics.tokens import TokenizerView
+from dynamics.results import store as st
 
 SnapshotHook = Callable[[Snapshot, list[str]], None]  # (snapshot, families) after its results are committed
 Unit = tuple[str, int, str]  # (run, step, family); step −1 for a run-level family

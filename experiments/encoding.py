@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dynamics.extract import quiet_transformers
+from dynamics.measure.extract import quiet_transformers
 from experiments.errors import EvalError
 from experiments.tasks import TaskData
 

@@ -2,7 +2,7 @@
 
 Each directory is a run (`snapshots/step-*`; `--steps`/`--every` select), a Trainer output (`checkpoint-N/`) or a
 single saved model (`config.json` + weights; tokenizer in the folder, or in `../../tokenizer` for a snapshot of
-our runs) — found by `dynamics.series.discover`, so runs get the same names and steps as in the probe's store.
+our runs) — found by `dynamics.find.series.discover`, so runs get the same names and steps as in the probe's store.
 
 Two modes:
 
@@ -199,7 +199,7 @@ def _as_eval_error(exc: Exception) -> EvalError:
 def _check_snapshot(path: Path, max_length: int) -> dict[str, Any]:
     """The snapshot's config.json (checked: model type, weights complete, position limit vs --max-length)."""
     from dynamics.errors import ProbeError
-    from dynamics.series import check_safetensors, weight_files
+    from dynamics.find.series import check_safetensors, weight_files
 
     config_path = path / "config.json"
     if not config_path.is_file():
@@ -228,9 +228,9 @@ def _check_snapshot(path: Path, max_length: int) -> dict[str, Any]:
 def prepare(paths: Sequence[str | Path], cfg: EvalConfig) -> _Prepared:
     """Find and check snapshots, tokenizers and task data; nothing is written."""
     from dynamics.errors import ProbeError
-    from dynamics.inputs import discover_all
-    from dynamics.series import select
-    from dynamics.tokens import has_tokenizer
+    from dynamics.find.inputs import discover_all
+    from dynamics.find.series import select
+    from dynamics.find.tokens import has_tokenizer
 
     cfg.validate()
     try:
@@ -274,7 +274,7 @@ def prepare(paths: Sequence[str | Path], cfg: EvalConfig) -> _Prepared:
         out = series[0].run_dir / "dynamics" if len(series) == 1 else Path(MULTI_RUN_OUT)
     if out.exists() and not out.is_dir() and out.suffix not in (".sqlite", ".db"):
         raise EvalError(f"{out}: exists and is not a folder; pass --out a folder for the results store")
-    from dynamics import store as dstore
+    from dynamics.results import store as dstore
 
     # before any work, as the probe does: someone else's database, or a store of a newer schema, is refused
     # (an older store is migrated when `evaluate` opens it, in one transaction)
@@ -373,7 +373,7 @@ def evaluate_snapshot(model_dir: str | Path, tokenizer: Any, data: dict[str, tup
 
 def evaluate(paths: Sequence[str | Path], cfg: EvalConfig) -> EvalSummary:
     """Evaluate every selected snapshot of `paths` on `cfg.tasks` and store the results (see the module doc)."""
-    import dynamics.store as dstore
+    import dynamics.results.store as dstore
     from experiments.encoding import load_tokenizer
     from experiments.results import TaskResult, completed_units, store_result, unit_key, write_summaries
 

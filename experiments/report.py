@@ -23,7 +23,7 @@ import pandas as pd
 
 from common.files import replacing, write_json, write_text
 from common.run_dir import RunDir, RunDirError
-from dynamics.groups import t_interval
+from dynamics.results.groups import t_interval
 from experiments.errors import EvalError
 from experiments.paper import PAPER_AVERAGE, PAPER_SPEEDUP, PAPER_STEPS, PAPER_TACO_CURVE, PAPER_TASKS
 from experiments.spec import Experiment
@@ -85,7 +85,7 @@ def _last(s: pd.Series) -> float:
 
 def gather_run(run_dir: Path, name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Tidy rows and the settings of one run directory (nothing when it has not been trained)."""
-    import dynamics.store as dstore
+    import dynamics.results.store as dstore
     from experiments.results import FAMILY, PROBE_HASH
 
     rows: list[dict[str, Any]] = []
@@ -225,7 +225,7 @@ def pooled_speedup(results: Results, mlm_runs: Sequence[str], taco_runs: Sequenc
 
 
 def paired_difference(results: Results, pairs: list[tuple[str, str]], metric: str, mode: str) -> dict[str, Any] | None:
-    """TACO − MLM final score per seed pair, its mean and 95% Student-t interval (`dynamics.groups.t_interval`, the
+    """TACO − MLM final score per seed pair, its mean and 95% Student-t interval (`dynamics.results.groups.t_interval`, the
     app's interval too; None with fewer than 2 pairs)."""
     diffs = []
     for mlm, taco in pairs:

@@ -1,4 +1,4 @@
-"""Downstream scores in the results store (`dynamics.store`), next to the probe's metrics, plus summary files.
+"""Downstream scores in the results store (`dynamics.results.store`), next to the probe's metrics, plus summary files.
 
 Rows (table `metrics`, family `"downstream"`, probe_hash `"downstream"` — downstream scores do not depend on a
 probe set, so they live under this fixed key and never shadow the probe's latest probe set):
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from common.files import write_json, writing
-from dynamics.store import FamilyResult, MetricRow, Store
+from dynamics.results.store import FamilyResult, MetricRow, Store
 from experiments.tasks import GLUE_AVERAGE_TASKS
 
 FAMILY = "downstream"

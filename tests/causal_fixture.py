@@ -1,6 +1,6 @@
 """Tiny causal language models for the probe's tests: GPT-2, GPT-NeoX (Pythia's architecture) and Llama-style
 configurations with real tokenizers trained here on English text, saved as a Hugging Face Trainer output
-(`DIR/checkpoint-N/`, the layout `dynamics.series` recognises) with a few next-token optimiser steps between
+(`DIR/checkpoint-N/`, the layout `dynamics.find.series` recognises) with a few next-token optimiser steps between
 checkpoints, so the snapshots differ and the later ones predict better.
 
 Tokenizers, as each family ships them: GPT-2 byte-level BPE (`<|endoftext|>` is BOS, EOS and UNK, nothing added

@@ -14,7 +14,7 @@
 Every loader that reads a file takes the file's `stamp` (modification times and sizes; for a store, those of the
 database and its `-wal` file) as an argument, so `st.cache_data` keys on (path, stamp): while `dynamics.probe`
 is still writing, the next rerun sees a new stamp and reads the new rows (SQLite WAL lets readers in at any
-time). Stores are read only through `dynamics.store` (read-only), which reads an older store through a
+time). Stores are read only through `dynamics.results.store` (read-only), which reads an older store through a
 compatibility view (what its file lacks reads as empty tables and NULL columns; `store_tables.store_problems` says
 what) and refuses a newer one. Labels, units, definitions, pointers and pages of metrics come from the store's
 `definitions` table (`store_tables.definitions`), not from the metric modules. Problems the user should see

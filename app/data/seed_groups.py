@@ -1,4 +1,4 @@
-"""Runs as seed groups (`dynamics.groups`): the store's groups, one metric's rows per group (mean and band), the
+"""Runs as seed groups (`dynamics.results.groups`): the store's groups, one metric's rows per group (mean and band), the
 difference of two groups paired by seed with its Student-t interval, and the stored onsets."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from app.data.errors import named
 from app.data.stamps import Stamp
 from app.data.store_open import open_store
 from app.data.store_tables import typed
-from dynamics.groups import LEVEL, Group, seed_groups, stored_configs, t_intervals
+from dynamics.results.groups import LEVEL, Group, seed_groups, stored_configs, t_intervals
 
 BANDS = {"minmax": "min – max over seeds", "std": "mean ± 1 std over seeds"}
 KEYS = ["step", "layer", "variant"]

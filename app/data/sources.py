@@ -10,7 +10,7 @@ from pathlib import Path
 from app.data.errors import DataError
 from app.data.store_open import open_store
 from common.run_dir import RunDir
-from dynamics import store as dstore
+from dynamics.results import store as dstore
 
 DEFAULT_DIRS = ("runs", "experiments/results")
 DB_NAME = dstore.DB_NAME

@@ -16,7 +16,7 @@ from app.data.errors import DAMAGE, DataError, named
 from app.data.stamps import Stamp
 from app.data.store_open import open_store
 from app.data.store_tables import typed
-from dynamics import store as dstore
+from dynamics.results import store as dstore
 
 
 @named("table `arrays`")

@@ -8,13 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from app.data.errors import DataError
-from dynamics import store as dstore
 from dynamics.errors import StoreError
+from dynamics.results import store as dstore
 
 
 @contextmanager
 def open_store(db: str | Path) -> Iterator[dstore.Store]:
-    """The store `db` opened read-only (`dynamics.store.open(db, readonly=True)`: an older store is read through
+    """The store `db` opened read-only (`dynamics.results.store.open(db, readonly=True)`: an older store is read through
     its compatibility view); a missing file, a database that is not a results store (empty, someone else's), a
     store of a newer schema, and any SQLite failure while opening it or inside the block raise `DataError`."""
     try:

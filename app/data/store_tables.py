@@ -1,6 +1,6 @@
 """Cached loaders of a results store's tables: what an older store lacks, the stored metric definitions, probe
 sets, runs, the metric catalogue, one metric's rows, measured snapshots, notes and snapshot-integrity flags (each
-keyed on the store's path and `stamp`). The schema itself is `dynamics.store.SCHEMA`'s."""
+keyed on the store's path and `stamp`). The schema itself is `dynamics.results.store.SCHEMA`'s."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from app.data.errors import named
 from app.data.stamps import Stamp
 from app.data.store_open import open_store
 from app.definitions import Definitions, MetricDef, page_of
-from dynamics import integrity
-from dynamics.store import SCHEMA_VERSION
+from dynamics.find import integrity
+from dynamics.results.store import SCHEMA_VERSION
 
 # What a store without the table cannot show (the page says so beside the missing table).
 _LOST = {"runs": "run names and paths", "snapshots": "the snapshot list", "probe_sets": "the probe set",
@@ -205,7 +205,7 @@ def notes(db: str, stamp: Stamp, probe_hash: str | None = None) -> pd.DataFrame:
 @named("the integrity flags (table `notes`)")
 @st.cache_data(show_spinner=False, max_entries=64)
 def integrity_flags(db: str, stamp: Stamp) -> pd.DataFrame:
-    """The probe's snapshot-integrity flags (`dynamics.integrity`: notes of family "integrity", kept apart from any
+    """The probe's snapshot-integrity flags (`dynamics.find.integrity`: notes of family "integrity", kept apart from any
     probe set): run, step, note. Empty when there are none, or the store predates the check."""
     with open_store(db) as s:
         df = s.notes(integrity.PROBE_HASH)  # a flag is shown whatever its step says: it is not drawn on an axis

@@ -1,6 +1,6 @@
-"""Cached readers of a run's word acquisition (the probe's run-level family "acquisition", `dynamics.word_curves`)
+"""Cached readers of a run's word acquisition (the probe's run-level family "acquisition", `dynamics.results.word_curves`)
 as tidy frames: one row per word type (its fit and age of acquisition), the measured learning-curve points, the
-per-run summary rows, and why a run has none. The tables themselves are `dynamics.word_curves`' readers (shared
+per-run summary rows, and why a run has none. The tables themselves are `dynamics.results.word_curves`' readers (shared
 with report.md and the figures); this module caches them and adds the page's learning-curve frames.
 
 Ages of acquisition are stored as log10 of the training step; the frames carry both that (`aoa`) and the step it
@@ -23,8 +23,8 @@ from app.data.errors import DAMAGE, DataError, named
 from app.data.stamps import Stamp
 from app.data.store_open import open_store
 from app.data.store_tables import typed
-from dynamics import word_curves
-from dynamics.word_curves import (
+from dynamics.results import word_curves
+from dynamics.results.word_curves import (
     FAMILY,
     KIND,
     NEVER_MASKED,

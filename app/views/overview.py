@@ -90,7 +90,7 @@ def _groups(ctx: ui.Context) -> None:
         frame = frame.drop(columns=["store"])
     st.subheader("Seed groups")
     st.caption("Runs whose configs are equal except for the seed (and where they are written) form a group "
-               "(`dynamics.groups`). The sidebar's *Seed groups* toggle draws each group as its mean with a band, "
+               "(`dynamics.results.groups`). The sidebar's *Seed groups* toggle draws each group as its mean with a band, "
                "and compares two groups paired by seed.")
     st.dataframe(frame, hide_index=True, key="overview:groups", width="stretch",
                  column_config={"n": st.column_config.NumberColumn("n", help="Runs in the group")})

@@ -17,7 +17,7 @@ _NUMPY_BLAS = 0  # > 0 inside `numpy_blas()`
 def numpy_blas() -> Iterator[None]:
     """Within: numpy's BLAS runs on one thread, and `matmul` / `gram_matrix` use it for float32/64 CPU tensors.
 
-    For callers that run their own threads with one torch thread each (`dynamics.families.measure`). numpy's
+    For callers that run their own threads with one torch thread each (`dynamics.measure.families.measure`). numpy's
     BLAS (OpenBLAS in the pinned environment) has a symmetric rank-k product (syrk: half the multiplications
     of a general product, ≈ 1.7× faster for a Gram matrix) and AVX-512 float32 kernels (≈ 1.3× torch's MKL on
     the AMD CPUs measured). Outside such a block torch's own threaded products are used: numpy's BLAS threads

@@ -15,7 +15,7 @@ after them (the first name, or what they measure, e.g. `rogue_shares`), and retu
 every stored name leads, through its registration, to the one function that computes it, and no function hands
 a stored value to another through a cache.
 
-The probe's engine (`dynamics.engine`) calls each registered function once (`computations`) and stores what it
+The probe's engine (`dynamics.measure.engine`) calls each registered function once (`computations`) and stores what it
 returns; the report and the app (through the definitions the probe stores) take labels, definitions, units,
 pages and "defined in" (the registered function's module and name, right by construction) from it;
 `tests/reference/` pins every registered name against an independent float64 formula. A new metric is one

@@ -94,7 +94,7 @@ def anisotropy_standardised(h: Matrix) -> float:
 # ---------------------------------------------------------------------------- LayerNorm outlier dimensions
 # Kovaleva et al. (Findings of ACL 2021, "BERT Busters"): a few dimensions of the LayerNorm scale vectors γ are far
 # from the rest in every layer, and they line up with the rogue dimensions of the hidden states. Layer l's γ is
-# the last norm inside transformer block l − 1 (layer 0: the embedding block's), `dynamics.extract.layer_norm_weights`.
+# the last norm inside transformer block l − 1 (layer 0: the embedding block's), `dynamics.measure.extract.layer_norm_weights`.
 
 OUTLIER_STD = 3.0
 

@@ -5,7 +5,7 @@
   a run directory without results, and downstream scores for both runs written through
   `experiments.results.store_result` (`tests.app.synthetic.write_downstream`). Built once per session (about 45 s
   on two cores).
-* `synthetic_root`: run directories and a store written through `dynamics.store`'s write API with known values,
+* `synthetic_root`: run directories and a store written through `dynamics.results.store`'s write API with known values,
   `g` projections and `taco.train`-shaped logs (`tests.app.synthetic`); a second of work.
 * `acquisition_root`: two tiny runs with log-spaced snapshots up to step 64 and a run without an MLM head, measured
   (anchors family, so word acquisition) by the real probe (`tests.acquisition_fixture`); about 40 s.

@@ -1,4 +1,4 @@
-"""Synthetic run directories and a results store of any size, written through `dynamics.store`'s write API (the
+"""Synthetic run directories and a results store of any size, written through `dynamics.results.store`'s write API (the
 same calls `dynamics.probe` makes), with known values and no model: for the app's unit tests and for
 `benchmarks/bench_app.py`.
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dynamics import store as dstore
 from dynamics.metrics import registry
+from dynamics.results import store as dstore
 
 PROBE_HASH = "5e" * 32
 BINS = ("frequent", "medium", "rare")

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dynamics import palette, store, word_curves
 from dynamics.metrics.acquisition import STATUS, sigmoid
+from dynamics.results import palette, store, word_curves
 from tests.app.helpers import assert_clean, charts, texts
 
 RUNS = ("mlm-acq", "taco-acq")

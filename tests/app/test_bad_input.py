@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynamics import store as dstore
+from dynamics.results import store as dstore
 from tests.app.conftest import PAGES
 from tests.app.helpers import charts, texts
 from tests.app.synthetic import PROBE_HASH, write_downstream

@@ -52,7 +52,7 @@ def test_every_page_in_chromium(chromium: str, probed_root: Path, tmp_path: Path
 
 def test_open_page_follows_a_probe_that_is_writing(chromium: str, tmp_path: Path) -> None:
     """With "Live updates" on, a page reloads by itself when the store changes (the probe committed a snapshot)."""
-    from dynamics import store as dstore
+    from dynamics.results import store as dstore
     from tests.app.synthetic import PROBE_HASH, TOKENS_PER_STEP, write_store
 
     db = write_store(tmp_path, steps=[0, 1, 2], n_metrics=20, projection_tokens=0)

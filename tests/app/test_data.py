@@ -54,7 +54,7 @@ def test_stamp_changes_when_the_probe_writes(tmp_path: Path) -> None:
     db = write_store(tmp_path, steps=[0, 1], n_metrics=3, projection_tokens=0)
     before = stamps.stamp(db)
     assert stamps.stamp(tmp_path / "nothing.sqlite") == (0, 0, 0, 0)
-    from dynamics import store as dstore
+    from dynamics.results import store as dstore
 
     with dstore.open(db) as s:
         s.write_family(run="mlm-syn", step=2, tokens_seen=2 * TOKENS_PER_STEP, family="geometry",
@@ -163,8 +163,8 @@ def test_older_store_is_read_with_what_it_has(db: str, tmp_path: Path) -> None:
 def test_an_older_store_upgraded_by_a_writer_keeps_saying_what_it_lacked(db: str, tmp_path: Path) -> None:
     """Opened for writing (as the probe does), the older store is migrated and given the definitions: its rows get
     their families back, and the page still says what the earlier probe had not written."""
-    from dynamics import store as dstore
     from dynamics.metrics import registry
+    from dynamics.results import store as dstore
 
     old = _older_copy(db, tmp_path)
     with dstore.open(old) as s:
@@ -179,7 +179,7 @@ def test_an_older_store_upgraded_by_a_writer_keeps_saying_what_it_lacked(db: str
 
 def test_store_without_the_metric_index_draws_the_same_catalog(db: str, tmp_path: Path) -> None:
     """A store lacking `metrics_by_metric` (the catalogue used to fail with "no such index", so no charts) gives
-    the same catalogue and rows, read by `dynamics.store` without the index."""
+    the same catalogue and rows, read by `dynamics.results.store` without the index."""
     root = tmp_path / "noindex"
     shutil.copytree(Path(db).parent, root)
     with sqlite3.connect(root / "results.sqlite") as conn:
@@ -222,7 +222,7 @@ def test_broken_or_missing_store_raises_data_error(tmp_path: Path) -> None:
 
 
 def test_new_rows_appear_while_the_probe_is_writing(tmp_path: Path) -> None:
-    from dynamics import store as dstore
+    from dynamics.results import store as dstore
 
     db = str(write_store(tmp_path, steps=[0, 1], n_metrics=20, projection_tokens=0))
     first = store_tables.metric_rows(db, stamps.stamp(db), "anisotropy")
@@ -329,7 +329,7 @@ def test_with_distance() -> None:
 
 
 def test_a_truncated_array_file_is_a_readable_message_not_a_zip_error(probed_root: Path, tmp_path: Path) -> None:
-    from dynamics import store as dstore
+    from dynamics.results import store as dstore
 
     root = tmp_path / "copy"
     shutil.copytree(probed_root, root)
@@ -408,8 +408,8 @@ def test_an_array_without_its_keys_is_a_data_error_naming_the_file(synthetic_roo
 
 
 def test_the_numeric_columns_the_app_parses_are_numeric_columns_of_the_schema() -> None:
-    """`store_tables.NUMERIC` names which columns the app reads as numbers; the schema is `dynamics.store`'s."""
-    from dynamics import store as dstore
+    """`store_tables.NUMERIC` names which columns the app reads as numbers; the schema is `dynamics.results.store`'s."""
+    from dynamics.results import store as dstore
 
     for table, cols in store_tables.NUMERIC.items():
         types = {c.name: c.type for c in dstore.SCHEMA[table].columns}

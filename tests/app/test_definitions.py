@@ -1,5 +1,5 @@
 """The app's metric definitions come from the store it shows (the registry's, written by
-`dynamics.store.Store.write_definitions`), so every pointer names the function that computed the stored value and
+`dynamics.results.store.Store.write_definitions`), so every pointer names the function that computed the stored value and
 the app imports no metric module; a metric without a stored definition is labelled by its name on its family's
 page; the variant helpers read the probe's names."""
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from app.data import seed_groups
-from dynamics import store as dstore
-from dynamics.onsets import series_onsets
+from dynamics.results import store as dstore
+from dynamics.results.onsets import series_onsets
 from tests.app.helpers import assert_clean, charts, texts
 from tests.app.synthetic import PROBE_HASH, write_store
 

@@ -1,12 +1,12 @@
-"""The Runs page shows the probe's snapshot-integrity flags (`dynamics.integrity`) of each store, one warning each."""
+"""The Runs page shows the probe's snapshot-integrity flags (`dynamics.find.integrity`) of each store, one warning each."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from dynamics import integrity
-from dynamics import store as dstore
+from dynamics.find import integrity
+from dynamics.results import store as dstore
 from tests.app.helpers import assert_clean, texts
 
 

@@ -225,7 +225,7 @@ def test_broken_store_gives_a_message(make_app, tmp_path: Path, page: str) -> No
 
 def test_store_being_written(make_app, tmp_path: Path) -> None:
     """A probe mid-way: snapshots known but not all measured, a metric missing at some, then more rows arrive."""
-    from dynamics import store as dstore
+    from dynamics.results import store as dstore
 
     db = write_store(tmp_path, steps=[0, 1, 2], n_metrics=20, projection_tokens=0,
                      skip=lambda run, step, metric: metric == "anisotropy" and step == 1)

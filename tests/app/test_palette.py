@@ -1,4 +1,4 @@
-"""Run colours in the app: every chart that colours by run maps each run to its `dynamics.palette` colour,
+"""Run colours in the app: every chart that colours by run maps each run to its `dynamics.results.palette` colour,
 assigned over all runs the app found, so a run keeps its colour whichever runs a page selects."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dynamics import palette
+from dynamics.results import palette
 from tests.app.helpers import assert_clean, charts
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import dynamics.store as dstore
+import dynamics.results.store as dstore
 from experiments.encoding import load_tokenizer
 from experiments.evaluate import EvalConfig, evaluate_snapshot, main
 from experiments.results import FAMILY, PROBE_HASH
@@ -152,7 +152,7 @@ def test_bad_input_exits_2_and_keeps_results(tiny_run: Path, glue_fixture_dir: P
 
 def test_an_older_store_is_upgraded_and_a_newer_one_refused(tiny_run: Path, glue_fixture_dir: Path,
                                                              tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The evaluation opens its store through `dynamics.store`: a store of schema 1 is migrated (its rows kept, its
+    """The evaluation opens its store through `dynamics.results.store`: a store of schema 1 is migrated (its rows kept, its
     units still counted as stored); one of a newer schema is refused before any work, with one line, untouched."""
     out = tmp_path / "store"
     base = ["--glue-dir", str(glue_fixture_dir), "--mode", "linear", "--tasks", "sst2", "--steps", "4", *SMALL]

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import dynamics.store as dstore
+import dynamics.results.store as dstore
 from common.run_dir import RunWriter
 from experiments.results import FAMILY, PROBE_HASH, completed_units
 from experiments.run import SMOKE_EVAL_BLOCKS, SMOKE_EXAMPLES, SMOKE_PROBE_BLOCKS, _train_config, main

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dynamics import probe, store
+from dynamics import probe
 from dynamics.errors import ProbeError
+from dynamics.results import store
 from tests.integration.conftest import one_torch_thread
 
 FAST = dict(probe_blocks=16, progress=False, figures=False)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dynamics import probe, store
+from dynamics import probe
+from dynamics.results import store
 from tests.integration.conftest import tiny_mlm
 
 FAST = dict(progress=False, figures=False)

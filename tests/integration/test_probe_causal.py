@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynamics import extract, probe, store
-from dynamics.probe_set import ProbeSet
+from dynamics import probe
+from dynamics.measure import extract
+from dynamics.measure.probe_set import ProbeSet
+from dynamics.results import store
 from tests.causal_fixture import ARCHS, build_causal_series
 from tests.integration.conftest import english_docs, one_torch_thread, probe_text_file  # noqa: F401 - fixture
 

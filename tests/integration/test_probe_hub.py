@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dynamics import probe, store
+from dynamics import probe
+from dynamics.results import store
 from tests.hub_fixture import add_revision
 from tests.integration.conftest import (
     english_docs,

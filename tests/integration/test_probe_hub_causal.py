@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dynamics import probe, store
+from dynamics import probe
+from dynamics.results import store
 from tests.causal_fixture import build_causal_series
 from tests.hub_fixture import add_revision, repo_folder
 from tests.integration.conftest import english_docs, one_thread_env, one_torch_thread

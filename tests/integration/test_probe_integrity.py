@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from dynamics import integrity, probe, store
-from dynamics.series import discover
+from dynamics import probe
+from dynamics.find import integrity
+from dynamics.find.series import discover
+from dynamics.results import store
 
 SETTINGS = dict(probe_blocks=8, metrics=["geometry"], progress=False, figures=False)
 TOKENS_PER_STEP = 8 * 32  # build_tiny_run's batch × block

@@ -17,7 +17,8 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from common.distributed import Place
-from dynamics import pipeline, probe, shards, store
+from dynamics import pipeline, probe, shards
+from dynamics.results import store
 from tests.integration.conftest import one_thread_env
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dynamics import figures, palette, probe, report, store, word_curves
+from dynamics import probe
 from dynamics.metrics import registry
 from dynamics.metrics.acquisition import STATUS
+from dynamics.results import figures, palette, report, store, word_curves
 from tests.acquisition_fixture import HEADLESS, RUNS, build
 from tests.integration.conftest import one_torch_thread
 

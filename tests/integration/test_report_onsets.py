@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dynamics import probe, report, store
-from dynamics.groups import Group
+from dynamics import probe
+from dynamics.results import report, store
+from dynamics.results.groups import Group
 from tests.integration.conftest import build_tiny_run, one_torch_thread
 
 METRICS = ("ctx_gap_window", "ctx_same_window", "anisotropy", "rankme", "masked_accuracy", "tc_loss")

@@ -12,7 +12,7 @@
 
 The probe runs through its Python API (`dynamics.probe.run`); its stored rows are read straight from the
 `metrics` table. The references' inputs are the probe's own activations, extracted again with
-`dynamics.extract.extract_snapshot` on the same probe set (rebuilt with `dynamics.inputs.build_probe` and checked
+`dynamics.measure.extract.extract_snapshot` on the same probe set (rebuilt with `dynamics.find.inputs.build_probe` and checked
 against the stored probe hash). Everything else the references use — content tokens, blocks and positions,
 word types, frequency bins, the neighbour subsample, the head's decoder — is derived here from the probe set's
 frozen token ids, the tokenizer, the run's token counts and the checkpoint's tensors, following the
@@ -168,10 +168,12 @@ def derive_probe_inputs(probe: Any, tokenizer_dir: Path, counts: np.ndarray | No
 
 def probe_case(name: str, run_dir: Path, out: Path, **settings: Any) -> Case:
     """Probe `run_dir` into `out`, read the rows back and extract the activations the references need."""
-    from dynamics import extract, inputs, probe
+    from dynamics import probe
     from dynamics.config import ProbeConfig
-    from dynamics.series import discover
-    from dynamics.tokens import load_tokenizer
+    from dynamics.find import inputs
+    from dynamics.find.series import discover
+    from dynamics.find.tokens import load_tokenizer
+    from dynamics.measure import extract
 
     with one_torch_thread():
         summary = probe.run(run_dir, out=out, **QUIET, **settings)

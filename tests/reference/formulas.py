@@ -154,7 +154,7 @@ def frequency_bins(counts: np.ndarray, n_bins: int = 3) -> np.ndarray:
 def neighbour_subsample(n: int, size: int, seed: int) -> np.ndarray:
     """The fixed subsample for the neighbour- and pair-based estimators (TwoNN, uniformity): all N tokens when
     N ≤ `size`, else `size` of them drawn without replacement, sorted. The random stream is the one
-    `dynamics.families.prepare` uses (`numpy.random.default_rng([seed, 3])`; it is stated only in that code,
+    `dynamics.measure.families.prepare` uses (`numpy.random.default_rng([seed, 3])`; it is stated only in that code,
     not in a docstring)."""
     if n <= size:
         return np.arange(n)

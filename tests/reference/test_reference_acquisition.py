@@ -21,7 +21,7 @@ SSE_SLACK = 1e-9  # sums of squares of curves of 7 points of ≈ 0.01–1 nats²
 
 
 def _stored_fits(case: Case) -> dict[str, np.ndarray]:
-    from dynamics import store, word_curves
+    from dynamics.results import store, word_curves
 
     with store.open(case.store_path, readonly=True) as s:
         arr = word_curves.stored(s, case.run, case.probe_hash)

@@ -89,10 +89,12 @@ def next_token_inputs(checkpoint: Path, ids: np.ndarray, targets: list[tuple[int
 def probe_causal(arch: str, root: Path, text: Path) -> CausalCase:
     from transformers import AutoTokenizer
 
-    from dynamics import extract, inputs, probe
+    from dynamics import probe
     from dynamics.config import ProbeConfig
-    from dynamics.series import discover
-    from dynamics.tokens import load_tokenizer
+    from dynamics.find import inputs
+    from dynamics.find.series import discover
+    from dynamics.find.tokens import load_tokenizer
+    from dynamics.measure import extract
 
     with one_torch_thread():
         run_dir = build_causal_series(root / arch, arch, english_docs(), steps=STEPS, seed=2)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics import extract as ex
 from dynamics.errors import ProbeError
-from dynamics.probe_set import ProbeSet
+from dynamics.measure import extract as ex
+from dynamics.measure.probe_set import ProbeSet
 from tests.integration.conftest import tiny_mlm
 
 V, BLOCK, N_BLOCKS = 50, 12, 5

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics import extract as ex
-from dynamics.probe_set import ProbeSet
+from dynamics.measure import extract as ex
+from dynamics.measure.probe_set import ProbeSet
 from tests.causal_fixture import ARCHS, tiny_causal
 from tests.integration.conftest import tiny_mlm
 

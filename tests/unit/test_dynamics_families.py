@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics import families as fam
-from dynamics.extract import Activations, MaskedOutputs
-from dynamics.probe_set import ProbeSet
+from dynamics.measure import families as fam
+from dynamics.measure.extract import Activations, MaskedOutputs
+from dynamics.measure.probe_set import ProbeSet
 
 V, BLOCK, N_BLOCKS, H, LAYERS = 60, 34, 24, 16, 3
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynamics import probe_set as ps
 from dynamics.errors import ProbeError
-from dynamics.tokens import TokenizerView, load_tokenizer, vocab_hash
+from dynamics.find.tokens import TokenizerView, load_tokenizer, vocab_hash
+from dynamics.measure import probe_set as ps
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "un", "##der", "##s",
          "a", "dog", ".", "ran"]

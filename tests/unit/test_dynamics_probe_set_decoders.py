@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynamics import probe_set as ps
-from dynamics.tokens import TokenizerView, load_tokenizer
+from dynamics.find.tokens import TokenizerView, load_tokenizer
+from dynamics.measure import probe_set as ps
 from tests.causal_fixture import ARCHS, train_tokenizer
 from tests.integration.conftest import english_docs
 from tests.integration.conftest import train_tokenizer as train_wordpiece

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from dynamics.errors import ProbeError
-from dynamics.inputs import discover_all
-from dynamics.series import (
+from dynamics.find.inputs import discover_all
+from dynamics.find.series import (
     check_safetensors,
     discover,
     missing_step_error,

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynamics import store as st
-from dynamics.store import FamilyResult
+from dynamics.results import store as st
+from dynamics.results.store import FamilyResult
 
 H = "a" * 64
 

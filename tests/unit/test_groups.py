@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from dynamics.groups import paired_difference, recipe, seed_groups, t_interval, t_intervals
+from dynamics.results.groups import paired_difference, recipe, seed_groups, t_interval, t_intervals
 
 T_975_DF2 = 4.3026527  # Student's t quantile 0.975 with 2 degrees of freedom (tables)
 

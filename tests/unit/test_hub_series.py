@@ -1,4 +1,4 @@
-"""Snapshot series from the local Hugging Face Hub cache (`dynamics.hub`): a real cache layout written by the
+"""Snapshot series from the local Hugging Face Hub cache (`dynamics.find.hub`): a real cache layout written by the
 test (`tests/hub_fixture.py`: blobs, symlinked snapshots, refs), read offline; nothing is downloaded or mocked."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dynamics import hub
 from dynamics.config import ProbeConfig
 from dynamics.errors import ProbeError
-from dynamics.inputs import discover_all
+from dynamics.find import hub
+from dynamics.find.inputs import discover_all
 from tests.hub_fixture import add_revision, repo_folder
 
 PYTHIA = "EleutherAI/pythia-tiny"

@@ -1,4 +1,4 @@
-"""Snapshot integrity (`dynamics.integrity`): each kind of flag on constructed records, none on a clean series, the
+"""Snapshot integrity (`dynamics.find.integrity`): each kind of flag on constructed records, none on a clean series, the
 warm-up exemption; the weights hash is a function of the tensors alone, and is cached by file stamp."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from dynamics import integrity as ig
-from dynamics.integrity import SnapshotRecord as R
+from dynamics.find import integrity as ig
+from dynamics.find.integrity import SnapshotRecord as R
 
 
 def _clean(run: str = "r") -> list[R]:
@@ -80,7 +80,7 @@ def test_a_damaged_log_raises_no_flag_without_evidence() -> None:
 
 
 def _series(tmp_path: Path, config: dict | None, log: bytes) -> object:
-    from dynamics.series import Series
+    from dynamics.find.series import Series
 
     run = tmp_path / "run"
     run.mkdir(exist_ok=True)

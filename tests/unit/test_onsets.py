@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dynamics.onsets import onset_index, onset_step, series_onsets
+from dynamics.results.onsets import onset_index, onset_step, series_onsets
 
 STEPS = np.unique(np.round(np.logspace(0, 5, 60)).astype(int))  # 1 … 100,000, log-spaced like a snapshot schedule
 

@@ -1,4 +1,4 @@
-"""`dynamics.palette`: one colour per run, objectives told apart by hue family, the same colour whatever the
+"""`dynamics.results.palette`: one colour per run, objectives told apart by hue family, the same colour whatever the
 selection or the order of the runs."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from dynamics import palette
+from dynamics.results import palette
 
 HEX = re.compile(r"#[0-9a-f]{6}")
 

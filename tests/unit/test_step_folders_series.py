@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dynamics.errors import ProbeError
-from dynamics.series import discover, named_step
+from dynamics.find.series import discover, named_step
 
 
 def _model(path: Path, tokenizer: bool = False) -> Path:

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dynamics import store as st
 from dynamics.errors import StoreError
+from dynamics.results import store as st
 
 REPO = Path(__file__).resolve().parents[2]
 H = "b" * 64
@@ -248,6 +248,6 @@ def test_definitions_give_an_upgraded_store_its_families(tmp_path: Path) -> None
 
 
 def test_the_store_module_imports_no_metric_module() -> None:
-    code = "import sys, dynamics.store; print(sorted(m for m in sys.modules if m.startswith('dynamics.metrics')))"
+    code = "import sys, dynamics.results.store; print(sorted(m for m in sys.modules if m.startswith('dynamics.metrics')))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""Work on worker threads with one torch thread each (`dynamics.threads`), and extraction through it: the same
+"""Work on worker threads with one torch thread each (`dynamics.measure.threads`), and extraction through it: the same
 bits on 2 workers as on one thread, whichever worker runs which batch."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from dynamics import extract as ex
+from dynamics.measure import extract as ex
+from dynamics.measure.threads import cpu_workers, map_on_threads
 from dynamics.metrics.blas import torch_threads
-from dynamics.threads import cpu_workers, map_on_threads
 from tests.causal_fixture import tiny_causal
 from tests.integration.conftest import tiny_mlm
 from tests.unit.test_dynamics_extract import toy_probe

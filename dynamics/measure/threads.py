@@ -1,5 +1,5 @@
 """Independent pieces of CPU work on worker threads with one torch thread each: the probe's forward batches
-(`dynamics.extract`) and its per-layer metric tasks (`dynamics.families`).
+(`dynamics.measure.extract`) and its per-layer metric tasks (`dynamics.measure.families`).
 
 On a few cores this beats splitting every operation over torch's intra-op threads: the small and
 memory-bound operations (LayerNorm, GELU, softmax, index copies) then run side by side instead of each being

@@ -5,13 +5,13 @@ Each is one declaration (`RunFamily`): the stored family name, the per-snapshot 
 the array kind it reads from every measured snapshot, whether its registered metrics give a value per measured
 snapshot or one per run, the settings that change its values, and `build`, which turns the stored arrays into
 the registered functions' inputs per layer plus the arrays to keep. `measure` is the one path from there to
-stored rows (`dynamics.engine`: "not applicable" → no row, ValueError → NULL with a note) and one transaction
+stored rows (`dynamics.measure.engine`: "not applicable" → no row, ValueError → NULL with a note) and one transaction
 (`Store.write_run_family`). A new run-level analysis is a build function, a declaration in `RUN_FAMILIES`, its
 registered metrics (scope "series") and a reference test.
 
 - `cka_steps` (after geometry, reads `cka_sample`): step × step debiased linear CKA per layer.
 - `ln_outliers` (after geometry, reads `ln_weights`): persistence of the LayerNorm outlier dimensions.
-- `acquisition` (after anchors, reads `word_surprisal`): word learning curves (`dynamics.word_curves`).
+- `acquisition` (after anchors, reads `word_surprisal`): word learning curves (`dynamics.results.word_curves`).
 
 Onsets (`write_onsets`) are derived from all of a run's metric rows afterwards, into their own table.
 """
@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from dynamics import engine
-from dynamics import probe_set as ps
-from dynamics import store as st
+from dynamics.find.series import Series
+from dynamics.measure import engine
+from dynamics.measure import probe_set as ps
 from dynamics.metrics import cka as C
 from dynamics.metrics.acquisition import STATUS, WordCurves
-from dynamics.onsets import series_onsets
-from dynamics.series import Series
+from dynamics.results import store as st
+from dynamics.results.onsets import series_onsets
 
 
 @dataclass
@@ -125,7 +125,7 @@ def acquisition_settings(inputs: SeriesInputs) -> dict[str, Any]:
 def build_acquisition(inputs: SeriesInputs) -> Built:
     """The run's word learning curves (`WordCurves`, fitted once) from each snapshot's per-word-type surprisal,
     stored at the last layer (where the head's metrics are), and the `word_acquisition` array
-    (`dynamics.word_curves`' module docstring lists its fields)."""
+    (`dynamics.results.word_curves`' module docstring lists its fields)."""
     probe, store = inputs.probe, inputs.store
     vocab = int(probe.ids.max()) + 1
     train = _train_counts(inputs)
@@ -207,7 +207,7 @@ def measure(family: RunFamily, inputs: SeriesInputs, params: str) -> bool:
 
 
 def write_onsets(store: st.Store, probe_hash: str, run: str) -> None:
-    """Rewrite the run's onsets (`dynamics.onsets`) from all of its metric rows under the probe set."""
+    """Rewrite the run's onsets (`dynamics.results.onsets`) from all of its metric rows under the probe set."""
     df = store.metrics(run=run, probe_hash=probe_hash)
     rows = zip(df["run"], df["step"], df["tokens_seen"], df["layer"], df["metric"], df["variant"], df["value"],
                strict=True)

@@ -4,8 +4,8 @@ Families: `anchors` (layers 0…L, the masked variant at L; plus the `word_surpr
 snapshot), `context` (layers 1…L), `geometry` (layers 0…L, the layer-pair metrics from the layer × layer CKA, and
 the arrays `cka_layers`, `cka_sample`, `projection`, `ln_weights`). Which metric names each stores, at which
 layers, and the function that computes each is the metric registry (`dynamics.metrics.registry`); this module
-only builds the inputs the registered functions ask for, and `dynamics.engine` turns them into rows (as it does
-for the run-level families of `dynamics.run_families`).
+only builds the inputs the registered functions ask for, and `dynamics.measure.engine` turns them into rows (as it does
+for the run-level families of `dynamics.measure.run_families`).
 
 Every registered function is called with the layer wrapped once as a `Rows` (float32, as extracted, on the metric
 device), so that row norms, unit rows, groupings and the neighbour subsample's Gram matrix are computed once
@@ -16,7 +16,7 @@ to ~3e-8). A metric that is undefined for the input (e.g. no word type occurs tw
 note.
 
 Threads: on the CPU, measure() runs the per-layer work of all requested families on as many worker threads
-as torch has intra-op threads (`dynamics.threads`, as extraction runs its forward batches), each with one torch
+as torch has intra-op threads (`dynamics.measure.threads`, as extraction runs its forward batches), each with one torch
 thread and numpy's BLAS on one thread (`metrics.blas.numpy_blas`), largest tasks first. Measured on 2 cores
 this is 15–20% faster than running each operation on both threads one layer at a time; results are assembled
 in layer order and do not depend on the schedule.
@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dynamics.engine import METRIC_DTYPE, Collector
-from dynamics.extract import Activations, head_note
+from dynamics.measure.engine import METRIC_DTYPE, Collector
+from dynamics.measure.extract import Activations, head_note
+from dynamics.measure.probe_set import ProbeSet
+from dynamics.measure.threads import cpu_workers, map_on_threads
 from dynamics.metrics import cka as C
 from dynamics.metrics.acquisition import word_surprisal
 from dynamics.metrics.anchors import MaskedPass
@@ -43,9 +45,7 @@ from dynamics.metrics.grids import BlockLayout
 from dynamics.metrics.projection import pca2
 from dynamics.metrics.rogue import outlier_dimensions
 from dynamics.metrics.rows import Rows, Workspace
-from dynamics.probe_set import ProbeSet
-from dynamics.store import FamilyResult
-from dynamics.threads import cpu_workers, map_on_threads
+from dynamics.results.store import FamilyResult
 
 
 @dataclass
@@ -207,7 +207,7 @@ def measure(acts: Activations, prep: Prepared, families: Sequence[str]) -> dict[
 
 
 def _workers(prep: Prepared) -> int:
-    """How many metric worker threads (`dynamics.threads.cpu_workers`; 1 unless `prep.parallel`)."""
+    """How many metric worker threads (`dynamics.measure.threads.cpu_workers`; 1 unless `prep.parallel`)."""
     return cpu_workers(prep.device) if prep.parallel else 1
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from dynamics.metrics import registry
-from dynamics.store import FamilyResult, MetricRow
+from dynamics.results.store import FamilyResult, MetricRow
 
 PARAMS_VERSION = "v1"
 METRIC_DTYPE = torch.float32  # arithmetic of the O(N·H) passes; see dynamics.metrics.rows "Precision"

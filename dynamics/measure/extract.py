@@ -24,7 +24,7 @@ A checkpoint without head weights (an encoder saved as `BertModel`, e.g. a sente
 saved as `GPTNeoXModel`) is read through its base model alone; the head metrics are then skipped with a note.
 
 Threads: on the CPU both passes run their batches on worker threads with one torch thread each
-(`dynamics.threads`), each batch's rows written straight to their place in the arrays. On 2 cores a `mini`
+(`dynamics.measure.threads`), each batch's rows written straight to their place in the arrays. On 2 cores a `mini`
 snapshot's extraction then takes 0.95× the time it takes on torch's intra-op threads (median of 20 paired
 snapshots). Every batch is computed on one thread, so the activations are the same bits whichever worker runs
 it and however many there are (tested).
@@ -54,10 +54,10 @@ from transformers.models.auto.modeling_auto import (
 from transformers.utils import logging as hf_logging
 
 from dynamics.errors import ProbeError
+from dynamics.measure.probe_set import ProbeSet
+from dynamics.measure.threads import cpu_workers, map_on_threads
 from dynamics.metrics.acquisition import token_surprisal
 from dynamics.metrics.anchors import token_rank
-from dynamics.probe_set import ProbeSet
-from dynamics.threads import cpu_workers, map_on_threads
 
 
 @dataclass
@@ -288,7 +288,7 @@ def extract(
     n_tok = probe.n_tokens
     notes: list[str] = []
     starts = range(0, n_blocks, batch_size)
-    # Where each batch's content rows go: batches run on worker threads (`dynamics.threads`), in any order.
+    # Where each batch's content rows go: batches run on worker threads (`dynamics.measure.threads`), in any order.
     offsets = np.concatenate([[0], np.cumsum([int(probe.content[s : s + batch_size].sum()) for s in starts])])
     workers = cpu_workers(device)
     hidden: list[np.ndarray] = []  # the (L+1, N, H) array, made by the first batch to finish its pass

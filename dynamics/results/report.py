@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from common.files import write_text
-from dynamics import integrity, word_curves
-from dynamics.figures import AOA_FIGURE
-from dynamics.groups import Group, seed_groups, stored_configs, t_interval
+from dynamics.find import integrity
 from dynamics.metrics import registry
+from dynamics.results import word_curves
+from dynamics.results.figures import AOA_FIGURE
+from dynamics.results.groups import Group, seed_groups, stored_configs, t_interval
 
 HEADLINE = (  # (metric, variant, layer: "last" | int); labels and definitions from the metric registry
     ("anchor_sim_word", "all", "last"),
@@ -53,7 +54,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 
 def _integrity(series_list: Sequence[Any], snaps: Any, flags: Sequence[integrity.Flag]) -> list[str]:
-    """The lines of the "Snapshot integrity" section: what was checked and the flags (`dynamics.integrity`)."""
+    """The lines of the "Snapshot integrity" section: what was checked and the flags (`dynamics.find.integrity`)."""
     runs = {s.name for s in series_list}
     n = sum(len(s.snapshots) for s in series_list)
     mine = snaps[snaps["run"].isin(runs)]
@@ -84,8 +85,8 @@ def group_onset(steps: Sequence[int | None]) -> str:
 
 
 def run_groups(runs_table: Any, runs: Sequence[str]) -> list[Group]:
-    """The seed groups (`dynamics.groups.seed_groups`) of `runs`, from the `run.json` each run's row in the store's
-    `runs` table keeps (`dynamics.groups.stored_configs`)."""
+    """The seed groups (`dynamics.results.groups.seed_groups`) of `runs`, from the `run.json` each run's row in the store's
+    `runs` table keeps (`dynamics.results.groups.stored_configs`)."""
     stored = stored_configs(runs_table["name"], runs_table["meta"])
     return seed_groups({name: stored.get(name) for name in runs})
 
@@ -114,10 +115,10 @@ def onsets_section(onsets: Any, runs: Sequence[str], groups: Sequence[Group]) ->
         cells += [group_onset([steps.get(run) for run in g.runs]) for g in multi]
         rows.append(cells)
     lines = ["An onset is the first measured step at which a curve has covered half of its change from the first to "
-             "the last measured snapshot (`dynamics.onsets`; last layer, variant all); \"–\": the curve has none "
+             "the last measured snapshot (`dynamics.results.onsets`; last layer, variant all); \"–\": the curve has none "
              "(fewer than two values, or no change); \"not measured\": the run has no values of the metric."]
     if multi:
-        lines[0] += (" A group's column (runs whose configs differ only by seed, `dynamics.groups`) is the mean onset "
+        lines[0] += (" A group's column (runs whose configs differ only by seed, `dynamics.results.groups`) is the mean onset "
                      "step ± its sample standard deviation over the seeds with an onset, n of the group's runs.")
     return lines + [""] + _table(header, rows)
 
@@ -262,6 +263,6 @@ def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path
     if figures:
         lines += ["", "## Figures", ""]
         lines += [f"![{f.stem}](figures/{f.name})" for f in figures]
-    lines += ["", f"Results: `{store.path.name}` in this folder (`dynamics.store.open(...)`).", ""]
+    lines += ["", f"Results: `{store.path.name}` in this folder (`dynamics.results.store.open(...)`).", ""]
     write_text(path, "\n".join(lines))
     return path

@@ -4,7 +4,7 @@ Layout of a store folder (default `RUN/dynamics/`)::
 
     results.sqlite   tables below
     arrays/          .npz files named in the `arrays` table (paths relative to the folder)
-    figures/ report.md   written by dynamics.figures / dynamics.report
+    figures/ report.md   written by dynamics.results.figures / dynamics.results.report
 
 Tables (`SCHEMA` lists them, their columns and indexes; nothing else does):
 
@@ -13,7 +13,7 @@ Tables (`SCHEMA` lists them, their columns and indexes; nothing else does):
 * `runs(name PK, path, kind, objective, meta JSON, updated)`; `kind` is the series layout: run | trainer | steps |
   model | hub (`Store.runs`)
 * `snapshots(run, step, tokens_seen, path, info JSON)`, key (run, step); `info` is the snapshot's own record
-  (`snapshot.json`) plus `info["weights_hash"]`, the hash of its weights (`dynamics.integrity`)
+  (`snapshot.json`) plus `info["weights_hash"]`, the hash of its weights (`dynamics.find.integrity`)
 * `probe_sets(hash PK, source, n_blocks, block_size, n_tokens, n_masked, n_word_types, freq_source,
   tokenizer_hash, file, notes JSON, created, used)`
 * `metrics(run, step, tokens_seen, layer, metric, variant, value, family, probe_hash)`, unique over
@@ -23,9 +23,9 @@ Tables (`SCHEMA` lists them, their columns and indexes; nothing else does):
 * `completed(run, step, family, probe_hash, params, finished, seconds)`, key (probe_hash, run, step, family):
   a family counts as done for a snapshot only with matching `params` (settings that change its values)
 * `notes(run, step, probe_hash, family, note)` — e.g. "no MLM head: head metrics skipped"; snapshot-integrity
-  flags are notes of family and probe hash "integrity" (`dynamics.integrity`, `replace_notes`)
+  flags are notes of family and probe hash "integrity" (`dynamics.find.integrity`, `replace_notes`)
 * `onsets(run, metric, layer, variant, probe_hash, step, tokens_seen, change)`, key (probe_hash, run, metric,
-  layer, variant): the step at which each metric curve first covered half of its change (`dynamics.onsets`;
+  layer, variant): the step at which each metric curve first covered half of its change (`dynamics.results.onsets`;
   step NULL when it has none), rewritten after every probe run
 * `definitions(name PK, family, scope, layers, variants JSON, label, unit, definition, pointer, page, position)`:
   what each metric name means, written by the probe from its registry (`write_definitions`), so that the app
@@ -62,7 +62,7 @@ from dynamics.errors import StoreError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from dynamics.onsets import Onset
+    from dynamics.results.onsets import Onset
 
 DB_NAME = "results.sqlite"
 # The schema's version, recorded as `meta.schema_version`. History: 1, the tables below without `definitions` (a
@@ -645,7 +645,7 @@ class Store:
         return probe_hash or self.latest_probe_hash()
 
     def runs(self) -> pd.DataFrame:
-        """One row per run: name, path, kind (the series layout, `dynamics.series`: "run" for taco.train's,
+        """One row per run: name, path, kind (the series layout, `dynamics.find.series`: "run" for taco.train's,
         "trainer" for Trainer `checkpoint-N/` folders, "steps" for `NAME-step_N/` folders, "model" for one model
         folder, "hub" for revisions in the Hugging Face cache), objective, meta (JSON: the series' metadata plus
         the probe's `probe_device` and `architecture_kind`, "encoder" | "causal"), updated."""

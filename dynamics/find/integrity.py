@@ -43,7 +43,7 @@ from typing import Any
 
 from common.run_dir import RunDir
 from dynamics.errors import ProbeError
-from dynamics.series import Series, Snapshot, step_from_name, weight_files
+from dynamics.find.series import Series, Snapshot, step_from_name, weight_files
 
 FAMILY = "integrity"
 PROBE_HASH = "integrity"  # notes of this family live under this fixed key, independent of the probe set

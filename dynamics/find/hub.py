@@ -12,7 +12,7 @@ local_files_only=True)` and listed by `huggingface_hub.scan_cache_dir`, so the c
   is a single model (step from its `config.json`, else 0, as for a model folder).
 * Tokens seen: step × tokens per step where the series is known to say how (`TOKENS_PER_STEP`), else None.
 * Tokenizer: the series' snapshot folders first (latest step first), then the cached `main`, then any other cached
-  revision of the repository; `dynamics.series.validate` then checks that every snapshot agrees with it.
+  revision of the repository; `dynamics.find.series.validate` then checks that every snapshot agrees with it.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from huggingface_hub.errors import (
 )
 
 from dynamics.errors import ProbeError
-from dynamics.series import Series, Snapshot, config_step
-from dynamics.tokens import has_tokenizer
+from dynamics.find.series import Series, Snapshot, config_step
+from dynamics.find.tokens import has_tokenizer
 
 ALL = "all"
 MAIN = "main"

@@ -1,5 +1,5 @@
 """Figures of a results store: one PNG per metric family, runs overlaid in their colours and line styles, layers as
-shades of the run's colour (layer 0 lightest). Run colours come from `dynamics.palette` over all of the store's
+shades of the run's colour (layer 0 lightest). Run colours come from `dynamics.results.palette` over all of the store's
 runs, as in the app: MLM runs blue, TACO runs orange, others green.
 
 Written with matplotlib's object API on the Agg canvas (no pyplot state, safe in any process). Each family
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from common.files import replacing
-from dynamics import palette, word_curves
+from dynamics.results import palette, word_curves
 
 LINESTYLES = ("-", "--", ":", "-.")
 FAMILY_TITLES = {"anchors": "Anchor-embedding similarity", "drift": "Anchor drift to the final snapshot",

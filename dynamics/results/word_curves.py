@@ -1,4 +1,4 @@
-"""A run's word acquisition, read back: the run-level family `acquisition` (`dynamics.run_families`) joins each
+"""A run's word acquisition, read back: the run-level family `acquisition` (`dynamics.measure.run_families`) joins each
 snapshot's per-word-type surprisal (the `word_surprisal` arrays the anchors family stores) into learning curves,
 fits one sigmoid per word type and stores the registered `acquisition` metrics (`dynamics.metrics.acquisition`).
 
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from dynamics import store as st
 from dynamics.metrics.acquisition import STATUS
+from dynamics.results import store as st
 
 FAMILY = "acquisition"
 KIND = "word_acquisition"

@@ -1,5 +1,5 @@
 """The probe's input, found and checked before anything is written: the snapshot series named on the command
-line (`dynamics.series`, `dynamics.hub`), the snapshots selected (`--steps`, `--every`), every check of their files,
+line (`dynamics.find.series`, `dynamics.find.hub`), the snapshots selected (`--steps`, `--every`), every check of their files,
 the results folder, and the probe set built from the first run. Bad input is a `ProbeError` (one line naming the
 path and the fix)."""
 
@@ -11,21 +11,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from dynamics import extract as ex
-from dynamics import hub
-from dynamics import probe_set as ps
-from dynamics import store as st
 from dynamics.config import ProbeConfig
 from dynamics.errors import ProbeError
-from dynamics.series import Series, Snapshot, discover, missing_step_error, select, validate
-from dynamics.tokens import TokenizerView, load_tokenizer
+from dynamics.find import hub
+from dynamics.find.series import Series, Snapshot, discover, missing_step_error, select, validate
+from dynamics.find.tokens import TokenizerView, load_tokenizer
+from dynamics.measure import extract as ex
+from dynamics.measure import probe_set as ps
+from dynamics.results import store as st
 
 MULTI_RUN_OUT = "dynamics-results"
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl", "longformer", "mpnet")
 
 
 def discover_all(paths: Sequence[str | Path], revisions: Sequence[str] | None = None) -> list[Series]:
-    """`discover` each path, or `dynamics.hub.discover_hub` each Hub model id (`ORG/NAME` that is not an existing
+    """`discover` each path, or `dynamics.find.hub.discover_hub` each Hub model id (`ORG/NAME` that is not an existing
     path) at `revisions`; run names are made unique by prefixing the parent folder's name where they clash.
     `revisions` without a Hub id among `paths` is a `ProbeError` (it would silently mean nothing)."""
     if not paths:
@@ -73,7 +73,7 @@ def max_positions(snapshot: Snapshot) -> int | None:
 
 
 def architecture_kind(snapshot: Snapshot) -> str | None:
-    """`dynamics.extract.architecture_kind` ("encoder" | "causal") of the snapshot's model type, read off its
+    """`dynamics.measure.extract.architecture_kind` ("encoder" | "causal") of the snapshot's model type, read off its
     config.json without loading the model (the same answer extraction gives); None without a model type."""
     config = snapshot.path / "config.json"
     model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None

@@ -1,5 +1,5 @@
 """Finding snapshot series: our runs, Hugging Face Trainer outputs, step-named model folders, single model
-folders on disk, and revisions in the local Hugging Face Hub cache (`dynamics.hub`).
+folders on disk, and revisions in the local Hugging Face Hub cache (`dynamics.find.hub`).
 
 Four layouts on disk are recognised (checked in this order):
 
@@ -12,7 +12,7 @@ Four layouts on disk are recognised (checked in this order):
 * a single model folder — `DIR/config.json` + weights; step from `snapshot.json`, `trainer_state.json` or
   `config.json` (`step`/`global_step`), else 0. A `step-*` folder of our run is read with its run's tokenizer.
 
-An argument spelled `ORG/NAME` that is not an existing path is a Hub model id (`discover_all`, `dynamics.hub`).
+An argument spelled `ORG/NAME` that is not an existing path is a Hub model id (`discover_all`, `dynamics.find.hub`).
 
 Nothing here loads a model: `validate` checks the files (safetensors headers against file sizes, configs,
 tokenizers) so that bad input fails before any result is written.
@@ -30,7 +30,7 @@ from typing import Any
 
 from common.run_dir import SNAPSHOT_JSON, RunDir, RunDirError, read_json_object, snapshot_info
 from dynamics.errors import ProbeError
-from dynamics.tokens import has_tokenizer, load_tokenizer
+from dynamics.find.tokens import has_tokenizer, load_tokenizer
 
 _STEP_RE = re.compile(r"(?:step|checkpoint)-(\d+)$")
 # MultiBERTs-style names: `multiberts-seed_0-step_20k`, `bert-step-2000`, `x_step_1m` (NAME, number, k/m).

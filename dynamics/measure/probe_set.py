@@ -3,14 +3,14 @@
 Built from a run's packed validation blocks (`run.json` → `validation_blocks_path`, int32 `(n, block)` arrays of
 `[CLS] … [SEP]` blocks) — `probe_blocks` of them chosen with `seed`, fewer when `max_tokens` caps the size — or
 from a text file tokenised and packed the same way (documents separated by blank lines, the incomplete tail
-dropped), framed as the tokenizer's style asks (`dynamics.tokens.Framing`): encoder tokenizers `[SEP]` between
+dropped), framed as the tokenizer's style asks (`dynamics.find.tokens.Framing`): encoder tokenizers `[SEP]` between
 documents and `[CLS]`/`[SEP]` around each block; decoder tokenizers (GPT-2, GPT-NeoX/Pythia, Llama-style) EOS
 between documents, no CLS/SEP, and a BOS opening each block only where the tokenizer itself adds one (`<s>`).
 
 Derived, all seeded and frozen with the ids:
 * content tokens (N of them): every position that is not a special token, in row-major (block, position) order;
 * masked positions: 15% of the content positions (the masked variant replaces them by the mask token; for a
-  causal LM they are the next-token head's targets, `dynamics.extract`);
+  causal LM they are the next-token head's targets, `dynamics.measure.extract`);
 * word types for Ethayarajh's metrics: whole words that are one wordpiece — the token does not start with
   `##` and the next token does not either (byte-BPE/SentencePiece tokenizers: the word-start marker rules
   instead) — and occur at least `min_word_count` (5) times among the content tokens;
@@ -33,7 +33,7 @@ import numpy as np
 
 from common.files import save_npz
 from dynamics.errors import ProbeError
-from dynamics.tokens import TokenizerView
+from dynamics.find.tokens import TokenizerView
 
 MASK_FRACTION = 0.15
 

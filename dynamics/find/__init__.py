@@ -1,0 +1,1 @@
+"""Finding and checking the snapshot series: local run folders and Hub caches (`series`, `hub`), their tokenizers (`tokens`), the integrity of their snapshots (`integrity`), and every input check before anything is written (`inputs`)."""

@@ -1,0 +1,1 @@
+"""Measuring: the frozen probe set (`probe_set`), one snapshot's activations (`extract`), the per-snapshot families (`families`) and the run-level ones (`run_families`), turned into rows by one engine (`engine`); CPU worker threads (`threads`)."""
