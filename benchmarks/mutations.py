@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = ["tests/reference", "tests/unit/test_metrics_anchors.py", "tests/unit/test_metrics_context.py",
+# The unit tests first: a mutation they catch stops the run (-x) before the reference fixtures are built (a minute).
+TESTS = ["tests/unit/test_metrics_anchors.py", "tests/unit/test_metrics_context.py",
          "tests/unit/test_metrics_geometry.py", "tests/unit/test_metrics_cka.py", "tests/unit/test_metrics_projection.py",
          "tests/unit/test_metrics_precision.py", "tests/unit/test_dynamics_families.py",
-         "tests/unit/test_metrics_rogue.py", "tests/unit/test_acquisition.py"]
+         "tests/unit/test_metrics_rogue.py", "tests/unit/test_acquisition.py", "tests/reference"]
 
 M = "dynamics/metrics/"
 MUTATIONS: list[tuple[str, str, str]] = [  # (file, old line fragment, new)
