@@ -122,6 +122,57 @@ def window_cosine(g: Matrix, seq_ids: ArrayLike, positions: ArrayLike, window: i
     return _pooled(*distance_sums(g, seq_ids, positions, _check_window(window), layout))
 
 
+# --------------------------------------------------------------------------------------- registered metrics
+
+@register("ctx_same_all", family="context", page="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
+          label="Context alignment, same sequence",
+          definition="Mean cosine of g = h − e over pairs of distinct tokens of the same sequence.")
+@register("ctx_other", family="context", page="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
+          label="Context alignment, other sequences",
+          definition="Mean cosine of g = h − e over pairs of tokens from different sequences.")
+@register("ctx_gap_all", family="context", page="context", layers=CONTEXT_LAYERS, unit="cosine difference in [−2, 2]",
+          label="Context alignment gap",
+          definition="Same-sequence minus other-sequence mean cosine of g = h − e.")
+@register("ctx_cos_by_distance", family="context", page="context", layers=CONTEXT_LAYERS, variants=DISTANCES,
+          unit="cosine in [−1, 1]", label="Context cosine by distance",
+          definition="Mean cosine of g = h − e between tokens of one sequence as a function of their distance d.")
+@register("ctx_same_window", family="context", page="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
+          label="Context alignment, within the window",
+          definition="Mean cosine of g = h − e over same-sequence pairs within TACO's window W.")
+@register("ctx_gap_window", family="context", page="context", layers=CONTEXT_LAYERS,
+          unit="cosine difference in [−2, 2]", label="Context alignment gap, within the window",
+          definition="Within-window minus other-sequence mean cosine of g = h − e.")
+def context_alignment(g: Rows, seq_ids: Tensor, positions: Tensor, window: int, max_distance: int,
+                      layout: BlockLayout | None = None) -> dict[str, float | dict[str, float | None]]:
+    """How the context vectors g = h − e of one sequence align, from one pass over all pairs and one over pairs
+    by distance (u = g/‖g‖; means over unordered pairs of distinct tokens):
+
+        ctx_same_all        = mean cos(g_i, g_j) over pairs of one sequence (`same_vs_other_cosine`),
+        ctx_other           = the same over pairs from two different sequences,
+        ctx_gap_all         = ctx_same_all − ctx_other (0 when g carries no sequence identity),
+        ctx_cos_by_distance = mean cos over pairs of one sequence with |Δposition| = d, d = 1…max_distance, as
+                              variants "d001", "d002", … (None where no pair has that distance; `cosine_by_distance`),
+        ctx_same_window     = mean cos over pairs of one sequence with 1 ≤ |Δposition| ≤ (W − 1)/2, pooled over
+                              distances (`window_cosine`),
+        ctx_gap_window      = ctx_same_window − ctx_other: TACO's target (neighbours in the window agree) against
+                              the baseline of unrelated tokens.
+
+    NaN for a mean without pairs. Raises ValueError (all names undefined) for an even or too small window or
+    max_distance < 1.
+    """
+    pairs = same_vs_other_cosine(g, seq_ids)
+    half = _check_window(window)
+    sums, counts = distance_sums(g, seq_ids, positions, max_distance, layout)
+    # the window's distances are the first (W − 1)/2 of the curve's, unless it reaches further
+    near = (sums[:half], counts[:half]) if half <= max_distance else distance_sums(g, seq_ids, positions, half, layout)
+    in_window = _pooled(*near)
+    curve = _by_distance(sums, counts)
+    return {"ctx_same_all": pairs["same"], "ctx_other": pairs["other"], "ctx_gap_all": pairs["gap"],
+            "ctx_cos_by_distance": {f"d{d:03d}": None if math.isnan(v) else float(v)
+                                    for d, v in enumerate(curve, start=1)},
+            "ctx_same_window": in_window, "ctx_gap_window": in_window - pairs["other"]}
+
+
 @register("seq_id_accuracy", family="context", page="context", layers=CONTEXT_LAYERS, unit="fraction in [0, 1]",
           label="Sequence identification accuracy",
           definition="Fraction of tokens whose g = h − e is closest (cosine) to its own sequence's centroid.")
@@ -186,57 +237,6 @@ def seq_id_accuracy(g: Matrix, seq_ids: ArrayLike, max_elements: int = 1 << 24, 
         ok = (own > best_other) & eligible[start : start + chunk]
         correct += int(ok.sum())
     return correct / int(eligible.sum())
-
-
-# --------------------------------------------------------------------------------------- registered metrics
-
-@register("ctx_same_all", family="context", page="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
-          label="Context alignment, same sequence",
-          definition="Mean cosine of g = h − e over pairs of distinct tokens of the same sequence.")
-@register("ctx_other", family="context", page="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
-          label="Context alignment, other sequences",
-          definition="Mean cosine of g = h − e over pairs of tokens from different sequences.")
-@register("ctx_gap_all", family="context", page="context", layers=CONTEXT_LAYERS, unit="cosine difference in [−2, 2]",
-          label="Context alignment gap",
-          definition="Same-sequence minus other-sequence mean cosine of g = h − e.")
-@register("ctx_cos_by_distance", family="context", page="context", layers=CONTEXT_LAYERS, variants=DISTANCES,
-          unit="cosine in [−1, 1]", label="Context cosine by distance",
-          definition="Mean cosine of g = h − e between tokens of one sequence as a function of their distance d.")
-@register("ctx_same_window", family="context", page="context", layers=CONTEXT_LAYERS, unit="cosine in [−1, 1]",
-          label="Context alignment, within the window",
-          definition="Mean cosine of g = h − e over same-sequence pairs within TACO's window W.")
-@register("ctx_gap_window", family="context", page="context", layers=CONTEXT_LAYERS,
-          unit="cosine difference in [−2, 2]", label="Context alignment gap, within the window",
-          definition="Within-window minus other-sequence mean cosine of g = h − e.")
-def context_alignment(g: Rows, seq_ids: Tensor, positions: Tensor, window: int, max_distance: int,
-                      layout: BlockLayout | None = None) -> dict[str, float | dict[str, float | None]]:
-    """How the context vectors g = h − e of one sequence align, from one pass over all pairs and one over pairs
-    by distance (u = g/‖g‖; means over unordered pairs of distinct tokens):
-
-        ctx_same_all        = mean cos(g_i, g_j) over pairs of one sequence (`same_vs_other_cosine`),
-        ctx_other           = the same over pairs from two different sequences,
-        ctx_gap_all         = ctx_same_all − ctx_other (0 when g carries no sequence identity),
-        ctx_cos_by_distance = mean cos over pairs of one sequence with |Δposition| = d, d = 1…max_distance, as
-                              variants "d001", "d002", … (None where no pair has that distance; `cosine_by_distance`),
-        ctx_same_window     = mean cos over pairs of one sequence with 1 ≤ |Δposition| ≤ (W − 1)/2, pooled over
-                              distances (`window_cosine`),
-        ctx_gap_window      = ctx_same_window − ctx_other: TACO's target (neighbours in the window agree) against
-                              the baseline of unrelated tokens.
-
-    NaN for a mean without pairs. Raises ValueError (all names undefined) for an even or too small window or
-    max_distance < 1.
-    """
-    pairs = same_vs_other_cosine(g, seq_ids)
-    half = _check_window(window)
-    sums, counts = distance_sums(g, seq_ids, positions, max_distance, layout)
-    # the window's distances are the first (W − 1)/2 of the curve's, unless it reaches further
-    near = (sums[:half], counts[:half]) if half <= max_distance else distance_sums(g, seq_ids, positions, half, layout)
-    in_window = _pooled(*near)
-    curve = _by_distance(sums, counts)
-    return {"ctx_same_all": pairs["same"], "ctx_other": pairs["other"], "ctx_gap_all": pairs["gap"],
-            "ctx_cos_by_distance": {f"d{d:03d}": None if math.isnan(v) else float(v)
-                                    for d, v in enumerate(curve, start=1)},
-            "ctx_same_window": in_window, "ctx_gap_window": in_window - pairs["other"]}
 
 
 @dataclass(frozen=True)
