@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,11 @@ class SeriesInputs:
 
     def load(self, k: int) -> dict[str, np.ndarray]:
         return self.store.load_array(self.files[k])
+
+    @cached_property
+    def train_counts(self) -> np.ndarray | None:
+        """The run's training token counts (None without usable ones), read once for its settings and its build."""
+        return ps.load_counts(self.series.data_path("token_counts_path"), int(self.probe.ids.max()) + 1)
 
 
 @dataclass
@@ -113,12 +119,8 @@ def build_ln_outliers(inputs: SeriesInputs) -> Built | None:
     return Built(layers, stacked.shape[1] - 1, {"ln_outliers": arrays})
 
 
-def _train_counts(inputs: SeriesInputs) -> np.ndarray | None:
-    return ps.load_counts(inputs.series.data_path("token_counts_path"), int(inputs.probe.ids.max()) + 1)
-
-
 def acquisition_settings(inputs: SeriesInputs) -> dict[str, Any]:
-    source = "training_counts" if _train_counts(inputs) is not None else "probe_set"
+    source = "training_counts" if inputs.train_counts is not None else "probe_set"
     return {"frequency": source, "seed": inputs.seed}
 
 
@@ -128,7 +130,7 @@ def build_acquisition(inputs: SeriesInputs) -> Built:
     (`dynamics.results.word_curves`' module docstring lists its fields)."""
     probe, store = inputs.probe, inputs.store
     vocab = int(probe.ids.max()) + 1
-    train = _train_counts(inputs)
+    train = inputs.train_counts
     counts = train if train is not None else np.bincount(probe.tokens, minlength=vocab)
     frequency = counts[probe.word_types].astype(np.int64) if counts.size else np.zeros(len(probe.word_types), np.int64)
     parts = [inputs.load(k) for k in range(len(inputs.files))]

@@ -9,7 +9,8 @@ float64, or that of a `Rows` passed instead of a matrix (the probe's float32 pat
 """
 
 # Importing the package imports every module that registers metrics, so the registry is complete whichever
-# module a caller imports first (`registry.load`).
+# module a caller imports first, and puts it in its order once, here under the import lock: afterwards
+# `registry.load` only reads it, also from the probe's worker threads.
 from . import acquisition, cka, context, geometry, registry, rogue  # noqa: F401
 from .anchors import (
     assign_frequency_bins,
@@ -22,6 +23,8 @@ from .anchors import (
 from .cka import cka_matrices, cka_matrix, linear_cka
 from .registry import REGISTRY, Metric, register
 from .rows import Rows
+
+registry.load()  # its order, set once at import (see above)
 
 __all__ = [
     "REGISTRY",
