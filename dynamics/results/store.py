@@ -68,8 +68,9 @@ DB_NAME = "results.sqlite"
 # The schema's version, recorded as `meta.schema_version`. History: 1, the tables below without `definitions` (a
 # version-1 file may lack `onsets`, which came without a new number, and, from a still earlier probe, other tables,
 # columns and indexes: the readers used to tolerate that query by query); 2, `definitions`, and every version-1 gap
-# filled by `MIGRATIONS`.
-SCHEMA_VERSION = 2
+# filled by `MIGRATIONS`; 3, the tables and columns marked `since=3` (this round's analyses: user metric modules,
+# phases, group-scope results), created empty by `_to_3`.
+SCHEMA_VERSION = 3
 # How long a connection waits for another's write lock before failing with "database is locked". Several probe
 # processes (`torchrun … -m dynamics.probe`, `dynamics.shards`) write one store; each holds the lock for one
 # (snapshot, family) transaction (`BEGIN IMMEDIATE`, so a writer waits at its start rather than failing on an
@@ -235,12 +236,17 @@ def _to_2(conn: sqlite3.Connection) -> None:
     _fill(conn, _gaps(conn, upto=2))  # then what version 2 adds
 
 
+def _to_3(conn: sqlite3.Connection) -> None:
+    _fill(conn, _gaps(conn, upto=3))  # version 3 only adds: its tables empty, its columns NULL
+
+
 # Ordered; opening an older store for writing applies every migration past its version, in one transaction.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "version 1 → 2: what a version-1 file lacks of version 1 is created — a missing table empty (onsets "
               "came under version 1 without a new number; arrays, notes, completed or probe_sets from an earlier "
               "probe), a missing column NULL in the existing rows (metrics.family: downstream rows get theirs), a "
               "missing index built — then the definitions table", _to_2),
+    Migration(3, "version 2 → 3: the tables and columns of version 3 are created, empty or NULL", _to_3),
 )
 
 

@@ -176,7 +176,7 @@ def test_a_newer_store_is_refused_untouched(tmp_path: Path) -> None:
     db = tmp_path / "new" / st.DB_NAME
     digest = _sha(db)
     for attempt in (lambda: st.check_ours(db), lambda: st.open(db), lambda: st.open(db, readonly=True)):
-        with pytest.raises(StoreError, match=r"newer taco-dynamics \(store schema 3; this one reads up to 2\): "
+        with pytest.raises(StoreError, match=r"newer taco-dynamics \(store schema 4; this one reads up to 3\): "
                                              r"update taco-dynamics") as exc:
             attempt()
         assert "\n" not in str(exc.value)
