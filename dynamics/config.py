@@ -12,7 +12,10 @@ from common.cli import DEVICES, option, resolve_device
 from common.errors import UsageError
 from dynamics.errors import ProbeError
 
-FAMILIES = ("anchors", "context", "geometry")
+FAMILIES = ("anchors", "context", "geometry", "attention", "copying", "llc")
+# Measured unless --metrics says otherwise; attention, copying and llc (SGLD chains at every snapshot) are opt-in
+# (docs/design.md, "Measurements").
+DEFAULT_FAMILIES = ("anchors", "context", "geometry")
 
 
 @dataclass
@@ -24,7 +27,10 @@ class ProbeConfig:
                                  "for a Hub model id)")
     steps: list[int] | None = option(None, "measure only these steps, comma-separated, e.g. 0,100,1000")
     every: int | None = option(None, "measure only steps that are multiples of K (the final snapshot is always kept)")
-    metrics: list[str] = option(list(FAMILIES), "metric families, comma-separated: anchors,context,geometry")
+    metrics: list[str] = option(list(DEFAULT_FAMILIES), "metric families, comma-separated, from "
+                                "anchors,context,geometry (the default) and attention,copying (attention maps, "
+                                "induction heads; opt-in), llc (the SGLD local learning coefficient; opt-in, "
+                                "minutes per snapshot)")
     device: str = option("cpu", f"where the snapshots run: {DEVICES} (auto: cuda when available, else mps, else "
                                 "cpu); under torchrun each process takes cuda:LOCAL_RANK for cuda, or cores / N "
                                 "CPU threads for cpu")
@@ -53,13 +59,32 @@ class ProbeConfig:
                                          "or all (every cached stepN revision); never downloads (default: main)")
     neighbour_tokens: int = option(2048, "seeded subsample for the neighbour- and pair-based estimators (TwoNN, "
                                        "uniformity)")
+    copy_blocks: int = option(16, "synthetic repeated blocks r r of the copying family (the same for every snapshot)")
+    copy_length: int = option(32, "length T of one copy r in the copying family's blocks (capped to fit a probe block)")
+    metrics_module: list[str] | None = option(None, "your own metrics: a .py file or a module name (package.module) "
+                                              "that registers them with dynamics.metrics.register; repeatable or "
+                                              "comma-separated (see docs/examples/my_metric.py)")
+    agreement_positions: int = option(256, "seed agreement: a fixed, seeded subsample of the masked (causal: target) "
+                                      "positions whose output distributions the anchors family stores per snapshot, "
+                                      "for the JSD between seeds of a seed group; 0 stores none")
+    llc_step_size: float = option(1e-4, "llc: SGLD step size ε")
+    llc_gamma: float = option(100.0, "llc: localisation strength γ of the (γ/2)‖w − w*‖² term")
+    llc_nbeta: float | None = option(None, "llc: inverse temperature nβ (default n / log n, n = the probe set's "
+                                     "masked or target positions)")
+    llc_chains: int = option(4, "llc: SGLD chains per snapshot")
+    llc_draws: int = option(100, "llc: draws per chain after burn-in")
+    llc_burn_in: int = option(50, "llc: SGLD steps per chain before the draws")
+    llc_batch_size: int = option(8, "llc: probe blocks per SGLD minibatch")
+    llc_seed: int = option(0, "llc: seed of the minibatches and the Langevin noise")
 
     def validate(self) -> ProbeConfig:
         """Raise `ProbeError` naming the flag for any value out of range; return self."""
         bad = [m for m in self.metrics if m not in FAMILIES]
         if bad or not self.metrics:
             raise ProbeError(f"--metrics {','.join(self.metrics)}: choose from {','.join(FAMILIES)}")
-        positive = {"batch_size": self.batch_size, "probe_blocks": self.probe_blocks, "cka_tokens": self.cka_tokens,
+        positive = {"llc_chains": self.llc_chains, "llc_draws": self.llc_draws, "llc_batch_size": self.llc_batch_size,
+                    "batch_size": self.batch_size, "probe_blocks": self.probe_blocks, "cka_tokens": self.cka_tokens,
+                    "copy_blocks": self.copy_blocks, "copy_length": self.copy_length,
                     "projection_tokens": self.projection_tokens, "tc_negatives": self.tc_negatives,
                     "max_distance": self.max_distance, "neighbour_tokens": self.neighbour_tokens}
         for name, value in positive.items():
@@ -86,6 +111,13 @@ class ProbeConfig:
                                  "revision; pass all alone or name the revisions")
             if self.follow:
                 raise ProbeError("--follow watches run directories as taco.train writes them; drop --revisions")
+        if self.agreement_positions < 0 or self.llc_burn_in < 0:
+            name = "agreement_positions" if self.agreement_positions < 0 else "llc_burn_in"
+            raise ProbeError(f"{flag(name)} {getattr(self, name)}: must be ≥ 0")
+        for name in ("llc_step_size", "llc_gamma", "llc_nbeta"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ProbeError(f"{flag(name)} {value}: must be positive")
         if self.tc_temperature <= 0:
             raise ProbeError(f"--tc-temperature {self.tc_temperature}: must be positive")
         if self.steps is not None and any(s < 0 for s in self.steps):

@@ -38,6 +38,7 @@ from dynamics.measure import engine
 from dynamics.measure import extract as ex
 from dynamics.measure import families as fam
 from dynamics.measure import run_families as rf
+from dynamics.metrics import user
 from dynamics.results import figures as figs
 from dynamics.results import report
 from dynamics.setup import Done, ProbeSummary, Setup, SnapshotHook, join, open_store, shares_note
@@ -59,6 +60,9 @@ def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: Snapsh
 
     with shards.group(place), contextlib.ExitStack() as stores:
         device = step(lambda: shards.device(place, resolved_device(cfg)))
+        # User metrics modules: imported and checked in the main thread of every process, before any input check
+        # writes or any worker thread reads the registry; unregistered when the run ends.
+        step(lambda: register_user_metrics(cfg, stores))
         checked = step(lambda: check(dirs, cfg) if place.main else None)
         # ---- nothing above writes; from here on the store is opened and results are added
         opened = step(lambda: open_store(checked, cfg, device, defer_drift, stores) if place.main else None)
@@ -81,22 +85,42 @@ def run_config(dirs: Sequence[str | Path], cfg: ProbeConfig, on_snapshot: Snapsh
     return summary
 
 
+def register_user_metrics(cfg: ProbeConfig, stores: contextlib.ExitStack) -> None:
+    """Import `--metrics-module`s for the run (unregistered when `stores` closes) and check that `--metrics`
+    measures the families they join (`MetricsModuleError` otherwise)."""
+    stores.enter_context(user.registered(cfg.metrics_module))
+    user.check_measured(cfg.metrics)
+
+
 # ------------------------------------------------------------------------------------------- each snapshot
 
 def wanted(metrics: Sequence[str]) -> list[str]:
-    order = {"anchors": ["anchors", "drift"], "context": ["context"], "geometry": ["geometry"]}
+    order = {"anchors": ["anchors", "drift"], "context": ["context"], "geometry": ["geometry"],
+             "attention": ["attention"], "copying": ["copying"]}
     return [f for m in FAMILIES if m in metrics for f in order[m]]
 
 
 def family_params(series: Series, cfg: ProbeConfig) -> dict[str, str]:
-    """Each family's settings string: a stored family whose string differs is measured again."""
+    """Each family's settings string: a stored family whose string differs is measured again (the user metrics
+    modules that join a family, by name and source hash, are among its settings)."""
     return {
-        "anchors": engine.family_params("anchors", surprisal="nats"),
+        "anchors": engine.family_params("anchors", surprisal="nats", **_user("anchors")),
         "drift": engine.family_params("drift", final=series.final.step),
         "context": engine.family_params("context", window=cfg.window, negatives=cfg.tc_negatives,
-                                     temperature=cfg.tc_temperature, max_distance=cfg.max_distance, seed=cfg.seed),
-        "geometry": engine.family_params("geometry", neighbours=cfg.neighbour_tokens, seed=cfg.seed, ln_outliers="3std"),
+                                     temperature=cfg.tc_temperature, max_distance=cfg.max_distance, seed=cfg.seed,
+                                     **_user("context")),
+        "geometry": engine.family_params("geometry", neighbours=cfg.neighbour_tokens, seed=cfg.seed, ln_outliers="3std",
+                                        **_user("geometry")),
+        "attention": engine.family_params("attention", queries="content", sinks="special|0"),
+        "copying": engine.family_params("copying", blocks=cfg.copy_blocks, length=cfg.copy_length, seed=cfg.seed,
+                                        mask=0.15),
     }
+
+
+def _user(family: str) -> dict[str, str]:
+    """`user=NAME:HASH,…` for a family that user metrics modules join; nothing otherwise."""
+    mods = user.params(family)
+    return {} if mods is None else {"user": mods}
 
 
 @dataclass
@@ -176,7 +200,8 @@ def measure_snapshot(setup: Setup, summary: ProbeSummary, state: SeriesState, sn
     acts = None
     if set(needed) - {"drift"}:
         acts = ex.extract_snapshot(snap.path, probe, masked_pass="anchors" in needed,
-                                   batch_size=setup.cfg.batch_size, device=setup.device, reuse=state.spare)
+                                   batch_size=setup.cfg.batch_size, device=setup.device, reuse=state.spare,
+                                   attention="attention" in needed, copying="copying" in needed)
         emb, notes = acts.emb_matrix, acts.notes
     else:
         emb, notes = ex.embedding_matrix(snap.path), []

@@ -24,6 +24,7 @@ module is the command line and that function; the work is `dynamics.pipeline`'s 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import io
@@ -35,7 +36,7 @@ from typing import Any
 from common.cli import Parser
 from common.errors import UsageError
 from dynamics import shards
-from dynamics.config import FAMILIES, ProbeConfig
+from dynamics.config import DEFAULT_FAMILIES, ProbeConfig
 from dynamics.errors import ProbeError
 from dynamics.find.inputs import MULTI_RUN_OUT
 from dynamics.follow import follow
@@ -50,7 +51,7 @@ def run(
     out: str | Path | None = None,
     steps: Sequence[int] | None = None,
     every: int | None = None,
-    metrics: Sequence[str] = FAMILIES,
+    metrics: Sequence[str] = DEFAULT_FAMILIES,
     device: str = "cpu",
     batch_size: int = 16,
     max_tokens: int | None = None,
@@ -93,10 +94,26 @@ def build_parser() -> Parser:
                "to N processes writing one store (--device cuda: one GPU each, cuda:LOCAL_RANK; cpu: cores / N "
                "threads each); --follow runs in one process. "
                "Bad input exits with status 2 and leaves stored results untouched.")
+    repeatable(parser, "metrics_module")
     parser.add_argument("dirs", nargs="+", metavar="DIR",
                         help="run directory, Trainer output dir, folder of NAME-step_N model folders, model dir, or "
                              "a Hugging Face model id ORG/NAME read from the local Hub cache (see --revisions)")
     return parser
+
+
+def repeatable(parser: Parser, dest: str) -> None:
+    """Let the list flag `dest` be given several times (`--metrics-module a.py --metrics-module b.py`): the first
+    occurrence replaces the default (or the config file's value), later ones add to it."""
+    action = next(a for a in parser._actions if a.dest == dest)
+    action.__class__ = _Extend
+
+
+class _Extend(argparse._StoreAction):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        current = getattr(namespace, self.dest, None)
+        fresh = current is None or current is self.default  # argparse starts the namespace at the default object
+        setattr(namespace, self.dest, list(values) if fresh else [*current, *values])
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[list[str], ProbeConfig]:

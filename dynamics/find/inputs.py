@@ -94,7 +94,8 @@ def build_probe(first: Series, tok: TokenizerView, cfg: ProbeConfig) -> ps.Probe
     """The probe set for a run: from `--probe-text` if given, else the run's validation blocks."""
     counts = ps.load_counts(first.data_path("token_counts_path"), len(tok))
     common = dict(probe_blocks=cfg.probe_blocks, max_tokens=cfg.max_tokens, seed=cfg.seed, train_counts=counts,
-                  cka_tokens=cfg.cka_tokens, projection_tokens=cfg.projection_tokens)
+                  cka_tokens=cfg.cka_tokens, projection_tokens=cfg.projection_tokens, copy_blocks_n=cfg.copy_blocks,
+                  copy_length=cfg.copy_length)
     if cfg.probe_text:
         return ps.build(tok, text_path=Path(cfg.probe_text), block_size=block_size(first, cfg), **common)
     blocks_path = first.data_path("validation_blocks_path")

@@ -54,10 +54,12 @@ from transformers.models.auto.modeling_auto import (
 from transformers.utils import logging as hf_logging
 
 from dynamics.errors import ProbeError
+from dynamics.measure import attention as att
 from dynamics.measure.probe_set import ProbeSet
 from dynamics.measure.threads import cpu_workers, map_on_threads
 from dynamics.metrics.acquisition import token_surprisal
 from dynamics.metrics.anchors import token_rank
+from dynamics.metrics.attention import HeadSums
 
 
 @dataclass
@@ -102,6 +104,8 @@ class Activations:
     notes: list[str] = field(default_factory=list)
     kind: str = "encoder"
     norm_weights: np.ndarray | None = None  # (L+1, H) γ of each layer's norm (`layer_norm_weights`), NaN: none
+    attention: list[HeadSums] | None = None  # per layer 1…L (index l − 1): attention sums over the content queries
+    copying: att.CopyOutputs | None = None  # the copy blocks' attention sums and head predictions
 
     @property
     def n_layers(self) -> int:
@@ -253,6 +257,8 @@ def extract(
     batch_size: int = 16,
     device: str = "cpu",
     reuse: Activations | None = None,
+    attention: bool = False,
+    copying: bool = False,
 ) -> Activations:
     """Run the probe set through `model` (already on `device`, eval mode) in batches of `batch_size` blocks.
 
@@ -264,6 +270,9 @@ def extract(
     the architecture allows (`last_hidden_at`).
     `reuse`: activations no longer needed (the previous snapshot's): their `hidden` and `emb_rows` arrays are
     overwritten where the shapes match, instead of allocating new ones (fresh pages are slow to fault in).
+    `attention`: pass 1 also reduces every layer's attention probabilities to per-head sums
+    (`dynamics.measure.attention`; the hidden states are the same bits either way). `copying`: the probe set's
+    copy blocks run through the model too (`attention.copy_outputs`).
 
     One function of ≈ 90 lines on purpose: its per-batch closure (`unmasked`, run on worker threads in any order)
     writes each batch's rows straight into the one (L+1, N, H) array the first finished batch allocates, under a
@@ -284,6 +293,8 @@ def extract(
     content_index = _content_index(probe)
     # A decoder's forward would otherwise build and return a key/value cache nobody reads.
     extra = {"use_cache": False} if kind == "causal" else {}
+    unreadable = att.readable(encoder.config) if attention or copying else None
+    record = attention and unreadable is None
 
     n_tok = probe.n_tokens
     notes: list[str] = []
@@ -299,7 +310,11 @@ def extract(
         ids = ids_all[start : start + batch_size].to(device)
         content = content_all[start : start + batch_size]
         where = torch.nonzero(content.reshape(-1)).squeeze(1).to(device)  # content cells of the batch
-        out = encoder(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, **extra)
+        sink = att.probe_sink(content, ~content, kind == "causal") if record else None
+        if sink is None:
+            out = encoder(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True, **extra)
+        else:
+            out = att.forward(encoder, ids, sink, output_hidden_states=True, **extra)
         states = out.hidden_states
         part = None
         if targets_all is not None:
@@ -319,11 +334,12 @@ def extract(
                 torch.index_select(rows, 0, where, out=dest)  # straight into the array, no temporary
             else:
                 dest.copy_(rows.index_select(0, where).float().cpu())
-        return part
+        return part, (sink.layers if sink is not None else [])
 
     with torch.inference_mode():
-        next_parts = [p for p in map_on_threads(_inference(unmasked), range(len(starts)), workers, name="forward")
-                      if p is not None]
+        done = map_on_threads(_inference(unmasked), range(len(starts)), workers, name="forward")
+        next_parts = [p for p, _ in done if p is not None]
+        attention_sums = att.merge([a for _, a in done]) if record else None
         assert hidden and int(offsets[-1]) == n_tok
         n_states = hidden[0].shape[0]
         if n_layers and n_states != n_layers + 1:
@@ -331,12 +347,23 @@ def extract(
         masked = _masked_pass(encoder, head, probe, ids_all, batch_size, device) if run_masked else None
         if targets_all is not None:
             masked = _next_token_outputs(next_parts, probe, notes)
+        copy_out = None
+        if copying and unreadable is None and probe.copy is not None:
+            copy_out = att.copy_outputs(encoder, probe.copy, causal=kind == "causal",
+                                        head=head,
+                                        next_head=next_head, mask_id=probe.mask_id, batch_size=batch_size,
+                                        device=device)
+    if unreadable is not None:
+        notes.append(f"attention and copying families not measured: {unreadable}")
+    elif copying and probe.copy is None:
+        notes.append("copying family not measured: the probe blocks are too short for two copies of 2 tokens")
     hidden = hidden[0]
     emb_rows = np.take(emb_matrix, probe.tokens, axis=0,
                        out=_reusable(None if reuse is None else reuse.emb_rows, (n_tok, emb_matrix.shape[1])))
     return Activations(hidden, emb_rows, emb_matrix, masked, head is not None or next_head is not None,
                        type(model).__name__, notes, kind, layer_norm_weights(encoder, hidden.shape[0] - 1,
-                                                                             hidden.shape[2]))
+                                                                             hidden.shape[2]),
+                       attention=attention_sums, copying=copy_out)
 
 
 def _is_norm(module: Any, width: int) -> bool:
@@ -544,13 +571,13 @@ def _layer_at(layer: Any, x: Any, where: Any) -> Any:
 
 def extract_snapshot(
     path: Path, probe: ProbeSet, *, masked_pass: bool = True, batch_size: int = 16, device: str = "cpu",
-    reuse: Activations | None = None,
+    reuse: Activations | None = None, attention: bool = False, copying: bool = False,
 ) -> Activations:
     """Load the snapshot at `path`, extract, and free the model before returning (`reuse`: see `extract`)."""
     model, has_head, notes = load_model(path, device)
     try:
         acts = extract(model, probe, has_head=has_head, masked_pass=masked_pass, batch_size=batch_size, device=device,
-                       reuse=reuse)
+                       reuse=reuse, attention=attention, copying=copying)
     except RuntimeError as exc:
         raise ProbeError(f"{path}: the forward pass failed ({_short(exc)}); check that the model matches the "
                          "tokenizer and block size, or lower --batch-size") from None

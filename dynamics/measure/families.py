@@ -2,7 +2,9 @@
 
 Families: `anchors` (layers 0…L, the masked variant at L; plus the `word_surprisal` array), `drift` (once per
 snapshot), `context` (layers 1…L), `geometry` (layers 0…L, the layer-pair metrics from the layer × layer CKA, and
-the arrays `cka_layers`, `cka_sample`, `projection`, `ln_weights`). Which metric names each stores, at which
+the arrays `cka_layers`, `cka_sample`, `projection`, `ln_weights`), and the opt-in `attention` and `copying`
+(layers 1…L, from the per-head attention sums the extraction reduced; plus their per-head arrays
+`attention_heads` and `copying_heads`, layers × heads per quantity). Which metric names each stores, at which
 layers, and the function that computes each is the metric registry (`dynamics.metrics.registry`); this module
 only builds the inputs the registered functions ask for, and `dynamics.measure.engine` turns them into rows (as it does
 for the run-level families of `dynamics.measure.run_families`).
@@ -153,6 +155,7 @@ def measure(acts: Activations, prep: Prepared, families: Sequence[str]) -> dict[
     time, and no OpenMP spin-waiting on a busy machine). Results are assembled in layer order, so they do not
     depend on the schedule. `FamilyResult.seconds` holds each family's summed task time.
     """
+    requested = list(families)
     families = [f for f in PER_LAYER if f in families]
     last = acts.hidden.shape[0] - 1
     tasks: list[tuple[str, int]] = []
@@ -203,7 +206,48 @@ def measure(acts: Activations, prep: Prepared, families: Sequence[str]) -> dict[
                                    "variant, through the head, is kept)")
         result.seconds = sum(item[3] for item in parts[family])
         results[family] = result
+    for family, build in (("attention", attention_family), ("copying", copying_family)):
+        if family in requested:
+            t0 = time.perf_counter()
+            results[family] = build(acts)
+            results[family].seconds = time.perf_counter() - t0
     return results
+
+
+def attention_family(acts: Activations) -> FamilyResult:
+    """The registered attention metrics of layers 1…L from the extraction's per-head sums, and their per-head
+    values as the array `attention_heads` ({quantity: (L, heads)}). No rows (a note) when they were not read."""
+    out = Collector()
+    if acts.attention is None:
+        out.note("attention not measured: the model's attention probabilities could not be read")
+        return out.result()
+    last = acts.hidden.shape[0] - 1
+    for layer, sums in enumerate(acts.attention, start=1):
+        out.measure("attention", "layer", layer, last, {"attention": sums,
+                                                        "bidirectional_attention": None if sums.causal else sums})
+    return out.result({"attention_heads": _stack([s.means() for s in acts.attention])})
+
+
+def copying_family(acts: Activations) -> FamilyResult:
+    """The registered copying metrics (dup_token_max, induction_max at layers 1…L, repeat_copy_accuracy at L) and
+    the per-head array `copying_heads` ({quantity: (L, heads)})."""
+    out = Collector()
+    copy = acts.copying
+    if copy is None:
+        out.note("copying not measured: no copy blocks, or the attention probabilities could not be read")
+        return out.result()
+    last = acts.hidden.shape[0] - 1
+    for layer, sums in enumerate(copy.sums, start=1):
+        out.measure("copying", "layer", layer, last, {"copy_attention": sums,
+                                                      "copy_predictions": copy.predictions if layer == last else None})
+    if copy.predictions is None:
+        out.note("repeat_copy_accuracy not measured: the model has no recognised head (or an MLM without a mask token)")
+    return out.result({"copying_heads": _stack([s.means() for s in copy.sums])})
+
+
+def _stack(per_layer: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """{quantity: (L, heads) float64} from each layer's per-head means."""
+    return {k: np.stack([m[k] for m in per_layer]) for k in per_layer[0]}
 
 
 def _workers(prep: Prepared) -> int:

@@ -18,6 +18,11 @@ Derived, all seeded and frozen with the ids:
   from the training split's token counts when the run has them, else from the probe set itself (noted);
 * fixed token samples: ≤ `cka_tokens` for CKA across layers and snapshots, ≤ `projection_tokens` for 2-D
   projections.
+* copy blocks (`CopyBlocks`, for the copying family): `copy_blocks` synthetic blocks, the framing around
+  r_1…r_T r_1…r_T with r drawn uniformly from the non-special vocabulary (T = `copy_length`, capped so that a copy
+  block is no longer than a probe block), and their masked positions. They are a function of the seed, the
+  tokenizer and those two settings only, so they are the same for every snapshot and run and are not part of
+  the hash (the copying family's stored parameters name the two settings instead).
 
 The hash is sha256 over the ids, the masked positions, the bins, the samples and the tokenizer vocabulary
 hash: equal hashes mean equal measurements, so results are stored and compared under it.
@@ -64,6 +69,7 @@ class ProbeSet:
     notes: list[str] = field(default_factory=list)
     hash: str = ""
     special_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # the tokenizer's
+    copy: CopyBlocks | None = None  # the copying family's synthetic repeated blocks
 
     # ---- per content token views (N,)
     @property
@@ -111,12 +117,72 @@ class ProbeSet:
         """Write the arrays (and the projection sample's token strings) to `path` (.npz), atomically."""
         tokens = self.tokens
         sample = self.projection_index
+        copy = {} if self.copy is None else {"copy_ids": self.copy.ids, "copy_masked": self.copy.masked,
+                                             "copy_start": np.array(self.copy.start), "copy_length": np.array(self.copy.length)}
         save_npz(path, ids=self.ids, content=self.content, masked=self.masked, freq_bin=self.freq_bin,
                  word_type=self.word_type, word_types=self.word_types, cka_index=self.cka_index,
                  projection_index=sample, bin_names=np.array(self.bin_names),
                  projection_tokens=np.array([id_to_token[t] for t in tokens[sample]]),
                  projection_seq_ids=self.seq_ids[sample], projection_freq_bin=self.freq_bin[sample],
-                 word_type_strings=np.array([id_to_token[t] for t in self.word_types]))
+                 word_type_strings=np.array([id_to_token[t] for t in self.word_types]), **copy)
+
+
+@dataclass
+class CopyBlocks:
+    """The copying family's blocks: `ids` (n, start + 2T + end) int32, the framing's `start` opening tokens, then
+    r_1…r_T r_1…r_T, then its closing tokens; `length` = T. The second copy's token t is at start + T + t.
+
+    `masked` (n, width) bool, for an MLM's masked pass (`dynamics.metrics.copying`): per block a seeded 15 % of the
+    t masked in the second copy only (`second_scored`), and another, disjoint 15 % masked in both copies
+    (`first_scored`, scored at their first-copy positions)."""
+
+    ids: np.ndarray
+    start: int
+    length: int
+    masked: np.ndarray
+    first_scored: np.ndarray  # (n, width) bool: masked first-copy positions whose second copy is masked too
+    second_scored: np.ndarray  # (n, width) bool: masked second-copy positions whose first copy is visible
+
+    @property
+    def second(self) -> np.ndarray:
+        """(n, width) bool: the second-copy positions (the queries of the duplicate-token and induction scores)."""
+        out = np.zeros(self.ids.shape, dtype=bool)
+        out[:, self.start + self.length : self.start + 2 * self.length] = True
+        return out
+
+
+def copy_blocks(tok: TokenizerView, *, seed: int, n_blocks: int, length: int, block_size: int,
+                vocab_size: int) -> CopyBlocks | None:
+    """The copy blocks (`CopyBlocks`): T = min(`length`, what fits in `block_size` with the framing); None when
+    T < 2 or the vocabulary has no non-special token. Draws: `default_rng([seed, 4])` for the tokens (uniform over
+    the non-special ids below `vocab_size`), `default_rng([seed, 5])` for the masked positions."""
+    frame = tok.framing
+    start, end = tuple(frame.start), tuple(frame.end)
+    t = min(length, (block_size - len(start) - len(end)) // 2)
+    special = np.zeros(vocab_size, dtype=bool)
+    special[tok.special_ids[tok.special_ids < vocab_size]] = True
+    pool = np.flatnonzero(~special)
+    if t < 2 or n_blocks < 1 or pool.size == 0:
+        return None
+    r = pool[np.random.default_rng([seed, 4]).integers(0, pool.size, size=(n_blocks, t))]
+    width = len(start) + 2 * t + len(end)
+    ids = np.empty((n_blocks, width), dtype=np.int32)
+    ids[:, : len(start)] = start
+    ids[:, len(start) : len(start) + t] = r
+    ids[:, len(start) + t : len(start) + 2 * t] = r
+    ids[:, len(start) + 2 * t :] = end
+    k = max(1, int(round(MASK_FRACTION * t)))
+    rng = np.random.default_rng([seed, 5])
+    first = np.zeros((n_blocks, width), dtype=bool)
+    second = np.zeros((n_blocks, width), dtype=bool)
+    for b in range(n_blocks):
+        chosen = rng.permutation(t)[: 2 * k] if 2 * k <= t else rng.permutation(t)
+        only_second, both = np.sort(chosen[:k]), np.sort(chosen[k:])
+        second[b, len(start) + t + only_second] = True
+        first[b, len(start) + both] = True
+    masked = second | first
+    masked[:, t:] |= first[:, :-t]  # the second copy of every t masked in both copies
+    return CopyBlocks(ids, len(start), t, masked, first, second)
 
 
 # ----------------------------------------------------------------------------------------------------- sources
@@ -235,6 +301,8 @@ def build(
     min_word_count: int = 5,
     cka_tokens: int = 1024,
     projection_tokens: int = 2000,
+    copy_blocks_n: int = 16,
+    copy_length: int = 32,
 ) -> ProbeSet:
     """Build the probe set from validation `blocks` or the text at `text_path` (see the module docstring)."""
     if blocks is None:
@@ -295,6 +363,8 @@ def build(
     proj_index = np.sort(rng_s.choice(n_content, size=min(projection_tokens, n_content), replace=False)).astype(np.int64)
     probe = ProbeSet(ids, content, masked, freq_bin, per_token, types, cka_index, proj_index,
                      tuple(frequency_bin_names(3)), tok.hash, mask_id, source or where, freq_source, notes,
-                     special_ids=tok.special_ids)
+                     special_ids=tok.special_ids,
+                     copy=copy_blocks(tok, seed=seed, n_blocks=copy_blocks_n, length=copy_length, block_size=width,
+                                      vocab_size=vocab_len))
     probe.hash = probe.compute_hash()
     return probe

@@ -11,7 +11,7 @@ float64, or that of a `Rows` passed instead of a matrix (the probe's float32 pat
 # Importing the package imports every module that registers metrics, so the registry is complete whichever
 # module a caller imports first, and puts it in its order once, here under the import lock: afterwards
 # `registry.load` only reads it, also from the probe's worker threads.
-from . import acquisition, cka, context, geometry, registry, rogue  # noqa: F401
+from . import acquisition, agreement, attention, cka, context, copying, geometry, llc, registry, rogue  # noqa: F401
 from .anchors import (
     assign_frequency_bins,
     cosine_rows,

@@ -33,13 +33,15 @@ Scopes: "layer" metrics are computed per layer from that layer's inputs; "snapsh
 (stored at layer 0); "layer_pair" metrics per layer l ≥ 1 from the layer × layer CKA matrix; "series" metrics per
 run, after all snapshots: from the step × step CKA matrix of each layer (`cka_steps`, a value per step), or from
 the layer's LayerNorm outlier dimensions at every snapshot (`ln_outliers`, a value per step), or from the run's
-word-acquisition curves (`acquisition`, one value per run, stored at its last measured step).
+word-acquisition curves (`acquisition`, one value per run, stored at its last measured step); "group" metrics per
+seed group and step shared by its runs, from the runs' stored arrays (`agreement`: seed agreement, stored in the
+store's `group_metrics` table, `dynamics.measure.agreement`).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +51,11 @@ CONTEXT_LAYERS = "1…L"  # g = h − e is zero at layer 0
 LAST_LAYER = "L"
 EMBEDDING_LAYER = "0"
 
-SCOPES = ("layer", "snapshot", "layer_pair", "series")
-FAMILIES = ("anchors", "drift", "context", "geometry", "cka_steps", "ln_outliers", "acquisition")
+SCOPES = ("layer", "snapshot", "layer_pair", "series", "group")
+FAMILIES = ("anchors", "drift", "context", "geometry", "cka_steps", "ln_outliers", "acquisition", "llc", "agreement",
+            "attention", "copying")
 # The app's pages that show stored metrics (app/views/<page>.py): each registration names the one that shows it.
-PAGES = ("anchors", "context", "geometry", "cka", "acquisition")
+PAGES = ("anchors", "context", "geometry", "cka", "acquisition", "seeds", "attention")
 BINNED = ("all", "frequent", "medium", "rare")  # overall mean and per token-frequency bin (3 bins)
 DISTANCES = ("d001", "d002", "…")  # one variant per distance d = 1…max_distance
 
@@ -77,6 +80,10 @@ INPUTS: dict[str, str] = {
     "tc_draws": "TCDraws | None: the probe's fixed TC-loss anchors, positives and negatives (taco.objectives)",
     "tc_temperature": "float: TC-loss temperature τ",
     "masked": "MaskedPass | None: the masked pass at the last layer (None without an MLM head or mask token)",
+    "attention": "HeadSums: the layer's per-head attention sums over the probe set's content queries",
+    "bidirectional_attention": "HeadSums | None: the same, None for a causal model (no next-token score)",
+    "copy_attention": "CopySums: the layer's per-head attention sums over the copy blocks' second-copy queries",
+    "copy_predictions": "CopyPredictions | None: the head's right/wrong on the copy blocks (None without a head)",
     # per snapshot (scope "snapshot")
     "emb_matrix": "ndarray (V, H): the snapshot's input word-embedding matrix",
     "final_matrix": "ndarray (V, H): the final snapshot's input word-embedding matrix",
@@ -88,6 +95,12 @@ INPUTS: dict[str, str] = {
     "norm_weight": "Tensor (H,): the layer's LayerNorm scale γ (None when the layer has no norm)",
     "outlier_masks": "ndarray (S, H) bool: a layer's LayerNorm outlier dimensions at each measured snapshot",
     "word_curves": "WordCurves: a run's per-word-type surprisal curves over its snapshots (word acquisition)",
+    # per snapshot, opt-in family `llc`
+    "llc_problem": "LLCProblem: the snapshot's parameters and the probe set's own loss (MLM or next-token) by sample",
+    "llc_settings": "SGLDSettings: the SGLD estimator's settings (the --llc-* flags)",
+    # per seed group and shared step (scope "group")
+    "seed_log_probs": "list of ndarray (k, V): each seed's log-probabilities at the fixed subsample of head positions",
+    "seed_samples": "list of ndarray (n, H): each seed's CKA sample of one layer (the same probe tokens)",
 }
 
 
@@ -147,6 +160,11 @@ def _get(inputs: Mapping[str, Any] | Any, name: str) -> Any:
 REGISTRY: dict[str, Metric] = {}
 
 
+class RegistrationError(ValueError):
+    """A registration the registry refuses (unknown family, scope or page, a name already registered, parameters
+    that are not probe inputs): raised while the registering module is imported."""
+
+
 def register(name: str, *, family: str, page: str, layers: str, label: str, definition: str, unit: str,
              variants: tuple[str, ...] = ("all",), scope: str = "layer") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as the one that computes metric `name`, shown on app page `page` (see the
@@ -156,28 +174,30 @@ def register(name: str, *, family: str, page: str, layers: str, label: str, defi
     they must agree on family, scope and layers, since the function is called once for all of them, and are
     listed in the order they are written (decorators apply bottom-up)."""
     if family not in FAMILIES:
-        raise ValueError(f"{name}: unknown family {family!r}; one of {FAMILIES}")
+        raise RegistrationError(f"{name}: unknown family {family!r}; one of {FAMILIES}")
     if scope not in SCOPES:
-        raise ValueError(f"{name}: unknown scope {scope!r}; one of {SCOPES}")
+        raise RegistrationError(f"{name}: unknown scope {scope!r}; one of {SCOPES}")
     if page not in PAGES:
-        raise ValueError(f"{name}: unknown page {page!r}; one of {PAGES}")
+        raise RegistrationError(f"{name}: unknown page {page!r}; one of {PAGES}")
     if not definition.endswith(".") or "\n" in definition:
-        raise ValueError(f"{name}: the definition is one sentence ending in a full stop")
+        raise RegistrationError(f"{name}: the definition is one sentence ending in a full stop")
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in REGISTRY and REGISTRY[name].fn is not fn:
-            raise ValueError(f"metric {name!r} is already registered by {REGISTRY[name].pointer}")
+            raise RegistrationError(f"metric {name!r} is already registered by {REGISTRY[name].pointer}")
         unknown = [p for p, spec in inspect.signature(fn).parameters.items()
                    if p not in INPUTS and spec.default is inspect.Parameter.empty]
         if unknown:
-            raise ValueError(f"{name}: parameters {unknown} of {fn.__qualname__} are not probe inputs")
+            raise RegistrationError(f"{name}: parameters {unknown} of {fn.__qualname__} are not probe inputs (the "
+                                    f"inputs: {', '.join(INPUTS)})")
         metric = Metric(name, family, scope, layers, tuple(variants), label, definition, unit, fn, page)
         together = [n for n, m in REGISTRY.items() if m.fn is fn and n != name]
         if together:
             first = REGISTRY[together[0]]
             if (first.family, first.scope, first.layers) != (family, scope, layers):
-                raise ValueError(f"{name}: {fn.__qualname__} computes {together} in the same call, so it needs their "
-                                 f"family, scope and layers ({first.family}, {first.scope}, {first.layers})")
+                raise RegistrationError(f"{name}: {fn.__qualname__} computes {together} in the same call, so it needs "
+                                        f"their family, scope and layers ({first.family}, {first.scope}, "
+                                        f"{first.layers})")
             # the decorator written above the others is applied after them: it goes first
             items = [(n, m) for n, m in REGISTRY.items() if n != name]
             at = [n for n, _ in items].index(together[0])
@@ -189,6 +209,13 @@ def register(name: str, *, family: str, page: str, layers: str, label: str, defi
         return fn
 
     return decorate
+
+
+def unregister(names: Iterable[str]) -> None:
+    """Remove registrations (a user's metric module's, when the probe run that imported it ends; see
+    `dynamics.metrics.user`). Built-in names are never removed."""
+    for name in names:
+        REGISTRY.pop(name, None)
 
 
 def load() -> dict[str, Metric]:
