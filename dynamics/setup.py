@@ -17,7 +17,7 @@ from dynamics.find.series import Series, Snapshot
 from dynamics.find.tokens import TokenizerView
 from dynamics.measure import families as fam
 from dynamics.measure import probe_set as ps
-from dynamics.metrics import registry
+from dynamics.metrics import registry, user
 from dynamics.results import store as st
 
 SnapshotHook = Callable[[Snapshot, list[str]], None]  # (snapshot, families) after its results are committed
@@ -66,6 +66,7 @@ def open_store(checked: Checked, cfg: ProbeConfig, device: str, defer_drift: boo
     assert checked.tok is not None
     _record_probe_set(store, checked.probe, checked.tok)
     store.write_definitions(registry.load().values())  # so that readers label curves from the store alone
+    store.write_metric_modules(user.loaded())  # the --metrics-module files behind the user metrics' rows
     for s in checked.series_list:
         meta = {**s.meta, "probe_device": device, "architecture_kind": architecture_kind(s.final)}
         store.upsert_run(s.name, s.run_dir, s.kind, s.meta.get("objective"), meta)

@@ -10,7 +10,7 @@ from typing import Any
 
 from common.files import write_text
 from dynamics.find import integrity
-from dynamics.metrics import registry
+from dynamics.metrics import registry, user
 from dynamics.results import word_curves
 from dynamics.results.figures import AOA_FIGURE
 from dynamics.results.groups import Group, seed_groups, stored_configs, t_interval
@@ -257,6 +257,9 @@ def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path
     acquisition = acquisition_section(store, df, runs, probe.hash, aoa_figure)
     if acquisition:
         lines += ["", "## Word acquisition", ""] + acquisition
+    mine = user.report_lines(df)
+    if mine:
+        lines += ["", "## Your metrics (--metrics-module)", ""] + mine
     notes = sorted(set(summary.notes))
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]

@@ -30,6 +30,12 @@ Tables (`SCHEMA` lists them, their columns and indexes; nothing else does):
 * `definitions(name PK, family, scope, layers, variants JSON, label, unit, definition, pointer, page, position)`:
   what each metric name means, written by the probe from its registry (`write_definitions`), so that the app
   labels curves and picks their page without importing the metric modules
+* `metric_modules(name PK, path, sha256, source, metrics JSON, recorded)`: the user metrics modules
+  (`dynamics.probe --metrics-module`) whose metrics the store holds, with the text and hash of their source
+* `group_metrics(grp, step, tokens_seen, layer, metric, variant, value, family, probe_hash, n_runs)`, unique over
+  (probe_hash, grp, step, layer, metric, variant): metrics of group scope (seed agreement,
+  `dynamics.measure.agreement`) per seed group (`grp`, the group's label) and step its runs share; `n_runs` runs
+  stand behind each value; `group_members(grp, run, seed, probe_hash)` lists them (`write_group_family`)
 
 Versions: `meta.schema_version` is `SCHEMA_VERSION`. Opening an older store for writing applies `MIGRATIONS` in
 order, in one transaction (a failed migration leaves the file as it was); opening it read-only (the app) reads it
@@ -139,6 +145,18 @@ SCHEMA: dict[str, Table] = {
     # that readers label curves without importing the metric modules. `variants` is JSON; `position` the order.
     "definitions": _table("name TEXT PRIMARY KEY, family TEXT, scope TEXT, layers TEXT, variants TEXT, label TEXT, "
                           "unit TEXT, definition TEXT, pointer TEXT, page TEXT, position INTEGER", since=2),
+    # The user metrics modules (`dynamics.probe --metrics-module`, `dynamics.metrics.user`) whose metrics the store
+    # holds: the name given, the file it was read from, the sha256 and text of its source, the metric names it
+    # registered (JSON), when it was last recorded.
+    "metric_modules": _table("name TEXT PRIMARY KEY, path TEXT, sha256 TEXT, source TEXT, metrics TEXT, recorded REAL",
+                             since=3),
+    # Metrics of group scope (seed agreement): per seed group and shared step; `n_runs` runs behind each value.
+    "group_metrics": _table("grp TEXT NOT NULL, step INTEGER NOT NULL, tokens_seen INTEGER, layer INTEGER NOT NULL, "
+                            "metric TEXT NOT NULL, variant TEXT NOT NULL, value REAL, family TEXT NOT NULL, "
+                            "probe_hash TEXT NOT NULL, n_runs INTEGER",
+                            "UNIQUE (probe_hash, grp, step, layer, metric, variant)", since=3),
+    "group_members": _table("grp TEXT NOT NULL, run TEXT NOT NULL, seed INTEGER, probe_hash TEXT NOT NULL",
+                            "PRIMARY KEY (probe_hash, grp, run)", since=3),
 }
 # index name → (table, columns)
 INDEXES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -573,6 +591,49 @@ class Store:
                 self.conn.execute("UPDATE metrics SET family = (SELECT d.family FROM definitions d WHERE d.name = "
                                   "metrics.metric) WHERE family IS NULL AND metric IN (SELECT name FROM definitions)")
 
+    def write_metric_modules(self, modules: Iterable[Any]) -> None:
+        """Record user metrics modules (`dynamics.metrics.user.UserModule`-like: name, source (its file), sha256 and
+        text of the source, metrics); a module recorded before under the same name is replaced."""
+        rows = [(m.name, m.source, m.sha256, m.text, json.dumps(list(m.metrics)), time.time()) for m in modules]
+        if rows:
+            with self._transaction():
+                self.conn.executemany(_insert("metric_modules", "INSERT OR REPLACE"), rows)
+
+    def insert_rows(self, tables: Mapping[str, Iterable[Sequence[Any]]]) -> None:
+        """Insert whole rows (every column of `TABLES[table]`, in order) into each table, in one transaction: how
+        `dynamics.results.merge` fills a new store."""
+        with self._transaction():
+            for table, rows in tables.items():
+                self.conn.executemany(_insert(table), rows)
+
+    def write_group_family(self, *, group: str, family: str, probe_hash: str,
+                           members: Sequence[tuple[str, int | None]],
+                           step_rows: Mapping[int, tuple[int | None, Sequence[MetricRow]]]) -> None:
+        """Replace a group-scope family of one seed group (`members`: (run, seed) pairs; `step_rows`: step →
+        (tokens_seen, rows)) in one transaction."""
+        with self._transaction():
+            self.conn.execute("DELETE FROM group_metrics WHERE probe_hash=? AND grp=? AND family=?",
+                              (probe_hash, group, family))
+            self.conn.execute("DELETE FROM group_members WHERE probe_hash=? AND grp=?", (probe_hash, group))
+            self.conn.executemany(_insert("group_members"), [(group, run, seed, probe_hash) for run, seed in members])
+            self.conn.executemany(
+                _insert("group_metrics"),
+                [(group, step, tokens, int(layer), metric, variant, _finite(value), family, probe_hash, len(members))
+                 for step, (tokens, rows) in step_rows.items() for layer, metric, variant, value in rows])
+
+    def group_metrics(self, metric: str | Sequence[str] | None = None, *, group: str | Sequence[str] | None = None,
+                      probe_hash: str | None = None) -> pd.DataFrame:
+        """Group-scope rows (grp, step, tokens_seen, layer, metric, variant, value, family, n_runs) of one probe set."""
+        return self._select("group_metrics", ["grp", "step", "tokens_seen", "layer", "metric", "variant", "value",
+                                              "family", "n_runs"],
+                            {"probe_hash": self._hash(probe_hash), "metric": metric, "grp": group},
+                            order=["grp", "metric", "variant", "layer", "step"])
+
+    def group_members(self, probe_hash: str | None = None) -> pd.DataFrame:
+        """The runs behind each group's group-scope rows: grp, run, seed."""
+        return self._select("group_members", ["grp", "run", "seed"], {"probe_hash": self._hash(probe_hash)},
+                            order=["grp", "run"])
+
     def replace_notes(self, *, run: str, family: str, probe_hash: str, notes: Iterable[tuple[int, str]]) -> None:
         """Replace every note of (run, family, probe_hash) by `notes` ((step, note) pairs), in one transaction."""
         with self._transaction():
@@ -714,6 +775,12 @@ class Store:
         order; empty for a store written before definitions were stored."""
         df = self._select("definitions", TABLES["definitions"], order=["position", "name"])
         df["variants"] = [_variants(v) for v in df["variants"]]
+        return df
+
+    def metric_modules(self) -> pd.DataFrame:
+        """The recorded user metrics modules: name, path, sha256, source, metrics (decoded to a tuple), recorded."""
+        df = self._select("metric_modules", TABLES["metric_modules"], order=["name"])
+        df["metrics"] = [_variants(v) for v in df["metrics"]]
         return df
 
     def arrays(self, kind: str | None = None, *, run: str | None = None, step: int | None = None,
