@@ -298,14 +298,17 @@ class Pretrained(Protocol):
 class RunWriter(RunDir):
     """Writes a run directory (the trainer's rank 0 does); reads it back like any `RunDir`."""
 
-    def write_inputs(self, tokenizer: Pretrained, validation_blocks: np.ndarray, token_counts: np.ndarray) -> None:
-        """The tokenizer (`tokenizer/`) and the data the probe uses (`data/`). Written before run.json, whose
-        presence is what makes the folder a run."""
+    def write_inputs(self, tokenizer: Pretrained | None, validation_blocks: np.ndarray | None,
+                     token_counts: np.ndarray | None) -> None:
+        """The tokenizer (`tokenizer/`) and the data the probe uses (`data/`), each that is given. Written before
+        run.json, whose presence is what makes the folder a run."""
         self.path.mkdir(parents=True, exist_ok=True)
-        tokenizer.save_pretrained(str(self.path / TOKENIZER))
-        (self.path / DATA).mkdir(exist_ok=True)
-        np.save(self.path / VALIDATION_BLOCKS, validation_blocks)
-        np.save(self.path / TOKEN_COUNTS, token_counts)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(self.path / TOKENIZER))
+        for rel, array in ((VALIDATION_BLOCKS, validation_blocks), (TOKEN_COUNTS, token_counts)):
+            if array is not None:
+                (self.path / DATA).mkdir(exist_ok=True)
+                np.save(self.path / rel, array)
 
     def write_run_json(self, record: dict[str, Any]) -> None:
         """run.json (a `run_record`), atomically; values JSON cannot hold are written as their `str`."""

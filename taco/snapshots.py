@@ -1,6 +1,7 @@
-"""Snapshots of a training run: when they are taken (`snapshot_steps`), the validation losses measured at each
-(`evaluate`) and what is written for one (`record_snapshot`: a validation row of log.jsonl and the
-`snapshots/step-NNNNNNN/` folder, through `common.run_dir.RunWriter`, which owns the format)."""
+"""Snapshots of a training run: when they are taken (`snapshot_steps`, from `common.snapshot_writer`, the schedule
+every loop shares), the validation losses measured at each (`evaluate`) and what is written for one
+(`record_snapshot`: a validation row of log.jsonl and the `snapshots/step-NNNNNNN/` folder, through
+`common.snapshot_writer.SnapshotWriter`, the one writer of the format)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.run_dir import RunWriter, snapshot_record, validation_row
+from common.run_dir import snapshot_record, validation_row
+from common.snapshot_writer import SnapshotWriter, snapshot_steps
 from taco.config import TrainConfig
 from taco.objectives import PretrainingModel, TCConfig
 
-
-def snapshot_steps(max_steps: int, every: int, log_spaced: bool = True) -> list[int]:
-    """Step 0, the powers of two below `every` (Pythia's convention), every `every` steps, and the final step."""
-    steps = {0, max_steps}
-    if log_spaced:
-        k = 1
-        while k < min(every, max_steps):
-            steps.add(k)
-            k *= 2
-    steps.update(range(every, max_steps + 1, every))
-    return sorted(s for s in steps if 0 <= s <= max_steps)
+__all__ = ["evaluate", "record_snapshot", "snapshot_steps"]  # snapshot_steps: the shared schedule, re-exported
 
 
 @torch.no_grad()
@@ -56,14 +48,16 @@ def evaluate(mlm_model: torch.nn.Module, blocks: np.ndarray, cfg: TrainConfig, c
     return {k: v / max(batches, 1) for k, v in totals.items()}
 
 
-def record_snapshot(writer: RunWriter, step: int, model: torch.nn.Module, val: dict[str, float], *,
+def record_snapshot(writer: SnapshotWriter, step: int, model: torch.nn.Module, val: dict[str, float], *,
                     tokens_seen: int, train_loss: float | None, elapsed: float, objective: str,
-                    tc_weight: float) -> Path:
+                    tc_weight: float) -> Path | None:
     """The snapshot of `step`: its validation row in log.jsonl (the loss the objective optimises: MLM, plus
-    `tc_weight` x TC for TACO), then the model folder with its snapshot.json. Returns the folder."""
+    `tc_weight` x TC for TACO), then the model folder with its snapshot.json. Returns the folder (None on a process
+    that does not write)."""
     loss = val["mlm_loss"] + (tc_weight * val["tc_loss"] if objective == "taco" else 0.0)
-    writer.append_log(validation_row(step=step, tokens_seen=tokens_seen, loss=loss, mlm_loss=val["mlm_loss"],
-                                     tc_loss=val["tc_loss"], mlm_accuracy=val["mlm_accuracy"], elapsed_s=elapsed))
-    return writer.write_snapshot(step, model, snapshot_record(
+    writer.log(step, tokens_seen, validation_row(step=step, tokens_seen=tokens_seen, loss=loss,
+                                                 mlm_loss=val["mlm_loss"], tc_loss=val["tc_loss"],
+                                                 mlm_accuracy=val["mlm_accuracy"], elapsed_s=elapsed))
+    return writer.snapshot(model, step, tokens_seen, snapshot_record(
         tokens_seen=tokens_seen, train_loss=train_loss, val_mlm_loss=val["mlm_loss"], val_tc_loss=val["tc_loss"],
         val_mlm_accuracy=val["mlm_accuracy"], wall_time=elapsed, objective=objective))

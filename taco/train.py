@@ -28,12 +28,13 @@ from tqdm.auto import tqdm
 
 from common.distributed import Place, barrier, init_distributed, shutdown_distributed
 from common.errors import UsageError
-from common.run_dir import RUN_JSON, RunDirError, RunWriter, read_json_object, recorded, run_record, train_row
+from common.run_dir import RUN_JSON, RunDirError, read_json_object, recorded, run_record, train_row
+from common.snapshot_writer import SnapshotWriter
 from taco.cache import check_directory
 from taco.config import TrainConfig, parse_args
 from taco.errors import TacoError
 from taco.objectives import PretrainingModel, TCConfig
-from taco.snapshots import evaluate, record_snapshot, snapshot_steps
+from taco.snapshots import evaluate, record_snapshot
 from taco.state import config_digest, load_state, save_state
 
 SEED_STRIDE = 1_000_003
@@ -216,7 +217,9 @@ class Training:
         from taco.embeddings import set_up_embeddings
 
         self.cfg, self.place, self.device, self.inputs, self.model_config = cfg, place, device, inputs, model_config
-        self.writer = RunWriter(out)
+        # the one writer of the format and its schedule (rank 0 writes; on the others it does nothing)
+        self.writer = SnapshotWriter(out, max_steps=cfg.max_steps, every=cfg.snapshot_every,
+                                     log_spaced=cfg.snapshot_log_spaced, main=place.main)
         self.tokens_per_step = cfg.batch_size * cfg.grad_accum * place.world * cfg.block_size
         torch.manual_seed(cfg.seed)
         self.model = BertForMaskedLM(model_config)
@@ -245,8 +248,7 @@ class Training:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         start_step = int(state["step"])
-        if self.place.main:
-            self.writer.truncate_log(start_step)
+        self.writer.resume(start_step)
         return start_step
 
     def write_new_run(self, overwrite: bool) -> None:
@@ -256,17 +258,16 @@ class Training:
         if overwrite:
             for child in out.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-        self.writer.write_inputs(inputs.tokenizer, np.asarray(inputs.data.validation[: max(cfg.eval_blocks, 256)]),
-                                 inputs.data.token_counts)
-        self.writer.write_run_json(run_record(
+        self.writer.begin(tokenizer=inputs.tokenizer, run_info=run_record(
             config=dataclasses.asdict(cfg), objective=cfg.objective, preset=cfg.preset, seed=cfg.seed,
             block_size=cfg.block_size, model_config=self.model_config.to_dict(),
             corpus_source=inputs.corpus.source, corpus_fingerprint=inputs.corpus.fingerprint,
             corpus_description=inputs.corpus.description, train_blocks=len(inputs.data.train),
             validation_blocks=len(inputs.data.validation), tokenizer_hash=inputs.tok_hash,
             vocab_size=len(inputs.tokenizer), world_size=self.place.world, global_batch_tokens=self.tokens_per_step,
-            versions=package_versions(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), device=str(self.device)))
-        self.writer.start_log()
+            versions=package_versions(), started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), device=str(self.device)),
+            validation_blocks=np.asarray(inputs.data.validation[: max(cfg.eval_blocks, 256)]),
+            token_counts=inputs.data.token_counts)
 
     def start_loop(self) -> None:
         """What the loop needs besides the model: DDP (several processes), the masking collator, the block sampler,
@@ -284,7 +285,7 @@ class Training:
         self.collator.create_rng("pt")  # the collator's own generator, reseeded per step
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
         self.sampler = BlockSampler(len(self.inputs.data.train), cfg.batch_size, cfg.seed, place.rank, place.world)
-        self.schedule = set(snapshot_steps(cfg.max_steps, cfg.snapshot_every, cfg.snapshot_log_spaced))
+        self.schedule = self.writer.steps
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
                          else nullcontext())
         self.gen = torch.Generator()
@@ -309,7 +310,7 @@ class Training:
             if step % cfg.log_every == 0 or step in self.schedule:
                 stats = _mean_over_ranks(sums, place, self.device)
                 if place.main:
-                    self.writer.append_log(train_row(
+                    self.writer.log(step, step * self.tokens_per_step, train_row(
                         step=step, tokens_seen=step * self.tokens_per_step, lr=lr, loss=stats["loss"],
                         mlm_loss=stats["mlm_loss"], tc_loss=None if cfg.objective == "mlm" else stats["tc_loss"],
                         mlm_accuracy=stats["mlm_accuracy"], grad_norm=float(grad_norm), tokens_per_s=tok_s,
@@ -390,7 +391,7 @@ def train(cfg: TrainConfig) -> Path:
         training.write_new_run(overwrite=mode == "overwrite")
     barrier(place)
     training.start_loop()
-    training.run(start_step, training.writer.elapsed_at(start_step) if mode == "resume" else 0.0)
+    training.run(start_step, training.writer.run.elapsed_at(start_step) if mode == "resume" else 0.0)
     if place.distributed:
         shutdown_distributed()
     return out
