@@ -4,7 +4,8 @@
     → open the store (`dynamics.setup`: record runs, snapshots and their integrity flags, the probe set; forget
       what is stale)
     → measure each snapshot
-    → run-level families (`dynamics.measure.run_families`) and onsets
+    → run-level families (`dynamics.measure.run_families`), seed agreement per seed group
+      (`dynamics.measure.agreement`, group scope), onsets and phases (`dynamics.results.phases`)
     → figures and report.md
 
 `run_config` is the whole of it; `dynamics.probe` (the command line and `run()`) and `dynamics.follow` (measuring
@@ -34,13 +35,14 @@ from dynamics.config import FAMILIES, ProbeConfig, resolved_device
 from dynamics.errors import ProbeError
 from dynamics.find.inputs import Checked, check
 from dynamics.find.series import Series, Snapshot
-from dynamics.measure import engine
+from dynamics.measure import agreement, engine
 from dynamics.measure import extract as ex
 from dynamics.measure import families as fam
+from dynamics.measure import llc as llc_family
 from dynamics.measure import run_families as rf
 from dynamics.metrics import user
 from dynamics.results import figures as figs
-from dynamics.results import report
+from dynamics.results import phases, report
 from dynamics.setup import Done, ProbeSummary, Setup, SnapshotHook, join, open_store, shares_note
 
 FOLLOW_SHARDED = "--follow measures in one process: start it without torchrun (several processes share a series only)"
@@ -96,7 +98,7 @@ def register_user_metrics(cfg: ProbeConfig, stores: contextlib.ExitStack) -> Non
 
 def wanted(metrics: Sequence[str]) -> list[str]:
     order = {"anchors": ["anchors", "drift"], "context": ["context"], "geometry": ["geometry"],
-             "attention": ["attention"], "copying": ["copying"]}
+             "attention": ["attention"], "copying": ["copying"], "llc": ["llc"]}
     return [f for m in FAMILIES if m in metrics for f in order[m]]
 
 
@@ -104,7 +106,8 @@ def family_params(series: Series, cfg: ProbeConfig) -> dict[str, str]:
     """Each family's settings string: a stored family whose string differs is measured again (the user metrics
     modules that join a family, by name and source hash, are among its settings)."""
     return {
-        "anchors": engine.family_params("anchors", surprisal="nats", **_user("anchors")),
+        "anchors": engine.family_params("anchors", surprisal="nats", **_user("anchors"),
+                                        **({"outputs": cfg.agreement_positions} if cfg.agreement_positions else {})),
         "drift": engine.family_params("drift", final=series.final.step),
         "context": engine.family_params("context", window=cfg.window, negatives=cfg.tc_negatives,
                                      temperature=cfg.tc_temperature, max_distance=cfg.max_distance, seed=cfg.seed,
@@ -114,6 +117,7 @@ def family_params(series: Series, cfg: ProbeConfig) -> dict[str, str]:
         "attention": engine.family_params("attention", queries="content", sinks="special|0"),
         "copying": engine.family_params("copying", blocks=cfg.copy_blocks, length=cfg.copy_length, seed=cfg.seed,
                                         mask=0.15),
+        "llc": llc_family.params(cfg),
     }
 
 
@@ -198,8 +202,10 @@ def measure_snapshot(setup: Setup, summary: ProbeSummary, state: SeriesState, sn
         state.final_matrix = ex.embedding_matrix(series.final.path)
     t0 = time.perf_counter()
     acts = None
-    if set(needed) - {"drift"}:
-        acts = ex.extract_snapshot(snap.path, probe, masked_pass="anchors" in needed,
+    if set(needed) - {"drift", "llc"}:
+        keep = agreement.sample_positions(probe, setup.cfg.agreement_positions, setup.cfg.seed) \
+            if "anchors" in needed else None
+        acts = ex.extract_snapshot(snap.path, probe, masked_pass="anchors" in needed, keep_log_probs=keep,
                                    batch_size=setup.cfg.batch_size, device=setup.device, reuse=state.spare,
                                    attention="attention" in needed, copying="copying" in needed)
         emb, notes = acts.emb_matrix, acts.notes
@@ -211,6 +217,8 @@ def measure_snapshot(setup: Setup, summary: ProbeSummary, state: SeriesState, sn
         t1 = time.perf_counter()
         if family == "drift":
             result = fam.drift(emb, emb if is_final else state.final_matrix, probe, probe.special_ids)
+        elif family == "llc":
+            result = llc_family.measure(snap.path, probe, setup.cfg, setup.device)
         else:
             result = per_layer[family]
         if k == 0:  # extraction notes (e.g. no MLM head) go with the first family stored
@@ -228,14 +236,17 @@ def measure_snapshot(setup: Setup, summary: ProbeSummary, state: SeriesState, sn
 # ---------------------------------------------------------------------------------------------- the run level
 
 def finish(setup: Setup, summary: ProbeSummary, done: Done, series_list: list[Series]) -> None:
-    """Run-level families over every stored snapshot result (whichever process measured it), onsets, the store's
-    notes on these runs, figures and report.md."""
+    """Run-level families over every stored snapshot result (whichever process measured it), onsets and phases, the
+    store's notes on these runs, figures and report.md."""
     store, probe = setup.store, setup.probe
     for series in series_list:
         measure_run_families(setup, summary, done, series)
     names = [s.name for s in series_list]
+    if {"anchors", "geometry"} & set(setup.cfg.metrics):  # seed agreement, from their stored arrays
+        summary.notes += agreement.measure_groups(store, probe.hash, names)
     for name in names:
         rf.write_onsets(store, probe.hash, name)
+        phases.write_phases(store, probe.hash, name)
     notes = store.notes(probe.hash)
     summary.notes += sorted({n for r, n in zip(notes["run"], notes["note"], strict=True) if r in names})
     if setup.cfg.figures:

@@ -74,6 +74,8 @@ class MaskedOutputs:
     (`transform`: the final-normed last hidden state, which the output embedding maps to logits; `hidden`: layer
     L of pass 1 there) and `index`/`rank`/`surprisal` are those of x_i; targets at a block's first position are
     dropped, so M may be smaller than the probe set's masked count.
+    `log_probs`: (k, V) float32 log-softmax of the head's logits at the k kept rows (`extract`'s `keep_log_probs`,
+    for seed agreement), `log_prob_index` (k,) their content-token indices, sorted; None when none were asked for.
     """
 
     transform: np.ndarray
@@ -82,6 +84,8 @@ class MaskedOutputs:
     index: np.ndarray
     surprisal: np.ndarray
     head: str = "mlm"
+    log_probs: np.ndarray | None = None
+    log_prob_index: np.ndarray | None = None
 
 
 @dataclass
@@ -259,6 +263,7 @@ def extract(
     reuse: Activations | None = None,
     attention: bool = False,
     copying: bool = False,
+    keep_log_probs: np.ndarray | None = None,
 ) -> Activations:
     """Run the probe set through `model` (already on `device`, eval mode) in batches of `batch_size` blocks.
 
@@ -270,6 +275,8 @@ def extract(
     the architecture allows (`last_hidden_at`).
     `reuse`: activations no longer needed (the previous snapshot's): their `hidden` and `emb_rows` arrays are
     overwritten where the shapes match, instead of allocating new ones (fresh pages are slow to fault in).
+    `keep_log_probs`: sorted content-token indices (a subset of the masked / target positions) whose head
+    log-softmax rows are kept (`MaskedOutputs.log_probs`, for seed agreement); None keeps none.
     `attention`: pass 1 also reduces every layer's attention probabilities to per-head sums
     (`dynamics.measure.attention`; the hidden states are the same bits either way). `copying`: the probe set's
     copy blocks run through the model too (`attention.copy_outputs`).
@@ -321,7 +328,7 @@ def extract(
             chosen = targets_all[start : start + batch_size]
             if chosen.any():
                 part = _next_token_rows(out.last_hidden_state, states[-1], next_head, ids, chosen,
-                                        content_index[start : start + batch_size][chosen])
+                                        content_index[start : start + batch_size][chosen], keep_log_probs)
         with made:
             if not hidden:
                 shape = (len(states), n_tok, states[0].shape[-1])
@@ -344,9 +351,9 @@ def extract(
         n_states = hidden[0].shape[0]
         if n_layers and n_states != n_layers + 1:
             notes.append(f"model returned {n_states} hidden states for {n_layers} layers")
-        masked = _masked_pass(encoder, head, probe, ids_all, batch_size, device) if run_masked else None
+        masked = _masked_pass(encoder, head, probe, ids_all, batch_size, device, keep_log_probs) if run_masked else None
         if targets_all is not None:
-            masked = _next_token_outputs(next_parts, probe, notes)
+            masked = _next_token_outputs(next_parts, probe, notes, keep_log_probs is not None)
         copy_out = None
         if copying and unreadable is None and probe.copy is not None:
             copy_out = att.copy_outputs(encoder, probe.copy, causal=kind == "causal",
@@ -422,20 +429,29 @@ def next_token_targets(masked: np.ndarray) -> np.ndarray:
 
 
 def _next_token_rows(last: Any, layer_l: Any, decoder: Any, ids: Any, chosen: np.ndarray,
-                     index: np.ndarray) -> tuple[np.ndarray, ...]:
+                     index: np.ndarray, keep: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """One batch's next-token head at the targets `chosen` (bool (B, T), never at column 0): from the final-normed
     last hidden state `last` (B, T, H) and layer L `layer_l` (B, T, H) at i − 1, the logits of x_i → (transform,
-    hidden, rank, index, surprisal) rows."""
+    hidden, rank, index, surprisal, kept log-probabilities, their index) rows (`_kept_log_probs`)."""
     bi, ti = (torch.from_numpy(a).to(ids.device) for a in np.nonzero(chosen))
     x = last[bi, ti - 1]  # (m, H) the head's input: what predicts position i
     logits = decoder(x)  # (m, V)
     true = ids[bi, ti]
     return (x.float().cpu().numpy(), layer_l[bi, ti - 1].float().cpu().numpy(),
             token_rank(logits, true).cpu().numpy().astype(np.int64), index,
-            token_surprisal(logits, true).cpu().numpy())
+            token_surprisal(logits, true).cpu().numpy(), *_kept_log_probs(logits, index, keep))
 
 
-def _next_token_outputs(parts: list[tuple[np.ndarray, ...]], probe: ProbeSet, notes: list[str]) -> MaskedOutputs | None:
+def _kept_log_probs(logits: Any, index: np.ndarray, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(log-softmax rows (k, V) float32, their content-token indices (k,)) of the rows of `logits` whose content
+    index is in `keep` (sorted indices; None: none kept)."""
+    rows = np.flatnonzero(np.isin(index, keep)) if keep is not None else np.zeros(0, dtype=np.int64)
+    picked = logits[torch.from_numpy(rows).to(logits.device)].float()
+    return torch.log_softmax(picked, dim=-1).cpu().numpy(), index[rows]
+
+
+def _next_token_outputs(parts: list[tuple[np.ndarray, ...]], probe: ProbeSet, notes: list[str],
+                        kept: bool = False) -> MaskedOutputs | None:
     """The batches' next-token rows as one `MaskedOutputs` (None without any target), noting dropped targets."""
     dropped = int(probe.masked[:, 0].sum())
     if dropped:
@@ -444,8 +460,16 @@ def _next_token_outputs(parts: list[tuple[np.ndarray, ...]], probe: ProbeSet, no
     if not parts:
         notes.append("next-token head: no target position with context: masked variant not measured")
         return None
-    t, h, r, i, sp = (np.concatenate(cols) for cols in zip(*parts, strict=True))
-    return MaskedOutputs(t, h, r, i, sp, head="next_token")
+    t, h, r, i, sp, lp, li = (np.concatenate(cols) for cols in zip(*parts, strict=True))
+    return _with_log_probs(MaskedOutputs(t, h, r, i, sp, head="next_token"), lp, li, kept)
+
+
+def _with_log_probs(out: MaskedOutputs, log_probs: np.ndarray, index: np.ndarray, kept: bool) -> MaskedOutputs:
+    """`out` with the kept log-probabilities in content-token order (when any were asked for)."""
+    if kept:
+        order = np.argsort(index, kind="stable")
+        out.log_probs, out.log_prob_index = log_probs[order], index[order]
+    return out
 
 
 def head_note(acts: Activations) -> str | None:
@@ -458,7 +482,8 @@ def head_note(acts: Activations) -> str | None:
             "(no [MASK] input; the head transform T is the identity)")
 
 
-def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_size: int, device: str) -> MaskedOutputs:
+def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_size: int, device: str,
+                 keep: np.ndarray | None = None) -> MaskedOutputs:
 
 
     transform, decoder = head
@@ -477,15 +502,17 @@ def _masked_pass(encoder: Any, head: Head, probe: ProbeSet, ids_all: Any, batch_
         t = transform(h_last)  # (m, E)
         logits = decoder(t)  # (m, V)
         true = ids[where].to(device)
+        index = content_index[start : start + batch_size][where.numpy()]
         return (t.float().cpu().numpy(), h_last.float().cpu().numpy(),
                 token_rank(logits, true).cpu().numpy().astype(np.int64),
-                content_index[start : start + batch_size][where.numpy()], token_surprisal(logits, true).cpu().numpy())
+                index, token_surprisal(logits, true).cpu().numpy(), *_kept_log_probs(logits, index, keep))
 
     with _last_layer_apart(encoder) as last:
         done = map_on_threads(_inference(lambda start: batch(start, last)), range(0, ids_all.shape[0], batch_size),
                               cpu_workers(device), name="forward")
     parts = [p for p in done if p is not None]
-    return MaskedOutputs(*(np.concatenate(cols) for cols in zip(*parts, strict=True)))
+    t, h, r, i, sp, lp, li = (np.concatenate(cols) for cols in zip(*parts, strict=True))
+    return _with_log_probs(MaskedOutputs(t, h, r, i, sp), lp, li, keep is not None)
 
 
 def _inference(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -572,12 +599,14 @@ def _layer_at(layer: Any, x: Any, where: Any) -> Any:
 def extract_snapshot(
     path: Path, probe: ProbeSet, *, masked_pass: bool = True, batch_size: int = 16, device: str = "cpu",
     reuse: Activations | None = None, attention: bool = False, copying: bool = False,
+    keep_log_probs: np.ndarray | None = None,
 ) -> Activations:
-    """Load the snapshot at `path`, extract, and free the model before returning (`reuse`: see `extract`)."""
+    """Load the snapshot at `path`, extract, and free the model before returning (`reuse`, `keep_log_probs`: see
+    `extract`)."""
     model, has_head, notes = load_model(path, device)
     try:
         acts = extract(model, probe, has_head=has_head, masked_pass=masked_pass, batch_size=batch_size, device=device,
-                       reuse=reuse, attention=attention, copying=copying)
+                       reuse=reuse, attention=attention, copying=copying, keep_log_probs=keep_log_probs)
     except RuntimeError as exc:
         raise ProbeError(f"{path}: the forward pass failed ({_short(exc)}); check that the model matches the "
                          "tokenizer and block size, or lower --batch-size") from None

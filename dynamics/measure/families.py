@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dynamics.measure.agreement import OUTPUT_SAMPLE, output_sample
 from dynamics.measure.engine import METRIC_DTYPE, Collector
 from dynamics.measure.extract import Activations, head_note
 from dynamics.measure.probe_set import ProbeSet
@@ -275,8 +276,11 @@ def _anchors_all(acts: Activations, prep: Prepared, last: int, workspace: Worksp
     if masked is None:
         return out, None
     means, counts = word_surprisal(masked.surprisal, masked.word_type, len(prep.probe.word_types))
-    return out, {"word_surprisal": {"mean": means, "count": counts, "word_types": prep.probe.word_types,
-                                    "vocab": np.array(acts.emb_matrix.shape[0], dtype=np.int64)}}
+    arrays = {"word_surprisal": {"mean": means, "count": counts, "word_types": prep.probe.word_types,
+                                 "vocab": np.array(acts.emb_matrix.shape[0], dtype=np.int64)}}
+    if acts.masked is not None and (outputs := output_sample(acts.masked)) is not None:  # for seed agreement
+        arrays[OUTPUT_SAMPLE] = outputs
+    return out, arrays
 
 
 def _masked_pass(acts: Activations, prep: Prepared, word_emb: Rows) -> MaskedPass | None:

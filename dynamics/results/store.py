@@ -27,6 +27,9 @@ Tables (`SCHEMA` lists them, their columns and indexes; nothing else does):
 * `onsets(run, metric, layer, variant, probe_hash, step, tokens_seen, change)`, key (probe_hash, run, metric,
   layer, variant): the step at which each metric curve first covered half of its change (`dynamics.results.onsets`;
   step NULL when it has none), rewritten after every probe run
+* `phases(run, metric, layer, variant, probe_hash, phase, start_step, end_step, direction, size)`, key (probe_hash,
+  run, metric, layer, variant, phase): each curve's phases between change points against log step
+  (`dynamics.results.phases`: rise | fall | flat, size in the metric's unit), rewritten after the onsets
 * `definitions(name PK, family, scope, layers, variants JSON, label, unit, definition, pointer, page, position)`:
   what each metric name means, written by the probe from its registry (`write_definitions`), so that the app
   labels curves and picks their page without importing the metric modules
@@ -42,7 +45,8 @@ order, in one transaction (a failed migration leaves the file as it was); openin
 through a compatibility view (temporary empty tables and NULL columns; the file is not touched), and `Store.gaps`
 says what its file lacked. A store of a newer version is refused with one line naming the fix, and so is an SQLite
 file without a schema version (not ours: `check_ours`). The query methods (`runs`, `snapshots`, `probe_sets`,
-`metrics`, `metric_list`, `arrays`, `notes`, `completed`, `onsets`, `definitions`) are the only SQL readers need.
+`metrics`, `metric_list`, `arrays`, `notes`, `completed`, `onsets`, `phases`, `definitions`) are the only SQL readers
+need.
 
 Kill safety: everything one (snapshot, family) produces is written in one transaction; its `.npz` files are
 written first under fresh names (temporary file + `os.replace`) and files they supersede are deleted only after
@@ -69,6 +73,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from dynamics.results.onsets import Onset
+    from dynamics.results.phases import CurvePhases
 
 DB_NAME = "results.sqlite"
 # The schema's version, recorded as `meta.schema_version`. History: 1, the tables below without `definitions` (a
@@ -141,6 +146,11 @@ SCHEMA: dict[str, Table] = {
     "onsets": _table("run TEXT NOT NULL, metric TEXT NOT NULL, layer INTEGER NOT NULL, variant TEXT NOT NULL, "
                      "probe_hash TEXT NOT NULL, step INTEGER, tokens_seen INTEGER, change REAL",
                      "PRIMARY KEY (probe_hash, run, metric, layer, variant)"),
+    # Phases of each stored curve (`dynamics.results.phases`): change points against log step, rewritten after onsets.
+    "phases": _table("run TEXT NOT NULL, metric TEXT NOT NULL, layer INTEGER NOT NULL, variant TEXT NOT NULL, "
+                     "probe_hash TEXT NOT NULL, phase INTEGER NOT NULL, start_step INTEGER, end_step INTEGER, "
+                     "direction TEXT, size REAL", "PRIMARY KEY (probe_hash, run, metric, layer, variant, phase)",
+                     since=3),
     # What each stored metric name means, written by the probe from its registry (`Store.write_definitions`), so
     # that readers label curves without importing the metric modules. `variants` is JSON; `position` the order.
     "definitions": _table("name TEXT PRIMARY KEY, family TEXT, scope TEXT, layers TEXT, variants TEXT, label TEXT, "
@@ -474,6 +484,16 @@ class Store:
         with self._transaction():
             self.conn.execute("DELETE FROM onsets WHERE probe_hash=? AND run=?", (probe_hash, run))
             self.conn.executemany(_insert("onsets"), rows)
+
+    def write_phases(self, probe_hash: str, run: str, curves: Iterable[CurvePhases]) -> None:
+        """Replace the phases of `run` under `probe_hash` by those of `curves`, in one transaction."""
+        rows = [(c.run, c.metric, c.layer, c.variant, probe_hash, p.index, p.start_step, p.end_step, p.direction,
+                 _finite(p.size)) for c in curves for p in c.phases]
+        if any(r[0] != run for r in rows):
+            raise ValueError(f"phases of another run than {run!r}")
+        with self._transaction():
+            self.conn.execute("DELETE FROM phases WHERE probe_hash=? AND run=?", (probe_hash, run))
+            self.conn.executemany(_insert("phases"), rows)
 
     def upsert_snapshots(self, rows: Iterable[tuple[str, int, int | None, str, Mapping[str, Any]]]) -> None:
         """Rows (run, step, tokens_seen, path, info)."""
@@ -826,6 +846,14 @@ class Store:
         return self._select("onsets", ["run", "metric", "layer", "variant", "step", "tokens_seen", "change"],
                             {"probe_hash": self._hash(probe_hash), "run": run, "metric": metric},
                             order=["run", "metric", "variant", "layer"])
+
+    def phases(self, probe_hash: str | None = None, *, run: str | Sequence[str] | None = None,
+               metric: str | Sequence[str] | None = None) -> pd.DataFrame:
+        """Phase rows (run, metric, layer, variant, phase, start_step, end_step, direction, size) of one probe set."""
+        return self._select("phases", ["run", "metric", "layer", "variant", "phase", "start_step", "end_step",
+                                       "direction", "size"],
+                            {"probe_hash": self._hash(probe_hash), "run": run, "metric": metric},
+                            order=["run", "metric", "variant", "layer", "phase"])
 
     def completed(self, probe_hash: str | None = None) -> pd.DataFrame:
         """Finished (run, step, family) units with params, finish time and seconds spent."""
