@@ -134,8 +134,8 @@ def _import(spec: str, added: list[str], imported: dict[str, ModuleType | None])
         try:
             loader_spec = importlib.util.find_spec(name)
         except (ImportError, ValueError) as exc:
-            raise MetricsModuleError(f"--metrics-module {spec}: cannot be imported ({_first_line(exc)}); pass a "
-                                     ".py file or a module name on the Python path") from None
+            raise MetricsModuleError(f"--metrics-module {spec}: no such module on the Python path "
+                                     f"({_first_line(exc)}); pass a .py file or a module name (package.module)") from None
         if loader_spec is None or loader_spec.origin is None or not Path(loader_spec.origin).is_file():
             raise MetricsModuleError(f"--metrics-module {spec}: no such module on the Python path; pass a .py file "
                                      "or a module name (package.module)")
