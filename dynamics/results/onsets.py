@@ -5,6 +5,12 @@ v_1 … v_n (snapshots with no value are skipped), the change is Δ = v_n − v_
 which (v_k − v_1) / Δ ≥ 1/2 — the first *measured* snapshot at or past the halfway point, no interpolation. It is
 undefined (None, NULL in the store) with fewer than two values or no change (|Δ| ≤ `ATOL` + `RTOL` · max |v|). A
 curve that overshoots and comes back still has its onset where it first crossed half of the net change.
+
+A seed group's onset (`group_onsets`) is the mean of log10(onset step) over the group's runs whose curve has an
+onset, with its Student-t interval over those seeds (`dynamics.results.groups.t_intervals`): log steps, because
+snapshots are log-spaced early and onsets of one metric differ between seeds by factors, not by amounts. Runs
+without an onset for the curve (flat, or a single value) are left out and counted: `n` of `runs`; the interval
+needs n ≥ 2.
 """
 
 from __future__ import annotations
@@ -12,8 +18,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from dynamics.results.groups import LEVEL, Group, t_intervals
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HALF = 0.5
 ATOL = 1e-12  # a change below this (plus RTOL of the values' scale) is no change: float noise, not learning
@@ -75,3 +87,41 @@ def series_onsets(rows: Sequence[tuple[str, int, int | None, int, str, str, floa
         known = tokens is not None and math.isfinite(float(tokens))
         out.append(Onset(run, metric, layer, variant, step, int(tokens) if known else None, change))
     return out
+
+
+GROUP_COLUMNS = ["group", "objective", "metric", "layer", "variant", "mean", "low", "high", "n", "runs", "step",
+                 "step_low", "step_high"]
+_CURVE = ["metric", "layer", "variant"]
+
+
+def group_onsets(onsets: pd.DataFrame, groups: Sequence[Group], level: float = LEVEL) -> pd.DataFrame:
+    """Per seed group and curve (metric, layer, variant) of the stored onset rows `onsets` (`Store.onsets`: run,
+    metric, layer, variant, step, …): `mean` of log10(onset step) over the group's runs with an onset, its
+    Student-t interval `low`–`high` at `level` (NaN with n < 2), `n` runs with an onset of `runs` with a row, and
+    the same three as steps (`step` = 10^mean, the geometric mean onset step; `step_low`, `step_high`). A group of
+    one run gives that run's onset, n = 1 and no interval."""
+    import pandas as pd  # here: only the group views (app, report, figures) need frames
+
+    rows: list[pd.DataFrame] = []
+    for g in groups:
+        part = onsets[onsets["run"].isin(list(g.runs))]
+        if part.empty:
+            continue
+        step = pd.to_numeric(part["step"], errors="coerce").to_numpy(dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = np.where(step > 0, np.log10(step), np.nan)
+        wide = part.assign(x=x).groupby([*_CURVE, "run"], sort=True)["x"].first().unstack("run")
+        mean, low, high, _ = t_intervals(wide.to_numpy(dtype=np.float64).T, level)
+        out = wide.index.to_frame(index=False)
+        out.insert(0, "objective", g.objective)
+        out.insert(0, "group", g.label)
+        out["mean"], out["low"], out["high"] = mean, low, high
+        out["n"] = np.isfinite(wide.to_numpy(dtype=np.float64)).sum(1)
+        out["runs"] = part.groupby(_CURVE)["run"].nunique().reindex(wide.index).to_numpy()
+        rows.append(out)
+    if not rows:
+        return pd.DataFrame(columns=GROUP_COLUMNS)
+    df = pd.concat(rows, ignore_index=True)
+    for name, src in (("step", "mean"), ("step_low", "low"), ("step_high", "high")):
+        df[name] = np.power(10.0, df[src].to_numpy(dtype=np.float64))
+    return df[GROUP_COLUMNS]
