@@ -97,8 +97,9 @@ def attention_sums(probs: Tensor, queries: Tensor, sinks: Tensor, keys: Tensor |
 
     Args: `probs` (B, H, T, T) attention probabilities (any float dtype, rows sum to 1 over the keys); `queries`
     (B, T) bool, the content positions; `sinks` (B, T) bool, the sink set S (`sink_positions`); `keys` (B, T) bool,
-    the non-padding positions (None: all); `causal`: whether the model attends only backwards. Per query, the sum
-    over keys is in the probabilities' dtype; sums over queries are float64."""
+    the non-padding positions (None: all); `causal`: whether the model attends only backwards. All sums are float64
+    (the probabilities are converted first: a (B, H, T, T) batch of one layer at a time)."""
+    probs = probs.to(torch.float64)
     b, _, t, _ = probs.shape
     keys = torch.ones(b, t, dtype=torch.bool, device=probs.device) if keys is None else keys.to(probs.device)
     queries, sinks = queries.to(probs.device), sinks.to(probs.device)

@@ -35,12 +35,14 @@ from threadpoolctl import threadpool_limits
 
 from tests.integration.conftest import build_tiny_run, one_torch_thread, probe_text_file  # noqa: F401 - fixture
 from tests.reference import formulas as F
+from tests.reference.attention_formulas import attention_inputs
 
 BIN_NAMES = ("frequent", "medium", "rare")  # DESIGN.md: token-frequency bins, most frequent first
 QUIET = dict(progress=False, figures=False)
 
 TINY_STEPS = (0, 2, 5)
-TINY_SETTINGS: dict[str, Any] = dict(probe_blocks=16, cka_tokens=200, neighbour_tokens=256, seed=1)
+TINY_SETTINGS: dict[str, Any] = dict(probe_blocks=16, cka_tokens=200, neighbour_tokens=256, seed=1,
+                                     metrics=["anchors", "context", "geometry", "attention", "copying"], copy_blocks=6)
 MINILM_SETTINGS: dict[str, Any] = dict(probe_blocks=8, block_size=64)
 # Word acquisition needs a learning curve: log-spaced snapshots of a longer tiny run, the anchors family only.
 ACQUISITION_STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
@@ -204,9 +206,12 @@ def probe_case(name: str, run_dir: Path, out: Path, **settings: Any) -> Case:
             weight, bias = _decoder(path, a.emb_matrix)
             masked = F.MaskedInputs(transform=a.masked.transform, hidden=a.masked.hidden, decoder_weight=weight,
                                     decoder_bias=bias)
+        attention = None
+        if any(_family(m) in ("attention", "copying") for m in stored):  # computed from Q/K, not the probe's
+            attention = attention_inputs(path, probe_set, derived.special_ids)
         series.append(F.SnapshotInputs(step=step, hidden=a.hidden.astype(np.float64), emb_matrix=a.emb_matrix,
                                        final_emb_matrix=final_emb, masked=masked, probe=derived,
-                                       norm_weights=checkpoint_norm_weights(path)))
+                                       norm_weights=checkpoint_norm_weights(path), attention=attention))
     series.sort(key=lambda s: s.step)
     return Case(name, summary.store_path, summary.probe_hash, run, stored, series, probe_set, derived)
 

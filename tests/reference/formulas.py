@@ -23,8 +23,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from tests.reference import attention_formulas
 
 Values = dict[tuple[int, str], float | None]
 
@@ -87,6 +90,7 @@ class SnapshotInputs:
     masked: MaskedInputs | None
     probe: ProbeInputs
     norm_weights: dict[int, np.ndarray] | None = None  # layer → its LayerNorm scale γ, read from the checkpoint
+    attention: Any = None  # attention_formulas.AttentionInputs, where the case measures the attention families
 
     @property
     def last(self) -> int:
@@ -936,6 +940,9 @@ REFERENCES: dict[str, Callable[..., Values]] = {
 }
 SERIES_METRICS = frozenset({"cka_prev_snapshot", "cka_final", "ln_outlier_persistence"})  # these take (series, index)
 RUN_METRICS = frozenset({"aoa_freq_spearman", "aoa_fitted_share", "aoa_median"})  # (series) → at the last step
+
+
+REFERENCES.update(attention_formulas.REFERENCES)  # the attention and copying families
 
 
 def reference_rows(metric: str, series: Sequence[SnapshotInputs]) -> dict[tuple[int, int, str], float | None]:

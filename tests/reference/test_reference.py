@@ -29,7 +29,7 @@ KNOWN_DISAGREEMENTS: dict[tuple[str, str], str] = {}
 ABSOLUTE = 1e-6  # cosine-type values, CKA, accuracies, log-means
 RELATIVE = 1e-6  # ranks, dimensions and norms
 RELATIVE_METRICS = frozenset({"rankme", "rankme_centred", "twonn", "isoscore", "masked_median_rank",
-                              "norm_h", "norm_e", "norm_g"})
+                              "norm_h", "norm_e", "norm_g", "attn_entropy", "attn_distance"})
 METRICS = sorted(F.REFERENCES)
 
 
