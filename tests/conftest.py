@@ -62,3 +62,25 @@ def taco_cache_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(ENV_VAR, str(tmp_path_factory.mktemp("taco-dynamics-cache")))
         yield cache_root()
+
+
+# Settings of a short `llc` run for the tests (the defaults take minutes a snapshot).
+TEST_LLC = dict(llc_chains=2, llc_draws=15, llc_burn_in=3, llc_batch_size=2, llc_step_size=1e-5)
+
+
+@pytest.fixture(scope="session")
+def seed_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], Path]:
+    """Two tiny MLM runs of one recipe that differ only in seed (steps 0, 1, 2, 4; one tokenizer), probed together
+    with anchors, geometry and a short `llc` at steps 0 and 4, 32 agreement positions: (runs by name, the store's
+    folder). Read-only. Shared by the seed-agreement tests (integration and reference)."""
+    from dynamics import probe  # heavy (torch, transformers): only the tests that use this fixture pay for it
+    from tests.integration.conftest import build_tiny_run, one_torch_thread
+
+    root = tmp_path_factory.mktemp("seed-pair")
+    with one_torch_thread():
+        first = build_tiny_run(root / "mlm-s0", objective="mlm", seed=0)
+        second = build_tiny_run(root / "mlm-s1", objective="mlm", seed=1, tokenizer_dir=first / "tokenizer")
+        out = root / "dyn"
+        probe.run([first, second], out=out, probe_blocks=8, progress=False, figures=False,
+                  metrics=["anchors", "geometry", "llc"], steps=[0, 4], agreement_positions=32, **TEST_LLC)
+    return {"mlm-s0": first, "mlm-s1": second}, out

@@ -13,46 +13,33 @@ import pytest
 from dynamics import probe
 from dynamics.metrics import agreement as A
 from dynamics.results import store
-from tests.integration.conftest import build_tiny_run, one_torch_thread
+from tests.integration.conftest import one_torch_thread
 
-LLC = dict(llc_chains=2, llc_draws=15, llc_burn_in=3, llc_batch_size=2, llc_step_size=1e-5)
-
-
-@pytest.fixture(scope="module")
-def seeds(tiny_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The tiny MLM run (seed 0) and a second seed of its recipe (same tokenizer, steps 0, 1, 2, 4)."""
-    other = tmp_path_factory.mktemp("seed1") / "mlm-s1"
-    with one_torch_thread():
-        build_tiny_run(other, objective="mlm", seed=1, tokenizer_dir=tiny_runs["mlm"] / "tokenizer")
-    return {"mlm": tiny_runs["mlm"], "mlm-s1": other}
+RUNS = ("mlm-s0", "mlm-s1")
 
 
 @pytest.fixture(scope="module")
-def probed(seeds: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("agreement") / "dyn"
-    with one_torch_thread():
-        probe.run(list(seeds.values()), out=out, probe_blocks=8, progress=False, figures=False,
-                  metrics=["anchors", "geometry", "llc"], steps=[0, 4], agreement_positions=32, **LLC)
-    return out
+def probed(seed_pair: tuple[dict[str, Path], Path]) -> Path:
+    return seed_pair[1]
 
 
 def test_group_rows_equal_the_metrics_on_the_stored_arrays(probed: Path) -> None:
     with store.open(probed, readonly=True) as s:
         members = s.group_members()
-        assert set(members["run"]) == {"mlm", "mlm-s1"} and members["grp"].nunique() == 1
+        assert set(members["run"]) == set(RUNS) and members["grp"].nunique() == 1
         rows = s.group_metrics()
         assert set(rows["n_runs"]) == {2} and set(rows["step"]) == {0, 4}
         jsd = rows[rows["metric"] == "seed_jsd"]
         assert set(jsd["layer"]) == {2} and len(jsd) == 2
         assert set(rows[rows["metric"] == "seed_cka"]["layer"]) == {0, 1, 2}
         for step in (0, 4):
-            outs = [s.load_array(s.arrays("output_sample", run=r, step=step)["file"].iloc[0]) for r in ("mlm", "mlm-s1")]
+            outs = [s.load_array(s.arrays("output_sample", run=r, step=step)["file"].iloc[0]) for r in RUNS]
             assert outs[0]["log_probs"].dtype == np.float16 and outs[0]["log_probs"].shape[0] == 32
             assert np.array_equal(outs[0]["index"], outs[1]["index"])
             want = A.seed_jsd([o["log_probs"] for o in outs])
             assert jsd[jsd["step"] == step]["value"].iloc[0] == pytest.approx(want, rel=1e-12)
             assert 0 < want < np.log(2)
-            samples = [s.load_array(s.arrays("cka_sample", run=r, step=step)["file"].iloc[0]) for r in ("mlm", "mlm-s1")]
+            samples = [s.load_array(s.arrays("cka_sample", run=r, step=step)["file"].iloc[0]) for r in RUNS]
             cka = rows[(rows["metric"] == "seed_cka") & (rows["step"] == step) & (rows["layer"] == 1)]["value"].iloc[0]
             assert cka == pytest.approx(A.seed_cka([x["h1"] for x in samples]), rel=1e-9)
 
@@ -60,8 +47,8 @@ def test_group_rows_equal_the_metrics_on_the_stored_arrays(probed: Path) -> None
 def test_llc_is_stored_with_its_chains_spread_and_settings(probed: Path) -> None:
     with store.open(probed, readonly=True) as s:
         df = s.metrics("llc")
-        assert set(df["run"]) == {"mlm", "mlm-s1"} and set(df["step"]) == {0, 4} and set(df["layer"]) == {0}
-        one = df[(df["run"] == "mlm") & (df["step"] == 4)].set_index("variant")["value"]
+        assert set(df["run"]) == set(RUNS) and set(df["step"]) == {0, 4} and set(df["layer"]) == {0}
+        one = df[(df["run"] == "mlm-s0") & (df["step"] == 4)].set_index("variant")["value"]
         assert set(one.index) == {"all", "sd", "drift", "chain_1", "chain_2"}
         assert one["all"] == pytest.approx((one["chain_1"] + one["chain_2"]) / 2)
         params = s.completed()
@@ -70,9 +57,9 @@ def test_llc_is_stored_with_its_chains_spread_and_settings(probed: Path) -> None
         assert any("nβ =" in n for n in s.notes()["note"])
 
 
-def test_no_output_sample_without_agreement_positions(seeds: dict[str, Path], tmp_path: Path) -> None:
+def test_no_output_sample_without_agreement_positions(seed_pair: tuple[dict[str, Path], Path], tmp_path: Path) -> None:
     with one_torch_thread():
-        probe.run(seeds["mlm"], out=tmp_path / "dyn", probe_blocks=8, progress=False, figures=False,
+        probe.run(seed_pair[0]["mlm-s0"], out=tmp_path / "dyn", probe_blocks=8, progress=False, figures=False,
                   metrics=["anchors"], steps=[4], agreement_positions=0)
     with store.open(tmp_path / "dyn", readonly=True) as s:
         assert s.arrays("output_sample").empty and not s.arrays("word_surprisal").empty
