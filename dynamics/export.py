@@ -201,7 +201,7 @@ def export(store_path: str | Path, formats: Sequence[str], out: str | Path,
     if not db.is_file():
         raise ExportError(f"{store_path}: no results store there; pass the folder a probe wrote (or its results.sqlite)")
     target = check_out(str(out))
-    with st.open(db, readonly=True) as store:
+    with st.Store(db, readonly=True, immutable=mg.settled(db)) as store:  # no -shm/-wal files left beside it
         rows, chosen = tidy(store, probe_hash)
         defs = definitions(store, {r[4] for r in rows})
         meta = {"probe_hash": chosen, "columns": list(COLUMNS), "metric_modules": modules(store)}

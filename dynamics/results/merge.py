@@ -70,7 +70,9 @@ def merge(inputs: Sequence[str | Path], out: str | Path) -> MergeSummary:
         raise MergeError(f"{out}: exists and is not an empty folder; pass a new folder for the merged store")
     if any(out.resolve() == p.parent.resolve() for p in paths):
         raise MergeError(f"{out}: is one of the inputs' folders; the inputs are left untouched, pass a new folder")
-    stores = [st.Store(p, readonly=True) for p in paths]
+    # A store whose write-ahead log is empty or gone (its probe closed it) is read as an immutable file, so that not
+    # even SQLite's -shm/-wal files appear beside it; one with a log still to apply is read through it.
+    stores = [st.Store(p, readonly=True, immutable=settled(p)) for p in paths]
     try:
         tables = [{t: _rows(s, t) for t in MERGED} for s in stores]
         hashes = [tuple(sorted(r[0] for r in t["probe_sets"])) for t in tables]
@@ -98,6 +100,12 @@ def merge(inputs: Sequence[str | Path], out: str | Path) -> MergeSummary:
     finally:
         for s in stores:
             s.close()
+
+
+def settled(db: Path) -> bool:
+    """Whether the store `db` has no write-ahead log left to apply (its writers closed it)."""
+    wal = db.with_name(db.name + "-wal")
+    return not wal.exists() or wal.stat().st_size == 0
 
 
 def _names(hashes: Sequence[str]) -> str:

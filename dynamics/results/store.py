@@ -370,7 +370,10 @@ class Store:
     tables and views with NULL columns, the file untouched). `gaps` says what the file lacked, `file_version` which
     schema it had. A newer store, and a database that is not ours, are refused (`StoreError`)."""
 
-    def __init__(self, db_path: Path, readonly: bool = False) -> None:
+    def __init__(self, db_path: Path, readonly: bool = False, immutable: bool = False) -> None:
+        """`immutable` (with `readonly`): read the file as it is, without SQLite's `-shm`/`-wal` files, leaving its
+        folder byte for byte as it was (`dynamics.results.merge`: only for a store no process is writing and whose
+        write-ahead log is empty or absent)."""
         self.path = Path(db_path)
         self.root = self.path.parent
         self.readonly = readonly
@@ -378,7 +381,8 @@ class Store:
         if readonly:
             if not self.path.is_file():
                 raise FileNotFoundError(f"{self.path}: no results store; run python -m dynamics.probe first")
-            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro{'&immutable=1' if immutable else ''}", uri=True,
+                                        timeout=BUSY_TIMEOUT_S,
                                         isolation_level=None, check_same_thread=False)
             try:
                 self.file_version = self._readable_version()
