@@ -25,6 +25,8 @@ QUANTITY_TITLES = {"loss": "Loss", "mlm_loss": "MLM loss", "tc_loss": "TC loss",
                    "lr": "Learning rate", "tokens_per_s": "Tokens/s", "grad_norm": "Gradient norm",
                    "elapsed_s": "Elapsed (s)"}
 LINE_HEIGHT = 300
+# Phase spans (`phase_spans`) by direction (`dynamics.results.phases`).
+DIRECTION_COLOURS = {"rise": "#2ca02c", "fall": "#d62728", "flat": "#9e9e9e"}
 CELL = (170, 120)
 
 
@@ -92,10 +94,13 @@ def _order(values: Sequence[str]) -> list[str]:
 
 def metric_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "", y_title: str = "value",
                  color: str = "run", dash: str | None = None, height: int = LINE_HEIGHT,
-                 colours: Mapping[str, str] | None = None, onsets: pd.DataFrame | None = None) -> alt.Chart:
+                 colours: Mapping[str, str] | None = None, onsets: pd.DataFrame | None = None,
+                 phases: pd.DataFrame | None = None) -> alt.Chart:
     """One metric against `x`, a line per `color` value (per `color` × `dash` when `dash` is given); runs in
     their palette `colours` when `color` is "run". `onsets` (run, step: `app.data.seed_groups.onset_rows` at the
-    drawn layer and variant) are drawn as diamonds on their run's line."""
+    drawn layer and variant) are drawn as diamonds on their run's line; `phases` (start_step, end_step,
+    direction: `app.data.timeline.phase_rows` of one run at the drawn layer and variant) as shaded spans under the
+    curve, coloured by direction."""
     if color == "run":
         scale = run_scale(df, colours)
     else:
@@ -119,7 +124,51 @@ def metric_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, titl
                 x=enc["x"], y=enc["y"], color=enc["color"],
                 tooltip=[alt.Tooltip("run:N"), alt.Tooltip("step:Q", title="onset step"),
                          alt.Tooltip("value:Q", format=".4f")])
+    if phases is not None and len(phases):
+        chart = phase_spans(phases, df, x, log_x) + chart
     return chart.properties(title=title, height=height)
+
+
+def phase_spans(phases: pd.DataFrame, df: pd.DataFrame, x: str = "step", log_x: bool = False) -> alt.Chart:
+    """Shaded spans, one per phase (start_step → end_step, in `x` units: steps, or the tokens seen that `df` records
+    at those steps), filled by direction (`DIRECTION_COLOURS`); meant to be layered under a curve."""
+    spans = phases.assign(x0=phases["start_step"].astype(float), x1=phases["end_step"].astype(float))
+    if x != "step":
+        at = df.groupby("step")[x].mean()
+        spans = spans.assign(x0=spans["start_step"].map(at), x1=spans["end_step"].map(at)).dropna(subset=["x0", "x1"])
+    scale = alt.Scale(type="symlog") if log_x else alt.Scale(zero=False)
+    fill = alt.Fill("direction:N", title="phase", scale=alt.Scale(domain=list(DIRECTION_COLOURS),
+                                                                  range=list(DIRECTION_COLOURS.values())))
+    return alt.Chart(spans).mark_rect(opacity=0.14).encode(
+        x=alt.X("x0:Q", scale=scale, title=X_TITLES.get(x, x)), x2="x1:Q", fill=fill,
+        tooltip=[alt.Tooltip("phase:Q"), alt.Tooltip("direction:N"), alt.Tooltip("start_step:Q", title="from step"),
+                 alt.Tooltip("end_step:Q", title="to step"), alt.Tooltip("size:Q", title="change", format=".4g")])
+
+
+def timeline(df: pd.DataFrame, *, title: str = "", colours: Mapping[str, str] | None = None,
+             row_height: int = 26) -> alt.LayerChart:
+    """The order of learning: one row per curve (`label`, rows in the frame's order), x = onset step on a log
+    scale; per seed group (`group`, side by side within a row) a point at the geometric mean onset (`step`) and a
+    bar over its interval (`step_low`–`step_high`, where there is one). `df`: `app.data.timeline.group_onset_table`
+    rows with a `label` column."""
+    rows = list(dict.fromkeys(df["label"]))
+    groups = sorted(str(g) for g in df["group"].dropna().unique())
+    known = colours if colours is not None else palette.run_colours(
+        zip(df["group"].astype(str), df["objective"], strict=True))
+    color = alt.Color("group:N", title="group", scale=alt.Scale(domain=groups, range=palette.colours_for(groups, known)))
+    y = alt.Y("label:N", sort=rows, title=None, axis=alt.Axis(labelLimit=320))
+    x = alt.X("step:Q", scale=alt.Scale(type="log"), title="onset step (log scale)")
+    base = alt.Chart(df).encode(y=y, yOffset=alt.YOffset("group:N", scale=alt.Scale(domain=groups)), color=color)
+    tip = [alt.Tooltip("label:N", title="curve"), alt.Tooltip("group:N"),
+           alt.Tooltip("step:Q", title="mean onset step (geometric)", format=".4g"),
+           alt.Tooltip("step_low:Q", title="interval from", format=".4g"),
+           alt.Tooltip("step_high:Q", title="interval to", format=".4g"), alt.Tooltip("n:Q", title="seeds with an onset"),
+           alt.Tooltip("runs:Q", title="runs")]
+    bars = base.transform_filter("isValid(datum.step_low) && isValid(datum.step_high)").mark_rule(
+        strokeWidth=3, opacity=0.7).encode(x=alt.X("step_low:Q", scale=alt.Scale(type="log"),
+                                                   title="onset step (log scale)"), x2="step_high:Q")
+    points = base.transform_filter("isValid(datum.step)").mark_point(size=60, filled=True).encode(x=x, tooltip=tip)
+    return alt.layer(bars, points).properties(title=title, height=max(120, row_height * len(rows)))
 
 
 def group_lines(df: pd.DataFrame, *, x: str = "step", log_x: bool = False, title: str = "", y_title: str = "value",

@@ -29,6 +29,7 @@ PAGES = [
     st.Page("views/cka.py", title="CKA", icon=":material/grid_on:"),
     st.Page("views/tokens.py", title="Token explorer", icon=":material/bubble_chart:"),
     st.Page("views/acquisition.py", title="Word acquisition", icon=":material/school:"),
+    st.Page("views/timeline.py", title="Timeline", icon=":material/timeline:"),
     st.Page("views/downstream.py", title="Downstream", icon=":material/leaderboard:"),
 ]
 

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, ui
-from app.data import frames, seed_groups, store_tables
+from app.data import frames, seed_groups, store_tables, timeline
 from app.definitions import PageDef, describe, distance, is_bin, order_key
 
 
@@ -72,12 +72,18 @@ def _body(page: PageDef, ctx: ui.Context) -> None:
             _group_chart(page, ctx, shown, groups, x, f"{mdef.label}{suffix}, layer {layer}", mdef.label, metric)
         else:
             onsets = _onsets(ctx, metric, runs, layer, main)
+            spans = _phases(ctx, page, metric, runs, layer, main)
             ui.chart(charts.metric_lines(shown, x=x, log_x=ctx.log_x, title=f"{mdef.label}{suffix}, layer {layer}",
-                                         y_title=mdef.label, colours=ui.run_colours(ctx.sources), onsets=onsets),
+                                         y_title=mdef.label, colours=ui.run_colours(ctx.sources), onsets=onsets,
+                                         phases=spans),
                      shown, f"{metric}-layer{layer}", key=f"{page.key}:runs-chart")
             if len(onsets):
                 st.caption("◆ onset: the first measured snapshot at which the curve has covered half of its change "
                            "from the first to the last snapshot (`dynamics.results.onsets`).")
+            if spans is not None and len(spans):
+                st.caption(f"Shaded: {len(spans)} phase{'s' if len(spans) != 1 else ''} between change points of the "
+                           "curve against log step (`dynamics.results.phases`; green rise, red fall, grey flat; step 0 "
+                           "is left out).")
     with tabs["All layers"]:
         every = df[df["variant"] == main]
         ui.chart(charts.layer_grid(every, x=x, log_x=ctx.log_x, title=f"{mdef.label}{suffix}, every layer",
@@ -111,6 +117,20 @@ def _onsets(ctx: ui.Context, metric: str, runs: list[str], layer: int, variant: 
         onsets = seed_groups.onset_rows(ctx.db, ctx.stamp, metric, tuple(runs), ctx.probe_hash)
         return onsets[(onsets["layer"] == layer) & (onsets["variant"] == variant)]
     return pd.DataFrame(columns=["run", "layer", "variant", "step", "tokens_seen"])
+
+
+def _phases(ctx: ui.Context, page: PageDef, metric: str, runs: list[str], layer: int, variant: str
+            ) -> pd.DataFrame | None:
+    """The stored phases of the one run shown, when the toggle asks for them (None with several runs: spans of
+    several runs on one chart would overlap)."""
+    if len(runs) != 1 or not st.toggle("Phases", value=True, key=f"{page.key}:phases",
+                                       help="Shade the curve's phases: stretches between change points against log "
+                                            "step, found by the probe (`dynamics.results.phases`)"):
+        return None
+    with ui.part(ctx, "the phase spans"):
+        spans = timeline.phase_rows(ctx.db, ctx.stamp, metric, tuple(runs), ctx.probe_hash)
+        return spans[(spans["layer"] == layer) & (spans["variant"] == variant)]
+    return None
 
 
 def _main_variant(variants: list[str], key: str) -> str:

@@ -1,0 +1,80 @@
+"""The Timeline page (seed groups' onsets, earliest first, with Student-t intervals) and phase spans on a metric
+page, on a synthetic store whose onsets and phases are written as the probe writes them."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dynamics.results import store as dstore
+from dynamics.results.onsets import series_onsets
+from dynamics.results.phases import series_phases
+from tests.app.helpers import assert_clean, charts, texts
+from tests.app.synthetic import PROBE_HASH, write_store
+
+RUNS = [("mlm-s1", "mlm"), ("mlm-s2", "mlm"), ("mlm-s3", "mlm"), ("taco-s1", "taco"), ("taco-s2", "taco"),
+        ("taco-s3", "taco")]
+SEEDS = {name: int(name[-1]) for name, _ in RUNS}
+STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
+
+
+@pytest.fixture(scope="module")
+def timed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("app-timeline")
+    db = write_store(root, runs=RUNS, steps=STEPS, n_metrics=40, projection_tokens=0, seeds=SEEDS)
+    with sqlite3.connect(db) as conn:  # seeds reach their halfway points at different steps
+        conn.execute("UPDATE metrics SET value = value + (CASE run WHEN 'taco-s1' THEN 0.004 WHEN 'taco-s3' THEN "
+                     "-0.002 WHEN 'mlm-s2' THEN 0.003 ELSE 0 END) * step")
+        # one curve with a clean break in log step for the phase spans: flat, then a rise
+        conn.execute("UPDATE metrics SET value = CASE WHEN step <= 8 THEN 1.0 ELSE 1.0 + (step / 8.0) END "
+                     "WHERE metric = 'anisotropy' AND run = 'mlm-s1'")
+    conn.close()
+    with dstore.open(db) as s:
+        for run, _ in RUNS:
+            df = s.metrics(run=run, probe_hash=PROBE_HASH)
+            rows = list(zip(df["run"], df["step"], df["tokens_seen"], df["layer"], df["metric"], df["variant"],
+                            df["value"], strict=True))
+            s.write_onsets(PROBE_HASH, run, series_onsets(rows))
+            s.write_phases(PROBE_HASH, run, series_phases(rows))
+    return root
+
+
+def test_timeline_sorted_with_group_intervals(make_app, timed: Path) -> None:
+    at = make_app(timed, page="timeline")
+    assert_clean(at)
+    title, data, spec = charts(at)[0]
+    assert title == "Onsets, earliest first" and set(data["group"]) == {"mlm", "taco"}
+    # rows in order of the earliest group's mean log10 onset
+    first = data.groupby("label", sort=False)["mean"].min()
+    assert list(first) == sorted(first)
+    # one curve's numbers against the stored onsets: mean of log10 step over the seeds, as a geometric mean step
+    with dstore.open(timed / "dynamics", readonly=True) as s:
+        on = s.onsets(PROBE_HASH, metric="anisotropy").query("variant == 'all' and layer == 2")
+    steps = on[on["run"].str.startswith("taco")]["step"].to_numpy(dtype=float)
+    row = data[(data["metric"] == "anisotropy") & (data["group"] == "taco")].iloc[0]
+    assert row["step"] == pytest.approx(10 ** np.log10(steps).mean()) and row["n"] == 3
+    assert (np.ptp(steps) == 0) == (row["step_low"] == pytest.approx(row["step_high"]))
+    assert "Student-t 95% interval" in texts(at) and "mlm: 3 runs" in texts(at)
+    # one layer for every metric
+    at.selectbox(key="timeline:layer").set_value(1).run()
+    assert_clean(at)
+    assert set(charts(at)[0][1]["layer"]) == {1}
+
+
+def test_phase_spans_on_a_metric_page(make_app, timed: Path) -> None:
+    at = make_app(timed, page="geometry")
+    at.multiselect(key="geometry:runs").set_value(["mlm-s1"]).run()
+    at.selectbox(key="geometry:metric").set_value("anisotropy").run()
+    assert_clean(at)
+    _, data, spec = charts(at)[0]
+    rects = [layer for layer in spec.get("layer", []) if (layer.get("mark") or {}).get("type") == "rect"]
+    assert rects, "no phase spans"
+    spans = data.dropna(subset=["direction"])
+    assert list(spans["direction"]) == ["flat", "rise"] and int(spans["start_step"].iloc[1]) in (8, 16)
+    assert "phases between change points" in texts(at)
+    at.toggle(key="geometry:phases").set_value(False).run()
+    spec = charts(at)[0][2]
+    assert not [la for la in spec.get("layer", []) if (la.get("mark") or {}).get("type") == "rect"]
