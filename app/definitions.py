@@ -47,6 +47,9 @@ PAGES: dict[str, PageDef] = {
                        "Whether the context vectors g = h − e of one sequence align (TACO's target), per layer."),
     "geometry": PageDef("geometry", "Geometry", ("geometry", "ln_outliers"),
                         "Shape of the representation space: anisotropy, Ethayarajh's measures, rank, dimension, norms."),
+    "attention": PageDef("attention", "Attention", ("attention", "copying"),
+                         "How heads spread their attention (entropy, sinks, previous/next-token heads, distance), and "
+                         "duplicate-token and induction heads with in-context copying on repeated random sequences."),
 }
 # The page of a metric without a stored definition, by its family (the CKA and word-acquisition pages have views
 # of their own).
@@ -76,7 +79,8 @@ DOWNSTREAM_MODES = {"linear": "Linear probe", "finetune": "Fine-tuning"}
 FAMILY_POINTERS = {"anchors": "dynamics.metrics.anchors", "drift": "dynamics.metrics.anchors",
                    "context": "dynamics.metrics.context", "geometry": "dynamics.metrics.geometry",
                    "cka_steps": "dynamics.metrics.cka", "acquisition": "dynamics.metrics.acquisition",
-                   "ln_outliers": "dynamics.metrics.rogue"}
+                   "ln_outliers": "dynamics.metrics.rogue", "attention": "dynamics.metrics.attention",
+                   "copying": "dynamics.metrics.copying"}
 BIN_ORDER = ("frequent", "medium", "rare")
 _DISTANCE = re.compile(r"^d(\d+)$")
 Definitions = Mapping[str, MetricDef]  # metric name → its stored definition (`store_tables.definitions`)

@@ -27,8 +27,10 @@ PAGES = [
     st.Page("views/context.py", title="Context alignment", icon=":material/join_inner:"),
     st.Page("views/geometry.py", title="Geometry", icon=":material/scatter_plot:"),
     st.Page("views/cka.py", title="CKA", icon=":material/grid_on:"),
+    st.Page("views/attention.py", title="Attention", icon=":material/visibility:"),
     st.Page("views/tokens.py", title="Token explorer", icon=":material/bubble_chart:"),
     st.Page("views/acquisition.py", title="Word acquisition", icon=":material/school:"),
+    st.Page("views/seeds.py", title="Seeds & LLC", icon=":material/compare_arrows:"),
     st.Page("views/timeline.py", title="Timeline", icon=":material/timeline:"),
     st.Page("views/downstream.py", title="Downstream", icon=":material/leaderboard:"),
 ]

@@ -23,6 +23,9 @@ is Zipf-distributed token ids over a synthetic WordPiece vocabulary, packed in b
   last snapshot / after the first. Target ≤ 1.1.
 * time per snapshot (`small`: 4 layers, hidden 512, 8 heads, intermediate 2048, vocab 8192; 32k tokens;
   2 snapshots).
+* attention (`--only attention`; `mini`, 32k tokens, 10 snapshots): probe time with the opt-in attention and
+  copying families added to the default ones, over the default families alone (fresh stores, alternating,
+  --repeat times; the median ratio is the figure). Target <= 1.15.
 """
 
 from __future__ import annotations
@@ -139,12 +142,16 @@ def forward_only(run: Path, n_blocks: int, batch_size: int, device: str, masked:
     return time.perf_counter() - t0
 
 
-def probe_cost(run: Path, out: Path, n_blocks: int, batch_size: int, device: str) -> tuple[float, float]:
-    """(seconds for measuring every snapshot and storing, seconds for figures + report)."""
+def probe_cost(run: Path, out: Path, n_blocks: int, batch_size: int, device: str,
+               metrics: tuple[str, ...] | None = None) -> tuple[float, float]:
+    """(seconds for measuring every snapshot and storing, seconds for figures + report); `metrics`: the families
+    (None: the default ones)."""
     from dynamics import probe as P
+    from dynamics.config import DEFAULT_FAMILIES
 
     t0 = time.perf_counter()
-    P.run(run, out=out, probe_blocks=n_blocks, batch_size=batch_size, device=device, progress=False, figures=False)
+    P.run(run, out=out, probe_blocks=n_blocks, batch_size=batch_size, device=device, progress=False, figures=False,
+          metrics=metrics or DEFAULT_FAMILIES)
     measure = time.perf_counter() - t0
     t1 = time.perf_counter()
     P.run(run, out=out, probe_blocks=n_blocks, batch_size=batch_size, device=device, progress=False, figures=True)
@@ -211,8 +218,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--batch-size", type=int, default=16, help="probe blocks per forward pass")
-    ap.add_argument("--only", choices=["overhead", "memory", "small"], action="append",
-                    help="run only this part (repeatable; default: all three)")
+    ap.add_argument("--only", choices=["overhead", "memory", "small", "attention"], action="append",
+                    help="run only this part (repeatable; default: overhead, memory, small)")
     ap.add_argument("--repeat", type=int, default=0,
                     help="overhead measurements, forward and probe alternating (default 3; 1 with --quick)")
     ap.add_argument("--against", metavar="REV", help="also time the probe of git revision REV against this tree "
@@ -283,6 +290,8 @@ def main() -> None:
                       f"first snapshot = {peaks[-1]:.0f} / {peaks[0]:.0f} MiB = {peaks[-1] / peaks[0]:.3f} "
                       f"(target <= 1.1)", flush=True)
                 shutil.rmtree(root / "out-mem", ignore_errors=True)
+        if "attention" in only:
+            attention_overhead(root, tokens, n_blocks, args.batch_size, dev, repeat, 4 if args.quick else 10)
         if "small" in only:
             n = 2
             run = make_run(root, "small", n, tokens)
@@ -291,6 +300,25 @@ def main() -> None:
             measure, _ = probe_cost(run, root / "out-small", n_blocks, args.batch_size, dev)
             print(f"time per snapshot small: {measure / n:.1f}s (forward passes alone {both / n:.1f}s, "
                   f"{measure / both:.2f}x)", flush=True)
+
+
+def attention_overhead(root: Path, tokens: int, n_blocks: int, batch_size: int, dev: str, repeat: int,
+                       n: int) -> None:
+    """Probe time with the attention and copying families added over the default families alone (module docstring)."""
+    from dynamics.config import DEFAULT_FAMILIES
+
+    run = make_run(root, "mini", n, tokens, seed=1)
+    forward_only(run, n_blocks, batch_size, dev, limit=1)  # warm-up
+    with_them = (*DEFAULT_FAMILIES, "attention", "copying")
+    ratios = []
+    for r in range(repeat):
+        base, _ = probe_cost(run, root / f"out-base-{r}", n_blocks, batch_size, dev)
+        both, _ = probe_cost(run, root / f"out-attn-{r}", n_blocks, batch_size, dev, metrics=with_them)
+        ratios.append(both / base)
+        print(f"attention mini ({n} snapshots) [{r + 1}/{repeat}]: probe with attention+copying {both:.1f}s / "
+              f"default families {base:.1f}s = {both / base:.3f}x", flush=True)
+    print(f"attention mini: median {statistics.median(ratios):.3f}x over {repeat} run(s) (range {min(ratios):.3f}-"
+          f"{max(ratios):.3f}; target <= 1.15)", flush=True)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS = ["tests/unit/test_metrics_anchors.py", "tests/unit/test_metrics_context.py",
          "tests/unit/test_metrics_geometry.py", "tests/unit/test_metrics_cka.py", "tests/unit/test_metrics_projection.py",
          "tests/unit/test_metrics_precision.py", "tests/unit/test_dynamics_families.py",
-         "tests/unit/test_metrics_rogue.py", "tests/unit/test_acquisition.py", "tests/reference"]
+         "tests/unit/test_metrics_rogue.py", "tests/unit/test_acquisition.py", "tests/unit/test_metrics_attention.py",
+         "tests/reference"]
 
 M = "dynamics/metrics/"
 MUTATIONS: list[tuple[str, str, str]] = [  # (file, old line fragment, new)
@@ -121,6 +122,23 @@ MUTATIONS: list[tuple[str, str, str]] = [  # (file, old line fragment, new)
     (M + "cka.py", "last = cka_steps.shape[0] - 1", "last = max(0, cka_steps.shape[0] - 2)"),
     (M + "cka.py", "return {k: _finite(cka_steps[k, k - 1]) for k in range(1, cka_steps.shape[0])}",
      "return {k: _finite(cka_steps[k, 0]) for k in range(1, cka_steps.shape[0])}"),
+    # attention and copying
+    (M + "attention.py", "entropy = -torch.special.xlogy(probs, probs).sum(dim=-1)",
+     "entropy = -torch.special.xlogy(probs, probs + 1e-3).sum(dim=-1)"),
+    (M + "attention.py", "    sinks[none, 0] = True\n", "    sinks[none, -1] = True\n"),
+    (M + "attention.py", "valid = queries[:, -offset:] & keys[:, : t + offset]",
+     "valid = queries[:, : t + offset] & keys[:, -offset:]"),
+    (M + "attention.py", "distance = (probs * (pos[:, None] - pos[None, :]).abs()).sum(dim=-1)",
+     "distance = (probs * (pos[:, None] - pos[None, :]).clamp(min=0)).sum(dim=-1)"),
+    (M + "attention.py", "return float(np.max(sums / count))", "return float(np.mean(sums / count))"),
+    (M + "copying.py", "ind, n_ind = offset_sums(probs, second, keys, -length + 1)",
+     "ind, n_ind = offset_sums(probs, second, keys, -length - 1)"),
+    ("dynamics/measure/attention.py", ".triu(tk - tq + 1)", ".triu(tk - tq + 2)"),
+    ("dynamics/measure/attention.py", "right[\"second\"].append(hit[:, t0 + copy.length : t0 + 2 * copy.length - 1].ravel())",
+     "right[\"second\"].append(hit[:, t0 + copy.length - 1 : t0 + 2 * copy.length - 2].ravel())"),
+    ("dynamics/measure/attention.py", "right[\"second\"].append(ok[copy.second_scored[s : s + batch_size]])",
+     "right[\"second\"].append(ok[copy.first_scored[s : s + batch_size]])"),
+    ("dynamics/measure/probe_set.py", "masked[:, t:] |= first[:, :-t]", "masked[:, t + 1 :] |= first[:, : -t - 1]"),
 ]
 
 

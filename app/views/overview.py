@@ -136,6 +136,7 @@ def _stores(ctx: ui.Context) -> None:
     st.subheader("Results stores")
     rows = []
     flagged: list[str] = []
+    families: list[str] = []
     for db in ctx.sources.stores:
         stamp = stamps.stamp(db)
         try:
@@ -153,9 +154,19 @@ def _stores(ctx: ui.Context) -> None:
                      "status": "; ".join((["older schema: " + "; ".join(problems)] if problems else []) + warnings)
                      or "ok"})
         flagged += [f"{ui.short(db)}, **{f.run}**: {f.note}" for f in flags.itertuples(index=False)]
+        families += _families(db, stamp)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    if families:
+        st.caption("Families measured (latest probe set) — " + "; ".join(families) + ".")
     for line in flagged:
         st.warning(f"Snapshot integrity — {line}", icon=":material/warning:")
+
+
+
+def _families(db: str, stamp: stamps.Stamp) -> list[str]:
+    """"store, run: family, …" per run of the store (the per-snapshot and run-level families it has results of)."""
+    done = store_tables.measured(db, stamp)
+    return [f"{ui.short(db)}, **{run}**: {', '.join(sorted(set(g['family'])))}" for run, g in done.groupby("run")]
 
 
 main()

@@ -20,9 +20,10 @@ over chains, stored with their sample standard deviation (`sd`, ddof = 1) and ea
 
 For a regular model (a unique minimum with a non-singular Hessian) λ = d/2, d the number of parameters; the unit
 test checks this on linear regression with Gaussian noise. The usual failure modes are reported from the stored
-values (`diagnose`): chains that disagree (sd / |mean| above `SPREAD_LIMIT`), a loss trace that has not settled (the
-mean draw loss of a chain's last third differs from its middle third by more than `DRIFT_LIMIT` standard errors,
-each from 5 batch means, which allow for the draws' autocorrelation), and a negative estimate (the sampler found
+values (`dynamics.results.llc_checks.diagnose`, for the report and the app): chains that disagree (sd / |mean|
+above 0.2), a loss trace that has not settled (the mean draw of a chain's last third differs from its middle third
+by more than 3 standard errors, `trace_drift`, each from 5 batch means, which allow for the draws'
+autocorrelation), and a negative estimate (the sampler found
 lower loss than w*: w* is not a local minimum at this resolution, or ε is too large).
 
 This is a small estimator of our own rather than the devinterp package (which pulls a second torch build); its
@@ -40,8 +41,6 @@ import torch
 
 from .registry import EMBEDDING_LAYER, register
 
-SPREAD_LIMIT = 0.2  # chains disagree when sd / |mean| exceeds this
-DRIFT_LIMIT = 3.0  # a trace has not settled when last − middle third exceeds this many standard errors
 _DRIFT_BATCHES = 5  # batch means per third, for the standard errors of `trace_drift`
 
 
@@ -168,22 +167,6 @@ def estimate(problem: LLCProblem, settings: SGLDSettings) -> LLCEstimate:
     sd = float(chains.std(ddof=1)) if len(chains) > 1 else 0.0
     drift = max(trace_drift(tr) for tr in traces) if settings.draws >= 3 * _DRIFT_BATCHES else math.nan
     return LLCEstimate(float(chains.mean()), chains, sd, nbeta, float(at_star.mean()), traces, drift)
-
-
-def diagnose(value: float | None, sd: float | None, drift: float | None) -> list[str]:
-    """The usual failure modes of the estimator, in words, from the stored `all`, `sd` and `drift` values."""
-    out = []
-    if value is None or not math.isfinite(value):
-        return out
-    if value < 0:
-        out.append("negative estimate (the sampler found lower loss than the snapshot: lower --llc-step-size or "
-                   "raise --llc-gamma)")
-    if sd is not None and math.isfinite(sd) and abs(value) > 0 and sd / abs(value) > SPREAD_LIMIT:
-        out.append(f"chains disagree (sd/|mean| = {sd / abs(value):.2f} > {SPREAD_LIMIT})")
-    if drift is not None and math.isfinite(drift) and drift > DRIFT_LIMIT or drift == math.inf:
-        out.append(f"loss trace not settled (last vs middle third: {drift:.1f} standard errors > {DRIFT_LIMIT:g}; "
-                   "raise --llc-burn-in or --llc-draws)")
-    return out
 
 
 @register("llc", family="llc", scope="snapshot", page="seeds", layers=EMBEDDING_LAYER, label="Local learning coefficient",

@@ -5,8 +5,9 @@ runs, as in the app: MLM runs blue, TACO runs orange, others green.
 Written with matplotlib's object API on the Agg canvas (no pyplot state, safe in any process). Each family
 gets `FAMILY.png` with training steps on a symlog x axis (step 0 exists) and, where tokens seen are known,
 `FAMILY-tokens.png`; plus `context-distance.png` (cosine of g vs distance at the final snapshot),
-`cka.png` (step × step CKA per layer, layer × layer CKA at the final snapshot) and `aoa_frequency.png` (word
-acquisition: each word type's age of acquisition against its training frequency).
+`cka.png` (step × step CKA per layer, layer × layer CKA at the final snapshot), `aoa_frequency.png` (word
+acquisition: each word type's age of acquisition against its training frequency), `phases.png` (RankMe and the
+context gap over their phases) and `timeline.png` (the order of learning: onsets per seed group, earliest first).
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ import numpy as np
 
 from common.files import replacing
 from dynamics.results import palette, word_curves
+from dynamics.results.groups import Group, seed_groups, stored_configs
+from dynamics.results.onsets import group_onsets, order_of_learning
 
 LINESTYLES = ("-", "--", ":", "-.")
 FAMILY_TITLES = {"anchors": "Anchor-embedding similarity", "drift": "Anchor drift to the final snapshot",
                  "context": "Context-vector alignment (g = h − e)", "geometry": "Geometry",
                  "cka_steps": "CKA across snapshots"}
 AOA_FIGURE = "aoa_frequency.png"  # `acquisition_figure`
+TIMELINE_FIGURE = "timeline.png"  # `timeline_figure`
+PHASES_FIGURE = "phases.png"  # `phases_figure`
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -183,6 +188,85 @@ def acquisition_figure(store: Any, df: Any, runs: Sequence[str], probe_hash: str
     return _save(fig, path)
 
 
+def timeline_figure(order: Any, path: Path, colours: dict[str, str], labels: dict[str, str] | None = None
+                    ) -> Path | None:
+    """The order of learning (`onsets.order_of_learning` rows): one row per curve, earliest first from the top, x
+    the onset step on a log axis; per group a point at its geometric mean onset and a bar over its Student-t
+    interval, groups side by side within a row in their `colours`; None when there is no row."""
+    from matplotlib.figure import Figure
+
+    if order is None or len(order) == 0:
+        return None
+    curves = list(dict.fromkeys(order["metric"]))
+    groups = sorted(order["group"].astype(str).unique())
+    fig = Figure(figsize=(7.5, 1.2 + 0.32 * len(curves)))
+    ax = fig.subplots()
+    width = 0.7 / max(1, len(groups))
+    for g_index, group in enumerate(groups):
+        part = order[order["group"] == group].set_index("metric")
+        y = [k + (g_index - (len(groups) - 1) / 2) * width for k in range(len(curves))]
+        rows = [(yy, part.loc[m]) for yy, m in zip(y, curves, strict=True) if m in part.index]
+        shown = [(yy, r) for yy, r in rows if r["n"] > 0]
+        colour = colours.get(group, "#555555")
+        for yy, r in shown:
+            if math.isfinite(r["step_low"]) and math.isfinite(r["step_high"]):
+                ax.plot([r["step_low"], r["step_high"]], [yy, yy], color=colour, linewidth=2.5, alpha=0.6)
+        n_max = int(order[order["group"] == group]["runs"].max())
+        ax.scatter([r["step"] for _, r in shown], [yy for yy, _ in shown], color=colour, s=22, zorder=3,
+                   label=f"{group} ({n_max} run{'s' if n_max != 1 else ''})")
+    layer_of = order.groupby("metric")["layer"].first()
+    ax.set_yticks(range(len(curves)), [f"{(labels or {}).get(m, m)} (L{int(layer_of[m])})" for m in curves],
+                  fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("onset step (half of the curve's change; log scale)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Order of learning: geometric mean onset over seeds, Student-t 95% interval", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+PHASE_FIGURE_METRICS = ("rankme", "ctx_gap_all")
+DIRECTION_COLOURS = {"rise": "#2ca02c", "fall": "#d62728", "flat": "#9e9e9e"}  # as the app's phase spans
+
+
+def phases_figure(df: Any, phases: Any, runs: Sequence[str], path: Path, colours: dict[str, str] | None = None,
+                  metrics: Sequence[str] = PHASE_FIGURE_METRICS) -> Path | None:
+    """One panel per (metric, run) of `metrics` at the metric's last layer (variant all): the curve against step
+    (log axis, step 0 left out as the phases leave it) over its stored phases shaded by direction; None when none
+    of `metrics` is stored."""
+    from matplotlib.patches import Patch
+
+    d = df[df["metric"].isin(list(metrics)) & (df["variant"] == "all") & (df["step"] > 0)]
+    present = [m for m in metrics if m in set(d["metric"])]
+    if not present:
+        return None
+    run_colour = _run_colours(runs, colours)
+    fig, axes = _grid(len(present) * len(runs), ncols=len(runs), size=(2.6, 2.2))
+    for i, metric in enumerate(present):
+        m = d[d["metric"] == metric]
+        layer = int(m["layer"].max())
+        for j, run in enumerate(runs):
+            ax = axes[i * len(runs) + j]
+            c = m[(m["run"] == run) & (m["layer"] == layer)].sort_values("step")
+            p = phases[(phases["run"] == run) & (phases["metric"] == metric) & (phases["layer"] == layer)
+                       & (phases["variant"] == "all")]
+            for _, r in p.iterrows():
+                ax.axvspan(float(r["start_step"]), float(r["end_step"]), color=DIRECTION_COLOURS.get(r["direction"],
+                           "#cccccc"), alpha=0.18, linewidth=0)
+            ax.plot(c["step"], c["value"], color=run_colour[run], marker=".", markersize=4, linewidth=1.3)
+            ax.set_xscale("log")
+            ax.set_title(f"{run}: {metric} L{layer} ({max(0, len(p) - 1)} break{'s' if len(p) != 2 else ''})",
+                         fontsize=7)
+            ax.tick_params(labelsize=6)
+            ax.grid(alpha=0.3)
+    fig.legend(handles=[Patch(color=c, alpha=0.4, label=k) for k, c in DIRECTION_COLOURS.items()],
+               loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle("Phases between change points against log step (dynamics.results.phases)")
+    return _save(fig, path)
+
+
 def write_all(store: Any, runs: Sequence[str], probe_hash: str, folder: Path) -> list[Path]:
     """Every figure for `runs` under `probe_hash` into `folder`; returns the files written."""
     df = store.metrics(run=list(runs), probe_hash=probe_hash)
@@ -199,7 +283,19 @@ def write_all(store: Any, runs: Sequence[str], probe_hash: str, folder: Path) ->
                 out.append(p)
     for p in (distance_figure(df, runs, folder / "context-distance.png", colours),
               cka_figure(store, runs, probe_hash, folder / "cka.png"),
-              acquisition_figure(store, df, runs, probe_hash, folder / AOA_FIGURE, colours)):
+              acquisition_figure(store, df, runs, probe_hash, folder / AOA_FIGURE, colours),
+              phases_figure(df, store.phases(probe_hash, run=list(runs)), runs, folder / PHASES_FIGURE, colours)):
         if p is not None:
             out.append(p)
+    groups = seed_groups(stored_configs(known["name"], known["meta"]))
+    groups = [g for g in (Group(g.label, g.key, tuple(r for r in g.runs if r in runs),
+                                tuple(s for r, s in zip(g.runs, g.seeds, strict=True) if r in runs), g.objective)
+                          for g in groups) if g.runs]
+    order = order_of_learning(group_onsets(store.onsets(probe_hash, run=list(runs)), groups))
+    defs = store.definitions()
+    labels = dict(zip(defs["name"], defs["label"], strict=True))
+    p = timeline_figure(order, folder / TIMELINE_FIGURE, palette.run_colours((g.label, g.objective) for g in groups),
+                        labels)
+    if p is not None:
+        out.append(p)
     return out

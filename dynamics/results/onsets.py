@@ -125,3 +125,15 @@ def group_onsets(onsets: pd.DataFrame, groups: Sequence[Group], level: float = L
     for name, src in (("step", "mean"), ("step_low", "low"), ("step_high", "high")):
         df[name] = np.power(10.0, df[src].to_numpy(dtype=np.float64))
     return df[GROUP_COLUMNS]
+
+
+def order_of_learning(table: pd.DataFrame, variant: str = "all") -> pd.DataFrame:
+    """The timeline's rows: `group_onsets` rows of `variant`, each metric at its last stored layer, curves with an
+    onset in at least one group, sorted by the earliest group's mean log10 onset (ties by name), then by group;
+    `rank` numbers the curves in that order."""
+    t = table[table["variant"] == variant]
+    t = t[t["layer"] == t.groupby("metric")["layer"].transform("max")]
+    first = t[t["n"] > 0].groupby("metric")["mean"].min().reset_index().sort_values(["mean", "metric"])
+    rank = {m: k for k, m in enumerate(first["metric"])}
+    t = t[t["metric"].isin(rank)]
+    return t.assign(rank=t["metric"].map(rank)).sort_values(["rank", "group"]).reset_index(drop=True)

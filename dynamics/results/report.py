@@ -1,5 +1,6 @@
 """`report.md`: a short account of a probe run — the probe set, the runs, snapshot integrity, headline numbers,
-onsets (with seed groups' mean ± std), word acquisition, notes, figures."""
+onsets (with seed groups' mean ± std), the order of learning (seed groups' onsets with Student-t intervals), phases,
+word acquisition, notes, figures."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 from common.files import write_text
 from dynamics.find import integrity
 from dynamics.metrics import registry, user
-from dynamics.results import word_curves
-from dynamics.results.figures import AOA_FIGURE
+from dynamics.results import heads, word_curves
+from dynamics.results.figures import AOA_FIGURE, PHASES_FIGURE, TIMELINE_FIGURE
 from dynamics.results.groups import Group, seed_groups, stored_configs, t_interval
+from dynamics.results.onsets import group_onsets, order_of_learning
 
 HEADLINE = (  # (metric, variant, layer: "last" | int); labels and definitions from the metric registry
     ("anchor_sim_word", "all", "last"),
@@ -121,6 +123,85 @@ def onsets_section(onsets: Any, runs: Sequence[str], groups: Sequence[Group]) ->
         lines[0] += (" A group's column (runs whose configs differ only by seed, `dynamics.results.groups`) is the mean onset "
                      "step ± its sample standard deviation over the seeds with an onset, n of the group's runs.")
     return lines + [""] + _table(header, rows)
+
+
+PHASE_METRICS = ("rankme", "ctx_gap_all", "ctx_gap_window")  # each at its last stored layer, variant all
+
+
+def _label(metric: str) -> str:
+    try:
+        return registry.get(metric).label
+    except KeyError:  # a metric of a newer probe or a user module no longer loaded: its name
+        return metric
+
+
+def order_section(onsets: Any, runs: Sequence[str], groups: Sequence[Group], figure: Path | None = None
+                  ) -> list[str]:
+    """The lines of the "Order of learning" section: every curve (variant all, each metric at its last stored layer)
+    with an onset, earliest first (`onsets.order_of_learning`), and per seed group (a run without seeds is a group of
+    one) its geometric mean onset step with the Student-t 95% interval over the seeds with an onset, n of runs."""
+    order = order_of_learning(group_onsets(onsets, groups))
+    if order.empty:
+        return []
+    labels = [g.label for g in groups if g.label in set(order["group"])]
+    rows = []
+    for _rank, part in order.groupby("rank", sort=True):
+        by = part.set_index("group")
+        first = part.iloc[0]
+        cells: list[Any] = [f"{_label(first['metric'])} (`{first['metric']}`, L{int(first['layer'])})"]
+        for label in labels:
+            if label not in by.index:
+                cells.append("not measured")
+                continue
+            r = by.loc[label]
+            if r["n"] == 0:
+                cells.append(f"– (0 of {int(r['runs'])})")
+                continue
+            tail = (f" ({_step(r['step_low'])}–{_step(r['step_high'])})"
+                    if math.isfinite(r["step_low"]) and math.isfinite(r["step_high"]) else "")
+            cells.append(f"{_step(r['step'])}{tail}, {int(r['n'])} of {int(r['runs'])}")
+        rows.append(cells)
+    sizes = {g.label: g.size for g in groups}
+    lines = ["Every curve's onset (variant all, each metric at its last stored layer), earliest first. Per seed group "
+             "(runs whose configs differ only by seed; a run without seeds is a group of one): the geometric mean "
+             "onset step over the runs whose curve has an onset (the mean of log10 step) with its Student-t 95% "
+             "interval over those seeds (two or more needed), and how many of the group's runs have an onset. A run "
+             "whose curve is flat or has one value has none and is counted, not averaged (`dynamics.results.onsets`)."]
+    if figure is not None:
+        lines += ["", f"![order of learning](figures/{figure.name})"]
+    return lines + [""] + _table(["curve"] + [f"{g} ({sizes.get(g, 1)} run{'s' if sizes.get(g, 1) != 1 else ''})"
+                                              for g in labels], rows)
+
+
+def phases_section(phases: Any, runs: Sequence[str], figure: Path | None = None) -> list[str]:
+    """The lines of the "Phases" section: per run, the phases of `PHASE_METRICS` (last stored layer, variant all) and
+    how many of its stored curves have at least one break."""
+    if phases.empty:
+        return []
+    lines = ["Phases are stretches between change points of a curve against log10 step (`dynamics.results.phases`: "
+             "PELT on a piecewise-linear fit, the curve scaled by its typical bend, penalty 6·log n per break, at "
+             "least 3 snapshots per phase; step 0 left out). A phase is a rise, a fall or flat; its size is its "
+             "fitted change.", ""]
+    if figure is not None:
+        lines += [f"![phases](figures/{figure.name})", ""]
+    rows = []
+    for run in runs:
+        p = phases[phases["run"] == run]
+        if p.empty:
+            continue
+        per_curve = p.groupby(["metric", "layer", "variant"])["phase"].count()
+        broken = int((per_curve > 1).sum())
+        cells = [run, f"{broken} of {len(per_curve)}"]
+        for metric in PHASE_METRICS:
+            m = p[(p["metric"] == metric) & (p["variant"] == "all")]
+            if m.empty:
+                cells.append("not measured")
+                continue
+            m = m[m["layer"] == m["layer"].max()].sort_values("phase")
+            cells.append("; ".join(f"{int(r.start_step)}–{int(r.end_step)} {r.direction} ({_fmt(r.size)})"
+                                   for r in m.itertuples()) + f" (L{int(m['layer'].iloc[0])})")
+        rows.append(cells)
+    return lines + _table(["run", "curves with ≥ 1 break"] + [f"{_label(m)} (`{m}`)" for m in PHASE_METRICS], rows)
 
 
 def _interval(low: float, high: float) -> str:
@@ -253,10 +334,22 @@ def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path
         lines += onsets_section(store.onsets(probe.hash, run=runs, metric=list(ONSET_METRICS)), runs,
                                 run_groups(store.runs(), runs))
     figures = [Path(f) for f in getattr(summary, "figures", [])]
+    if not df.empty:
+        order = order_section(store.onsets(probe.hash, run=runs), runs, run_groups(store.runs(), runs),
+                              next((f for f in figures if f.name == TIMELINE_FIGURE), None))
+        if order:
+            lines += ["", "## Order of learning", ""] + order
+        phased = phases_section(store.phases(probe.hash, run=runs), runs,
+                                next((f for f in figures if f.name == PHASES_FIGURE), None))
+        if phased:
+            lines += ["", "## Phases", ""] + phased
     aoa_figure = next((f for f in figures if f.name == AOA_FIGURE), None)
     acquisition = acquisition_section(store, df, runs, probe.hash, aoa_figure)
     if acquisition:
         lines += ["", "## Word acquisition", ""] + acquisition
+    forming = heads.report_lines(store, runs, probe.hash)
+    if forming:
+        lines += ["", "## Attention heads that form", ""] + forming
     mine = user.report_lines(df)
     if mine:
         lines += ["", "## Your metrics (--metrics-module)", ""] + mine

@@ -30,9 +30,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN = REPO / "app" / "main.py"
-PAGES = ("overview", "anchors", "context", "geometry", "cka", "tokens", "acquisition", "downstream")
+PAGES = ("overview", "anchors", "context", "geometry", "cka", "attention", "tokens", "acquisition", "downstream")
 TITLES = {"overview": "Runs", "anchors": "Anchors", "context": "Context alignment", "geometry": "Geometry",
-          "cka": "CKA", "tokens": "Token explorer", "acquisition": "Word acquisition", "downstream": "Downstream"}
+          "cka": "CKA", "attention": "Attention", "tokens": "Token explorer", "acquisition": "Word acquisition",
+          "downstream": "Downstream"}
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +48,8 @@ def probed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mlm = build_tiny_run(root / "mlm-tiny", objective="mlm", seed=0)
     taco = build_tiny_run(root / "taco-tiny", objective="taco", seed=1, steps=(0, 2, 3),
                           tokenizer_dir=mlm / "tokenizer")
-    probe.run([mlm, taco], out=root / "dynamics", probe_blocks=16, progress=False, figures=False)
+    probe.run([mlm, taco], out=root / "dynamics", probe_blocks=16, progress=False, figures=False,
+              metrics=["anchors", "context", "geometry", "attention", "copying"], copy_blocks=4)
     write_downstream(root / "dynamics")
     orphan = root / "orphan-mlm"
     (orphan / "snapshots" / "step-0000000").mkdir(parents=True)

@@ -45,7 +45,7 @@ def test_the_store_describes_exactly_the_registered_metrics(defs: d.Definitions)
         assert (fn.__doc__ or "").strip() and m.label == reg[name].label and m.definition == reg[name].definition
         assert m.definition.endswith(".") and "\n" not in m.definition and m.label and m.unit == reg[name].unit
         assert (m.family, m.scope) == (reg[name].family, reg[name].scope)
-        assert m.page in {*d.PAGES, "cka", "acquisition"}
+        assert m.page in {*d.PAGES, "cka", "acquisition", "seeds"}
 
 
 def test_pages_and_order_come_from_the_store(db: str, defs: d.Definitions) -> None:
@@ -79,7 +79,7 @@ def test_a_metric_without_a_stored_definition_is_labelled_by_its_name(db: str, t
 def test_variant_helpers() -> None:
     assert d.distance("d012") == 12 and d.distance("all") is None
     assert d.is_bin("rare") and d.is_bin("bin3") and not d.is_bin("d001") and not d.is_bin("all")
-    assert {p.key for p in d.PAGES.values()} == {"anchors", "context", "geometry"}
+    assert {p.key for p in d.PAGES.values()} == {"anchors", "context", "geometry", "attention"}
     for fam, pointer in d.FAMILY_POINTERS.items():
         assert importlib.import_module(pointer).__doc__, fam
 

@@ -78,3 +78,40 @@ def test_phase_spans_on_a_metric_page(make_app, timed: Path) -> None:
     at.toggle(key="geometry:phases").set_value(False).run()
     spec = charts(at)[0][2]
     assert not [la for la in spec.get("layer", []) if (la.get("mark") or {}).get("type") == "rect"]
+
+
+def test_figures_of_the_order_and_the_phases(timed: Path, tmp_path: Path) -> None:
+    from dynamics.results import figures
+    from dynamics.results.groups import seed_groups, stored_configs
+    from dynamics.results.onsets import group_onsets, order_of_learning
+
+    with dstore.open(timed / "dynamics", readonly=True) as s:
+        known = s.runs()
+        groups = seed_groups(stored_configs(known["name"], known["meta"]))
+        order = order_of_learning(group_onsets(s.onsets(PROBE_HASH), groups))
+        df = s.metrics(["rankme", "ctx_gap_all"], probe_hash=PROBE_HASH)
+        phases = s.phases(PROBE_HASH)
+    assert list(order["group"].unique()) == ["mlm", "taco"] and order["rank"].is_monotonic_increasing
+    runs = [r for r, _ in RUNS]
+    timeline = figures.timeline_figure(order, tmp_path / "timeline.png", {"mlm": "#1f77b4", "taco": "#ff7f0e"})
+    spans = figures.phases_figure(df, phases, runs, tmp_path / "phases.png")
+    for path in (timeline, spans):
+        assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figures.timeline_figure(order.iloc[:0], tmp_path / "none.png", {}) is None
+
+
+def test_probe_stores_phases_and_reports_them(probed_root: Path) -> None:
+    with dstore.open(probed_root / "dynamics", readonly=True) as s:
+        stored = s.phases()
+        df = s.metrics()
+    assert set(stored["run"]) == {"mlm-tiny", "taco-tiny"}
+    rows = list(zip(df["run"], df["step"], df["tokens_seen"], df["layer"], df["metric"], df["variant"], df["value"],
+                    strict=True))
+    want = {(c.run, c.metric, c.layer, c.variant, p.index, p.start_step, p.end_step, p.direction)
+            for c in series_phases(rows) for p in c.phases}
+    got = set(zip(stored["run"], stored["metric"], stored["layer"], stored["variant"], stored["phase"],
+                  stored["start_step"], stored["end_step"], stored["direction"], strict=True))
+    assert got == want and len(got)
+    report = (probed_root / "dynamics" / "report.md").read_text()
+    assert "## Order of learning" in report and "## Phases" in report
+    assert "curves with ≥ 1 break" in report

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from dynamics.results.groups import Group
-from dynamics.results.onsets import group_onsets
+from dynamics.results.onsets import group_onsets, order_of_learning
 
 T_975_DF2 = 4.3026527  # Student's t quantile 0.975, 2 degrees of freedom (tables)
 MLM = Group("mlm", "k1", ("mlm-s1", "mlm-s2", "mlm-s3"), (1, 2, 3), "mlm")
@@ -56,3 +56,13 @@ def test_runs_without_an_onset_are_counted_not_averaged() -> None:
 
 def test_no_rows() -> None:
     assert group_onsets(rows({}).reindex(columns=["run", "metric", "layer", "variant", "step"]), [MLM]).empty
+
+
+def test_order_of_learning_sorts_by_earliest_group_at_the_last_layer() -> None:
+    onsets = rows({("mlm-s1", "late", 2): 1000, ("taco-s1", "late", 2): 300, ("mlm-s1", "late", 1): 2,
+                   ("mlm-s1", "early", 2): 20, ("taco-s1", "early", 2): 90,
+                   ("mlm-s1", "never", 2): None, ("taco-s1", "never", 2): None})
+    solo = [Group("mlm", "k1", ("mlm-s1",), (1,), "mlm"), Group("taco", "k2", ("taco-s1",), (1,), "taco")]
+    order = order_of_learning(group_onsets(onsets, solo))
+    assert list(order["metric"]) == ["early", "early", "late", "late"]  # layer 1's step 2 is not the last layer
+    assert list(order["rank"]) == [0, 0, 1, 1] and set(order["layer"]) == {2}

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dynamics.metrics import llc as L
+from dynamics.results import llc_checks
 
 # Stated tolerance of the closed-form check. Measured over seeds 3–6 at these settings: 3.10–3.19 for λ = 3, a bias
 # of about +5 % (the step size, ε·nβ·λ_max(H) ≈ 0.07, and the minibatch's gradient noise both widen the sampled
@@ -76,11 +77,11 @@ def test_registered_function_returns_mean_spread_drift_and_chains() -> None:
 def test_trace_drift_and_diagnostics() -> None:
     rng = np.random.default_rng(0)
     flat = rng.normal(size=300)
-    assert L.trace_drift(flat) < L.DRIFT_LIMIT
-    assert L.trace_drift(flat + np.linspace(0, 5, 300)) > L.DRIFT_LIMIT  # still falling: not settled
+    assert L.trace_drift(flat) < llc_checks.DRIFT_LIMIT
+    assert L.trace_drift(flat + np.linspace(0, 5, 300)) > llc_checks.DRIFT_LIMIT  # still falling: not settled
     with pytest.raises(ValueError, match="too short"):
         L.trace_drift(flat[:10])
-    assert L.diagnose(2.0, 0.1, 1.0) == []
-    assert any("chains disagree" in w for w in L.diagnose(2.0, 1.0, 1.0))
-    assert any("not settled" in w for w in L.diagnose(2.0, 0.1, 9.0))
-    assert any("negative" in w for w in L.diagnose(-0.5, 0.01, 1.0))
+    assert llc_checks.diagnose(2.0, 0.1, 1.0) == []
+    assert any("chains disagree" in w for w in llc_checks.diagnose(2.0, 1.0, 1.0))
+    assert any("not settled" in w for w in llc_checks.diagnose(2.0, 0.1, 9.0))
+    assert any("negative" in w for w in llc_checks.diagnose(-0.5, 0.01, 1.0))

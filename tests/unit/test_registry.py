@@ -60,7 +60,9 @@ def test_every_page_is_an_app_page_and_the_families_keep_theirs() -> None:
     assert pages == {("anchors", "layer"): "anchors", ("drift", "snapshot"): "anchors", ("context", "layer"): "context",
                      ("geometry", "layer"): "geometry", ("ln_outliers", "series"): "geometry",
                      ("geometry", "layer_pair"): "cka", ("cka_steps", "series"): "cka",
-                     ("acquisition", "series"): "acquisition"}
+                     ("acquisition", "series"): "acquisition", ("llc", "snapshot"): "seeds",
+                     ("agreement", "group"): "seeds",
+                     ("attention", "layer"): "attention", ("copying", "layer"): "attention"}
 
 
 def test_a_stored_name_leads_to_the_one_function_that_computes_it() -> None:

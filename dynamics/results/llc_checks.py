@@ -1,0 +1,35 @@
+"""The usual failure modes of the SGLD local-learning-coefficient estimate (`dynamics.metrics.llc`), read from its
+stored variants (`all`, `sd`, `drift`), for the report's warnings and the app: chains that disagree, a loss trace
+that has not settled, a negative estimate."""
+
+from __future__ import annotations
+
+import math
+
+SPREAD_LIMIT = 0.2  # chains disagree when sd / |mean| exceeds this
+DRIFT_LIMIT = 3.0  # a trace has not settled when its last third's mean is this many standard errors off its middle's
+
+
+def warnings(rows: dict[str, float | None]) -> list[str]:
+    """`diagnose` of one estimate's stored variants (variant → value, NaN or None where not stored)."""
+    def get(name: str) -> float | None:
+        v = rows.get(name)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+    return diagnose(get("all"), get("sd"), get("drift"))
+
+
+def diagnose(value: float | None, sd: float | None, drift: float | None) -> list[str]:
+    """The usual failure modes of the estimator, in words, from the stored `all`, `sd` and `drift` values."""
+    out = []
+    if value is None or not math.isfinite(value):
+        return out
+    if value < 0:
+        out.append("negative estimate (the sampler found lower loss than the snapshot: lower --llc-step-size or "
+                   "raise --llc-gamma)")
+    if sd is not None and math.isfinite(sd) and value != 0 and sd / abs(value) > SPREAD_LIMIT:
+        out.append(f"chains disagree (sd/|mean| = {sd / abs(value):.2f} > {SPREAD_LIMIT})")
+    if drift is not None and drift > DRIFT_LIMIT:  # NaN (a trace too short to judge) is never above it
+        out.append(f"loss trace not settled (last vs middle third: {drift:.1f} standard errors > {DRIFT_LIMIT:g}; "
+                   "raise --llc-burn-in or --llc-draws)")
+    return out
