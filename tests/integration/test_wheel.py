@@ -1,12 +1,12 @@
-"""The installable package: the wheel built from this repository holds the five packages and the files they read at
-run time (app/.streamlit/config.toml, experiments/configs/*.yaml), no tests, benchmarks or docs, and one console
-script per program named in pyproject.toml. Installed without the repository into a fresh virtual environment (the
-dependencies, torch and the rest, made visible from this project's environment by a .pth line, so nothing is
-downloaded), it imports from its own site-packages, not from the repository, and its console scripts run from
-another folder.
+"""The installable package: the wheel built from this repository holds the five packages and the files they
+read at run time (app/.streamlit/config.toml, experiments/configs/*.yaml), no tests, benchmarks or docs, and
+one console script per program named in pyproject.toml. Installed without the repository into a fresh virtual
+environment (the dependencies, torch and the rest, made visible from this project's environment by a .pth
+line, so nothing is downloaded), it imports from its own site-packages, not from the repository, and its
+console scripts run from another folder.
 
-The wheel is built from a copy of the working tree, so an old `build/` folder of the repository cannot leak files
-into it and the build writes nothing into the repository."""
+The wheel is built from a copy of the working tree, so an old `build/` folder of the repository cannot leak
+files into it and the build writes nothing into the repository."""
 
 from __future__ import annotations
 
@@ -31,11 +31,11 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("common", "taco", "dynamics", "app", "experiments")
 NOT_PACKAGED = ("tests", "benchmarks", "docs")
 EXCLUDED = "experiments/results/"  # the experiments' outputs (pyproject's packages.find exclude)
-# What the copy leaves out (.gitignore's): anywhere, caches and build metadata; at the root only, version control,
-# environments, build outputs and run outputs (app/data/ is a package).
+# What the copy leaves out (.gitignore's): anywhere, caches and build metadata; at the root only, version
+# control, environments, build outputs and run outputs (app/data/ is a package).
 IGNORED = ("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache", ".ruff_cache")
-IGNORED_AT_ROOT = {".git", ".venv", "build", "dist", "runs", "data", ".cache", ".whl", ".gl", "dynamics-results",
-                   "gpu-results"}
+IGNORED_AT_ROOT = {".git", ".venv", "build", "dist", "runs", "data", ".cache", ".whl", ".gl",
+                   "dynamics-results", "gpu-results"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class Installed:
 
 
 def _clean_env() -> dict[str, str]:
-    """The environment for the new interpreter: no PYTHONPATH (the repository must not be importable), offline."""
+    """The environment for the new interpreter: offline, and no PYTHONPATH (the repository must not be
+    importable)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", PIP_NO_INDEX="1",
                PIP_DISABLE_PIP_VERSION_CHECK="1", TOKENIZERS_PARALLELISM="false")
@@ -62,9 +63,10 @@ def _run(cmd: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedP
 
 
 def _build_wheel(src: Path, out: Path, cwd: Path) -> Path:
-    """`pip wheel --no-deps` of `src`: without build isolation when this environment has the build requirements
-    (no index needed), else isolated (pip's configured index)."""
-    base = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-q", "-w", str(out), str(src)]
+    """`pip wheel --no-deps` of `src`: without build isolation when this environment has the build
+    requirements (no index needed), else isolated (pip's configured index)."""
+    base = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-q", "-w", str(out),
+            str(src)]
     try:
         import setuptools  # noqa: F401
         import wheel  # noqa: F401
@@ -102,8 +104,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                      cwd).stdout.strip())
     _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], cwd)
-    # The dependencies (torch, transformers, …) from this environment: a .pth line appends its site-packages to
-    # sys.path after the new one's, and .pth files there (the repository's editable-install hook) are not run.
+    # The dependencies (torch, transformers, …) from this environment: a .pth line appends its site-packages
+    # to sys.path after the new one's, and .pth files there (the repository's editable-install hook) are not
+    # run.
     (site / "taco_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return Installed(wheel, names, venv, site, cwd)
 
@@ -122,7 +125,8 @@ def test_wheel_holds_the_packages_and_their_data_and_nothing_else(installed: Ins
     for package in PACKAGES:  # each package with its __init__ and every module the repository has
         assert f"{package}/__init__.py" in names
         modules = {p.relative_to(REPO).as_posix() for p in (REPO / package).rglob("*.py")
-                   if "__pycache__" not in p.parts and not p.relative_to(REPO).as_posix().startswith(EXCLUDED)}
+                   if "__pycache__" not in p.parts}
+        modules = {m for m in modules if not m.startswith(EXCLUDED)}
         assert modules <= set(names), f"modules missing from the wheel: {sorted(modules - set(names))}"
     assert "app/.streamlit/config.toml" in names
     configs = sorted(p.name for p in (REPO / "experiments" / "configs").glob("*.yaml"))
@@ -146,7 +150,8 @@ def test_installed_wheel_imports_from_its_own_environment(installed: Installed) 
             "print(r.files('app').joinpath('.streamlit/config.toml').is_file())\n"
             "print(sorted(p.name for p in r.files('experiments').joinpath('configs').iterdir()))\n")
     out = _run([str(installed.venv / "bin" / "python"), "-c", code], installed.cwd).stdout.splitlines()
-    for path in out[:3]:  # the wheel's copies, not the repository's (which this environment's editable install has)
+    # The wheel's copies, not the repository's (which this environment's editable install points to).
+    for path in out[:3]:
         assert Path(path).resolve().is_relative_to(installed.site.resolve()), path
         assert not Path(path).resolve().is_relative_to(REPO), path
     assert out[3] == "True"
