@@ -26,7 +26,7 @@ TESTS = ["tests/unit/test_metrics_anchors.py", "tests/unit/test_metrics_context.
          "tests/unit/test_metrics_geometry.py", "tests/unit/test_metrics_cka.py", "tests/unit/test_metrics_projection.py",
          "tests/unit/test_metrics_precision.py", "tests/unit/test_dynamics_families.py",
          "tests/unit/test_metrics_rogue.py", "tests/unit/test_acquisition.py", "tests/unit/test_metrics_attention.py",
-         "tests/reference"]
+         "tests/unit/test_agreement.py", "tests/unit/test_llc.py", "tests/reference"]
 
 M = "dynamics/metrics/"
 MUTATIONS: list[tuple[str, str, str]] = [  # (file, old line fragment, new)
@@ -139,6 +139,16 @@ MUTATIONS: list[tuple[str, str, str]] = [  # (file, old line fragment, new)
     ("dynamics/measure/attention.py", "right[\"second\"].append(ok[copy.second_scored[s : s + batch_size]])",
      "right[\"second\"].append(ok[copy.first_scored[s : s + batch_size]])"),
     ("dynamics/measure/probe_set.py", "masked[:, t:] |= first[:, :-t]", "masked[:, t + 1 :] |= first[:, : -t - 1]"),
+    # seed agreement and the local learning coefficient
+    (M + "agreement.py", "kq = np.where(q > 0, q * np.log(q / m), 0.0).sum(axis=1)",
+     "kq = np.where(q > 0, q * np.log(q / p), 0.0).sum(axis=1)"),
+    (M + "agreement.py", "p = np.exp(lp - lp.max(axis=1, keepdims=True))", "p = np.exp(lp)"),
+    (M + "agreement.py", "mat = cka_matrix([torch.as_tensor(np.asarray(x)) for x in seed_samples], debiased=True)",
+     "mat = cka_matrix([torch.as_tensor(np.asarray(x)) for x in seed_samples], debiased=False)"),
+    (M + "llc.py", "traces[c, t - settings.burn_in] = float(loss.detach().double()) - float(at_star[index.cpu()].mean())",
+     "traces[c, t - settings.burn_in] = float(loss.detach().double()) - float(at_star.mean())"),
+    (M + "llc.py", "p.add_(-0.5 * eps * (nbeta * g + settings.gamma * (p - p0)) + math.sqrt(eps) * noise)",
+     "p.add_(-0.5 * eps * (nbeta * g + settings.gamma * (p - p0)) + eps * noise)"),
 ]
 
 

@@ -117,7 +117,8 @@ class Parser(HfArgumentParser):
         nullable = type(None) in typing.get_args(field.type)  # before HF narrows `X | None` to X in place
         item = _list_item_type(field.type)
         if item is not None:
-            names = [f"--{field.name}"] + ([f"--{field.name.replace('_', '-')}"] if "_" in field.name else [])
+            # the dashed spelling first, as for every other flag: it is the one usage lines and help show
+            names = [f"--{field.name.replace('_', '-')}"] + ([f"--{field.name}"] if "_" in field.name else [])
             default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
             # A list that may be None (`--steps`, `--runs`: None selects all) must not be empty: `--steps ,` would
             # select nothing, silently. Programs check their other lists (`--stages`, `--tasks`) themselves.
