@@ -142,7 +142,7 @@ MUTATIONS: list[tuple[str, str, str]] = [  # (file, old line fragment, new)
     # seed agreement and the local learning coefficient
     (M + "agreement.py", "kq = np.where(q > 0, q * np.log(q / m), 0.0).sum(axis=1)",
      "kq = np.where(q > 0, q * np.log(q / p), 0.0).sum(axis=1)"),
-    (M + "agreement.py", "p = np.exp(lp - lp.max(axis=1, keepdims=True))", "p = np.exp(lp)"),
+    (M + "agreement.py", "for a, b in combinations(range(len(probs)), 2)]))", "for a, b in [(0, 1)]]))"),
     (M + "agreement.py", "mat = cka_matrix([torch.as_tensor(np.asarray(x)) for x in seed_samples], debiased=True)",
      "mat = cka_matrix([torch.as_tensor(np.asarray(x)) for x in seed_samples], debiased=False)"),
     (M + "llc.py", "traces[c, t - settings.burn_in] = float(loss.detach().double()) - float(at_star[index.cpu()].mean())",
