@@ -5,7 +5,10 @@ attn_entropy, attn_sink_share, attn_prev_token, attn_next_token (bidirectional m
 `copying_heads`: dup_token, induction), each (layers × heads), layer l at row l − 1 (`dynamics.metrics.attention`,
 `dynamics.metrics.copying`). `head_series` stacks them over a run's measured steps; `forming_heads` names the heads
 whose score rises the most from the first to the last measured snapshot and, by the onset rule of
-`dynamics.results.onsets`, the step at which each has covered half of that rise. Read by the report and the app.
+`dynamics.results.onsets`, the step at which each has covered half of that rise. A head counts as forming only
+when its score at least doubles and rises by at least `MIN_RISE` (the scores are attention probabilities; chance
+on the copy blocks is about 1 / the keys a query sees, 0.01–0.05), so that a flat curve's noise is not named.
+Read by the report and the app.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ LABELS = {"attn_entropy": "attention entropy (nats)", "attn_sink_share": "attent
           "attn_distance": "mean attention distance (positions)", "dup_token": "duplicate-token score",
           "induction": "induction score"}
 KIND_OF = {key: kind for kind, keys in KINDS.items() for key in keys}
+MIN_RISE = 0.05  # a forming head's least rise of its score (module docstring)
 
 
 @dataclass
@@ -69,12 +73,14 @@ class FormingHead:
 
 
 def forming_heads(series: HeadSeries, top: int = 3) -> list[FormingHead]:
-    """The `top` heads whose value rises the most from the first to the last measured snapshot (rises > 0 only),
-    largest first (ties: lower layer, then lower head), each with its onset step."""
+    """The `top` heads whose value rises the most from the first to the last measured snapshot, among those that
+    form (last ≥ 2 · first and last − first ≥ `MIN_RISE`), largest first (ties: lower layer, then lower head), each
+    with its onset step."""
     if series.values.shape[0] < 2:
         return []
     first, last = series.values[0], series.values[-1]
     rise = np.nan_to_num(last - first, nan=-np.inf)
+    rise[~((last >= 2 * first) & (rise >= MIN_RISE))] = -np.inf
     order = sorted(np.ndindex(rise.shape), key=lambda lh: (-rise[lh], lh))
     out = []
     for layer, head in order[:top]:
@@ -98,14 +104,16 @@ def report_lines(store: Any, runs: list[str], probe_hash: str) -> list[str]:
             heads = forming_heads(series)
             cells = [f"L{h.layer}H{h.head}: {h.first:.3f} → {h.last:.3f}, onset "
                      f"{'–' if h.onset is None else h.onset}" for h in heads]
-            rows.append([run, LABELS[quantity], "; ".join(cells) if cells else "no head rises"])
+            rows.append([run, LABELS[quantity], "; ".join(cells) if cells else
+                         f"none (no head's score doubles and rises by {MIN_RISE:g})"])
     if not rows:
         return []
     lines = ["Heads (layer L1…, head H0…) whose score on the copy blocks (repeated random sequences r r) rises the "
              "most from the first to the last measured snapshot, with the onset: the first measured step at which "
              "the head has covered half of that rise. Induction score: attention from a second-copy token to the "
              "token after its first occurrence (Olsson et al. 2022); duplicate-token score: to the first occurrence "
-             "itself. Chance is about 1 / (the number of keys a query sees).", ""]
+             "itself. Chance is about 1 / (the number of keys a query sees); a head is named only when its score at "
+             f"least doubles and rises by {MIN_RISE:g} or more.", ""]
     lines += ["| run | score | heads that form (first → last, onset step) |", "|---|---|---|"]
     lines += [f"| {' | '.join(r)} |" for r in rows]
     return lines
