@@ -391,11 +391,26 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# Hugging Face schedulers whose warm-up starts at learning rate 0 (`transformers.optimization`: the factor at the
+# first update is 0 / warmup_steps), as `dynamics.callback` records a Trainer's arguments in run.json.
+TRAINER_WARMUP_FROM_ZERO = frozenset({"linear", "cosine", "cosine_with_restarts", "polynomial", "constant_with_warmup",
+                                      "cosine_with_min_lr", "warmup_stable_decay"})
+
+
 def _schedule_start(config: Any) -> int | None:
     """The first update with a learning rate > 0 under `taco.train`'s schedule (1 without warm-up, else 2), when
-    `config` (run.json's) records the schedule — a rate > 0, max_steps and the warm-up — else None."""
+    `config` (run.json's) records the schedule — a rate > 0, max_steps and the warm-up — else None. A Trainer's
+    recorded arguments (`learning_rate`, `lr_scheduler_type`, `warmup_steps`) count the same way for the schedulers
+    in `TRAINER_WARMUP_FROM_ZERO`."""
     if not isinstance(config, dict):
         return None
+    if "learning_rate" in config and "lr" not in config:
+        lr, warmup, kind = config.get("learning_rate"), config.get("warmup_steps"), config.get("lr_scheduler_type")
+        if not (_number(lr) and lr > 0 and _number(warmup) and math.isfinite(warmup) and warmup >= 0):
+            return None
+        if warmup == 0:
+            return 1
+        return 2 if kind in TRAINER_WARMUP_FROM_ZERO else None
     lr, steps = config.get("lr"), config.get("max_steps")
     warmup_steps, fraction = config.get("warmup_steps", 0), config.get("warmup_fraction")
     if not all(_number(v) and math.isfinite(v) for v in (lr, steps, warmup_steps, fraction)) or lr <= 0:

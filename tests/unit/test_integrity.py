@@ -96,6 +96,11 @@ def _series(tmp_path: Path, config: dict | None, log: bytes) -> object:
     ({"objective": "mlm"}, None, set()),  # no schedule recorded
     ({"lr": "fast", "max_steps": 4, "warmup_fraction": 0.1}, None, set()),
     (None, None, set()),
+    # a Trainer's arguments, as dynamics.callback records them
+    ({"learning_rate": 1e-3, "warmup_steps": 100, "lr_scheduler_type": "linear"}, 2, {1}),
+    ({"learning_rate": 1e-3, "warmup_steps": 0, "lr_scheduler_type": "linear"}, 1, set()),
+    ({"learning_rate": 1e-3, "warmup_steps": 10, "lr_scheduler_type": "constant_with_warmup"}, 2, {1}),
+    ({"learning_rate": 1e-3, "warmup_steps": 10, "lr_scheduler_type": "inverse_sqrt"}, None, set()),  # not known
 ])
 def test_learning_rates_from_the_recorded_schedule(tmp_path: Path, config: dict | None, first: int | None,
                                                    zero: set[int]) -> None:
