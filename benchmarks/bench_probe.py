@@ -26,6 +26,11 @@ is Zipf-distributed token ids over a synthetic WordPiece vocabulary, packed in b
 * attention (`--only attention`; `mini`, 32k tokens, 10 snapshots): probe time with the opt-in attention and
   copying families added to the default ones, over the default families alone (fresh stores, alternating,
   --repeat times; the median ratio is the figure). Target <= 1.15.
+* stages (`--only stages`; two `mini` runs of one seed group, 32k tokens, 10 snapshots each): probe time with the
+  seed agreement (`--agreement-positions 256`, the default: output samples stored per snapshot, then the group's
+  seed_jsd and seed_cka) over the same probe with `--agreement-positions 0` (fresh stores, alternating, --repeat
+  times; median ratio), and the time of the phases (`dynamics.results.phases.series_phases`) over all stored curves
+  of one run, as a share of that run's probe time.
 """
 
 from __future__ import annotations
@@ -57,8 +62,11 @@ VOCAB, BLOCK = 8192, 128
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def make_run(root: Path, preset: str, n_snapshots: int, n_tokens: int, seed: int = 0) -> Path:
-    """A run directory in taco.train's format with random-init snapshots and Zipf validation blocks."""
+def make_run(root: Path, preset: str, n_snapshots: int, n_tokens: int, seed: int = 0, name: str | None = None,
+             data_seed: int | None = None) -> Path:
+    """A run directory in taco.train's format with random-init snapshots (weights from `seed`) and Zipf validation
+    blocks (from `data_seed`, default `seed`); `name` also records a config {preset, seed}, so that runs named
+    alike with other seeds form a seed group."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
@@ -66,13 +74,13 @@ def make_run(root: Path, preset: str, n_snapshots: int, n_tokens: int, seed: int
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    run = root / f"{preset}-{n_snapshots}"
+    run = root / (name or f"{preset}-{n_snapshots}")
     words = SPECIAL + [f"w{i}" for i in range(VOCAB - len(SPECIAL))]
     tok = Tokenizer(models.WordPiece(vocab={w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                             sep_token="[SEP]", mask_token="[MASK]").save_pretrained(str(run / "tokenizer"))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if data_seed is None else data_seed)
     n_blocks = max(1, n_tokens // BLOCK)
     ranks = rng.zipf(1.2, size=(n_blocks * 2, BLOCK - 2)) % (VOCAB - len(SPECIAL))
     blocks = np.concatenate([np.full((n_blocks * 2, 1), 2), ranks + len(SPECIAL), np.full((n_blocks * 2, 1), 3)], axis=1)
@@ -82,7 +90,9 @@ def make_run(root: Path, preset: str, n_snapshots: int, n_tokens: int, seed: int
     np.save(run / "data" / "counts.npy", counts.astype(np.int64))
     (run / "run.json").write_text(json.dumps({"objective": "mlm", "preset": preset, "block_size": BLOCK,
                                               "validation_blocks_path": "data/validation.npy",
-                                              "token_counts_path": "data/counts.npy"}))
+                                              "token_counts_path": "data/counts.npy",
+                                              **({"config": {"preset": preset, "seed": seed}, "seed": seed}
+                                                 if name else {})}))
     config = BertConfig(vocab_size=VOCAB, max_position_embeddings=BLOCK, **PRESETS[preset])
     for k in range(n_snapshots):
         torch.manual_seed(seed + k)
@@ -218,7 +228,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--batch-size", type=int, default=16, help="probe blocks per forward pass")
-    ap.add_argument("--only", choices=["overhead", "memory", "small", "attention"], action="append",
+    ap.add_argument("--only", choices=["overhead", "memory", "small", "attention", "stages"], action="append",
                     help="run only this part (repeatable; default: overhead, memory, small)")
     ap.add_argument("--repeat", type=int, default=0,
                     help="overhead measurements, forward and probe alternating (default 3; 1 with --quick)")
@@ -292,6 +302,8 @@ def main() -> None:
                 shutil.rmtree(root / "out-mem", ignore_errors=True)
         if "attention" in only:
             attention_overhead(root, tokens, n_blocks, args.batch_size, dev, repeat, 4 if args.quick else 10)
+        if "stages" in only:
+            stages_overhead(root, tokens, n_blocks, args.batch_size, dev, repeat, 4 if args.quick else 10)
         if "small" in only:
             n = 2
             run = make_run(root, "small", n, tokens)
@@ -319,6 +331,41 @@ def attention_overhead(root: Path, tokens: int, n_blocks: int, batch_size: int, 
               f"default families {base:.1f}s = {both / base:.3f}x", flush=True)
     print(f"attention mini: median {statistics.median(ratios):.3f}x over {repeat} run(s) (range {min(ratios):.3f}-"
           f"{max(ratios):.3f}; target <= 1.15)", flush=True)
+
+
+
+def stages_overhead(root: Path, tokens: int, n_blocks: int, batch_size: int, dev: str, repeat: int, n: int) -> None:
+    """Seed agreement's and the phases' cost on a seed group of two runs (module docstring)."""
+    from dynamics import probe as P
+    from dynamics.results import phases
+    from dynamics.results import store as st
+
+    runs = [make_run(root, "mini", n, tokens, seed=s, name=f"seedgroup-s{s}", data_seed=0) for s in (1, 2)]
+    forward_only(runs[0], n_blocks, batch_size, dev, limit=1)  # warm-up
+    ratios, shares = [], []
+    for r in range(repeat):
+        times = {}
+        for label, positions in (("without", 0), ("with", 256)):
+            t0 = time.perf_counter()
+            P.run(runs, out=root / f"out-stages-{label}-{r}", probe_blocks=n_blocks, batch_size=batch_size, device=dev,
+                  progress=False, figures=False, agreement_positions=positions)
+            times[label] = time.perf_counter() - t0
+        with st.open(root / f"out-stages-with-{r}", readonly=True) as s:
+            df = s.metrics(run=runs[0].name)
+            agreed = len(s.group_metrics())
+        rows = list(zip(df["run"], df["step"], df["tokens_seen"], df["layer"], df["metric"], df["variant"],
+                        df["value"], strict=True))
+        t0 = time.perf_counter()
+        curves = phases.series_phases(rows)
+        phase_s = time.perf_counter() - t0
+        ratios.append(times["with"] / times["without"])
+        shares.append(phase_s / (times["with"] / 2))
+        print(f"stages mini (2 seeds x {n} snapshots) [{r + 1}/{repeat}]: probe with agreement {times['with']:.1f}s "
+              f"({agreed} group rows) / without {times['without']:.1f}s = {ratios[-1]:.3f}x; phases of one run "
+              f"({len(curves)} curves) {phase_s:.2f}s = {100 * shares[-1]:.1f}% of its probe time", flush=True)
+    print(f"stages mini: seed agreement median {statistics.median(ratios):.3f}x (range {min(ratios):.3f}-"
+          f"{max(ratios):.3f}); phases median {100 * statistics.median(shares):.1f}% of a run's probe time",
+          flush=True)
 
 
 if __name__ == "__main__":
