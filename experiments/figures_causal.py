@@ -7,7 +7,9 @@ baseline) and the second (copyable), the per-head induction score of the layer t
 With `--heldout-blocks N` (N > 0) the snapshots themselves are run on N of the run's validation blocks for the
 held-out next-token loss and the in-context learning score of Olsson et al. (2022): the mean loss on the last 16
 positions of a block minus that on 16 positions starting at an eighth of the block (negative: later tokens are
-predicted better, using the context). Matplotlib's object API on the Agg canvas.
+predicted better, using the context). `--mark-onset METRIC` (one of the per-layer metrics drawn) puts a dotted
+vertical line in every panel at that metric's onset in the layer where it changes most (`dynamics.results.onsets`:
+the first snapshot past half of the curve's change from step 0). Matplotlib's object API on the Agg canvas.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from common.cli import Parser, option
 from common.errors import UsageError
 
 PROG = "python -m experiments.figures_causal"
+ONSET_METRICS = ("induction_max", "dup_token_max", "attn_prev_token_max")
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
@@ -36,6 +39,9 @@ class FigureConfig:
     xscale: str = option("symlog", "x axis: linear or symlog (log above step 1, linear below)")
     heldout_blocks: int = option(64, "validation blocks run through every snapshot for the held-out loss and the "
                                      "in-context learning score; 0 skips them")
+    mark_onset: str = option("", "mark the onset (first snapshot past half of the change) of this metric, "
+                                 f"one of {', '.join(ONSET_METRICS)}, in the layer where it changes most")
+    title: str = option("", "figure title (default: none)")
 
 
 def _curve(df: Any, metric: str, variant: str | None = None, layer: int | None = None) -> tuple[Any, Any]:
@@ -78,6 +84,7 @@ def draw(cfg: FigureConfig) -> Path:
 
     from dynamics.results import store as store_mod
     from dynamics.results.heads import head_series
+    from dynamics.results.onsets import onset_step
 
     run = Path(cfg.run)
     log = run / "log.jsonl"
@@ -85,6 +92,8 @@ def draw(cfg: FigureConfig) -> Path:
         raise UsageError(f"--run {cfg.run!r}: no log.jsonl there; pass an experiments.causal_lm run folder")
     if cfg.xscale not in ("linear", "symlog"):
         raise UsageError(f"--xscale {cfg.xscale!r}: choose linear or symlog")
+    if cfg.mark_onset and cfg.mark_onset not in ONSET_METRICS:
+        raise UsageError(f"--mark-onset {cfg.mark_onset!r}: choose one of {', '.join(ONSET_METRICS)}")
     store_dir = Path(cfg.store) if cfg.store else run / "dynamics"
     if not (store_dir / "results.sqlite").is_file():
         raise UsageError(f"--store {store_dir}: no results.sqlite; run python -m dynamics.probe {run} first")
@@ -133,6 +142,19 @@ def draw(cfg: FigureConfig) -> Path:
         ax[5].set_title("in-context learning score (late − early loss)")
     else:
         ax[5].set_visible(False)
+    onset = None
+    if cfg.mark_onset:
+        def change(layer: int) -> float:
+            values = _curve(df, cfg.mark_onset, layer=layer)[1]
+            return abs(values[-1] - values[0]) if len(values) else 0.0
+        best = max(layers, key=change)
+        onset = onset_step(*_curve(df, cfg.mark_onset, layer=best))
+    if onset is not None:
+        for i, a in enumerate(ax):
+            a.axvline(onset, ls=":", color="black", lw=1,
+                      label=f"onset of {cfg.mark_onset}, layer {best}: step {onset}" if i == 0 else None)
+    if cfg.title:
+        fig.suptitle(cfg.title, fontsize=10)
     for a in ax[:4]:  # shares: from 0, at least to 0.1, so that noise around chance does not look like a rise
         a.set_ylim(0, max(0.1, 1.1 * a.get_ylim()[1]))
     ax[0].set_xscale(cfg.xscale, **({"linthresh": 1} if cfg.xscale == "symlog" else {}))
