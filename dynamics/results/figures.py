@@ -3,11 +3,12 @@ shades of the run's colour (layer 0 lightest). Run colours come from `dynamics.r
 runs, as in the app: MLM runs blue, TACO runs orange, others green.
 
 Written with matplotlib's object API on the Agg canvas (no pyplot state, safe in any process). Each family
-gets `FAMILY.png` with training steps on a symlog x axis (step 0 exists) and, where tokens seen are known,
-`FAMILY-tokens.png`; plus `context-distance.png` (cosine of g vs distance at the final snapshot),
+gets `FAMILY.png` (attention and copying too, when measured) with training steps on a symlog x axis (step 0
+exists) and, where tokens seen are known, `FAMILY-tokens.png`; plus `context-distance.png` (cosine of g vs distance at the final snapshot),
 `cka.png` (step × step CKA per layer, layer × layer CKA at the final snapshot), `aoa_frequency.png` (word
 acquisition: each word type's age of acquisition against its training frequency), `phases.png` (RankMe and the
-context gap over their phases) and `timeline.png` (the order of learning: onsets per seed group, earliest first).
+context gap over their phases), `timeline.png` (the order of learning: onsets per seed group, earliest first)
+and `agreement.png` (seed agreement per seed group).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from dynamics.results.onsets import group_onsets, order_of_learning
 LINESTYLES = ("-", "--", ":", "-.")
 FAMILY_TITLES = {"anchors": "Anchor-embedding similarity", "drift": "Anchor drift to the final snapshot",
                  "context": "Context-vector alignment (g = h − e)", "geometry": "Geometry",
-                 "cka_steps": "CKA across snapshots"}
+                 "cka_steps": "CKA across snapshots", "attention": "Attention (per layer: mean or best head)",
+                 "copying": "Copying on repeated random blocks r r"}
 AOA_FIGURE = "aoa_frequency.png"  # `acquisition_figure`
 TIMELINE_FIGURE = "timeline.png"  # `timeline_figure`
 PHASES_FIGURE = "phases.png"  # `phases_figure`
@@ -267,6 +269,39 @@ def phases_figure(df: Any, phases: Any, runs: Sequence[str], path: Path, colours
     return _save(fig, path)
 
 
+AGREEMENT_FIGURE = "agreement.png"  # `agreement_figure`
+
+
+def agreement_figure(group_rows: Any, path: Path, colours: dict[str, str]) -> Path | None:
+    """Seed agreement per seed group against step (log axis, step 0 at the left edge): `seed_jsd` and `seed_cka` at
+    the first and last stored layers (`Store.group_metrics` rows), one line per group in its colour, labelled with
+    the number of seeds behind it; None when no group row is stored."""
+    d = group_rows[group_rows["metric"].isin(["seed_jsd", "seed_cka"]) & (group_rows["variant"] == "all")]
+    if d.empty:
+        return None
+    panels = [("seed_jsd", int(d[d["metric"] == "seed_jsd"]["layer"].max()))] if (d["metric"] == "seed_jsd").any() \
+        else []
+    cka = d[d["metric"] == "seed_cka"]
+    if not cka.empty:
+        panels += [("seed_cka", int(layer)) for layer in sorted({int(cka["layer"].min()), int(cka["layer"].max())})]
+    fig, axes = _grid(len(panels), ncols=len(panels), size=(3.6, 2.8))
+    for ax, (metric, layer) in zip(axes, panels, strict=True):
+        m = d[(d["metric"] == metric) & (d["layer"] == layer)]
+        for group, g in m.groupby("grp", sort=True):
+            g = g.sort_values("step")
+            n = int(g["n_runs"].min())
+            ax.plot(g["step"].clip(lower=0.5), g["value"], marker=".", color=colours.get(str(group), "#555555"),
+                    label=f"{group} ({n} seeds)")
+        ax.set_xscale("log")
+        ax.set_xlabel("step (step 0 drawn at 0.5)")
+        ax.set_title({"seed_jsd": "JSD between seeds' outputs (nats)",
+                      "seed_cka": "CKA between seeds"}[metric] + f", layer {layer}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Agreement between seeds (mean over seed pairs)")
+    return _save(fig, path)
+
+
 def write_all(store: Any, runs: Sequence[str], probe_hash: str, folder: Path) -> list[Path]:
     """Every figure for `runs` under `probe_hash` into `folder`; returns the files written."""
     df = store.metrics(run=list(runs), probe_hash=probe_hash)
@@ -276,7 +311,7 @@ def write_all(store: Any, runs: Sequence[str], probe_hash: str, folder: Path) ->
     known = store.runs()  # every run of the store, so a run's colour does not depend on the runs drawn
     colours = palette.run_colours(zip(known["name"].astype(str), known["objective"], strict=True))
     out: list[Path] = []
-    for family in ("anchors", "drift", "context", "geometry", "cka_steps"):
+    for family in ("anchors", "drift", "context", "geometry", "cka_steps", "attention", "copying"):
         for x, suffix in (("step", ""), ("tokens_seen", "-tokens")):
             p = family_figure(df, family, runs, x, folder / f"{family}{suffix}.png", colours)
             if p is not None:
@@ -294,8 +329,9 @@ def write_all(store: Any, runs: Sequence[str], probe_hash: str, folder: Path) ->
     order = order_of_learning(group_onsets(store.onsets(probe_hash, run=list(runs)), groups))
     defs = store.definitions()
     labels = dict(zip(defs["name"], defs["label"], strict=True))
-    p = timeline_figure(order, folder / TIMELINE_FIGURE, palette.run_colours((g.label, g.objective) for g in groups),
-                        labels)
-    if p is not None:
-        out.append(p)
+    group_colours = palette.run_colours((g.label, g.objective) for g in groups)
+    for p in (timeline_figure(order, folder / TIMELINE_FIGURE, group_colours, labels),
+              agreement_figure(store.group_metrics(probe_hash=probe_hash), folder / AGREEMENT_FIGURE, group_colours)):
+        if p is not None:
+            out.append(p)
     return out

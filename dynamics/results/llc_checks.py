@@ -5,6 +5,7 @@ that has not settled, a negative estimate."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 SPREAD_LIMIT = 0.2  # chains disagree when sd / |mean| exceeds this
 DRIFT_LIMIT = 3.0  # a trace has not settled when its last third's mean is this many standard errors off its middle's
@@ -33,3 +34,22 @@ def diagnose(value: float | None, sd: float | None, drift: float | None) -> list
         out.append(f"loss trace not settled (last vs middle third: {drift:.1f} standard errors > {DRIFT_LIMIT:g}; "
                    "raise --llc-burn-in or --llc-draws)")
     return out
+
+
+def report_lines(rows: Any) -> list[str]:
+    """The report's "Local learning coefficient" section from the stored `llc` rows (metric rows of one probe set):
+    per run and step the estimate with its spread over chains and the warnings of `diagnose`; empty without rows."""
+    d = rows[rows["metric"] == "llc"]
+    if d.empty:
+        return []
+    lines = ["The local learning coefficient λ̂ of each measured snapshot, estimated by SGLD on the probe set's own "
+             "loss (`dynamics.metrics.llc`; settings in the family's params): mean over chains ± their standard "
+             "deviation, and the estimator's usual failure modes.", "",
+             "| run | step | λ̂ | sd over chains | warnings |", "|---|---|---|---|---|"]
+    for (run, step), g in d.groupby(["run", "step"], sort=True):
+        values = dict(zip(g["variant"], g["value"], strict=True))
+        value, sd = values.get("all"), values.get("sd")
+        shown = "–" if value is None or value != value else f"{value:.4g}"
+        spread = "–" if sd is None or sd != sd else f"{sd:.3g}"
+        lines.append(f"| {run} | {int(step)} | {shown} | {spread} | {'; '.join(warnings(values)) or 'none'} |")
+    return lines

@@ -12,8 +12,8 @@ from typing import Any
 from common.files import write_text
 from dynamics.find import integrity
 from dynamics.metrics import registry, user
-from dynamics.results import heads, word_curves
-from dynamics.results.figures import AOA_FIGURE, PHASES_FIGURE, TIMELINE_FIGURE
+from dynamics.results import agreement, heads, llc_checks, word_curves
+from dynamics.results.figures import AGREEMENT_FIGURE, AOA_FIGURE, PHASES_FIGURE, TIMELINE_FIGURE
 from dynamics.results.groups import Group, seed_groups, stored_configs, t_interval
 from dynamics.results.onsets import group_onsets, order_of_learning
 
@@ -347,6 +347,13 @@ def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path
     acquisition = acquisition_section(store, df, runs, probe.hash, aoa_figure)
     if acquisition:
         lines += ["", "## Word acquisition", ""] + acquisition
+    agreed = agreement.report_lines(store.group_metrics(probe_hash=probe.hash),
+                                    next((f for f in figures if f.name == AGREEMENT_FIGURE), None))
+    if agreed:
+        lines += ["", "## Agreement between seeds", ""] + agreed
+    llc = llc_checks.report_lines(df)
+    if llc:
+        lines += ["", "## Local learning coefficient", ""] + llc
     forming = heads.report_lines(store, runs, probe.hash)
     if forming:
         lines += ["", "## Attention heads that form", ""] + forming

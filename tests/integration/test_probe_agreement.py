@@ -64,3 +64,27 @@ def test_no_output_sample_without_agreement_positions(seed_pair: tuple[dict[str,
     with store.open(tmp_path / "dyn", readonly=True) as s:
         assert s.arrays("output_sample").empty and not s.arrays("word_surprisal").empty
         assert s.group_metrics().empty
+
+
+def test_report_sections_and_figure_of_agreement_and_llc(probed: Path, tmp_path: Path) -> None:
+    from dynamics.results import agreement, figures, llc_checks
+
+    report = (probed / "report.md").read_text()
+    with store.open(probed, readonly=True) as s:
+        rows, llc = s.group_metrics(), s.metrics("llc")
+    assert "## Agreement between seeds" in report and "## Local learning coefficient" in report
+    jsd = rows[rows["metric"] == "seed_jsd"].sort_values("step")
+    lines = agreement.report_lines(rows)
+    group_row = next(line for line in lines if line.startswith("| mlm"))
+    cells = [c.strip() for c in group_row.strip("|").split("|")]
+    assert cells[1:3] == ["2", "2"]  # two seeds, two shared steps
+    assert cells[5] == f"{jsd['value'].iloc[-1]:.4g} (step 4)" and group_row in report
+    table = [line for line in llc_checks.report_lines(llc) if line.startswith("| mlm-s")]
+    assert len(table) == 4 and all(line in report for line in table)  # two runs × two steps
+    one = llc[(llc["run"] == "mlm-s1") & (llc["step"] == 4)].set_index("variant")["value"]
+    assert f"| mlm-s1 | 4 | {one['all']:.4g} | {one['sd']:.3g} |" in report
+    colours = {"mlm": "#1f77b4"}
+    path = figures.agreement_figure(rows, tmp_path / "agreement.png", colours)
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figures.agreement_figure(rows.iloc[:0], tmp_path / "none.png", colours) is None
+    assert agreement.report_lines(rows.iloc[:0]) == [] and llc_checks.report_lines(llc.iloc[:0]) == []
