@@ -186,3 +186,25 @@ def test_recorded_probabilities_are_the_models_own_and_leave_hidden_states_alone
         assert torch.allclose(mine, theirs.float(), atol=1e-6)
     if arch != "bert":  # causal: nothing above the diagonal
         assert float(torch.triu(sink.layers[0], diagonal=1).abs().max()) == 0.0
+
+
+def test_causal_copy_accuracy_scores_exactly_the_copies_next_tokens(tok) -> None:
+    """A hand-set next-token head that predicts every next token of the second copy (and nothing of the first):
+    the causal copy accuracy is 1 on the second copy and 0 on the first, so each copy's slice is the T − 1
+    positions predicted from inside it."""
+    copy = ps.copy_blocks(tok, seed=5, n_blocks=3, length=8, block_size=32, vocab_size=len(VOCAB))
+    assert copy is not None
+    ids = torch.from_numpy(copy.ids.astype(np.int64))
+    t0, t = copy.start, copy.length
+    target = torch.zeros_like(ids)  # position j predicts token 0 ([PAD]: never in a block) …
+    target[:, t0 + t : t0 + 2 * t - 1] = ids[:, t0 + t + 1 : t0 + 2 * t]  # … except inside the second copy
+
+    def oracle(hidden: torch.Tensor) -> torch.Tensor:
+        assert hidden.shape[:2] == ids.shape  # one batch holds every block
+        return torch.nn.functional.one_hot(target, len(VOCAB)).float()
+
+    out = att.copy_outputs(_models()["gpt2"].eval(), copy, causal=True, head=None, next_head=oracle, mask_id=None,
+                           batch_size=8, device="cpu")
+    assert out is not None and out.predictions is not None
+    assert len(out.predictions.first) == len(out.predictions.second) == 3 * (t - 1)
+    assert out.predictions.second.all() and not out.predictions.first.any()
