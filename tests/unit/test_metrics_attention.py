@@ -208,3 +208,22 @@ def test_causal_copy_accuracy_scores_exactly_the_copies_next_tokens(tok) -> None
     assert out is not None and out.predictions is not None
     assert len(out.predictions.first) == len(out.predictions.second) == 3 * (t - 1)
     assert out.predictions.second.all() and not out.predictions.first.any()
+
+
+def test_mlm_copy_accuracy_scores_the_masked_positions_of_each_copy(tok) -> None:
+    """A hand-set MLM head that predicts the token at the second copy's scored positions only: accuracy 1 on the
+    second copy and 0 on the first (scored at the first-copy positions masked in both copies)."""
+    copy = ps.copy_blocks(tok, seed=5, n_blocks=3, length=12, block_size=32, vocab_size=len(VOCAB))
+    assert copy is not None
+    ids = torch.from_numpy(copy.ids.astype(np.int64))
+    target = torch.where(torch.from_numpy(copy.second_scored), ids, torch.zeros_like(ids))
+
+    def decoder(hidden: torch.Tensor) -> torch.Tensor:
+        assert hidden.shape[:2] == ids.shape
+        return torch.nn.functional.one_hot(target, len(VOCAB)).float()
+
+    out = att.copy_outputs(_models()["bert"].eval(), copy, causal=False, head=(torch.nn.Identity(), decoder),
+                           next_head=None, mask_id=4, batch_size=8, device="cpu")
+    assert out is not None and out.predictions is not None
+    assert len(out.predictions.second) == copy.second_scored.sum() and out.predictions.second.all()
+    assert len(out.predictions.first) == copy.first_scored.sum() and not out.predictions.first.any()
