@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import prepared  # noqa: E402 - taco.train's corpus, tokenizer and packed blocks
 
 from dynamics.callback import SnapshotCallback  # noqa: E402
+from experiments.causal_lm import Blocks  # noqa: E402 - packed rows as a Trainer dataset
 
 ARMS = ("baseline", "callback", "follow")
 LAG = re.compile(r"(\d+) snapshot\(s\) measured as they arrived: lag from rename to stored results median "
@@ -80,17 +81,6 @@ class TimedSnapshotCallback(SnapshotCallback):
         return self._timed(super().on_log, *args, **kwargs)
 
 
-class Blocks(torch.utils.data.Dataset):
-    """Packed blocks as the Trainer's dataset: `{"input_ids": (block,) int64}` per row."""
-
-    def __init__(self, blocks: np.ndarray) -> None:
-        self.blocks = blocks
-
-    def __len__(self) -> int:
-        return len(self.blocks)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": torch.from_numpy(np.asarray(self.blocks[i], dtype=np.int64))}
 
 
 def train_once(arm: str, tok, data, a: argparse.Namespace, tmp: Path) -> dict:  # noqa: ANN001

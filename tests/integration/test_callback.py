@@ -28,6 +28,7 @@ from common.run_dir import RunDir
 from common.snapshot_writer import SnapshotWriter
 from dynamics import probe
 from dynamics.callback import COUNTED_TOKENS, TRAINER_TOKENS, SnapshotCallback
+from experiments.causal_lm import Blocks
 from tests.causal_fixture import tiny_causal
 from tests.causal_fixture import train_tokenizer as train_causal_tokenizer
 from tests.integration.conftest import english_docs, one_torch_thread, pack, train_tokenizer
@@ -36,17 +37,6 @@ BLOCK, BATCH = 32, 4
 PROBE = dict(probe_blocks=8, progress=False, figures=False, metrics=["geometry"])
 
 
-class Blocks(torch.utils.data.Dataset):
-    """Packed `input_ids` rows, as a Trainer dataset."""
-
-    def __init__(self, blocks: np.ndarray) -> None:
-        self.blocks = blocks
-
-    def __len__(self) -> int:
-        return len(self.blocks)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": torch.tensor(self.blocks[i], dtype=torch.long)}
 
 
 class Kill(Exception):
