@@ -36,7 +36,7 @@ import importlib.metadata as md
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +92,24 @@ class SnapshotCallback(TrainerCallback):
     (`common.snapshot_writer.schedule`). seq_len: tokens per sequence for the tokens-seen count when the Trainer
     keeps none (default: the length of the first training example). validation_blocks: the probe's blocks
     `(n, length)` (default: up to `probe_blocks` rows of the eval, else the training dataset); token_counts: training
-    token counts `(vocab,)` for the probe's frequency bins (optional). follow: start `dynamics.probe --follow` on the run; follow_out (default RUN/dynamics), follow_device,
-    follow_threads, follow_args (more probe flags, e.g. ["--probe-blocks", "16"]) and follow_wait configure it."""
+    token counts `(vocab,)` for the probe's frequency bins (optional). config: settings of the recipe the Trainer's
+    arguments do not show (e.g. the data: `{"repeat_share": 0.5}`), added to run.json's config, which is what seed
+    groups compare (a key the Trainer's arguments already record is refused). follow: start `dynamics.probe
+    --follow` on the run; follow_out (default RUN/dynamics), follow_device, follow_threads, follow_args (more probe
+    flags, e.g. ["--probe-blocks", "16"]) and follow_wait configure it."""
 
     def __init__(self, output_dir: str | Path | None = None, *, every: int = DEFAULT_EVERY, log_spaced: bool = True,
                  steps: Iterable[int] | None = None, seq_len: int | None = None, probe_blocks: int = 256,
                  validation_blocks: np.ndarray | None = None, token_counts: np.ndarray | None = None,
                  follow: bool = False, follow_out: str | Path | None = None, follow_device: str = "cpu",
-                 follow_threads: int = 1, follow_args: Sequence[str] = (), follow_wait: bool = True) -> None:
+                 follow_threads: int = 1, follow_args: Sequence[str] = (), follow_wait: bool = True,
+                 config: Mapping[str, Any] | None = None) -> None:
         if every < 1 or probe_blocks < 1 or follow_threads < 1:
             raise ValueError("SnapshotCallback: every, probe_blocks and follow_threads must be >= 1")
+        clash = sorted(set(config or {}) & set(ARGS_RECORDED))
+        if clash:
+            raise ValueError(f"SnapshotCallback: config keys {clash} are the Trainer's own arguments; rename them")
+        self.config = dict(config or {})
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.every, self.log_spaced = every, log_spaced
         self.steps = None if steps is None else sorted(set(int(s) for s in steps))
@@ -173,6 +181,7 @@ class SnapshotCallback(TrainerCallback):
             raise ValueError("SnapshotCallback: the Trainer has no tokenizer; pass processing_class=tokenizer to "
                              "Trainer (the probe reads the run's tokenizer/)")
         config = {k: getattr(getattr(args, k), "value", getattr(args, k)) for k in ARGS_RECORDED if hasattr(args, k)}
+        config.update(self.config)
         record = {
             "config": config,  # the Trainer's names: `lr` and `warmup_fraction` would claim taco.train's schedule
             "objective": _objective(model), "preset": "trainer", "seed": args.seed,

@@ -159,7 +159,10 @@ def build_trainer(cfg: CausalLMConfig, tokenizer: Any, data: Any) -> Any:
         seed=cfg.seed, data_seed=cfg.seed, use_cpu=cfg.device == "cpu", report_to=[], disable_tqdm=True,
         dataloader_num_workers=0, include_num_input_tokens_seen=True)
     callback = SnapshotCallback(every=cfg.snapshot_every, validation_blocks=np.asarray(data.validation[:256]),
-                                token_counts=data.token_counts, follow=cfg.follow)
+                                token_counts=data.token_counts, follow=cfg.follow,
+                                config={"corpus": cfg.corpus, "vocab_size": cfg.vocab_size, "block_size": cfg.block_size,
+                                        "layers": cfg.layers, "heads": cfg.heads, "width": cfg.width,
+                                        "repeat_share": cfg.repeat_share})
     return Trainer(model=model, args=args, train_dataset=Blocks(data.train, cfg.repeat_share, cfg.seed),
                    data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False), processing_class=tokenizer,
                    callbacks=[callback])

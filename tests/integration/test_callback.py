@@ -114,7 +114,8 @@ def test_trainer_run_writes_a_series_the_probe_reads(kind: str, bert_setup, gpt2
     which must end by itself after the final snapshot."""
     run, out, follow = tmp_path / "run", tmp_path / "out", kind == "gpt2"
     callback = SnapshotCallback(every=4, follow=follow, follow_out=out, follow_args=[
-        "--probe-blocks", "8", "--metrics", "geometry", "--no-figures", "--follow-timeout", "300"])
+        "--probe-blocks", "8", "--metrics", "geometry", "--no-figures", "--follow-timeout", "300"],
+        config={"data": "english_docs", "block": BLOCK})
     with one_torch_thread():
         _trainer(kind, bert_setup if kind == "bert" else gpt2_setup, run, [callback]).train()
     rows = _check_series(run, [0, 1, 2, 4, 8])
@@ -122,6 +123,8 @@ def test_trainer_run_writes_a_series_the_probe_reads(kind: str, bert_setup, gpt2
     assert all(np.isfinite(r["loss"]) and r["lr"] >= 0 for r in rows)
     meta = json.loads((run / "run.json").read_text())
     assert meta["config"]["max_steps"] == 8 and meta["snapshot_steps"] == [0, 1, 2, 4, 8]
+    assert meta["config"]["data"] == "english_docs" and meta["config"]["block"] == BLOCK  # the recipe's own settings
+    assert meta["config"]["learning_rate"] == 1e-3  # beside the Trainer's arguments
     assert meta["objective"] == ("mlm" if kind == "bert" else "causal_lm")
     assert meta["tokens_seen"] == {"source": COUNTED_TOKENS, "tokens_per_step": BATCH * BLOCK, "seq_len": BLOCK,
                                    "global_batch": BATCH}
@@ -176,3 +179,8 @@ def test_a_hand_written_loop_writes_a_series_through_the_writer(bert_setup, tmp_
     rows = _check_series(run, [0, 3, 6])
     assert [r["step"] for r in rows] == list(range(1, steps + 1)) and all(np.isfinite(r["loss"]) for r in rows)
     assert sorted(_stored_steps(tmp_path / "out")) == [0, 3, 6]
+
+
+def test_recipe_settings_may_not_shadow_the_trainers_arguments() -> None:
+    with pytest.raises(ValueError, match="learning_rate"):
+        SnapshotCallback(config={"learning_rate": 0.1})
