@@ -89,11 +89,11 @@ def size(path: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=4)
-    ap.add_argument("--snapshots", type=int, default=100)
+    ap.add_argument("--runs", type=int, default=4, help="training runs in the synthetic store")
+    ap.add_argument("--snapshots", type=int, default=100, help="measured snapshots per run")
     ap.add_argument("--layers", type=int, default=12, help="encoder layers of the model the rows stand for")
     ap.add_argument("--distances", type=int, default=8, help="variants of the cosine-by-distance curve")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="timings per export and merge (the median is quoted)")
     args = ap.parse_args()
     steps = list(range(0, args.snapshots * 100, 100))
     with tempfile.TemporaryDirectory() as tmp:
