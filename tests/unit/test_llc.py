@@ -85,3 +85,15 @@ def test_trace_drift_and_diagnostics() -> None:
     assert any("chains disagree" in w for w in llc_checks.diagnose(2.0, 1.0, 1.0))
     assert any("not settled" in w for w in llc_checks.diagnose(2.0, 0.1, 9.0))
     assert any("negative" in w for w in llc_checks.diagnose(-0.5, 0.01, 1.0))
+
+
+def test_each_draw_is_paired_with_the_same_minibatch_at_w_star() -> None:
+    """A draw records L_B(w) − L_B(w*) on one minibatch B (module docstring): with a step too small to move w, every
+    draw is 0 up to rounding, although the minibatches' own mean losses spread widely."""
+    problem, _ = linear_regression(3, n=400)
+    settings = L.SGLDSettings(step_size=1e-14, gamma=1.0, chains=2, draws=30, burn_in=0, batch_size=20, seed=2)
+    est = L.estimate(problem, settings)
+    with torch.no_grad():
+        spread = np.std([float(problem.loss(torch.arange(k, k + 20))[0].mean()) for k in range(0, 400, 20)])
+    assert spread > 0.1
+    assert np.abs(est.traces).max() < 1e-5 * spread
