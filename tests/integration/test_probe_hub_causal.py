@@ -66,6 +66,9 @@ def _digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): one(p) for p in sorted(root.rglob("*"))}
 
 
+FAMILIES = ["anchors", "context", "geometry", "attention", "copying"]
+
+
 def test_pythia_series_from_the_hub_cache(pythia_cache: dict[str, Path], tmp_path: Path) -> None:
     cache = pythia_cache["cache"]
     before = _digest(cache)
@@ -74,7 +77,7 @@ def test_pythia_series_from_the_hub_cache(pythia_cache: dict[str, Path], tmp_pat
     result = subprocess.run(
         [sys.executable, "-m", "dynamics.probe", REPO_ID, "--revisions", "all", "--probe-text",
          str(pythia_cache["text"]), "--probe-blocks", str(SETTINGS["probe_blocks"]), "--block-size",
-         str(SETTINGS["block_size"]), "--no-figures", "--no-progress"],
+         str(SETTINGS["block_size"]), "--metrics", ",".join(FAMILIES), "--no-figures", "--no-progress"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert _digest(cache) == before, "the probe changed the Hub cache"
@@ -98,10 +101,16 @@ def test_pythia_series_from_the_hub_cache(pythia_cache: dict[str, Path], tmp_pat
     assert set(head["family"]) == {"anchors"} and set(head["step"]) == set(STEPS)
     assert head["note"].str.contains("architecture: causal").all()
 
+    # attention and copying read from a NeoX model in the Hub cache: every layer at every step, no next-token score
+    for metric in ("attn_entropy", "attn_prev_token_max", "induction_max", "dup_token_max"):
+        at = rows[rows["metric"] == metric]
+        assert set(at["step"]) == set(STEPS) and set(at["layer"]) == {1, 2} and at["value"].notna().all(), metric
+    assert not (rows["metric"] == "attn_next_token_max").any()
+
     # the same checkpoints as a Trainer output folder give the same values (tokens seen aside)
     with one_torch_thread():
         probe.run(pythia_cache["trainer"], out=tmp_path / "trainer", probe_text=pythia_cache["text"],
-                  progress=False, figures=False, **SETTINGS)
+                  progress=False, figures=False, metrics=FAMILIES, **SETTINGS)
     with store.open(tmp_path / "trainer", readonly=True) as s:
         ref = s.metrics().sort_values(KEY).reset_index(drop=True)
     assert len(rows) == len(ref) > 100
