@@ -25,6 +25,7 @@ import numpy as np
 
 from common.cli import Parser, option
 from common.errors import UsageError
+from common.files import replacing
 
 PROG = "python -m experiments.figures_causal"
 ONSET_METRICS = ("induction_max", "dup_token_max", "attn_prev_token_max")
@@ -167,7 +168,8 @@ def draw(cfg: FigureConfig) -> Path:
             a.legend(fontsize=7)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with replacing(out) as tmp:  # written whole or not at all
+        fig.savefig(tmp, dpi=110)
     return out
 
 
