@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dynamics.results import markdown
+
 
 def _fmt(v: float) -> str:
     return f"{v:.4g}"
@@ -41,6 +43,4 @@ def report_lines(group_rows: Any, figure: Path | None = None) -> list[str]:
              "seeds' representations of the same probe tokens (`seed_cka`).", ""]
     if figure is not None:
         lines += [f"![agreement between seeds](figures/{figure.name})", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r + ["–"] * (width - len(r))) + " |" for r in rows]
-    return lines
+    return lines + markdown.table(header, [r + ["–"] * (width - len(r)) for r in rows])

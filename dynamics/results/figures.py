@@ -22,7 +22,7 @@ import numpy as np
 
 from common.files import replacing
 from dynamics.results import palette, word_curves
-from dynamics.results.groups import Group, seed_groups, stored_configs
+from dynamics.results.groups import run_groups
 from dynamics.results.onsets import group_onsets, order_of_learning
 
 LINESTYLES = ("-", "--", ":", "-.")
@@ -322,10 +322,7 @@ def write_all(store: Any, runs: Sequence[str], probe_hash: str, folder: Path) ->
               phases_figure(df, store.phases(probe_hash, run=list(runs)), runs, folder / PHASES_FIGURE, colours)):
         if p is not None:
             out.append(p)
-    groups = seed_groups(stored_configs(known["name"], known["meta"]))
-    groups = [g for g in (Group(g.label, g.key, tuple(r for r in g.runs if r in runs),
-                                tuple(s for r, s in zip(g.runs, g.seeds, strict=True) if r in runs), g.objective)
-                          for g in groups) if g.runs]
+    groups = run_groups(known, runs)  # as the report's order-of-learning table groups them
     order = order_of_learning(group_onsets(store.onsets(probe_hash, run=list(runs)), groups))
     defs = store.definitions()
     labels = dict(zip(defs["name"], defs["label"], strict=True))

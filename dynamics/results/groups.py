@@ -163,3 +163,10 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float], level: flo
     """b − a over the seeds both have (seed → value), with its t interval (`t_interval` of the differences)."""
     seeds = sorted(set(a) & set(b))
     return t_interval([b[s] - a[s] for s in seeds], level)
+
+
+def run_groups(runs_table: Any, runs: Sequence[str]) -> list[Group]:
+    """The seed groups (`seed_groups`) of `runs`, from the `run.json` each run's row in the store's `runs` table keeps
+    (`stored_configs`)."""
+    stored = stored_configs(runs_table["name"], runs_table["meta"])
+    return seed_groups({name: stored.get(name) for name in runs})

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dynamics.results import markdown
 from dynamics.results.onsets import onset_step
 
 KINDS = {"attention_heads": ("attn_entropy", "attn_sink_share", "attn_prev_token", "attn_next_token", "attn_distance"),
@@ -114,6 +115,5 @@ def report_lines(store: Any, runs: list[str], probe_hash: str) -> list[str]:
              "token after its first occurrence (Olsson et al. 2022); duplicate-token score: to the first occurrence "
              "itself. Chance is about 1 / (the number of keys a query sees); a head is named only when its score at "
              f"least doubles and rises by {MIN_RISE:g} or more.", ""]
-    lines += ["| run | score | heads that form (first → last, onset step) |", "|---|---|---|"]
-    lines += [f"| {' | '.join(r)} |" for r in rows]
+    lines += markdown.table(["run", "score", "heads that form (first → last, onset step)"], rows)
     return lines

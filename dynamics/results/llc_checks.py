@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from dynamics.results import markdown
+
 SPREAD_LIMIT = 0.2  # chains disagree when sd / |mean| exceeds this
 DRIFT_LIMIT = 3.0  # a trace has not settled when its last third's mean is this many standard errors off its middle's
 
@@ -44,12 +46,12 @@ def report_lines(rows: Any) -> list[str]:
         return []
     lines = ["The local learning coefficient λ̂ of each measured snapshot, estimated by SGLD on the probe set's own "
              "loss (`dynamics.metrics.llc`; settings in the family's params): mean over chains ± their standard "
-             "deviation, and the estimator's usual failure modes.", "",
-             "| run | step | λ̂ | sd over chains | warnings |", "|---|---|---|---|---|"]
+             "deviation, and the estimator's usual failure modes.", ""]
+    rows = []
     for (run, step), g in d.groupby(["run", "step"], sort=True):
         values = dict(zip(g["variant"], g["value"], strict=True))
         value, sd = values.get("all"), values.get("sd")
         shown = "–" if value is None or value != value else f"{value:.4g}"
         spread = "–" if sd is None or sd != sd else f"{sd:.3g}"
-        lines.append(f"| {run} | {int(step)} | {shown} | {spread} | {'; '.join(warnings(values)) or 'none'} |")
-    return lines
+        rows.append([run, int(step), shown, spread, "; ".join(warnings(values)) or "none"])
+    return lines + markdown.table(["run", "step", "λ̂", "sd over chains", "warnings"], rows)

@@ -12,9 +12,9 @@ from typing import Any
 from common.files import write_text
 from dynamics.find import integrity
 from dynamics.metrics import registry, user
-from dynamics.results import agreement, heads, llc_checks, word_curves
+from dynamics.results import agreement, heads, llc_checks, markdown, word_curves
 from dynamics.results.figures import AGREEMENT_FIGURE, AOA_FIGURE, PHASES_FIGURE, TIMELINE_FIGURE
-from dynamics.results.groups import Group, seed_groups, stored_configs, t_interval
+from dynamics.results.groups import Group, run_groups, t_interval
 from dynamics.results.onsets import group_onsets, order_of_learning
 
 HEADLINE = (  # (metric, variant, layer: "last" | int); labels and definitions from the metric registry
@@ -49,12 +49,6 @@ def _fmt(value: Any) -> str:
     return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3e}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return lines
-
-
 def _integrity(series_list: Sequence[Any], snaps: Any, flags: Sequence[integrity.Flag]) -> list[str]:
     """The lines of the "Snapshot integrity" section: what was checked and the flags (`dynamics.find.integrity`)."""
     runs = {s.name for s in series_list}
@@ -86,13 +80,6 @@ def group_onset(steps: Sequence[int | None]) -> str:
     return f"{_step(interval.mean)} ± {_step(interval.std)} {tail}"
 
 
-def run_groups(runs_table: Any, runs: Sequence[str]) -> list[Group]:
-    """The seed groups (`dynamics.results.groups.seed_groups`) of `runs`, from the `run.json` each run's row in the store's
-    `runs` table keeps (`dynamics.results.groups.stored_configs`)."""
-    stored = stored_configs(runs_table["name"], runs_table["meta"])
-    return seed_groups({name: stored.get(name) for name in runs})
-
-
 def onsets_section(onsets: Any, runs: Sequence[str], groups: Sequence[Group]) -> list[str]:
     """The lines of the "Onsets" section: per `ONSET_METRICS` metric (variant all, its last stored layer in each
     run) the stored onset step of each run — "–" where the curve has no onset, "not measured" where the run has no
@@ -122,7 +109,7 @@ def onsets_section(onsets: Any, runs: Sequence[str], groups: Sequence[Group]) ->
     if multi:
         lines[0] += (" A group's column (runs whose configs differ only by seed, `dynamics.results.groups`) is the mean onset "
                      "step ± its sample standard deviation over the seeds with an onset, n of the group's runs.")
-    return lines + [""] + _table(header, rows)
+    return lines + [""] + markdown.table(header, rows)
 
 
 PHASE_METRICS = ("rankme", "ctx_gap_all", "ctx_gap_window")  # each at its last stored layer, variant all
@@ -169,7 +156,7 @@ def order_section(onsets: Any, runs: Sequence[str], groups: Sequence[Group], fig
              "whose curve is flat or has one value has none and is counted, not averaged (`dynamics.results.onsets`)."]
     if figure is not None:
         lines += ["", f"![order of learning](figures/{figure.name})"]
-    return lines + [""] + _table(["curve"] + [f"{g} ({sizes.get(g, 1)} run{'s' if sizes.get(g, 1) != 1 else ''})"
+    return lines + [""] + markdown.table(["curve"] + [f"{g} ({sizes.get(g, 1)} run{'s' if sizes.get(g, 1) != 1 else ''})"
                                               for g in labels], rows)
 
 
@@ -201,7 +188,7 @@ def phases_section(phases: Any, runs: Sequence[str], figure: Path | None = None)
             cells.append("; ".join(f"{int(r.start_step)}–{int(r.end_step)} {r.direction} ({_fmt(r.size)})"
                                    for r in m.itertuples()) + f" (L{int(m['layer'].iloc[0])})")
         rows.append(cells)
-    return lines + _table(["run", "curves with ≥ 1 break"] + [f"{_label(m)} (`{m}`)" for m in PHASE_METRICS], rows)
+    return lines + markdown.table(["run", "curves with ≥ 1 break"] + [f"{_label(m)} (`{m}`)" for m in PHASE_METRICS], rows)
 
 
 def _interval(low: float, high: float) -> str:
@@ -261,7 +248,7 @@ def acquisition_section(store: Any, rows: Any, runs: Sequence[str], probe_hash: 
             continue
         early, late = ends[ends["learned"] == "earliest"], ends[ends["learned"] == "latest"]
         learned.append(f"- **{run}**: earliest {_words(early)}" + (f"; latest {_words(late)}" if len(late) else ""))
-    lines += [""] + _table(["run", "Spearman ρ (AoA, log10 frequency)", "95% interval", "share of types fitted",
+    lines += [""] + markdown.table(["run", "Spearman ρ (AoA, log10 frequency)", "95% interval", "share of types fitted",
                             "median AoA (step)", "word types by fit status"], table)
     if learned:
         lines += ["", f"Earliest and latest learned words (up to {EXTREME_WORDS} each; AoA as a step):", ""] + learned
@@ -277,6 +264,7 @@ def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path
     """Write `report.md` for the runs in `series_list` measured on `probe` (atomically); return its path."""
     runs = [s.name for s in series_list]
     df = store.metrics(run=runs, probe_hash=probe.hash)
+    groups = run_groups(store.runs(), runs)
     lines = ["# Representation dynamics", ""]
     lines.append(f"Probe set `{probe.hash[:12]}` ({probe.source}): {probe.n_tokens} content tokens in "
                  f"{probe.n_blocks} blocks of {probe.block_size}; {int(probe.masked.sum())} masked positions; "
@@ -293,7 +281,7 @@ def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path
         rows.append([s.name, s.kind, s.meta.get("objective") or "–", len(measured),
                      f"{measured[0]}–{measured[-1]}" if measured else "–",
                      _fmt(float(tokens.max())) if len(tokens) else "unknown"])
-    lines += ["## Runs", ""] + _table(["run", "kind", "objective", "snapshots measured", "steps", "max tokens seen"], rows)
+    lines += ["## Runs", ""] + markdown.table(["run", "kind", "objective", "snapshots measured", "steps", "max tokens seen"], rows)
     lines += ["", "## Snapshot integrity", ""] + _integrity(series_list, snaps, getattr(summary, "flags", []))
     if not df.empty:
         lines += ["", "## Headline numbers (last layer unless stated; first → final measured snapshot)", ""]
@@ -314,7 +302,7 @@ def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path
                 r = r[r["layer"] == lyr].sort_values("step")
                 cells.append(f"{_fmt(r['value'].iloc[0])} → {_fmt(r['value'].iloc[-1])}" if len(r) else "–")
             rows.append(cells)
-        lines += _table(["metric"] + runs, rows)
+        lines += markdown.table(["metric"] + runs, rows)
         lines += ["", "Definitions (from the metric registry; each names the function that computed the value):", ""]
         lines += [f"- `{name}`: {registry.get(name).definition} Unit: {registry.get(name).unit}. "
                   f"`{registry.get(name).pointer}`" for name in dict.fromkeys(shown + list(PER_LAYER))
@@ -328,14 +316,13 @@ def write(store: Any, series_list: Sequence[Any], probe: Any, summary: Any, path
             table = r.pivot_table(index="layer", columns="metric", values="value", aggfunc="first")
             cols = [c for c in PER_LAYER if c in table.columns]
             lines += ["", f"### {run}: per layer at step {last}", ""]
-            lines += _table(["layer"] + cols, [[int(layer)] + [_fmt(table.loc[layer, c]) for c in cols]
+            lines += markdown.table(["layer"] + cols, [[int(layer)] + [_fmt(table.loc[layer, c]) for c in cols]
                                                for layer in table.index])
         lines += ["", "## Onsets", ""]
-        lines += onsets_section(store.onsets(probe.hash, run=runs, metric=list(ONSET_METRICS)), runs,
-                                run_groups(store.runs(), runs))
+        lines += onsets_section(store.onsets(probe.hash, run=runs, metric=list(ONSET_METRICS)), runs, groups)
     figures = [Path(f) for f in getattr(summary, "figures", [])]
     if not df.empty:
-        order = order_section(store.onsets(probe.hash, run=runs), runs, run_groups(store.runs(), runs),
+        order = order_section(store.onsets(probe.hash, run=runs), runs, groups,
                               next((f for f in figures if f.name == TIMELINE_FIGURE), None))
         if order:
             lines += ["", "## Order of learning", ""] + order
