@@ -99,8 +99,12 @@ def building_dir(target: str | Path) -> Iterator[Path]:
 
 
 def replace_dir(tmp: str | Path, target: str | Path, keep_theirs: Callable[[Path], bool] | None = None) -> bool:
-    """Move the finished folder `tmp` to `target`, replacing an older copy without a moment where neither exists
-    whole (the old one is renamed aside first and deleted after). True when `tmp` was installed.
+    """Move the finished folder `tmp` to `target`, replacing an older copy (renamed aside first, deleted after), so
+    that `target` is always either the old folder whole or the new one whole. True when `tmp` was installed.
+
+    Between the two renames `target` is absent (a folder cannot be renamed onto a full one): a reader may find
+    nothing there for that moment, and a process killed in it leaves the old copy only under `.NAME.old-PID`.
+    Where a name must never be missing (the resumable state), replace the files inside it instead (`writing`).
 
     When the final rename fails because another process put a folder at `target` meanwhile, and
     `keep_theirs(target)` says that folder is good, theirs stays, `tmp` is deleted and the answer is False;

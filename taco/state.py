@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from common.files import building_dir, replace_dir
+from common.files import write_json, writing
 from taco.errors import TacoError
 
 STATE_FILE = "training_state.pt"
@@ -26,17 +26,21 @@ def config_digest(config: dict[str, Any], runtime_only: tuple[str, ...]) -> str:
 
 def save_state(run_dir: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: Any, digest: str) -> None:
-    """Replace `state/` with this step's (written whole under a temporary name, then swapped in)."""
+    """Replace the files of `state/` with this step's, each written under a temporary name and renamed.
+
+    Files, not the folder, are swapped: a folder cannot be renamed onto a full one, so swapping it leaves a moment
+    without `state/`, and a run killed in that moment could not be resumed. The `.pt` file is the state; state.json
+    (written after it) is its step and digest for people and scripts."""
     target = Path(run_dir) / "state"
-    with building_dir(target) as tmp:
+    target.mkdir(parents=True, exist_ok=True)
+    with writing(target / STATE_FILE, "wb") as handle:
         torch.save(
             {"step": step, "config_digest": digest, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "torch_rng": torch.get_rng_state()},
-            tmp / STATE_FILE,
+            handle,
         )
-        (tmp / "state.json").write_text(json.dumps({"step": step, "config_digest": digest}))
-        replace_dir(tmp, target)
+    write_json(target / "state.json", {"step": step, "config_digest": digest}, indent=None)
 
 
 def load_state(run_dir: str | Path) -> dict[str, Any] | None:
