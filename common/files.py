@@ -13,6 +13,7 @@ the guarantee is against readers and crashes of the writer, not against a power 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from common.errors import UsageError
 
 
 def temporary_name(path: str | Path) -> Path:
@@ -138,3 +141,37 @@ def install_dir(tmp: str | Path, target: str | Path) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
         return False
     return True
+
+
+def check_directory(path: Path, what: str, fix: str, *, create: bool = True,
+                    error: type[Exception] = UsageError) -> Path:
+    """`path` if it is a directory where files can be written, created (with its parents) when missing: the one
+    check of every folder a program writes (the cache root, a run's output folder) before anything is built in
+    it. `error` (a `UsageError` unless the caller names its own) — one line naming `what` (the setting that chose the path), the reason and `fix` — when it
+    or a parent is a file, or it cannot be created or written (no permission, a read-only or virtual file system
+    such as /proc). On failure nothing is left behind: folders it created are removed again. `create=False`
+    leaves a missing `path` missing and tests the nearest folder that exists, where it would be created."""
+    existing = path
+    for part in (path, *path.parents):
+        if part.exists() or part.is_symlink():
+            if not part.is_dir():
+                kind = "a broken link" if not part.exists() else "a file"
+                where = f" (it is {kind})" if part == path else f" ({part} is {kind})"
+                raise error(f"{what} is not a directory{where}; {fix}")
+            existing = part
+            break
+    target = path if create else existing
+    created = [p for p in (target, *target.parents) if not p.exists()]
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        # A file made and removed again: mkdir alone does not prove that files can be written there.
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=target)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        for p in created:  # deepest first: only the folders this check made, and only while empty
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        reason = exc.strerror or type(exc).__name__
+        raise error(f"{what}: cannot write there ({reason}); {fix}") from None
+    return path

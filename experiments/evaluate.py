@@ -262,12 +262,6 @@ def prepare(paths: Sequence[str | Path], cfg: EvalConfig) -> _Prepared:
     if glue and not cfg.glue_dir:
         raise EvalError(f"--glue-dir is required for {','.join(glue)}; pass the folder holding GLUE's task folders "
                         "(CoLA/, SST-2/, …, each with train.tsv and dev.tsv) or leave those tasks out of --tasks")
-    data = {}
-    for task in cfg.tasks:
-        train = load_task(task, "train", glue_dir=cfg.glue_dir, data_cache=cfg.data_cache)
-        dev = load_task(task, "dev", glue_dir=cfg.glue_dir, data_cache=cfg.data_cache)
-        data[task] = (train.subsample(cfg.max_train_examples, cfg.data_seed),
-                      dev.subsample(cfg.max_eval_examples, cfg.data_seed))
     if cfg.out:
         out = Path(cfg.out)
     else:
@@ -276,9 +270,16 @@ def prepare(paths: Sequence[str | Path], cfg: EvalConfig) -> _Prepared:
         raise EvalError(f"{out}: exists and is not a folder; pass --out a folder for the results store")
     from dynamics.results import store as dstore
 
-    # before any work, as the probe does: someone else's database, or a store of a newer schema, is refused
+    # before any work (task data included), as the probe does: a folder where no store can be made, someone else's
+    # database, or a store of a newer schema, is refused
     # (an older store is migrated when `evaluate` opens it, in one transaction)
     dstore.check_ours(dstore.resolve(out))
+    data = {}
+    for task in cfg.tasks:
+        train = load_task(task, "train", glue_dir=cfg.glue_dir, data_cache=cfg.data_cache)
+        dev = load_task(task, "dev", glue_dir=cfg.glue_dir, data_cache=cfg.data_cache)
+        data[task] = (train.subsample(cfg.max_train_examples, cfg.data_seed),
+                      dev.subsample(cfg.max_eval_examples, cfg.data_seed))
     return _Prepared(series, selected, data, out)
 
 

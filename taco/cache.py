@@ -13,11 +13,10 @@ caches under `~/.cache/huggingface` are shared).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
+from common import files
 from taco.errors import TacoError
 
 ENV_VAR = "TACO_DYNAMICS_CACHE"
@@ -59,36 +58,8 @@ def cache_setting(value: str | Path | None = None, flag: str = "--data-cache") -
 
 
 def check_directory(path: Path, what: str, fix: str, *, create: bool = True) -> Path:
-    """`path` if it is a directory where files can be written, created (with its parents) when missing: the one
-    check of every folder a program writes (the cache root, a run's output folder) before anything is built in
-    it. `TacoError` — one line naming `what` (the setting that chose the path), the reason and `fix` — when it
-    or a parent is a file, or it cannot be created or written (no permission, a read-only or virtual file system
-    such as /proc). On failure nothing is left behind: folders it created are removed again. `create=False`
-    leaves a missing `path` missing and tests the nearest folder that exists, where it would be created."""
-    existing = path
-    for part in (path, *path.parents):
-        if part.exists() or part.is_symlink():
-            if not part.is_dir():
-                kind = "a broken link" if not part.exists() else "a file"
-                where = f" (it is {kind})" if part == path else f" ({part} is {kind})"
-                raise TacoError(f"{what} is not a directory{where}; {fix}")
-            existing = part
-            break
-    target = path if create else existing
-    created = [p for p in (target, *target.parents) if not p.exists()]
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        # A file made and removed again: mkdir alone does not prove that files can be written there.
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=target)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        for p in created:  # deepest first: only the folders this check made, and only while empty
-            with contextlib.suppress(OSError):
-                p.rmdir()
-        reason = exc.strerror or type(exc).__name__
-        raise TacoError(f"{what}: cannot write there ({reason}); {fix}") from None
-    return path
+    """`common.files.check_directory` with its failures as `TacoError`s."""
+    return files.check_directory(path, what, fix, create=create, error=TacoError)
 
 
 def data_cache_dir(value: str | Path | None = None, flag: str = "--data-cache") -> Path:

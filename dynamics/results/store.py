@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from common import files
 from common.files import save_npz
 from dynamics.errors import StoreError
 
@@ -314,7 +315,8 @@ def check_ours(db_path: str | Path) -> None:
     for folder in [path.parent, *path.parent.parents]:
         if folder.exists() and not folder.is_dir():
             raise StoreError(f"{folder} is a file, not a folder for results; pass another --out")
-    if not path.exists():
+    if not path.exists():  # a new store: its folder must be one where it can be made (a file made and removed)
+        files.check_directory(path.parent, str(path.parent), "pass another --out", create=False, error=StoreError)
         return
     if not path.is_file():
         raise StoreError(f"{path} is not a file; remove it or pass another --out")
@@ -393,9 +395,14 @@ class Store:
                 raise
         else:
             check_ours(self.path)
-            self.root.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                        check_same_thread=False)
+            try:  # what access() cannot tell beforehand: a read-only or virtual file system (/proc), or root
+                self.root.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                            check_same_thread=False)
+            except (OSError, sqlite3.OperationalError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise StoreError(f"{self.path}: cannot create a results store there ({reason}); pass another "
+                                 "--out") from None
             try:
                 self.file_version = self._create_or_migrate()
                 self.conn.execute("PRAGMA journal_mode=WAL")

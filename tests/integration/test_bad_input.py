@@ -219,6 +219,9 @@ CASES += [
     ("train-output-under-file", "train", [*TRAIN, "--output-dir", "{file}/run"], "file.txt is a file"),
     ("run-runs-dir-unwritable", "run", ["{experiment}", "--stages", "train", "--runs-dir", UNWRITABLE,
                                         "--no-progress"], "cannot write there"),
+    ("probe-out-unwritable", "probe", ["{run}", "--out", f"{UNWRITABLE}/out"], "pass another --out"),
+    ("evaluate-out-unwritable", "evaluate", ["{run}", "--tasks", "rotten_tomatoes", "--max-length", "64", "--out",
+                                             f"{UNWRITABLE}/out"], "pass another --out"),
     # a folder that records another step is named as such
     ("probe-steps-misnamed", "probe", ["{misnamed}", "--steps", "2"],
      "named for step 2 but its snapshot.json records step 5"),
