@@ -229,7 +229,7 @@ def prepare(paths: Sequence[str | Path], cfg: EvalConfig) -> _Prepared:
     """Find and check snapshots, tokenizers and task data; nothing is written."""
     from dynamics.errors import ProbeError
     from dynamics.find.inputs import discover_all
-    from dynamics.find.series import select
+    from dynamics.find.series import selection
     from dynamics.find.tokens import has_tokenizer
 
     cfg.validate()
@@ -237,12 +237,13 @@ def prepare(paths: Sequence[str | Path], cfg: EvalConfig) -> _Prepared:
         series = discover_all([Path(p) for p in paths])
     except ProbeError as exc:
         raise _as_eval_error(exc) from None
+    try:  # a step of --steps that no run has is an error, as in the probe
+        chosen = selection(series, cfg.steps, cfg.every)
+    except ProbeError as exc:
+        raise _as_eval_error(exc) from None
     selected: dict[str, list[Any]] = {}
     for s in series:
-        try:
-            snaps = select(s, cfg.steps, cfg.every)
-        except ProbeError as exc:
-            raise _as_eval_error(exc) from None
+        snaps = chosen[s.name]
         if not snaps:
             raise EvalError(f"{s.run_dir}: no snapshot matches --steps/--every (steps there: "
                             f"{','.join(map(str, s.steps[:12]))}{'…' if len(s.steps) > 12 else ''})")

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from dynamics.config import ProbeConfig
 from dynamics.errors import ProbeError
 from dynamics.find import hub
-from dynamics.find.series import Series, Snapshot, discover, missing_step_error, select, validate
+from dynamics.find.series import Series, Snapshot, discover, selection, validate
 from dynamics.find.tokens import TokenizerView, load_tokenizer
 from dynamics.measure import extract as ex
 from dynamics.measure import probe_set as ps
@@ -48,16 +48,6 @@ def discover_all(paths: Sequence[str | Path], revisions: Sequence[str] | None = 
     if len({s.name for s in series}) < len(series):
         raise ProbeError(f"{series[0].run_dir}: runs with identical names; rename the folders")
     return series
-
-
-def selection(series_list: list[Series], cfg: ProbeConfig) -> dict[str, list[Snapshot]]:
-    selected = {s.name: select(s, cfg.steps, cfg.every) for s in series_list}
-    if cfg.steps is not None:
-        found = {snap.step for snaps in selected.values() for snap in snaps}
-        missing = sorted(set(cfg.steps) - found)
-        if missing:  # names a folder that records another step rather than calling the step absent
-            raise missing_step_error(series_list, missing[0])
-    return selected
 
 
 def max_positions(snapshot: Snapshot) -> int | None:
@@ -141,7 +131,7 @@ class Checked:
 def check(dirs: Sequence[str | Path], cfg: ProbeConfig) -> Checked:
     """Every check of the input, and the probe set; writes nothing (`ProbeError` on bad input)."""
     series_list = discover_all(dirs, revisions=cfg.revisions)
-    selected = selection(series_list, cfg)
+    selected = selection(series_list, cfg.steps, cfg.every)
     validate(series_list, selected)
     # The final snapshot is read for anchor drift even when not selected: when it is unreadable and left out with
     # --steps, the other families are still measured and drift is skipped with a note.

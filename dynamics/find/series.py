@@ -249,6 +249,19 @@ def select(series: Series, steps: Sequence[int] | None = None, every: int | None
     return snaps
 
 
+def selection(series_list: Sequence[Series], steps: Sequence[int] | None = None, every: int | None = None
+              ) -> dict[str, list[Snapshot]]:
+    """`select` for each series, by name; a step of `steps` that no series has is a `ProbeError` (naming the folder
+    that records another step, when there is one), never silently left out."""
+    selected = {s.name: select(s, steps, every) for s in series_list}
+    if steps is not None:
+        found = {snap.step for snaps in selected.values() for snap in snaps}
+        missing = sorted(set(steps) - found)
+        if missing:
+            raise missing_step_error(series_list, missing[0])
+    return selected
+
+
 def misnamed(series_list: Sequence[Series], step: int) -> Snapshot | None:
     """A snapshot whose folder is named for `step` (`step-N`, `checkpoint-N`) while its own files record another
     step (None when there is none): why `--steps N` finds no snapshot at N although step-N/ exists."""

@@ -170,6 +170,8 @@ CASES += [
     ("probe-metrics-empty", "probe", ["{run}", "--metrics", ""], "--metrics"),
     ("evaluate-tasks-empty", "evaluate", ["{run}", "--tasks", ","], "--tasks"),
     ("evaluate-steps-empty", "evaluate", ["{run}", "--steps", ""], "--steps"),
+    ("evaluate-steps-one-missing", "evaluate", ["{run}", "--steps", "0,99", "--tasks", "rotten_tomatoes",
+                                                "--max-length", "64"], "no snapshot at step 99"),
     ("run-runs-empty", "run", ["{experiment}", "--runs", ""], "--runs"),
     # experiment files: every option typed and checked before anything runs
     ("run-spec-type", "run", ["{e_type}"], "train (run a): bad value 'lots' for 'max_steps'; expected a whole number"),
