@@ -37,7 +37,7 @@ from typing import Any
 
 from common.cli import DEVICES, Parser, resolve_device
 from common.errors import UsageError
-from common.files import write_json
+from common.files import check_directory, write_json
 from experiments.errors import EvalError
 from experiments.spec import Experiment, load
 
@@ -341,7 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
         per_run = [s for s in stages if s in RUN_STAGES]
-        if per_run:
+        if per_run:  # before any child starts: the runs folder holds every run and the children's logs
+            check_directory(exp.runs_dir, f"--runs-dir {exp.runs_dir}", "pass a folder you can write to",
+                            create=False, error=EvalError)
             if args.jobs > 1:
                 run_parallel(exp, names, args, per_run)
             else:

@@ -221,6 +221,8 @@ CASES += [
     ("train-output-under-file", "train", [*TRAIN, "--output-dir", "{file}/run"], "file.txt is a file"),
     ("run-runs-dir-unwritable", "run", ["{experiment}", "--stages", "train", "--runs-dir", UNWRITABLE,
                                         "--no-progress"], "cannot write there"),
+    ("run-runs-dir-unwritable-jobs", "run", ["{experiment}", "--stages", "train", "--runs-dir", UNWRITABLE,
+                                             "--no-progress", "--jobs", "2"], f"--runs-dir {UNWRITABLE}: cannot write"),
     ("probe-out-unwritable", "probe", ["{run}", "--out", f"{UNWRITABLE}/out"], "pass another --out"),
     ("evaluate-out-unwritable", "evaluate", ["{run}", "--tasks", "rotten_tomatoes", "--max-length", "64", "--out",
                                              f"{UNWRITABLE}/out"], "pass another --out"),
