@@ -136,12 +136,13 @@ def build_acquisition(inputs: SeriesInputs) -> Built:
     parts = [inputs.load(k) for k in range(len(inputs.files))]
     wc = WordCurves(np.asarray(inputs.steps, dtype=np.int64), np.stack([p["mean"] for p in parts], axis=1),
                     parts[-1]["count"], frequency, int(parts[-1]["vocab"]), inputs.seed)
-    notes = [] if train is not None else ["word acquisition: no training token counts, so frequencies are the "
-                                          "probe set's own counts"]
+    run = inputs.series.name  # named in the notes: a report over several runs lists each run's
+    notes = [] if train is not None else [f"word acquisition of {run}: no training token counts, so frequencies are "
+                                          "the probe set's own counts"]
     seen = wc.counts > 0
     tally = ", ".join(f"{int((wc.status[seen] == k).sum())} {name}" for k, name in enumerate(STATUS)
                       if (wc.status[seen] == k).any())
-    after = [f"word acquisition over {len(inputs.steps)} snapshots, {int(seen.sum())} word types with masked "
+    after = [f"word acquisition of {run} over {len(inputs.steps)} snapshots, {int(seen.sum())} word types with masked "
              f"occurrences: {tally}"]
     fits = wc.fits()
     probe_file = store.probe_sets().set_index("hash").loc[probe.hash, "file"]

@@ -112,6 +112,17 @@ def _span(word: str) -> str:
     return f"`` {word} ``" if "`" in word else f"`{word}`"
 
 
+def test_notes_give_each_runs_tally_under_its_name(out: Path, stored) -> None:
+    """One word-acquisition note per run with the family, naming the run, with that run's own count of types."""
+    text = (out / "report.md").read_text()
+    notes = [line for line in text.split("## Notes\n", 1)[1].splitlines() if "word acquisition of" in line]
+    for run in RUNS:
+        mine = [n for n in notes if f"word acquisition of {run} over" in n]
+        assert len(mine) == 1, (run, notes)
+        assert f"{int((stored[run]['counts'] > 0).sum())} word types with masked occurrences" in mine[0]
+    assert len(notes) == len(RUNS)
+
+
 def test_code_spans_hold_any_backticks() -> None:
     assert report._code("and") == "`and`"
     assert report._code("`") == "`` ` ``"
