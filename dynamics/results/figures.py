@@ -190,18 +190,32 @@ def acquisition_figure(store: Any, df: Any, runs: Sequence[str], probe_hash: str
     return _save(fig, path)
 
 
+TIMELINE_LABEL_WIDTH = 34  # characters per line of a row's label: longer labels wrap instead of being cut off
+
+
 def timeline_figure(order: Any, path: Path, colours: dict[str, str], labels: dict[str, str] | None = None
                     ) -> Path | None:
     """The order of learning (`onsets.order_of_learning` rows): one row per curve, earliest first from the top, x
     the onset step on a log axis; per group a point at its geometric mean onset and a bar over its Student-t
     interval, groups side by side within a row in their `colours`; None when there is no row."""
-    from matplotlib.figure import Figure
-
     if order is None or len(order) == 0:
         return None
+    return _save(timeline_drawing(order, colours, labels), path)
+
+
+def timeline_drawing(order: Any, colours: dict[str, str], labels: dict[str, str] | None = None) -> Any:
+    """`timeline_figure`'s matplotlib Figure (not saved), for a non-empty `order`."""
+    import textwrap
+
+    from matplotlib.figure import Figure
+
     curves = list(dict.fromkeys(order["metric"]))
     groups = sorted(order["group"].astype(str).unique())
-    fig = Figure(figsize=(7.5, 1.2 + 0.32 * len(curves)))
+    layer_of = order.groupby("metric")["layer"].first()
+    names = [textwrap.fill(f"{(labels or {}).get(m, m)} (L{int(layer_of[m])})", TIMELINE_LABEL_WIDTH)
+             for m in curves]
+    lines = max(n.count("\n") + 1 for n in names)
+    fig = Figure(figsize=(7.5, 1.2 + 0.32 * len(curves) * (1 + 0.6 * (lines - 1))))
     ax = fig.subplots()
     width = 0.7 / max(1, len(groups))
     for g_index, group in enumerate(groups):
@@ -216,9 +230,7 @@ def timeline_figure(order: Any, path: Path, colours: dict[str, str], labels: dic
         n_max = int(order[order["group"] == group]["runs"].max())
         ax.scatter([r["step"] for _, r in shown], [yy for yy, _ in shown], color=colour, s=22, zorder=3,
                    label=f"{group} ({n_max} run{'s' if n_max != 1 else ''})")
-    layer_of = order.groupby("metric")["layer"].first()
-    ax.set_yticks(range(len(curves)), [f"{(labels or {}).get(m, m)} (L{int(layer_of[m])})" for m in curves],
-                  fontsize=7)
+    ax.set_yticks(range(len(curves)), names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("onset step (half of the curve's change; log scale)")
@@ -226,7 +238,7 @@ def timeline_figure(order: Any, path: Path, colours: dict[str, str], labels: dic
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Order of learning: geometric mean onset over seeds, Student-t 95% interval", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 PHASE_FIGURE_METRICS = ("rankme", "ctx_gap_all")

@@ -99,6 +99,20 @@ def test_figures_of_the_order_and_the_phases(timed: Path, tmp_path: Path) -> Non
         assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert figures.timeline_figure(order.iloc[:0], tmp_path / "none.png", {}) is None
 
+    # a label far longer than the figure is wide wraps and stays inside the image, whole
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    long = {m: f"{m} measured over every masked position of the probe set " * 4 for m in order["metric"]}
+    fig = figures.timeline_drawing(order, {"mlm": "#1f77b4", "taco": "#ff7f0e"}, long)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    ticks = fig.axes[0].get_yticklabels()
+    assert len(ticks) == order["metric"].nunique()
+    for tick in ticks:
+        box = tick.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.y0 >= 0 and box.y1 <= fig.bbox.height, (tick.get_text(), box)
+        assert " ".join(tick.get_text().split()).startswith(" ".join(long[tick.get_text().split()[0]].split()))
+
 
 def test_probe_stores_phases_and_reports_them(probed_root: Path) -> None:
     with dstore.open(probed_root / "dynamics", readonly=True) as s:
