@@ -1,5 +1,6 @@
 """Runs as seed groups (`dynamics.results.groups`): the store's groups, one metric's rows per group (mean and band), the
-difference of two groups paired by seed with its Student-t interval, and the stored onsets."""
+difference of two groups paired by seed with its Student-t interval, the stored onsets, and the
+group-scope rows (agreement between seeds) with the runs behind each group."""
 
 from __future__ import annotations
 
@@ -101,3 +102,14 @@ def onset_rows(db: str, stamp: Stamp, metric: str, runs: tuple[str, ...], probe_
     if df.empty:
         return pd.DataFrame(columns=cols)
     return df[df["step"].notna()][cols].reset_index(drop=True)
+
+
+@named("table `group_metrics`")
+@st.cache_data(show_spinner=False, max_entries=64)
+def group_rows(db: str, stamp: Stamp, probe_hash: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The store's group-scope rows (grp, step, tokens_seen, layer, metric, variant, value, n_runs) and the runs
+    behind each group (grp, run, seed)."""
+    with open_store(db) as s:
+        rows, members = s.group_metrics(probe_hash=probe_hash), s.group_members(probe_hash)
+    rows = typed(rows, whole=("step", "layer", "n_runs"), numbers=("value", "tokens_seen"))
+    return rows, members

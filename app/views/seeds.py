@@ -6,29 +6,15 @@ from __future__ import annotations
 
 import altair as alt
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from app import charts, ui
 from app.data import store_tables
-from app.data.errors import named
-from app.data.stamps import Stamp
-from app.data.store_open import open_store
+from app.data.seed_groups import group_rows
 from app.definitions import describe
 from dynamics.results.llc_checks import warnings
 
 GROUP_METRICS = ("seed_jsd", "seed_cka")
-
-
-@named("table `group_metrics`")
-@st.cache_data(show_spinner=False, max_entries=64)
-def group_rows(db: str, stamp: Stamp, probe_hash: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The store's group-scope rows (grp, step, tokens_seen, layer, metric, variant, value, n_runs) and the runs
-    behind each group (grp, run, seed)."""
-    with open_store(db) as s:
-        rows, members = s.group_metrics(probe_hash=probe_hash), s.group_members(probe_hash)
-    rows = store_tables.typed(rows, whole=("step", "layer", "n_runs"), numbers=("value", "tokens_seen"))
-    return rows, members
 
 
 def main() -> None:
