@@ -146,11 +146,12 @@ def install_dir(tmp: str | Path, target: str | Path) -> bool:
 def check_directory(path: Path, what: str, fix: str, *, create: bool = True,
                     error: type[Exception] = UsageError) -> Path:
     """`path` if it is a directory where files can be written, created (with its parents) when missing: the one
-    check of every folder a program writes (the cache root, a run's output folder) before anything is built in
-    it. `error` (a `UsageError` unless the caller names its own) — one line naming `what` (the setting that chose the path), the reason and `fix` — when it
-    or a parent is a file, or it cannot be created or written (no permission, a read-only or virtual file system
-    such as /proc). On failure nothing is left behind: folders it created are removed again. `create=False`
-    leaves a missing `path` missing and tests the nearest folder that exists, where it would be created."""
+    check of every folder a program writes (the cache root, a run's output folder, a results store's folder)
+    before anything is built in it. Raises `error` (each program passes its own `UsageError`), one line naming
+    `what` (the setting that chose the path), the reason and `fix`, when it or a parent is a file, or it cannot be
+    created or written (no permission, a read-only or virtual file system such as /proc). On failure nothing is
+    left behind: folders it created are removed again. `create=False` leaves a missing `path` missing and tests
+    the nearest folder that exists, where it would be created."""
     existing = path
     for part in (path, *path.parents):
         if part.exists() or part.is_symlink():

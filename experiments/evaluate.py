@@ -272,8 +272,8 @@ def prepare(paths: Sequence[str | Path], cfg: EvalConfig) -> _Prepared:
     from dynamics.results import store as dstore
 
     # before any work (task data included), as the probe does: a folder where no store can be made, someone else's
-    # database, or a store of a newer schema, is refused
-    # (an older store is migrated when `evaluate` opens it, in one transaction)
+    # database, or a store of a newer schema, is refused (an older store is migrated when `evaluate` opens it, in
+    # one transaction)
     dstore.check_ours(dstore.resolve(out))
     data = {}
     for task in cfg.tasks:

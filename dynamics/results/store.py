@@ -395,7 +395,7 @@ class Store:
                 raise
         else:
             check_ours(self.path)
-            try:  # what access() cannot tell beforehand: a read-only or virtual file system (/proc), or root
+            try:  # the folder passed check_ours a moment ago; it may have changed since
                 self.root.mkdir(parents=True, exist_ok=True)
                 self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                             check_same_thread=False)
