@@ -395,14 +395,9 @@ class Store:
                 raise
         else:
             check_ours(self.path)
-            try:  # the folder passed check_ours a moment ago; it may have changed since
-                self.root.mkdir(parents=True, exist_ok=True)
-                self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                            check_same_thread=False)
-            except (OSError, sqlite3.OperationalError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                raise StoreError(f"{self.path}: cannot create a results store there ({reason}); pass another "
-                                 "--out") from None
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                        check_same_thread=False)
             try:
                 self.file_version = self._create_or_migrate()
                 self.conn.execute("PRAGMA journal_mode=WAL")
