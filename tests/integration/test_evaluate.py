@@ -136,7 +136,7 @@ def test_bad_input_exits_2_and_keeps_results(tiny_run: Path, glue_fixture_dir: P
         ([str(empty), *base], f"{empty}: no snapshots found"),
         ([str(no_weights), *base], f"{no_weights}: no model weights"),
         ([str(tiny_run), "--out", str(out), "--tasks", "stsb", *SMALL], "--glue-dir is required"),
-        ([str(tiny_run), *base, "--steps", "3"], "no snapshot matches"),
+        ([str(tiny_run), *base, "--steps", "3"], "no snapshot at step 3 (available: 0,1,2,4)"),
         ([str(tiny_run), *base, "--max-length", "128"], "exceeds the model's 64 positions"),
     ]
     for argv, expected in cases:
