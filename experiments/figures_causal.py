@@ -14,7 +14,6 @@ the first snapshot past half of the curve's change from step 0). Matplotlib's ob
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import numpy as np
 from common.cli import Parser, option
 from common.errors import UsageError
 from common.files import replacing
+from common.run_dir import RunDir
 
 PROG = "python -m experiments.figures_causal"
 ONSET_METRICS = ("induction_max", "dup_token_max", "attn_prev_token_max")
@@ -66,7 +66,7 @@ def heldout(run: Path, steps: Sequence[int], n_blocks: int) -> dict[str, np.ndar
     early = slice(length // 8, length // 8 + 16)
     losses, icl = [], []
     for step in steps:
-        model = GPT2LMHeadModel.from_pretrained(run / "snapshots" / f"step-{step:07d}").eval()
+        model = GPT2LMHeadModel.from_pretrained(RunDir(run).snapshot_path(step)).eval()
         with torch.no_grad():
             per_pos = []
             for batch in blocks.split(16):
@@ -88,8 +88,7 @@ def draw(cfg: FigureConfig) -> Path:
     from dynamics.results.onsets import onset_step
 
     run = Path(cfg.run)
-    log = run / "log.jsonl"
-    if not cfg.run or not log.is_file():
+    if not cfg.run or not RunDir(run).log_path.is_file():
         raise UsageError(f"--run {cfg.run!r}: no log.jsonl there; pass an experiments.causal_lm run folder")
     if cfg.xscale not in ("linear", "symlog"):
         raise UsageError(f"--xscale {cfg.xscale!r}: choose linear or symlog")
@@ -106,8 +105,8 @@ def draw(cfg: FigureConfig) -> Path:
         heads = head_series(st, names[0], "induction")
     if df.empty:
         raise UsageError(f"--store {store_dir}: no copying/attention rows; probe with --metrics ...,attention,copying")
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    train = np.array([(r["step"], r["loss"]) for r in rows if "loss" in r and "split" not in r], dtype=float)
+    train = np.array([(r["step"], r["loss"]) for r in RunDir(run).log().rows
+                      if r.get("loss") is not None and "split" not in r], dtype=float).reshape(-1, 2)
     layers = sorted(int(v) for v in df[df.metric == "induction_max"].layer.unique())
 
     fig = Figure(figsize=(13, 7.2), layout="constrained")
@@ -167,8 +166,7 @@ def draw(cfg: FigureConfig) -> Path:
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=7)
     out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(out) as tmp:  # written whole or not at all
+    with replacing(out) as tmp:  # written whole or not at all (the folder made if missing)
         fig.savefig(tmp, dpi=110)
     return out
 

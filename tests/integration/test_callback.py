@@ -184,3 +184,26 @@ def test_a_hand_written_loop_writes_a_series_through_the_writer(bert_setup, tmp_
 def test_recipe_settings_may_not_shadow_the_trainers_arguments() -> None:
     with pytest.raises(ValueError, match="learning_rate"):
         SnapshotCallback(config={"learning_rate": 0.1})
+
+
+def test_causal_figure_of_a_trainer_series(gpt2_setup, tmp_path: Path) -> None:
+    """experiments.figures_causal on a GPT-2 Trainer series probed with the copying and attention families: the
+    figure is written (its folder made), also while log.jsonl ends in a line still being written; bad input is one
+    error line, exit 2, and writes nothing."""
+    from experiments import figures_causal
+
+    run, out = tmp_path / "run", tmp_path / "run" / "dynamics"
+    with one_torch_thread():
+        _trainer("gpt2", gpt2_setup, run, [SnapshotCallback(every=4)]).train()
+        probe.run(run, out=out, **{**PROBE, "metrics": ["attention", "copying"]})
+    with (run / "log.jsonl").open("a") as log:
+        log.write('{"step": 9, "lo')  # the trainer is writing its next row
+    png = tmp_path / "figs" / "causal.png"
+    args = ["--run", str(run), "--out", str(png), "--heldout-blocks", "4", "--mark-onset", "induction_max"]
+    with one_torch_thread():
+        assert figures_causal.main(args) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = tmp_path / "figs" / "bad.png"
+    assert figures_causal.main(["--run", str(run), "--out", str(bad), "--mark-onset", "loss"]) == 2
+    assert figures_causal.main(["--run", str(tmp_path / "nowhere"), "--out", str(bad)]) == 2
+    assert not bad.exists() and sorted(p.name for p in png.parent.iterdir()) == ["causal.png"]
