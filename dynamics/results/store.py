@@ -308,14 +308,11 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 def check_ours(db_path: str | Path) -> None:
     """Refuse, touching nothing, to write where a results store cannot be: `StoreError` when the store's folder
-    (or a folder above it) is a file, when `results.sqlite` is a directory or not an SQLite database, or when it is
+    (or a folder above it) is a file or cannot be written (`common.files.check_directory`), when `results.sqlite` is a directory or not an SQLite database, or when it is
     an SQLite database that is not one of ours (tables, but no `meta.schema_version`). A new or empty database
     passes."""
     path = Path(db_path)
-    for folder in [path.parent, *path.parent.parents]:
-        if folder.exists() and not folder.is_dir():
-            raise StoreError(f"{folder} is a file, not a folder for results; pass another --out")
-    if not path.exists():  # a new store: its folder must be one where it can be made (a file made and removed)
+    if not path.exists():  # a new store: its folder (or the nearest one above it) must be a folder it can be made in
         files.check_directory(path.parent, str(path.parent), "pass another --out", create=False, error=StoreError)
         return
     if not path.is_file():
