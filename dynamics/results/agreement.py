@@ -17,7 +17,7 @@ def _fmt(v: float) -> str:
 def report_lines(group_rows: Any, figure: Path | None = None) -> list[str]:
     """Markdown lines (empty when no group row is stored); `group_rows`: `Store.group_metrics` of one probe set."""
     d = group_rows[group_rows["variant"] == "all"] if len(group_rows) else group_rows
-    if d is None or d.empty:
+    if d.empty:
         return []
     rows = []
     for group, g in d.groupby("grp", sort=True):

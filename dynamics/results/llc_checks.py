@@ -47,11 +47,11 @@ def report_lines(rows: Any) -> list[str]:
     lines = ["The local learning coefficient λ̂ of each measured snapshot, estimated by SGLD on the probe set's own "
              "loss (`dynamics.metrics.llc`; settings in the family's params): mean over chains ± their standard "
              "deviation, and the estimator's usual failure modes.", ""]
-    rows = []
+    cells = []
     for (run, step), g in d.groupby(["run", "step"], sort=True):
         values = dict(zip(g["variant"], g["value"], strict=True))
         value, sd = values.get("all"), values.get("sd")
         shown = "–" if value is None or value != value else f"{value:.4g}"
         spread = "–" if sd is None or sd != sd else f"{sd:.3g}"
-        rows.append([run, int(step), shown, spread, "; ".join(warnings(values)) or "none"])
-    return lines + markdown.table(["run", "step", "λ̂", "sd over chains", "warnings"], rows)
+        cells.append([run, int(step), shown, spread, "; ".join(warnings(values)) or "none"])
+    return lines + markdown.table(["run", "step", "λ̂", "sd over chains", "warnings"], cells)
