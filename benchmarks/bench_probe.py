@@ -339,6 +339,7 @@ def stages_overhead(root: Path, tokens: int, n_blocks: int, batch_size: int, dev
     from dynamics import probe as P
     from dynamics.results import phases
     from dynamics.results import store as st
+    from dynamics.results.onsets import curve_rows
 
     runs = [make_run(root, "mini", n, tokens, seed=s, name=f"seedgroup-s{s}", data_seed=0) for s in (1, 2)]
     forward_only(runs[0], n_blocks, batch_size, dev, limit=1)  # warm-up
@@ -353,8 +354,7 @@ def stages_overhead(root: Path, tokens: int, n_blocks: int, batch_size: int, dev
         with st.open(root / f"out-stages-with-{r}", readonly=True) as s:
             df = s.metrics(run=runs[0].name)
             agreed = len(s.group_metrics())
-        rows = list(zip(df["run"], df["step"], df["tokens_seen"], df["layer"], df["metric"], df["variant"],
-                        df["value"], strict=True))
+        rows = curve_rows(df)
         t0 = time.perf_counter()
         curves = phases.series_phases(rows)
         phase_s = time.perf_counter() - t0

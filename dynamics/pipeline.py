@@ -42,7 +42,7 @@ from dynamics.measure import llc as llc_family
 from dynamics.measure import run_families as rf
 from dynamics.metrics import user
 from dynamics.results import figures as figs
-from dynamics.results import phases, report
+from dynamics.results import report
 from dynamics.setup import Done, ProbeSummary, Setup, SnapshotHook, join, open_store, shares_note
 
 FOLLOW_SHARDED = "--follow measures in one process: start it without torchrun (several processes share a series only)"
@@ -245,8 +245,7 @@ def finish(setup: Setup, summary: ProbeSummary, done: Done, series_list: list[Se
     if {"anchors", "geometry"} & set(setup.cfg.metrics):  # seed agreement, from their stored arrays
         summary.notes += agreement.measure_groups(store, probe.hash, names)
     for name in names:
-        rf.write_onsets(store, probe.hash, name)
-        phases.write_phases(store, probe.hash, name)
+        rf.write_onsets_and_phases(store, probe.hash, name)
     notes = store.notes(probe.hash)
     summary.notes += sorted({n for r, n in zip(notes["run"], notes["note"], strict=True) if r in names})
     if setup.cfg.figures:

@@ -13,7 +13,8 @@ registered metrics (scope "series") and a reference test.
 - `ln_outliers` (after geometry, reads `ln_weights`): persistence of the LayerNorm outlier dimensions.
 - `acquisition` (after anchors, reads `word_surprisal`): word learning curves (`dynamics.results.word_curves`).
 
-Onsets (`write_onsets`) are derived from all of a run's metric rows afterwards, into their own table.
+Onsets and phases (`write_onsets_and_phases`) are derived from all of a run's metric rows afterwards, into
+their own tables.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from dynamics.measure import probe_set as ps
 from dynamics.metrics import cka as C
 from dynamics.metrics.acquisition import STATUS, WordCurves
 from dynamics.results import store as st
-from dynamics.results.onsets import series_onsets
+from dynamics.results.onsets import curve_rows, series_onsets
+from dynamics.results.phases import series_phases
 
 
 @dataclass
@@ -209,9 +211,9 @@ def measure(family: RunFamily, inputs: SeriesInputs, params: str) -> bool:
     return True
 
 
-def write_onsets(store: st.Store, probe_hash: str, run: str) -> None:
-    """Rewrite the run's onsets (`dynamics.results.onsets`) from all of its metric rows under the probe set."""
-    df = store.metrics(run=run, probe_hash=probe_hash)
-    rows = zip(df["run"], df["step"], df["tokens_seen"], df["layer"], df["metric"], df["variant"], df["value"],
-               strict=True)
-    store.write_onsets(probe_hash, run, series_onsets(list(rows)))
+def write_onsets_and_phases(store: st.Store, probe_hash: str, run: str) -> None:
+    """Rewrite the run's onsets (`dynamics.results.onsets`) and phases (`dynamics.results.phases`), each in one
+    transaction, from all of its metric rows under the probe set (read once for both)."""
+    rows = curve_rows(store.metrics(run=run, probe_hash=probe_hash))
+    store.write_onsets(probe_hash, run, series_onsets(rows))
+    store.write_phases(probe_hash, run, series_phases(rows))

@@ -70,7 +70,17 @@ class Onset:
     change: float | None  # v_n − v_1 (None with fewer than two values)
 
 
-def series_onsets(rows: Sequence[tuple[str, int, int | None, int, str, str, float | None]]) -> list[Onset]:
+CurveRow = tuple[str, int, "int | None", int, str, str, "float | None"]  # run, step, tokens_seen, layer, metric,
+# variant, value: one stored metric row as the onsets and the phases read it
+
+
+def curve_rows(metrics: pd.DataFrame) -> list[CurveRow]:
+    """The rows of a `Store.metrics` frame as `CurveRow`s, for `series_onsets` and `phases.series_phases`."""
+    return list(zip(metrics["run"], metrics["step"], metrics["tokens_seen"], metrics["layer"], metrics["metric"],
+                    metrics["variant"], metrics["value"], strict=True))
+
+
+def series_onsets(rows: Sequence[CurveRow]) -> list[Onset]:
     """Onsets of every (run, metric, layer, variant) curve in `rows` = (run, step, tokens_seen, layer, metric,
     variant, value) — the store's metric rows of one probe set."""
     curves: dict[tuple[str, str, int, str], list[tuple[int, int | None, float | None]]] = {}

@@ -33,14 +33,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dynamics.results.onsets import ATOL, RTOL
-
-if TYPE_CHECKING:
-    from dynamics.results import store as st
+from dynamics.results.onsets import ATOL, RTOL, CurveRow
 
 PENALTY = 6.0  # × log(n) per break, in units of σ² (module docstring)
 MIN_SIZE = 3  # snapshots per phase
@@ -127,7 +123,7 @@ def curve_phases(steps: Sequence[int], values: Sequence[float | None], penalty: 
     return out
 
 
-def series_phases(rows: Sequence[tuple[str, int, int | None, int, str, str, float | None]],
+def series_phases(rows: Sequence[CurveRow],
                   penalty: float = PENALTY) -> list[CurvePhases]:
     """The phases of every (run, metric, layer, variant) curve in `rows` = (run, step, tokens_seen, layer, metric,
     variant, value) — the store's metric rows of one probe set (as `dynamics.results.onsets.series_onsets` reads
@@ -142,14 +138,3 @@ def series_phases(rows: Sequence[tuple[str, int, int | None, int, str, str, floa
         if phases:
             out.append(CurvePhases(run, metric, layer, variant, tuple(phases)))
     return out
-
-
-def write_phases(store: st.Store, probe_hash: str, run: str) -> int:
-    """Rewrite the run's phases (one transaction) from all of its metric rows under the probe set; returns the
-    number of curves with at least one break."""
-    df = store.metrics(run=run, probe_hash=probe_hash)
-    rows = zip(df["run"], df["step"], df["tokens_seen"], df["layer"], df["metric"], df["variant"], df["value"],
-               strict=True)
-    found = series_phases(list(rows))
-    store.write_phases(probe_hash, run, found)
-    return sum(1 for c in found if c.breaks)

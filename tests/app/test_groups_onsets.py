@@ -13,7 +13,7 @@ import pytest
 
 from app.data import seed_groups
 from dynamics.results import store as dstore
-from dynamics.results.onsets import series_onsets
+from dynamics.results.onsets import curve_rows, series_onsets
 from tests.app.helpers import assert_clean, charts, texts
 from tests.app.synthetic import PROBE_HASH, write_store
 
@@ -92,10 +92,7 @@ def test_onsets_are_drawn_as_markers(make_app, tmp_path: Path) -> None:
     db = write_store(tmp_path, steps=(0, 1, 2, 4, 8, 16), projection_tokens=0)
     with dstore.open(db) as s:
         for run in ("mlm-syn", "taco-syn"):
-            df = s.metrics(run=run, probe_hash=PROBE_HASH)
-            rows = zip(df["run"], df["step"], df["tokens_seen"], df["layer"], df["metric"], df["variant"],
-                       df["value"], strict=True)
-            s.write_onsets(PROBE_HASH, run, series_onsets(list(rows)))
+            s.write_onsets(PROBE_HASH, run, series_onsets(curve_rows(s.metrics(run=run, probe_hash=PROBE_HASH))))
         stored = s.onsets(PROBE_HASH, metric="anisotropy").query("layer == 0 and variant == 'all'")
     assert len(stored) == 2 and stored["step"].notna().all()
     at = make_app(tmp_path, page="geometry")

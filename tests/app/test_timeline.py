@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dynamics.measure.run_families import write_onsets_and_phases
 from dynamics.results import store as dstore
-from dynamics.results.onsets import series_onsets
+from dynamics.results.onsets import curve_rows
 from dynamics.results.phases import series_phases
 from tests.app.helpers import assert_clean, charts, texts
 from tests.app.synthetic import PROBE_HASH, write_store
@@ -34,11 +35,7 @@ def timed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     conn.close()
     with dstore.open(db) as s:
         for run, _ in RUNS:
-            df = s.metrics(run=run, probe_hash=PROBE_HASH)
-            rows = list(zip(df["run"], df["step"], df["tokens_seen"], df["layer"], df["metric"], df["variant"],
-                            df["value"], strict=True))
-            s.write_onsets(PROBE_HASH, run, series_onsets(rows))
-            s.write_phases(PROBE_HASH, run, series_phases(rows))
+            write_onsets_and_phases(s, PROBE_HASH, run)
     return root
 
 
@@ -119,8 +116,7 @@ def test_probe_stores_phases_and_reports_them(probed_root: Path) -> None:
         stored = s.phases()
         df = s.metrics()
     assert set(stored["run"]) == {"mlm-tiny", "taco-tiny"}
-    rows = list(zip(df["run"], df["step"], df["tokens_seen"], df["layer"], df["metric"], df["variant"], df["value"],
-                    strict=True))
+    rows = curve_rows(df)
     want = {(c.run, c.metric, c.layer, c.variant, p.index, p.start_step, p.end_step, p.direction)
             for c in series_phases(rows) for p in c.phases}
     got = set(zip(stored["run"], stored["metric"], stored["layer"], stored["variant"], stored["phase"],
